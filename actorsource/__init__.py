@@ -1,0 +1,89 @@
+"""actorsource: event-sourced aggregates as lightweight async actors.
+
+General layout (lower layers never import higher ones)::
+
+    _errors            L0  the error tree
+    _decider, _aggregate, _records
+                       L1  the pure domain core (Decider, Aggregate sugar) and records
+    _codec             L2  event/state <-> JSON-ready dicts, by stable type names
+    stores/            L3  the EventStore contract; memory and SQLite stores
+    _actor             L4  one aggregate's mailbox loop
+    _runtime           L5  live actors, activation, passivation, refs, statistics
+    cli                L6  the command line (``actorsource bench``)
+
+This module is the only public surface.
+"""
+
+from ._aggregate import Aggregate as Aggregate
+from ._aggregate import apply as apply
+from ._aggregate import command as command
+from ._decider import Decider as Decider
+from ._errors import ActorFailedError as ActorFailedError
+from ._errors import ActorsourceError as ActorsourceError
+from ._errors import CodecError as CodecError
+from ._errors import ConcurrencyError as ConcurrencyError
+from ._errors import DefinitionError as DefinitionError
+from ._errors import EventApplyError as EventApplyError
+from ._errors import IncompatibleStoreError as IncompatibleStoreError
+from ._errors import InvalidEventError as InvalidEventError
+from ._errors import MailboxFullError as MailboxFullError
+from ._errors import Rejected as Rejected
+from ._errors import RuntimeClosedError as RuntimeClosedError
+from ._errors import StoreError as StoreError
+from ._errors import UnknownCommandError as UnknownCommandError
+from ._records import AppendResult as AppendResult
+from ._records import NewEvent as NewEvent
+from ._records import RecordedEvent as RecordedEvent
+from ._records import SnapshotRecord as SnapshotRecord
+from ._records import StoredEvent as StoredEvent
+from ._runtime import AggregateRef as AggregateRef
+from ._runtime import Runtime as Runtime
+from ._runtime import RuntimeState as RuntimeState
+from ._runtime import RuntimeStatistics as RuntimeStatistics
+from .stores._base import EventStore as EventStore
+from .stores.memory import InMemoryEventStore as InMemoryEventStore
+from .stores.sqlite import SQLiteEventStore as SQLiteEventStore
+
+__all__ = [
+    "ActorFailedError",
+    "ActorsourceError",
+    "Aggregate",
+    "AggregateRef",
+    "AppendResult",
+    "CodecError",
+    "ConcurrencyError",
+    "Decider",
+    "DefinitionError",
+    "EventApplyError",
+    "EventStore",
+    "IncompatibleStoreError",
+    "InMemoryEventStore",
+    "InvalidEventError",
+    "MailboxFullError",
+    "NewEvent",
+    "RecordedEvent",
+    "Rejected",
+    "Runtime",
+    "RuntimeClosedError",
+    "RuntimeState",
+    "RuntimeStatistics",
+    "SQLiteEventStore",
+    "SnapshotRecord",
+    "StoreError",
+    "StoredEvent",
+    "UnknownCommandError",
+    "apply",
+    "command",
+]
+
+__version__ = "0.1.0"
+
+# tracebacks and reprs say actorsource.Runtime, not actorsource._runtime.Runtime
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("actorsource."):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

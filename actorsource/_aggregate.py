@@ -1,0 +1,186 @@
+"""The class form of an aggregate: ``@command`` and ``@apply`` methods, compiled to a Decider.
+
+Kept thin on purpose: two marker decorators and one compile step (cached per class), no
+metaclass. The compiled Decider's ``decide`` calls the ``@command`` method on the current state,
+its ``evolve`` calls the ``@apply`` method, which changes the state in place.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+import weakref
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, Union
+
+from ._decider import Decider
+from ._errors import DefinitionError, UnknownCommandError
+
+F = TypeVar("F", bound=Callable[..., Any])
+A = TypeVar("A", bound="Aggregate")
+
+_COMMAND_MARK = "__actorsource_command__"
+_APPLY_MARK = "__actorsource_apply__"
+
+
+class Aggregate:
+    """Base class of user aggregates.
+
+    Subclasses are ``attrs.define`` classes: their fields are the state and their defaults are
+    the initial state. Mark command handlers with :func:`command` and event appliers with
+    :func:`apply`; both dispatch on the annotated type of their one argument.
+
+    Class-level settings (plain class attributes, not fields):
+
+    - ``stream_category``: the prefix of stream ids (default: the class name)
+    - ``snapshot_every``: snapshot interval for this class (overrides the runtime's)
+    - ``snapshot_version``: the state's schema version; bump it when the fields change so that
+      old snapshots are ignored and the state is rebuilt from events
+    """
+
+    __slots__ = ()
+
+    stream_category: ClassVar[str | None] = None
+    snapshot_every: ClassVar[int | None] = None
+    snapshot_version: ClassVar[int] = 1
+
+
+def command(method: F) -> F:
+    """Mark a method as the handler of the command type its argument is annotated with.
+
+    The method returns one event, a list of events, or ``None``; it must not change ``self``
+    (raise :class:`Rejected` to refuse the command).
+    """
+    setattr(method, _COMMAND_MARK, True)
+    return method
+
+
+def apply(method: F) -> F:
+    """Mark a method as the applier of the event type its argument is annotated with.
+
+    The method changes ``self`` to reflect the event and returns ``None``.
+    """
+    setattr(method, _APPLY_MARK, True)
+    return method
+
+
+_compiled: weakref.WeakKeyDictionary[type, Decider[Any, Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def decider_of(cls: type[A]) -> Decider[Any, Any, A]:
+    """Return the Decider an aggregate class compiles to (compiled once, then cached).
+
+    :raises DefinitionError: if the class is not a usable aggregate
+    """
+    found = _compiled.get(cls)
+    if found is None:
+        found = _compile(cls)
+        _compiled[cls] = found
+    return found
+
+
+def _compile(cls: type[A]) -> Decider[Any, Any, A]:
+    if not (isinstance(cls, type) and issubclass(cls, Aggregate)):
+        msg = f"{cls!r} is not an Aggregate subclass (nor a Decider)"
+        raise DefinitionError(msg)
+    if not hasattr(cls, "__attrs_attrs__"):
+        msg = f"{cls.__qualname__} must be an attrs class: decorate it with @attrs.define"
+        raise DefinitionError(msg)
+    name = cls.stream_category or cls.__name__
+    commands = _handlers(cls, _COMMAND_MARK, "@command")
+    appliers = _handlers(cls, _APPLY_MARK, "@apply")
+    try:
+        cls()
+    except TypeError as exc:
+        msg = (
+            f"{cls.__qualname__}() failed ({exc}): every field of an aggregate needs a default, "
+            "since the defaults are its initial state"
+        )
+        raise DefinitionError(msg) from exc
+    known_commands = sorted(t.__name__ for t in commands)
+
+    def decide(command: Any, state: A) -> Any:
+        handler = _lookup(commands, type(command))
+        if handler is None:
+            raise UnknownCommandError(name, type(command).__name__, known_commands)
+        return handler(state, command)
+
+    def evolve(state: A, event: Any) -> A:
+        applier = _lookup(appliers, type(event))
+        if applier is None:
+            msg = f"{cls.__qualname__} has no @apply handler for event type {type(event).__name__}"
+            raise DefinitionError(msg)
+        applier(state, event)
+        return state
+
+    return Decider(
+        name=name,
+        decide=decide,
+        evolve=evolve,
+        event_types=tuple(appliers),
+        initial_state_factory=cls,
+        snapshot_every=cls.snapshot_every,
+        snapshot_version=cls.snapshot_version,
+        state_type=cls,
+    )
+
+
+def _lookup(table: dict[type, Callable[..., Any]], kind: type) -> Callable[..., Any] | None:
+    handler = table.get(kind)
+    if handler is None:
+        # a subclass of a handled type is handled too; cache what the MRO walk found
+        for base in kind.__mro__[1:]:
+            handler = table.get(base)
+            if handler is not None:
+                table[kind] = handler
+                break
+    return handler
+
+
+def _handlers(cls: type, mark: str, decorator: str) -> dict[type, Callable[..., Any]]:
+    by_name: dict[str, Callable[..., Any]] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, member in vars(klass).items():
+            if callable(member) and getattr(member, mark, False):
+                by_name[attr] = member
+    table: dict[type, Callable[..., Any]] = {}
+    for attr, method in by_name.items():
+        for handled in _argument_types(cls, method, decorator):
+            if handled in table:
+                msg = (
+                    f"{cls.__qualname__} has two {decorator} handlers for "
+                    f"{handled.__name__}: {table[handled].__name__} and {attr}"
+                )
+                raise DefinitionError(msg)
+            table[handled] = method
+    return table
+
+
+def _argument_types(cls: type, method: Callable[..., Any], decorator: str) -> list[type]:
+    where = f"{cls.__qualname__}.{method.__name__}"
+    params = list(inspect.signature(method).parameters.values())
+    if len(params) != 2:
+        msg = f"{decorator} method {where} must take exactly one argument besides self"
+        raise DefinitionError(msg)
+    try:
+        hints = typing.get_type_hints(method)
+    except Exception as exc:  # NameError for unresolvable string annotations, among others
+        msg = (
+            f"cannot resolve the annotations of {where} ({exc}); define the command and event "
+            "classes at module level so that their names can be resolved"
+        )
+        raise DefinitionError(msg) from exc
+    annotation = hints.get(params[1].name)
+    if annotation is None:
+        msg = f"{decorator} method {where} must annotate its argument with the type it handles"
+        raise DefinitionError(msg)
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        handled = list(typing.get_args(annotation))
+    else:
+        handled = [annotation]
+    for item in handled:
+        if not isinstance(item, type):
+            msg = f"{decorator} method {where}: the annotation {item!r} is not a class"
+            raise DefinitionError(msg)
+    return handled

@@ -1,0 +1,161 @@
+"""The error tree of actorsource.
+
+Every error the library raises on purpose derives from :class:`ActorsourceError`::
+
+    ActorsourceError
+    ├── Rejected                  a command handler refused the command (domain rule)
+    ├── UnknownCommandError       the aggregate has no @command for this command type
+    ├── InvalidEventError         a handler returned something that is not an event
+    ├── EventApplyError           an @apply handler raised; nothing was stored
+    ├── CodecError                an event or snapshot could not be encoded or decoded
+    ├── DefinitionError           an aggregate class or Decider is malformed
+    ├── ConcurrencyError          the stream moved on (expected vs. actual version)
+    ├── StoreError                the event store failed (I/O, disk full, locked, closed)
+    │   └── IncompatibleStoreError  the database is not (or a newer) actorsource database
+    ├── RuntimeClosedError        the runtime is not open
+    ├── MailboxFullError          tell_nowait() on a full mailbox
+    └── ActorFailedError          the actor could not load its aggregate from the store
+
+Failure semantics (as in Akka Persistence's ``onPersistFailure``): an error raised while
+*deciding* reaches the caller and the actor goes on with its state unchanged; an error while
+*applying, encoding or storing* events stops the actor's in-memory state, which is reloaded from the
+store on the next message, because the actor can no longer trust what it holds.
+"""
+
+from __future__ import annotations
+
+
+class ActorsourceError(Exception):
+    """Raised for every error that actorsource raises on purpose (the root of the tree)."""
+
+
+class Rejected(ActorsourceError):
+    """Raised by a command handler to refuse a command; users may subclass it.
+
+    The caller of ``ask`` receives the very same exception object; nothing is stored and the
+    actor goes on.
+    """
+
+
+class UnknownCommandError(ActorsourceError):
+    """Raised when an aggregate has no ``@command`` handler for the command's type."""
+
+    def __init__(self, aggregate: str, command_type: str, known: list[str]) -> None:
+        self.aggregate = aggregate
+        self.command_type = command_type
+        known_text = ", ".join(known) if known else "none"
+        msg = (
+            f"{aggregate} has no @command handler for command type {command_type!r} "
+            f"(it handles: {known_text})"
+        )
+        super().__init__(msg)
+
+
+class InvalidEventError(ActorsourceError):
+    """Raised when a command handler returns something that is not an event of its aggregate."""
+
+    def __init__(self, aggregate: str, command_type: str, returned: object, reason: str) -> None:
+        self.aggregate = aggregate
+        self.command_type = command_type
+        self.returned = returned
+        msg = (
+            f"{aggregate}'s handler for {command_type} returned {returned!r}: {reason}; "
+            "a command handler returns an event, a list of events, or None"
+        )
+        super().__init__(msg)
+
+
+class EventApplyError(ActorsourceError):
+    """Raised when an ``@apply`` handler raised for a new event; the event was not stored.
+
+    The original exception is the ``__cause__``. The actor discards its in-memory state and
+    reloads it from the store before its next message.
+    """
+
+    def __init__(self, stream_id: str, event_type: str, error: BaseException) -> None:
+        self.stream_id = stream_id
+        self.event_type = event_type
+        msg = (
+            f"applying event {event_type} to stream {stream_id!r} raised "
+            f"{type(error).__name__}: {error}; the event was not stored"
+        )
+        super().__init__(msg)
+
+
+class CodecError(ActorsourceError):
+    """Raised when an event or a snapshot cannot be turned into JSON data, or back."""
+
+    def __init__(self, message: str, *, type_name: str | None = None) -> None:
+        self.type_name = type_name
+        super().__init__(message)
+
+
+class DefinitionError(ActorsourceError, TypeError):
+    """Raised when an aggregate class or a Decider is malformed (found when it is first used)."""
+
+
+class ConcurrencyError(ActorsourceError):
+    """Raised when a stream is not at the version an append expected.
+
+    Another writer (actor, runtime or process) appended first.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        expected_version: int,
+        actual_version: int,
+        *,
+        retries: int | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        self.retries = retries
+        msg = (
+            f"stream {stream_id!r} is at version {actual_version}, "
+            f"expected {expected_version}"
+        )
+        if retries is not None:
+            msg += f"; the command was retried {retries} times"
+        super().__init__(msg)
+
+
+class StoreError(ActorsourceError):
+    """Raised when the event store fails (I/O error, disk full, locked too long, closed).
+
+    Nothing of the failed operation is stored; the original driver error is the ``__cause__``.
+    """
+
+
+class IncompatibleStoreError(StoreError):
+    """Raised when a database is not an actorsource database, or is of a newer schema version."""
+
+
+class RuntimeClosedError(ActorsourceError):
+    """Raised when a message is sent through a runtime that is not open."""
+
+
+class MailboxFullError(ActorsourceError):
+    """Raised by ``tell_nowait`` when the aggregate's mailbox has no room."""
+
+    def __init__(self, stream_id: str, size: int) -> None:
+        self.stream_id = stream_id
+        self.size = size
+        msg = (
+            f"mailbox of {stream_id!r} is full ({size} messages); "
+            "use 'await tell(...)' to wait for room, or raise Runtime(mailbox_size=...)"
+        )
+        super().__init__(msg)
+
+
+class ActorFailedError(ActorsourceError):
+    """Raised when an actor could not load its aggregate from the store.
+
+    The cause (a decode or store error) is the ``__cause__``; the next message tries again.
+    """
+
+    def __init__(self, stream_id: str, reason: str) -> None:
+        self.stream_id = stream_id
+        msg = f"actor for stream {stream_id!r} failed: {reason}"
+        super().__init__(msg)

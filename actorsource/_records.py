@@ -1,0 +1,101 @@
+"""Records: what the runtime hands to a store, what a store hands back, and what callers receive.
+
+The raw records (:class:`NewEvent`, :class:`StoredEvent`, :class:`SnapshotRecord`) hold JSON-ready
+data only (``dict`` payloads, ``str`` type names): stores never see domain classes. The codec turns
+domain events into raw records and back; :class:`RecordedEvent` is what ``ask`` returns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+E = TypeVar("E")
+
+JSONDict = dict[str, Any]
+
+
+@attrs.frozen(slots=True)
+class NewEvent:
+    """An event about to be appended: a stable type name and JSON-ready data."""
+
+    #: unique id of the event (a UUID string); appending the same id twice is refused
+    event_id: str
+    #: the event's stored type name (by default its class name)
+    type: str
+    #: the event's fields, JSON-ready
+    data: JSONDict
+    #: free metadata (correlation ids, user ids, ...), JSON-ready
+    metadata: JSONDict
+
+
+@attrs.frozen(slots=True)
+class StoredEvent:
+    """An event as the store holds it (what ``read_stream`` and ``read_all`` yield)."""
+
+    #: the stream (one aggregate instance) the event belongs to
+    stream_id: str
+    #: the event's place in its stream, starting at 1
+    version: int
+    #: the event's place in the whole store: global, gap-free, in commit order
+    position: int
+    #: the event's stored type name
+    type: str
+    #: the event's fields
+    data: JSONDict
+    #: the event's metadata
+    metadata: JSONDict
+    #: unique id of the event
+    event_id: str
+    #: when the store committed the event (UTC)
+    recorded_at: datetime
+
+
+@attrs.frozen(slots=True)
+class AppendResult:
+    """What a successful append reports: the events took versions and positions in sequence."""
+
+    #: the stream's version after the append (the last new event's version)
+    version: int
+    #: the global position of the first appended event (the others follow it one by one)
+    first_position: int
+    #: commit time of the append (UTC)
+    recorded_at: datetime
+
+
+@attrs.frozen(slots=True)
+class SnapshotRecord:
+    """A saved aggregate state: the state after the event at ``version``."""
+
+    #: the stream the snapshot belongs to
+    stream_id: str
+    #: the stream version the state includes
+    version: int
+    #: the encoded state
+    state: JSONDict
+    #: the aggregate's snapshot schema version at the time of saving
+    schema_version: int = 1
+    #: when the snapshot was saved (UTC); set by the store
+    recorded_at: datetime | None = None
+
+
+@attrs.frozen(slots=True)
+class RecordedEvent(Generic[E]):
+    """A domain event once it is durable, as ``ask`` returns it."""
+
+    #: the event object
+    event: E
+    #: the stream the event belongs to
+    stream_id: str
+    #: the event's place in its stream, starting at 1
+    version: int
+    #: the event's global position in the store
+    position: int
+    #: unique id of the event
+    event_id: str
+    #: when the store committed the event (UTC)
+    recorded_at: datetime
+    #: the event's metadata
+    metadata: JSONDict

@@ -1,0 +1,452 @@
+"""The runtime: live actors by stream id, activation on demand, passivation, refs, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar, overload
+
+import anyio
+import attrs
+
+from ._actor import COMMAND, GET_STATE, Actor, ActorContext, Counters, Message
+from ._aggregate import Aggregate, decider_of
+from ._codec import Codec
+from ._decider import Decider
+from ._errors import MailboxFullError, RuntimeClosedError
+from ._records import JSONDict, RecordedEvent
+from .stores._base import EventStore
+
+logger = logging.getLogger("actorsource.runtime")
+
+A = TypeVar("A", bound=Aggregate)
+S = TypeVar("S")
+
+
+class RuntimeState(enum.Enum):
+    """The lifecycle of a runtime: it can be entered once."""
+
+    #: made, not entered yet: refs can be made, messages cannot be sent
+    UNOPENED = "unopened"
+    #: serving messages
+    OPEN = "open"
+    #: leaving its context: finishing what was accepted, refusing new messages
+    CLOSING = "closing"
+    #: closed for good
+    CLOSED = "closed"
+
+
+@attrs.frozen(slots=True)
+class RuntimeStatistics:
+    """A snapshot of a runtime's counters (all counts since the runtime opened)."""
+
+    #: actors holding their aggregate's state in memory now
+    active_actors: int
+    #: actors loaded from the store (snapshot + events), including reloads after failures
+    activations: int
+    #: actors stopped to free memory (idle timeout, max_active, shutdown)
+    passivations: int
+    #: commands answered (accepted, rejected or failed)
+    commands_processed: int
+    #: commands answered with an error
+    commands_rejected: int
+    #: events durably appended
+    events_appended: int
+    #: stored events applied while loading actors
+    events_replayed: int
+    #: snapshots saved
+    snapshots_saved: int
+    #: appends decided again after another writer moved the stream on
+    conflicts_retried: int
+    #: loads and appends that failed and stopped an actor
+    actor_failures: int
+    #: messages waiting in mailboxes now
+    queued_messages: int
+
+
+class Runtime:
+    """Runs aggregates as virtual actors on an event store.
+
+    Use it as an async context manager; leaving the context processes every message already
+    accepted, stops all actors, and closes the store if the runtime opened it.
+
+    :param store: the event store (opened by the runtime unless it is already open)
+    :param snapshot_every: save a snapshot whenever a stream's version reaches a multiple of
+        this (``None``: never, unless an aggregate class sets its own)
+    :param passivate_after: seconds an actor may stay idle before it leaves memory
+        (``None``: never)
+    :param max_active: the most actors holding state in memory at once; the least recently used
+        idle actor is passivated to make room (``None``: no limit)
+    :param mailbox_size: messages an actor's mailbox holds; ``ask``/``tell`` wait for room,
+        ``tell_nowait`` raises :class:`MailboxFullError`
+    :param max_batch: the most queued commands of one actor decided together and stored in
+        one append
+    :param max_conflict_retries: how often a command is decided again after a version
+        conflict before :class:`ConcurrencyError` reaches the caller
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        snapshot_every: int | None = None,
+        passivate_after: float | None = None,
+        max_active: int | None = None,
+        mailbox_size: int = 1000,
+        max_batch: int = 100,
+        max_conflict_retries: int = 30,
+    ) -> None:
+        _check_optional_positive("snapshot_every", snapshot_every)
+        _check_optional_positive("max_active", max_active)
+        _check_optional_positive("mailbox_size", mailbox_size)
+        _check_optional_positive("max_batch", max_batch)
+        if passivate_after is not None and passivate_after < 0:
+            msg = f"passivate_after must be >= 0 seconds or None, got {passivate_after!r}"
+            raise ValueError(msg)
+        if max_conflict_retries < 0:
+            msg = f"max_conflict_retries must be >= 0, got {max_conflict_retries!r}"
+            raise ValueError(msg)
+        self.store = store
+        self.passivate_after = passivate_after
+        self.max_active = max_active
+        self._codec = Codec()
+        self._counters = Counters()
+        self._context = ActorContext(
+            store=store,
+            codec=self._codec,
+            counters=self._counters,
+            snapshot_every=snapshot_every,
+            mailbox_size=mailbox_size,
+            max_batch=max_batch,
+            max_conflict_retries=max_conflict_retries,
+            admit=self._admit,
+            on_idle=self._on_idle,
+            spawn=self._spawn,
+        )
+        self._state = RuntimeState.UNOPENED
+        self._actors: dict[str, Actor] = {}
+        #: loaded actors with no task and an empty mailbox, least recently used first
+        self._idle: OrderedDict[str, Actor] = OrderedDict()
+        self._active = 0
+        self._admission: deque[asyncio.Future[None]] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle_changed = asyncio.Event()
+        self._opened_store = False
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._deciders: dict[object, Decider[Any, Any, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self._state.value} store={self.store!r} active={self._active}>"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state is not RuntimeState.UNOPENED:
+            msg = f"a Runtime can be entered once; this one is {self._state.value}"
+            raise RuntimeClosedError(msg)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            msg = "actorsource runs on asyncio (anyio's asyncio backend); no asyncio loop is running"
+            raise RuntimeError(msg) from None
+        if not self.store.is_open:
+            await self.store.open()
+            self._opened_store = True
+        self._idle_changed = asyncio.Event()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        if self.passivate_after is not None:
+            task_group.start_soon(self._passivate_idle, name="actorsource passivation")
+        self._state = RuntimeState.OPEN
+        logger.debug("runtime opened", extra={"store": repr(self.store)})
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state is not RuntimeState.OPEN:
+            return
+        self._state = RuntimeState.CLOSING
+        task_group = self._task_group
+        assert task_group is not None
+        try:
+            # stop idle actors now; busy ones stop as their mailboxes drain (see _on_idle)
+            for actor in list(self._idle.values()):
+                self._passivate(actor)
+            while self._tasks:
+                await asyncio.wait(list(self._tasks))
+            task_group.cancel_scope.cancel()  # only the passivation timer is left to stop
+        except BaseException:
+            for task in self._tasks:
+                task.cancel()
+            task_group.cancel_scope.cancel()
+            raise
+        finally:
+            try:
+                await task_group.__aexit__(None, None, None)
+            finally:
+                self._state = RuntimeState.CLOSED
+                if self._opened_store:
+                    await self.store.close()
+            logger.debug("runtime closed", extra={"store": repr(self.store)})
+
+    # -- refs and messages -----------------------------------------------------------------
+
+    @overload
+    def ref(self, aggregate: type[A], aggregate_id: str) -> AggregateRef[A]: ...
+
+    @overload
+    def ref(self, aggregate: Decider[Any, Any, S], aggregate_id: str) -> AggregateRef[S]: ...
+
+    def ref(self, aggregate: Any, aggregate_id: str) -> AggregateRef[Any]:
+        """Return a handle to one aggregate instance (cheap: no I/O, nothing activated).
+
+        :param aggregate: an :class:`Aggregate` subclass or a :class:`Decider`
+        :param aggregate_id: any non-empty str
+        :raises DefinitionError: if the aggregate class is malformed
+        """
+        if not isinstance(aggregate_id, str) or not aggregate_id:
+            msg = f"an aggregate id must be a non-empty str, got {aggregate_id!r}"
+            raise ValueError(msg)
+        decider = self._deciders.get(aggregate)
+        if decider is None:
+            decider = aggregate if isinstance(aggregate, Decider) else decider_of(aggregate)
+            self._codec.register_events(decider.event_types)
+            self._deciders[aggregate] = decider
+        return AggregateRef(self, decider, aggregate_id, f"{decider.name}-{aggregate_id}")
+
+    def _actor_for(self, ref: AggregateRef[Any]) -> Actor:
+        if self._state is not RuntimeState.OPEN:
+            raise RuntimeClosedError(self._closed_message(ref.stream_id))
+        actor = self._actors.get(ref.stream_id)
+        if actor is None:
+            actor = Actor(self._context, ref.decider, ref.stream_id)
+            self._actors[ref.stream_id] = actor
+        return actor
+
+    def _enqueue(self, actor: Actor, message: Message) -> None:
+        actor.mailbox.append(message)
+        if not actor.running:
+            actor.running = True
+            self._idle.pop(actor.stream_id, None)
+            task = asyncio.get_running_loop().create_task(actor.run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, ref: AggregateRef[Any], message: Message) -> None:
+        actor = self._actor_for(ref)
+        if len(actor.mailbox) < self._context.mailbox_size and not actor.overflow:
+            self._enqueue(actor, message)
+            return
+        # full: wait for room, in arrival order, behind the senders already waiting
+        entered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if actor.overflow is None:
+            actor.overflow = deque()
+        actor.overflow.append((message, entered))
+        await entered
+
+    def _send_nowait(self, ref: AggregateRef[Any], message: Message) -> None:
+        actor = self._actor_for(ref)
+        if len(actor.mailbox) >= self._context.mailbox_size or actor.overflow:
+            raise MailboxFullError(ref.stream_id, self._context.mailbox_size)
+        self._enqueue(actor, message)
+
+    def _closed_message(self, stream_id: str) -> str:
+        if self._state is RuntimeState.UNOPENED:
+            return f"cannot send to {stream_id!r}: the runtime is not open yet (async with it)"
+        return f"cannot send to {stream_id!r}: the runtime is {self._state.value}"
+
+    # -- activation limits and passivation -------------------------------------------------------
+
+    async def _admit(self, actor: Actor) -> None:
+        limit = self.max_active
+        if limit is not None and self._active >= limit:
+            if self._idle:
+                _, victim = next(iter(self._idle.items()))
+                self._passivate(victim)
+            else:
+                # every active actor is busy: wait for one to go idle and hand us its place
+                ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._admission.append(ticket)
+                try:
+                    await ticket
+                except BaseException:
+                    if ticket.done() and not ticket.cancelled():
+                        self._release_slot()
+                    raise
+                actor.admitted = True
+                return
+        self._active += 1
+        actor.admitted = True
+
+    def _on_idle(self, actor: Actor) -> None:
+        if actor.mailbox:  # a message arrived as the task ended
+            actor.running = True
+            task = asyncio.get_running_loop().create_task(actor.run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        if not actor.loaded or self._state is not RuntimeState.OPEN or self._admission:
+            self._passivate(actor)
+            return
+        actor.idle_since = asyncio.get_running_loop().time()
+        self._idle[actor.stream_id] = actor
+        if len(self._idle) == 1:
+            self._idle_changed.set()
+
+    def _passivate(self, actor: Actor) -> None:
+        """Remove an idle actor from memory (it has no task and an empty mailbox)."""
+        self._idle.pop(actor.stream_id, None)
+        if self._actors.get(actor.stream_id) is actor:
+            del self._actors[actor.stream_id]
+        if actor.admitted:
+            actor.admitted = False
+            if actor.loaded:
+                self._counters.passivations += 1
+            actor.unload()
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        while self._admission:
+            ticket = self._admission.popleft()
+            if not ticket.done():
+                ticket.set_result(None)  # the place passes to the waiting actor
+                return
+        self._active -= 1
+
+    async def _passivate_idle(self) -> None:
+        assert self.passivate_after is not None
+        timeout = self.passivate_after
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._idle:
+                self._idle_changed.clear()
+                await self._idle_changed.wait()
+                continue
+            now = loop.time()
+            while self._idle:
+                actor = next(iter(self._idle.values()))
+                due = actor.idle_since + timeout
+                if due > now:
+                    await anyio.sleep(due - now)
+                    break
+                self._passivate(actor)
+            else:
+                continue
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        assert self._task_group is not None
+        self._task_group.start_soon(_run_coroutine, coroutine)
+
+    # -- statistics ------------------------------------------------------------------------------
+
+    def statistics(self) -> RuntimeStatistics:
+        """Return an immutable copy of this runtime's counters."""
+        c = self._counters
+        return RuntimeStatistics(
+            active_actors=self._active,
+            activations=c.activations,
+            passivations=c.passivations,
+            commands_processed=c.commands_processed,
+            commands_rejected=c.commands_rejected,
+            events_appended=c.events_appended,
+            events_replayed=c.events_replayed,
+            snapshots_saved=c.snapshots_saved,
+            conflicts_retried=c.conflicts_retried,
+            actor_failures=c.actor_failures,
+            queued_messages=sum(len(a.mailbox) for a in self._actors.values()),
+        )
+
+
+async def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
+    await coroutine
+
+
+def _check_optional_positive(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        msg = f"{name} must be an int >= 1 or None, got {value!r}"
+        raise ValueError(msg)
+
+
+class AggregateRef(Generic[S]):
+    """A handle to one aggregate instance; cheap to make, no I/O until a message is sent.
+
+    ``S`` is the aggregate's state type (the aggregate class for the class form).
+    """
+
+    __slots__ = ("_runtime", "aggregate_id", "decider", "stream_id")
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        decider: Decider[Any, Any, S],
+        aggregate_id: str,
+        stream_id: str,
+    ) -> None:
+        self._runtime = runtime
+        self.decider = decider
+        #: the aggregate's id as given to ``runtime.ref``
+        self.aggregate_id = aggregate_id
+        #: the id of the aggregate's stream in the store (``f"{category}-{aggregate_id}"``)
+        self.stream_id = stream_id
+
+    def __repr__(self) -> str:
+        return f"<AggregateRef {self.stream_id!r}>"
+
+    async def ask(
+        self, command: object, *, metadata: JSONDict | None = None
+    ) -> list[RecordedEvent[Any]]:
+        """Send a command and wait until its events are durable.
+
+        Waits for mailbox room first if the mailbox is full.
+
+        :param metadata: stored with each event the command produces (JSON-serializable)
+        :return: the recorded events (empty if the command changed nothing)
+        :raises Rejected: as raised by the command handler (nothing was stored)
+        :raises UnknownCommandError: if the aggregate has no handler for the command
+        :raises ConcurrencyError: if other writers kept winning after all retries
+        :raises RuntimeClosedError: if the runtime is not open
+        """
+        future: asyncio.Future[list[RecordedEvent[Any]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        await self._runtime._send(self, (COMMAND, command, future, _metadata(metadata)))
+        return await future
+
+    async def tell(self, command: object, *, metadata: JSONDict | None = None) -> None:
+        """Send a command without waiting for its outcome (waits only for mailbox room).
+
+        Failures of told commands are logged as warnings by ``actorsource.actor``.
+        """
+        await self._runtime._send(self, (COMMAND, command, None, _metadata(metadata)))
+
+    def tell_nowait(self, command: object, *, metadata: JSONDict | None = None) -> None:
+        """Send a command without waiting at all.
+
+        :raises MailboxFullError: if the mailbox has no room
+        """
+        self._runtime._send_nowait(self, (COMMAND, command, None, _metadata(metadata)))
+
+    async def state(self) -> S:
+        """Return a deep copy of the aggregate's state after every message sent before this."""
+        future: asyncio.Future[S] = asyncio.get_running_loop().create_future()
+        await self._runtime._send(self, (GET_STATE, None, future, {}))
+        return await future
+
+
+def _metadata(metadata: JSONDict | None) -> JSONDict:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        msg = f"metadata must be a dict, got {type(metadata).__name__}"
+        raise TypeError(msg)
+    return dict(metadata)
+

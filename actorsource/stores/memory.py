@@ -1,0 +1,159 @@
+"""An event store in a Python dict: for tests and experiments, gone when the process ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+
+import attrs
+
+from .._errors import ConcurrencyError, StoreError
+from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent
+from ._base import (
+    StoreLifecycle,
+    check_append,
+    check_stream_id,
+    decode_json,
+    encode_json,
+    encode_snapshot_state,
+    utc_now,
+)
+
+
+@attrs.frozen(slots=True)
+class _Row:
+    """An event held as JSON text, so that callers can never mutate what is stored."""
+
+    stream_id: str
+    version: int
+    position: int
+    type: str
+    data: str
+    metadata: str
+    event_id: str
+    recorded_at: datetime
+
+
+class InMemoryEventStore(StoreLifecycle):
+    """An event store held in memory with the same contract as the SQLite store.
+
+    Data and metadata are kept as JSON text, so that what is stored is exactly what a durable
+    store would give back and cannot be changed through an object a caller still holds.
+    """
+
+    def __init__(self) -> None:
+        self._log: list[_Row] = []
+        self._streams: dict[str, list[_Row]] = {}
+        self._event_ids: set[str] = set()
+        self._snapshots: dict[str, dict[int, SnapshotRecord]] = {}
+
+    def __repr__(self) -> str:
+        return f"InMemoryEventStore(events={len(self._log)})"
+
+    async def _open(self) -> None:
+        pass
+
+    async def _close(self) -> None:
+        pass
+
+    async def append(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> AppendResult:
+        """Append events atomically (see :class:`EventStore`)."""
+        self._check_open()
+        check_append(stream_id, expected_version, events)
+        rows_json = [
+            (encode_json(e.data, "data", e), encode_json(e.metadata, "metadata", e))
+            for e in events
+        ]
+        # a real checkpoint, as a durable store's append would be
+        await asyncio.sleep(0)
+        self._check_open()
+        stream = self._streams.get(stream_id, [])
+        actual = len(stream)
+        if expected_version is not None and expected_version != actual:
+            raise ConcurrencyError(stream_id, expected_version, actual)
+        seen: set[str] = set()
+        for event in events:
+            if event.event_id in self._event_ids or event.event_id in seen:
+                msg = f"event id {event.event_id} is already stored (appending to {stream_id!r})"
+                raise StoreError(msg)
+            seen.add(event.event_id)
+        recorded_at = utc_now()
+        first_position = len(self._log) + 1
+        new_rows = [
+            _Row(
+                stream_id,
+                actual + i + 1,
+                first_position + i,
+                event.type,
+                data,
+                metadata,
+                event.event_id,
+                recorded_at,
+            )
+            for i, (event, (data, metadata)) in enumerate(zip(events, rows_json, strict=True))
+        ]
+        self._log.extend(new_rows)
+        self._streams.setdefault(stream_id, []).extend(new_rows)
+        self._event_ids.update(seen)
+        return AppendResult(actual + len(events), first_position, recorded_at)
+
+    async def read_stream(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> AsyncIterator[StoredEvent]:
+        """Yield a stream's events in version order (see :class:`EventStore`)."""
+        self._check_open()
+        check_stream_id(stream_id)
+        rows = self._streams.get(stream_id, [])
+        end = len(rows) if to_version is None else min(to_version, len(rows))
+        for row in rows[max(from_version, 1) - 1 : end]:
+            yield _stored(row)
+
+    async def read_all(self, from_position: int = 1) -> AsyncIterator[StoredEvent]:
+        """Yield every event in global order (see :class:`EventStore`)."""
+        self._check_open()
+        position = max(from_position, 1)
+        while position <= len(self._log):
+            yield _stored(self._log[position - 1])
+            position += 1
+
+    async def stream_version(self, stream_id: str) -> int:
+        """Return the version of a stream's last event (see :class:`EventStore`)."""
+        self._check_open()
+        return len(self._streams.get(check_stream_id(stream_id), []))
+
+    async def load_snapshot(
+        self, stream_id: str, max_version: int | None = None
+    ) -> SnapshotRecord | None:
+        """Return the latest snapshot at or before ``max_version`` (see :class:`EventStore`)."""
+        self._check_open()
+        by_version = self._snapshots.get(check_stream_id(stream_id), {})
+        versions = [v for v in by_version if max_version is None or v <= max_version]
+        if not versions:
+            return None
+        found = by_version[max(versions)]
+        return attrs.evolve(found, state=decode_json(encode_snapshot_state(found)))
+
+    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Save a snapshot (see :class:`EventStore`)."""
+        self._check_open()
+        check_stream_id(snapshot.stream_id)
+        stored = attrs.evolve(
+            snapshot, state=decode_json(encode_snapshot_state(snapshot)), recorded_at=utc_now()
+        )
+        self._snapshots.setdefault(snapshot.stream_id, {})[snapshot.version] = stored
+
+
+def _stored(row: _Row) -> StoredEvent:
+    return StoredEvent(
+        row.stream_id,
+        row.version,
+        row.position,
+        row.type,
+        decode_json(row.data),
+        decode_json(row.metadata),
+        row.event_id,
+        row.recorded_at,
+    )
