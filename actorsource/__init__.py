@@ -14,6 +14,8 @@ General layout (lower layers never import higher ones)::
 This module is the only public surface.
 """
 
+import contextlib
+
 from ._aggregate import Aggregate as Aggregate
 from ._aggregate import apply as apply
 from ._aggregate import command as command
@@ -56,8 +58,8 @@ __all__ = [
     "DefinitionError",
     "EventApplyError",
     "EventStore",
-    "IncompatibleStoreError",
     "InMemoryEventStore",
+    "IncompatibleStoreError",
     "InvalidEventError",
     "MailboxFullError",
     "NewEvent",
@@ -82,8 +84,6 @@ __version__ = "0.1.0"
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("actorsource."):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
 del _name, _obj

@@ -214,8 +214,11 @@ class Actor:
                 except CodecError as exc:
                     logger.warning(
                         "snapshot cannot be decoded; replaying the stream from the start",
-                        extra={"stream_id": self.stream_id, "version": snapshot.version,
-                               "error": str(exc)},
+                        extra={
+                            "stream_id": self.stream_id,
+                            "version": snapshot.version,
+                            "error": str(exc),
+                        },
                     )
         decode = context.codec.decode_event
         evolve = decider.evolve
@@ -226,7 +229,9 @@ class Actor:
             try:
                 state = evolve(state, event)
             except Exception as exc:
-                msg = f"applying stored event {stored.type}{where} raised {type(exc).__name__}: {exc}"
+                msg = (
+                    f"applying stored event {stored.type}{where} raised {type(exc).__name__}: {exc}"
+                )
                 raise ActorFailedError(self.stream_id, msg) from exc
             version = stored.version
         replayed = version - start
@@ -234,8 +239,12 @@ class Actor:
         if replayed and logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "replayed events",
-                extra={"stream_id": self.stream_id, "event_count": replayed,
-                       "from_version": start + 1, "to_version": version},
+                extra={
+                    "stream_id": self.stream_id,
+                    "event_count": replayed,
+                    "from_version": start + 1,
+                    "to_version": version,
+                },
             )
         self.state = state
         self.version = version
@@ -259,6 +268,8 @@ class Actor:
                 batch = batch[: len(batch) - len(outcome.rest)]
             if not outcome.new_events:
                 self._reply(batch, outcome, None)
+                if outcome.corrupted:
+                    self.unload()
                 break
             start_version = self.version
             try:
@@ -290,10 +301,11 @@ class Actor:
                     "append failed",
                     extra={"stream_id": self.stream_id, "error": str(exc)},
                 )
-                error = exc if isinstance(exc, (StoreError, CodecError)) else StoreError(str(exc))
-                if error is not exc:
-                    error.__cause__ = exc
-                self._reply_error(batch, error)
+                failure: Exception = exc
+                if not isinstance(exc, (StoreError, CodecError)):
+                    failure = StoreError(f"appending to {self.stream_id!r} failed: {exc}")
+                    failure.__cause__ = exc
+                self._reply_error(batch, failure)
                 return
             self.version = result.version
             context.counters.events_appended += len(outcome.new_events)
@@ -409,8 +421,7 @@ class Actor:
         except Exception as exc:
             logger.warning(
                 "snapshot save failed",
-                extra={"stream_id": record.stream_id, "version": record.version,
-                       "error": str(exc)},
+                extra={"stream_id": record.stream_id, "version": record.version, "error": str(exc)},
             )
             return
         self.context.counters.snapshots_saved += 1

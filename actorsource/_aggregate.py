@@ -5,7 +5,6 @@ metaclass. The compiled Decider's ``decide`` calls the ``@command`` method on th
 its ``evolve`` calls the ``@apply`` method, which changes the state in place.
 """
 
-from __future__ import annotations
 
 import inspect
 import types
@@ -41,6 +40,8 @@ class Aggregate:
 
     __slots__ = ()
 
+    # real (not string) annotations: attrs and cattrs resolve them through the subclasses,
+    # and this class's __module__ is rewritten to "actorsource" by the package's front door
     stream_category: ClassVar[str | None] = None
     snapshot_every: ClassVar[int | None] = None
     snapshot_version: ClassVar[int] = 1

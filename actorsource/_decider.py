@@ -100,13 +100,10 @@ class Decider(Generic[C, E, S]):
         :raises InvalidEventError: if ``decide`` returned something that is not one of
             ``event_types``
         """
-        returned = self.decide(command, state)
+        returned: Any = self.decide(command, state)
         if returned is None:
             return []
-        if isinstance(returned, (list, tuple)):
-            events = list(returned)
-        else:
-            events = [returned]
+        events: list[E] = list(returned) if isinstance(returned, (list, tuple)) else [returned]
         for event in events:
             if not isinstance(event, self.event_types):
                 known = ", ".join(t.__name__ for t in self.event_types) or "none"

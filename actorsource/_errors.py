@@ -112,10 +112,7 @@ class ConcurrencyError(ActorsourceError):
         self.expected_version = expected_version
         self.actual_version = actual_version
         self.retries = retries
-        msg = (
-            f"stream {stream_id!r} is at version {actual_version}, "
-            f"expected {expected_version}"
-        )
+        msg = f"stream {stream_id!r} is at version {actual_version}, expected {expected_version}"
         if retries is not None:
             msg += f"; the command was retried {retries} times"
         super().__init__(msg)

@@ -151,7 +151,7 @@ class Runtime:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            msg = "actorsource runs on asyncio (anyio's asyncio backend); no asyncio loop is running"
+            msg = "actorsource runs on asyncio (anyio's asyncio backend); no asyncio loop runs"
             raise RuntimeError(msg) from None
         if not self.store.is_open:
             await self.store.open()
@@ -449,4 +449,3 @@ def _metadata(metadata: JSONDict | None) -> JSONDict:
         msg = f"metadata must be a dict, got {type(metadata).__name__}"
         raise TypeError(msg)
     return dict(metadata)
-
