@@ -14,8 +14,6 @@ General layout (lower layers never import higher ones)::
 This module is the only public surface.
 """
 
-import contextlib
-
 from ._aggregate import Aggregate as Aggregate
 from ._aggregate import apply as apply
 from ._aggregate import command as command
@@ -84,6 +82,5 @@ __version__ = "0.1.0"
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("actorsource."):
-        with contextlib.suppress(AttributeError, TypeError):
-            _obj.__module__ = __name__
+        _obj.__module__ = __name__
 del _name, _obj

@@ -1,0 +1,89 @@
+"""The package's shape: one front door, layers that point down, no unsafe decoding."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import actorsource
+
+PACKAGE = Path(actorsource.__file__).parent
+
+# lower layers never import higher ones (STYLE.md section 1)
+LAYERS = {
+    "_errors": 0,
+    "_records": 1,
+    "_decider": 1,
+    "_aggregate": 1,
+    "_codec": 2,
+    "stores": 3,
+    "_actor": 4,
+    "_runtime": 5,
+    "cli": 6,
+    "bench": 6,
+    "testing": 6,
+}
+
+
+def test_all_is_sorted_and_names_every_public_export() -> None:
+    assert actorsource.__all__ == sorted(actorsource.__all__)
+    public = {name for name in vars(actorsource) if not name.startswith("_")}
+    submodules = {"stores", "cli", "bench", "testing"}
+    assert public - submodules == set(actorsource.__all__)
+
+
+def test_public_names_report_the_front_door_as_their_module() -> None:
+    assert actorsource.Runtime.__module__ == "actorsource"
+    assert repr(actorsource.Runtime) == "<class 'actorsource.Runtime'>"
+
+
+def _layer(module: str) -> int | None:
+    first = module.split(".")[0]
+    return LAYERS.get(first)
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    violations = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).with_suffix("")
+        parts = list(relative.parts)
+        if parts == ["__init__"]:
+            continue
+        own = _layer(parts[0])
+        if own is None:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = parts[: len(parts) - node.level]
+                target = ".".join([*base, node.module or ""]).strip(".")
+                layer = _layer(target)
+                if layer is not None and layer > own:
+                    violations.append(f"{'/'.join(parts)} imports {target}")
+    assert violations == []
+
+
+def test_only_the_sqlite_store_imports_aiosqlite_and_nothing_uses_pickle_or_eval() -> None:
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            for name in names:
+                root = name.split(".")[0]
+                if root == "aiosqlite" and path.name != "sqlite.py":
+                    offenders.append(f"{path.name} imports aiosqlite")
+                if root in {"pickle", "marshal", "shelve"}:
+                    offenders.append(f"{path.name} imports {root}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                if node.func.id in {"eval", "exec"}:
+                    offenders.append(f"{path.name} calls {node.func.id}")
+    assert offenders == []
+
+
+def test_package_ships_py_typed() -> None:
+    assert (PACKAGE / "py.typed").is_file()
