@@ -137,6 +137,7 @@ class Runtime:
         self._idle_changed = asyncio.Event()
         self._opened_store = False
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._timer_scope = anyio.CancelScope()
         self._deciders: dict[object, Decider[Any, Any, Any]] = {}
 
     def __repr__(self) -> str:
@@ -161,7 +162,8 @@ class Runtime:
         await task_group.__aenter__()
         self._task_group = task_group
         if self.passivate_after is not None:
-            task_group.start_soon(self._passivate_idle, name="actorsource passivation")
+            self._timer_scope = anyio.CancelScope()
+            task_group.start_soon(self._run_timer, name="actorsource passivation")
         self._state = RuntimeState.OPEN
         logger.debug("runtime opened", extra={"store": repr(self.store)})
         return self
@@ -179,11 +181,11 @@ class Runtime:
         assert task_group is not None
         try:
             # stop idle actors now; busy ones stop as their mailboxes drain (see _on_idle)
-            for actor in list(self._idle.values()):
-                self._passivate(actor)
+            self.passivate_idle()
             while self._tasks:
                 await asyncio.wait(list(self._tasks))
-            task_group.cancel_scope.cancel()  # only the passivation timer is left to stop
+            # stop the passivation timer; leaving the task group waits for snapshot saves
+            self._timer_scope.cancel()
         except BaseException:
             for task in self._tasks:
                 task.cancel()
@@ -322,7 +324,11 @@ class Runtime:
                 return
         self._active -= 1
 
-    async def _passivate_idle(self) -> None:
+    async def _run_timer(self) -> None:
+        with self._timer_scope:
+            await self._passivate_when_due()
+
+    async def _passivate_when_due(self) -> None:
         assert self.passivate_after is not None
         timeout = self.passivate_after
         loop = asyncio.get_running_loop()
@@ -341,6 +347,16 @@ class Runtime:
                 self._passivate(actor)
             else:
                 continue
+
+    def passivate_idle(self) -> int:
+        """Passivate every idle actor now (to shed memory); return how many were passivated.
+
+        Busy actors are not touched: they stay until idle, as ``passivate_after`` decides.
+        """
+        idle = list(self._idle.values())
+        for actor in idle:
+            self._passivate(actor)
+        return len(idle)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         assert self._task_group is not None

@@ -38,7 +38,7 @@ def test_public_names_report_the_front_door_as_their_module() -> None:
 
 
 def _layer(module: str) -> int | None:
-    first = module.split(".")[0]
+    first = module.split(".", maxsplit=1)[0]
     return LAYERS.get(first)
 
 
@@ -79,9 +79,12 @@ def test_only_the_sqlite_store_imports_aiosqlite_and_nothing_uses_pickle_or_eval
                     offenders.append(f"{path.name} imports aiosqlite")
                 if root in {"pickle", "marshal", "shelve"}:
                     offenders.append(f"{path.name} imports {root}")
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                if node.func.id in {"eval", "exec"}:
-                    offenders.append(f"{path.name} calls {node.func.id}")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in {"eval", "exec"}
+            ):
+                offenders.append(f"{path.name} calls {node.func.id}")
     assert offenders == []
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import attrs
 import pytest
 
@@ -139,11 +140,10 @@ async def test_tells_from_one_sender_are_applied_in_order(store: EventStore) -> 
 async def test_many_aggregates_run_concurrently_and_positions_stay_gap_free(
     store: EventStore,
 ) -> None:
-    async with Runtime(store) as runtime:
-        async with anyio.create_task_group() as tg:
-            for n in range(50):
-                for _ in range(4):
-                    tg.start_soon(runtime.ref(Account, f"acc-{n}").ask, Deposit(1))
+    async with Runtime(store) as runtime, anyio.create_task_group() as tg:
+        for n in range(50):
+            for _ in range(4):
+                tg.start_soon(runtime.ref(Account, f"acc-{n}").ask, Deposit(1))
     events = await all_events(store)
     assert [e.position for e in events] == list(range(1, 201))
     for n in range(50):
@@ -419,9 +419,7 @@ async def test_conflict_reloads_decides_again_and_sees_the_other_writers_event(
         ref = runtime.ref(Account, "a")
         await ref.ask(Deposit(10))
         # another writer appends behind the actor's back
-        await store.append(
-            "Account-a", 1, [NewEvent("foreign-1", "Withdrew", {"amount": 10}, {})]
-        )
+        await store.append("Account-a", 1, [NewEvent("foreign-1", "Withdrew", {"amount": 10}, {})])
         with pytest.raises(Rejected, match="balance 0"):
             await ref.ask(Withdraw(5))  # decided on balance 10, conflict, reloaded: balance 0
         recorded = await ref.ask(Deposit(4))
@@ -433,9 +431,7 @@ async def test_conflict_after_all_retries_raises_concurrency_error_with_versions
     store: EventStore,
 ) -> None:
     class AlwaysAhead(FaultyStore):
-        async def append(
-            self, stream_id: str, expected_version: int | None, events: Any
-        ) -> Any:
+        async def append(self, stream_id: str, expected_version: int | None, events: Any) -> Any:
             # someone always appends first
             await self.inner.append(
                 stream_id, None, [NewEvent(f"f-{self.appends}", "Deposited", {"amount": 1}, {})]
@@ -533,8 +529,13 @@ async def test_snapshot_that_cannot_be_decoded_is_skipped_with_a_warning(
 
 
 async def test_snapshots_are_finished_before_the_runtime_closes(tmp_path: Path) -> None:
+    class SlowSnapshots(FaultyStore):
+        async def save_snapshot(self, snapshot: Any) -> None:
+            await anyio.sleep(0.05)  # a slow disk: the save is still running at exit
+            await super().save_snapshot(snapshot)
+
     path = tmp_path / "s.db"
-    async with Runtime(SQLiteEventStore(path), snapshot_every=1) as runtime:
+    async with Runtime(SlowSnapshots(SQLiteEventStore(path)), snapshot_every=1) as runtime:
         for _ in range(10):
             await runtime.ref(Account, "a").ask(Deposit(1))
     async with SQLiteEventStore(path) as store:
@@ -543,10 +544,10 @@ async def test_snapshots_are_finished_before_the_runtime_closes(tmp_path: Path) 
     assert snapshot.state == {"state": {"balance": 10, "history": [1] * 10}}
 
 
-async def wait_until(condition: Any, timeout: float = 5.0) -> None:
+async def wait_until(condition: Any, limit: float = 5.0) -> None:
     """Poll a condition that a timer (the behaviour under test) makes true."""
-    with anyio.fail_after(timeout):
-        while not condition():
+    with anyio.fail_after(limit):
+        while not condition():  # noqa: ASYNC110  # passivation is timer-driven, not an event
             await anyio.sleep(0.005)
 
 
@@ -571,8 +572,9 @@ async def test_passivated_actor_rehydrates_from_snapshot(store: EventStore) -> N
         for _ in range(7):
             await ref.ask(Deposit(1))
         await wait_until(
-            lambda: runtime.statistics().passivations == 1
-            and runtime.statistics().snapshots_saved == 1
+            lambda: (
+                runtime.statistics().passivations == 1 and runtime.statistics().snapshots_saved == 1
+            )
         )
         assert (await ref.state()).balance == 7
         assert runtime.statistics().events_replayed == 2
@@ -589,7 +591,7 @@ async def test_passivation_churn_loses_and_reorders_no_message(store: EventStore
                 else:
                     await ref.ask(Deposit(n * 1000 + i))
                 if i % 7 == 0:
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
 
         async with anyio.create_task_group() as tg:
             for n in range(1, 21):
@@ -612,7 +614,7 @@ async def test_max_active_bounds_live_actors_at_every_moment(store: EventStore) 
             nonlocal peak
             while not done.is_set():
                 peak = max(peak, runtime.statistics().active_actors)
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)

@@ -1,0 +1,635 @@
+"""The throughput benchmark suite behind ``actorsource bench``.
+
+Each workload runs on a fresh SQLite file at the default durability (WAL, synchronous=FULL).
+Baselines are measured in the same run, so that results read as ratios that survive a noisy
+machine: the raw batched-insert ceiling, the per-commit fsync floor, and (when installed) the
+``eventsourcing`` package as the Python peer.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import platform
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+import attrs
+import orjson
+
+from . import Aggregate, Runtime, SQLiteEventStore, apply, command
+
+Result = dict[str, Any]
+
+WORKLOADS = ("W1", "W1-seq", "W2", "W3", "W4", "W5")
+
+
+@attrs.frozen
+class Deposit:
+    """Benchmark command: deposit an amount."""
+
+    amount: int
+
+
+@attrs.frozen
+class DepositMany:
+    """Benchmark command: make ``count`` deposits at once (to build long streams fast)."""
+
+    count: int
+
+
+@attrs.frozen
+class Deposited:
+    """Benchmark event."""
+
+    amount: int
+
+
+@attrs.define
+class BenchAccount(Aggregate):
+    """The benchmark aggregate: a balance and a deposit count."""
+
+    balance: int = 0
+    deposits: int = 0
+
+    @command
+    def deposit(self, cmd: Deposit) -> Deposited:
+        return Deposited(cmd.amount)
+
+    @command
+    def deposit_many(self, cmd: DepositMany) -> list[Deposited]:
+        return [Deposited(1)] * cmd.count
+
+    @apply
+    def deposited(self, event: Deposited) -> None:
+        self.balance += event.amount
+        self.deposits += 1
+
+
+@attrs.define
+class Sizes:
+    """Workload sizes (the defaults are the published suite; ``quick()`` is a smoke run)."""
+
+    w1_aggregates: int = 1_000
+    w1_commands: int = 100_000
+    w1_callers: int = 1_000
+    seq_commands: int = 5_000
+    w2_commands: int = 20_000
+    w2_callers: int = 100
+    w3_events: int = 10_000
+    w3_repeats: int = 5
+    w4_actors: int = 100_000
+    w4_churn: int = 20_000
+    w5_aggregates: int = 100_000
+    w5_commands: int = 100_000
+    w5_callers: int = 1_000
+    w5_max_active: int = 10_000
+    peer_commands: int = 5_000
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        """Tiny sizes: checks that every workload runs and is correct, measures nothing."""
+        return cls(
+            w1_aggregates=20,
+            w1_commands=400,
+            w1_callers=40,
+            seq_commands=50,
+            w2_commands=200,
+            w2_callers=10,
+            w3_events=300,
+            w3_repeats=2,
+            w4_actors=300,
+            w4_churn=200,
+            w5_aggregates=500,
+            w5_commands=500,
+            w5_callers=20,
+            w5_max_active=50,
+            peer_commands=50,
+        )
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Return the value at ``fraction`` of a sorted sequence (nearest rank)."""
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def _latency(latencies: list[float]) -> Result:
+    latencies.sort()
+    return {
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "p999_ms": percentile(latencies, 0.999) * 1000,
+    }
+
+
+def machine() -> Result:
+    """Describe the machine and settings the numbers were measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "durability": "WAL, synchronous=FULL",
+    }
+
+
+# -- actorsource workloads -------------------------------------------------------------------
+
+
+async def _asks(
+    runtime: Runtime,
+    aggregates: int,
+    commands: int,
+    callers: int,
+    progress: Progress,
+    *,
+    pick: Callable[[int, int], int] | None = None,
+) -> tuple[float, list[float]]:
+    """Run ``commands`` asks from ``callers`` concurrent callers; return elapsed, latencies."""
+    refs = [runtime.ref(BenchAccount, f"acc-{i}") for i in range(aggregates)]
+    per_caller, extra = divmod(commands, callers)
+    latencies: list[float] = []
+    done = 0
+    step = max(commands // 10, 1)
+    clock = time.perf_counter
+
+    async def caller(number: int) -> None:
+        nonlocal done
+        count = per_caller + (1 if number < extra else 0)
+        for i in range(count):
+            index = pick(number, i) if pick is not None else (number + i) % aggregates
+            started = clock()
+            await refs[index].ask(Deposit(1))
+            latencies.append(clock() - started)
+            done += 1
+            if done % step == 0:
+                progress(f"{done:,}/{commands:,} commands")
+
+    started = clock()
+    async with anyio.create_task_group() as tg:
+        for number in range(callers):
+            tg.start_soon(caller, number)
+    return clock() - started, latencies
+
+
+async def workload_many(
+    path: Path, sizes: Sizes, progress: Progress, *, sequential: bool
+) -> Result:
+    """W1 (many aggregates, many callers) or W1-seq (one sequential caller)."""
+    commands = sizes.seq_commands if sequential else sizes.w1_commands
+    callers = 1 if sequential else sizes.w1_callers
+    store = SQLiteEventStore(path)
+    async with Runtime(store) as runtime:
+        elapsed, latencies = await _asks(runtime, sizes.w1_aggregates, commands, callers, progress)
+        stats = runtime.statistics()
+        batches = store.batches_committed
+    _check(stats.events_appended == commands, "W1 appended a wrong number of events")
+    return {
+        "commands": commands,
+        "callers": callers,
+        "seconds": elapsed,
+        "commands_per_s": commands / elapsed,
+        "events_per_s": stats.events_appended / elapsed,
+        "commands_per_commit": commands / max(batches, 1),
+        **_latency(latencies),
+    }
+
+
+async def workload_hot(path: Path, sizes: Sizes, progress: Progress) -> Result:
+    """W2: one hot aggregate, many concurrent callers."""
+    store = SQLiteEventStore(path)
+    async with Runtime(store) as runtime:
+        elapsed, latencies = await _asks(
+            runtime, 1, sizes.w2_commands, sizes.w2_callers, progress, pick=lambda c, i: 0
+        )
+        stats = runtime.statistics()
+        state = await runtime.ref(BenchAccount, "acc-0").state()
+        batches = store.batches_committed
+    _check(state.deposits == sizes.w2_commands, "W2 lost commands")
+    return {
+        "commands": sizes.w2_commands,
+        "callers": sizes.w2_callers,
+        "seconds": elapsed,
+        "commands_per_s": sizes.w2_commands / elapsed,
+        "events_per_s": stats.events_appended / elapsed,
+        "commands_per_commit": sizes.w2_commands / max(batches, 1),
+        **_latency(latencies),
+    }
+
+
+async def workload_rehydrate(path: Path, sizes: Sizes, progress: Progress) -> Result:
+    """W3: activate an aggregate of ``w3_events`` events, without and with snapshots."""
+    total = sizes.w3_events
+    tail = min(50, total // 4)
+    store = SQLiteEventStore(path)
+    results: Result = {"events": total}
+    async with store:
+        for label, every in (("no_snapshot", None), ("snapshot_every_100", 100)):
+            aggregate_id = f"big-{label}"
+            async with Runtime(store, snapshot_every=every) as runtime:
+                ref = runtime.ref(BenchAccount, aggregate_id)
+                for _ in range((total - tail) // 100):
+                    await ref.ask(DepositMany(100))
+                for _ in range(total - tail - (total - tail) // 100 * 100 + tail):
+                    await ref.ask(Deposit(1))
+            progress(f"W3 {label}: stream written")
+            timings: list[float] = []
+            replayed = 0
+            for _ in range(sizes.w3_repeats):
+                async with Runtime(store) as runtime:
+                    started = time.perf_counter()
+                    state = await runtime.ref(BenchAccount, aggregate_id).state()
+                    timings.append(time.perf_counter() - started)
+                    replayed = runtime.statistics().events_replayed
+                _check(state.deposits == total, "W3 rehydrated a wrong state")
+            best = min(timings)
+            results[label] = {
+                "ms_per_activation": best * 1000,
+                "median_ms": sorted(timings)[len(timings) // 2] * 1000,
+                "events_replayed": replayed,
+                "replayed_events_per_s": replayed / best if replayed else None,
+            }
+    return results
+
+
+async def workload_memory(path: Path, sizes: Sizes, progress: Progress) -> Result:
+    """W4: bytes per live idle actor, bytes retained after passivation, churn rate."""
+    count = sizes.w4_actors
+    store = SQLiteEventStore(path)
+    async with store:
+        async with Runtime(store) as runtime:
+            refs = [runtime.ref(BenchAccount, f"m-{i}") for i in range(count)]
+            await refs[0].state()  # warm up the codec and the store's reader
+            runtime.passivate_idle()
+            gc.collect()
+            tracemalloc.start()
+            try:
+                baseline = tracemalloc.get_traced_memory()[0]
+
+                async def activate(start: int) -> None:
+                    for i in range(start, count, 500):
+                        await refs[i].state()
+
+                async with anyio.create_task_group() as tg:
+                    for start in range(500):
+                        tg.start_soon(activate, start)
+                progress(f"W4: {count:,} actors live")
+                gc.collect()
+                live = tracemalloc.get_traced_memory()[0] - baseline
+                active = runtime.statistics().active_actors
+                runtime.passivate_idle()
+                gc.collect()
+                retained = tracemalloc.get_traced_memory()[0] - baseline
+            finally:
+                tracemalloc.stop()
+        _check(active == count, "W4 did not activate every actor")
+        churn = sizes.w4_churn
+        async with Runtime(store, passivate_after=0.0) as runtime:
+            churn_refs = [runtime.ref(BenchAccount, f"c-{i}") for i in range(churn)]
+
+            async def visit(start: int) -> None:
+                for i in range(start, churn, 100):
+                    await churn_refs[i].ask(Deposit(1))
+
+            started = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for start in range(100):
+                    tg.start_soon(visit, start)
+            # passivation is timer-driven: poll the count it changes
+            while runtime.statistics().active_actors:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
+            elapsed = time.perf_counter() - started
+            stats = runtime.statistics()
+    return {
+        "actors": count,
+        "bytes_per_idle_actor": live / count,
+        "bytes_retained_after_passivation": retained,
+        "retained_fraction_of_live": retained / live if live else 0.0,
+        "churn_actors": churn,
+        "activations_plus_passivations_per_s": (stats.activations + stats.passivations) / elapsed,
+    }
+
+
+async def workload_skew(path: Path, sizes: Sizes, progress: Progress) -> Result:
+    """W5: Zipf-distributed commands over many aggregates with a cap on live actors."""
+    n = sizes.w5_aggregates
+    rng = random.Random(42)
+    weights = [1.0 / (rank + 1) ** 1.1 for rank in range(n)]
+    cumulative: list[float] = []
+    running = 0.0
+    for weight in weights:
+        running += weight
+        cumulative.append(running)
+    targets = rng.choices(range(n), cum_weights=cumulative, k=sizes.w5_commands)
+    callers = sizes.w5_callers
+    per_caller = sizes.w5_commands // callers
+    store = SQLiteEventStore(path)
+    peak = 0
+
+    def pick(caller: int, i: int) -> int:
+        return targets[caller * per_caller + i]
+
+    async with Runtime(store, max_active=sizes.w5_max_active) as runtime:
+        elapsed, latencies = await _asks(
+            runtime, n, per_caller * callers, callers, progress, pick=pick
+        )
+        stats = runtime.statistics()
+        peak = stats.active_actors
+    _check(peak <= sizes.w5_max_active, "W5 exceeded max_active")
+    commands = per_caller * callers
+    return {
+        "commands": commands,
+        "aggregates": n,
+        "max_active": sizes.w5_max_active,
+        "seconds": elapsed,
+        "commands_per_s": commands / elapsed,
+        "activations": stats.activations,
+        "passivations": stats.passivations,
+        **_latency(latencies),
+    }
+
+
+# -- baselines -------------------------------------------------------------------------------
+
+
+def _rows(count: int) -> list[tuple[Any, ...]]:
+    now = datetime.now(UTC).isoformat()
+    data = orjson.dumps({"amount": 1}).decode()
+    return [
+        (
+            i + 1,
+            f"BenchAccount-acc-{i % 1000}",
+            i // 1000 + 1,
+            "Deposited",
+            data,
+            "{}",
+            str(uuid.uuid4()),
+            now,
+        )
+        for i in range(count)
+    ]
+
+
+_INSERT = (
+    "INSERT INTO events (position, stream_id, version, type, data, metadata, event_id, "
+    "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def _schema(path: Path) -> None:
+    async with SQLiteEventStore(path):
+        pass
+
+
+async def baseline_ceiling(path: Path, count: int, batch: int) -> Result:
+    """Raw aiosqlite: the same rows, same schema and durability, ``batch`` rows a transaction."""
+    await _schema(path)
+    rows = _rows(count)
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = FULL")
+        started = time.perf_counter()
+        for start in range(0, count, batch):
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.executemany(_INSERT, rows[start : start + batch])
+            await conn.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+    return {"rows": count, "batch": batch, "events_per_s": count / elapsed}
+
+
+async def baseline_fsync_floor(path: Path, count: int) -> Result:
+    """Raw aiosqlite: one transaction (one fsync) per row, sequential."""
+    await _schema(path)
+    rows = _rows(count)
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = FULL")
+        started = time.perf_counter()
+        for row in rows:
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.execute(_INSERT, row)
+            await conn.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+    return {"rows": count, "events_per_s": count / elapsed}
+
+
+def baseline_peer(path: Path, commands: int, aggregates: int, *, cache: bool) -> Result | None:
+    """The ``eventsourcing`` package (if installed) on its SQLite recorder, sequentially."""
+    try:
+        # optional (the bench extra), imported only when the peer baseline runs
+        application = importlib.import_module("eventsourcing.application")
+        domain = importlib.import_module("eventsourcing.domain")
+    except ImportError:
+        return None
+
+    event = domain.event
+
+    class PeerAccount(domain.Aggregate):  # type: ignore[misc,name-defined]
+        @event("Opened")  # type: ignore[untyped-decorator]
+        def __init__(self) -> None:
+            self.balance = 0
+
+        @event("Deposited")  # type: ignore[untyped-decorator]
+        def deposit(self, amount: int) -> None:
+            self.balance += amount
+
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(path),
+        "SQLITE_LOCK_TIMEOUT": "10",
+    }
+    if cache:
+        env["AGGREGATE_CACHE_MAXSIZE"] = str(aggregates)
+    app = application.Application(env=env)
+    ids = []
+    for _ in range(aggregates):
+        account = PeerAccount()
+        app.save(account)
+        ids.append(account.id)
+    started = time.perf_counter()
+    for i in range(commands):
+        account = app.repository.get(ids[i % aggregates])
+        account.deposit(1)
+        app.save(account)
+    elapsed = time.perf_counter() - started
+    app.close()
+    return {"commands": commands, "cache": cache, "commands_per_s": commands / elapsed}
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+# -- the suite -------------------------------------------------------------------------------
+
+
+async def run_suite(
+    workloads: Sequence[str],
+    sizes: Sizes,
+    progress: Progress = _quiet,
+    *,
+    directory: Path | None = None,
+    peer: bool = True,
+) -> Result:
+    """Run the chosen workloads and their baselines; return every number measured."""
+    results: Result = {"machine": machine(), "workloads": {}, "baselines": {}}
+    with tempfile.TemporaryDirectory(dir=directory, prefix="actorsource-bench-") as tmp:
+        counter = 0
+
+        def fresh() -> Path:
+            nonlocal counter
+            counter += 1
+            return Path(tmp) / f"bench-{counter}.db"
+
+        async def measure(name: str, job: Callable[[], Awaitable[Result | None]]) -> Any:
+            progress(f"{name}: running")
+            value = await job()
+            progress(f"{name}: done")
+            return value
+
+        base = results["baselines"]
+        found = results["workloads"]
+        if "W1" in workloads:
+            base["ceiling"] = await measure(
+                "ceiling",
+                lambda: baseline_ceiling(fresh(), sizes.w1_commands, sizes.w1_callers),
+            )
+            found["W1"] = await measure(
+                "W1", lambda: workload_many(fresh(), sizes, progress, sequential=False)
+            )
+        if "W1-seq" in workloads:
+            base["fsync_floor"] = await measure(
+                "fsync floor", lambda: baseline_fsync_floor(fresh(), sizes.seq_commands)
+            )
+            found["W1-seq"] = await measure(
+                "W1-seq", lambda: workload_many(fresh(), sizes, progress, sequential=True)
+            )
+        if "W2" in workloads:
+            found["W2"] = await measure("W2", lambda: workload_hot(fresh(), sizes, progress))
+        if "W3" in workloads:
+            found["W3"] = await measure("W3", lambda: workload_rehydrate(fresh(), sizes, progress))
+        if "W4" in workloads:
+            found["W4"] = await measure("W4", lambda: workload_memory(fresh(), sizes, progress))
+        if "W5" in workloads:
+            found["W5"] = await measure("W5", lambda: workload_skew(fresh(), sizes, progress))
+        if peer and "W1" in workloads:
+            for cache in (False, True):
+                key = "peer_cached" if cache else "peer"
+                progress(f"{key}: running")
+                measured = baseline_peer(
+                    fresh(), sizes.peer_commands, sizes.w1_aggregates, cache=cache
+                )
+                if measured is not None:
+                    base[key] = measured
+    results["ratios"] = ratios(results)
+    return results
+
+
+def ratios(results: Result) -> Result:
+    """Derive the ratios the targets are stated in from one run's numbers."""
+    found, base = results["workloads"], results["baselines"]
+    out: Result = {}
+    w1 = found.get("W1")
+    if w1 and "ceiling" in base:
+        out["W1_vs_ceiling"] = w1["events_per_s"] / base["ceiling"]["events_per_s"]
+    peers = [base[k]["commands_per_s"] for k in ("peer", "peer_cached") if k in base]
+    if w1 and peers:
+        out["W1_vs_peer_best"] = w1["commands_per_s"] / max(peers)
+    if "W1-seq" in found and "fsync_floor" in base:
+        out["W1seq_vs_fsync_floor"] = (
+            found["W1-seq"]["events_per_s"] / base["fsync_floor"]["events_per_s"]
+        )
+    if w1 and "W2" in found:
+        out["W2_vs_W1"] = found["W2"]["commands_per_s"] / w1["commands_per_s"]
+    return out
+
+
+def format_table(results: Result) -> str:
+    """Render results as a plain-text report."""
+    m = results["machine"]
+    lines = [
+        f"actorsource bench: {m['cpus']} CPUs, Python {m['python']}, SQLite {m['sqlite']}, "
+        f"{m['durability']}",
+        "",
+        f"{'workload':<22}{'commands/s':>12}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'p99.9 ms':>10}",
+    ]
+    for name in ("W1", "W1-seq", "W2", "W5"):
+        r = results["workloads"].get(name)
+        if r:
+            lines.append(
+                f"{name:<22}{r['commands_per_s']:>12,.0f}{r.get('events_per_s', 0):>12,.0f}"
+                f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['p999_ms']:>10.2f}"
+            )
+    base = results["baselines"]
+    for key, label in (
+        ("ceiling", "ceiling (raw batched)"),
+        ("fsync_floor", "fsync floor (1/commit)"),
+        ("peer", "eventsourcing"),
+        ("peer_cached", "eventsourcing+cache"),
+    ):
+        b = base.get(key)
+        if b:
+            rate = b.get("events_per_s", b.get("commands_per_s", 0.0))
+            lines.append(f"{label:<22}{rate:>12,.0f}")
+    w3 = results["workloads"].get("W3")
+    if w3:
+        lines.append("")
+        for label in ("no_snapshot", "snapshot_every_100"):
+            r = w3[label]
+            rate = r["replayed_events_per_s"]
+            rate_text = f"{rate:,.0f} events/s replayed" if rate else "nothing replayed"
+            lines.append(
+                f"W3 {label:<19} {r['ms_per_activation']:8.2f} ms per activation of "
+                f"{w3['events']:,} events ({rate_text})"
+            )
+    w4 = results["workloads"].get("W4")
+    if w4:
+        lines.append("")
+        lines.append(
+            f"W4 {w4['bytes_per_idle_actor']:,.0f} bytes per live idle actor "
+            f"({w4['actors']:,} actors); {w4['bytes_retained_after_passivation']:,.0f} bytes "
+            f"retained after passivation ({w4['retained_fraction_of_live']:.1%} of live); "
+            f"{w4['activations_plus_passivations_per_s']:,.0f} activations+passivations/s"
+        )
+    w5 = results["workloads"].get("W5")
+    if w5:
+        lines.append(
+            f"W5 {w5['activations']:,} activations, {w5['passivations']:,} passivations "
+            f"with max_active={w5['max_active']:,} over {w5['aggregates']:,} aggregates"
+        )
+    if results["ratios"]:
+        lines.append("")
+        for key, value in results["ratios"].items():
+            text = f"{value:.1f}x" if key.endswith("peer_best") else f"{value:.0%}"
+            lines.append(f"{key:<22}{text:>12}")
+    return "\n".join(lines)
+
+
+def stderr_progress(message: str) -> None:
+    """Report progress on stderr (the numbers go to stdout)."""
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()

@@ -1,0 +1,57 @@
+"""The ``actorsource`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from . import bench
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = argparse.ArgumentParser(prog="actorsource", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("bench", help="run the throughput benchmark suite (SQLite)")
+    run.add_argument(
+        "--workload",
+        "-w",
+        action="append",
+        choices=bench.WORKLOADS,
+        help="run only these workloads (repeatable; default: all)",
+    )
+    run.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    run.add_argument("--json", action="store_true", help="print machine-readable results")
+    run.add_argument("--no-peer", action="store_true", help="skip the eventsourcing baseline")
+    run.add_argument("--dir", type=Path, default=None, help="where to put the database files")
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        sizes = bench.Sizes.quick() if args.quick else bench.Sizes()
+        workloads = args.workload or list(bench.WORKLOADS)
+        try:
+            results = anyio.run(
+                lambda: bench.run_suite(
+                    workloads,
+                    sizes,
+                    bench.stderr_progress,
+                    directory=args.dir,
+                    peer=not args.no_peer,
+                )
+            )
+        except Exception as exc:
+            sys.stderr.write(f"actorsource bench: error: {type(exc).__name__}: {exc}\n")
+            return 1
+        sys.stdout.write(
+            json.dumps(results, indent=2) if args.json else bench.format_table(results)
+        )
+        sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""A smoke run of every benchmark workload at tiny sizes, so that the suite never rots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from actorsource import bench
+from actorsource.cli import main
+
+
+async def test_every_workload_runs_and_checks_its_own_results(tmp_path: Path) -> None:
+    results = await bench.run_suite(
+        bench.WORKLOADS, bench.Sizes.quick(), directory=tmp_path, peer=False
+    )
+    found = results["workloads"]
+    assert set(found) == set(bench.WORKLOADS)
+    assert found["W1"]["commands"] == 400 and found["W1"]["commands_per_s"] > 0
+    assert found["W2"]["commands_per_commit"] > 1  # the hot actor batches its commands
+    assert found["W3"]["no_snapshot"]["events_replayed"] == 300
+    assert found["W3"]["snapshot_every_100"]["events_replayed"] < 100
+    assert found["W4"]["bytes_per_idle_actor"] > 0
+    assert found["W5"]["activations"] >= found["W5"]["passivations"] > 0
+    assert set(results["ratios"]) == {"W1_vs_ceiling", "W1seq_vs_fsync_floor", "W2_vs_W1"}
+    assert "W1_vs_ceiling" in bench.format_table(results)
+
+
+def test_cli_bench_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["bench", "--quick", "--json", "--no-peer", "-w", "W2", "--dir", str(tmp_path)])
+    assert status == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["workloads"]["W2"]["commands"] == 200
+    assert printed["machine"]["durability"] == "WAL, synchronous=FULL"
+
+
+def test_percentile_uses_the_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert bench.percentile(values, 0.5) == 50.0
+    assert bench.percentile(values, 0.99) == 99.0
+    assert bench.percentile([], 0.5) == 0.0
