@@ -5,7 +5,6 @@ metaclass. The compiled Decider's ``decide`` calls the ``@command`` method on th
 its ``evolve`` calls the ``@apply`` method, which changes the state in place.
 """
 
-
 import inspect
 import types
 import typing

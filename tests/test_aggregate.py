@@ -34,9 +34,7 @@ def test_decide_dispatches_on_the_command_type_without_touching_state() -> None:
 
 
 @given(st.lists(st.integers(min_value=1, max_value=100), max_size=30), st.integers(0, 30))
-def test_fold_of_snapshot_plus_tail_equals_fold_of_all_events(
-    amounts: list[int], cut: int
-) -> None:
+def test_fold_of_snapshot_plus_tail_equals_fold_of_all_events(amounts: list[int], cut: int) -> None:
     decider = decider_of(Account)
     events = [Deposited(a) for a in amounts]
     cut = min(cut, len(events))

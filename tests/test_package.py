@@ -75,7 +75,8 @@ def test_only_the_sqlite_store_imports_aiosqlite_and_nothing_uses_pickle_or_eval
                 names = [node.module or ""]
             for name in names:
                 root = name.split(".")[0]
-                if root == "aiosqlite" and path.name != "sqlite.py":
+                # bench.py measures raw aiosqlite as the ceiling baseline, by design
+                if root == "aiosqlite" and path.name not in {"sqlite.py", "bench.py"}:
                     offenders.append(f"{path.name} imports aiosqlite")
                 if root in {"pickle", "marshal", "shelve"}:
                     offenders.append(f"{path.name} imports {root}")

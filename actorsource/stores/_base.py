@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Final, Protocol, Self, runtime_checkable
 
 import orjson
 
@@ -135,9 +136,13 @@ class StoreLifecycle:
         await self.close()
 
     def _check_open(self) -> None:
-        if self._state is not StoreState.OPEN:
-            msg = f"{self!r} is {self._state.value}; open it first (async with store: ...)"
-            raise StoreError(msg)
+        if self._state is StoreState.OPEN:
+            return
+        if self._state is StoreState.CLOSED:
+            msg = f"{self!r} was closed; a store cannot be reopened, make a new one"
+        else:
+            msg = f"{self!r} is unopened; open it first (async with store: ...)"
+        raise StoreError(msg)
 
     async def _open(self) -> None:
         raise NotImplementedError
@@ -146,10 +151,18 @@ class StoreLifecycle:
         raise NotImplementedError
 
 
+#: the largest version or position a store can hold (SQLite and Postgres hold signed 64 bits)
+MAX_VERSION: Final = 2**63 - 1
+
+
 def check_stream_id(stream_id: object) -> str:
     """Return ``stream_id`` if it is a non-empty str, else raise a ValueError naming it."""
     if not isinstance(stream_id, str) or not stream_id:
         msg = f"a stream id must be a non-empty str, got {stream_id!r}"
+        raise ValueError(msg)
+    if not _is_utf8(stream_id):
+        # caught here: in a SQLite batch it would fail the other appends of the batch too
+        msg = f"a stream id must be valid Unicode (no lone surrogates), got {stream_id!r}"
         raise ValueError(msg)
     return stream_id
 
@@ -158,7 +171,9 @@ def check_append(stream_id: str, expected_version: int | None, events: Sequence[
     """Raise a ValueError naming what is wrong with the arguments of an append."""
     check_stream_id(stream_id)
     if expected_version is not None and (
-        not isinstance(expected_version, int) or expected_version < 0
+        not isinstance(expected_version, int)
+        or isinstance(expected_version, bool)
+        or expected_version < 0
     ):
         msg = (
             f"expected_version of an append to {stream_id!r} must be an int >= 0 or None, "
@@ -168,24 +183,86 @@ def check_append(stream_id: str, expected_version: int | None, events: Sequence[
     if not events:
         msg = f"an append to {stream_id!r} needs at least one event"
         raise ValueError(msg)
+    for event in events:
+        for field, value in (("event_id", event.event_id), ("type", event.type)):
+            if not isinstance(value, str) or not value or not _is_utf8(value):
+                msg = (
+                    f"the {field} of an event appended to {stream_id!r} must be a non-empty str "
+                    f"of valid Unicode, got {value!r}"
+                )
+                raise ValueError(msg)
+
+
+def check_snapshot(snapshot: SnapshotRecord) -> None:
+    """Raise a ValueError naming what is wrong with a snapshot to save."""
+    check_stream_id(snapshot.stream_id)
+    for field, value in (
+        ("version", snapshot.version),
+        ("schema_version", snapshot.schema_version),
+    ):
+        if not _is_int(value) or not 0 <= value <= MAX_VERSION:
+            msg = (
+                f"the {field} of a snapshot of {snapshot.stream_id!r} must be an int from 0 "
+                f"to {MAX_VERSION}, got {value!r}"
+            )
+            raise ValueError(msg)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode_json(value: JSONDict, what: str, event: NewEvent) -> str:
     """Return ``value`` as JSON text; a value JSON cannot hold raises a CodecError naming it."""
     try:
-        return orjson.dumps(value).decode()
+        text = orjson.dumps(value)
     except TypeError as exc:
         msg = f"the {what} of event {event.type} ({event.event_id}) is not JSON-serializable: {exc}"
         raise CodecError(msg, type_name=event.type) from exc
+    # orjson writes NaN and infinities as null; refuse them rather than change the data
+    if b"null" in text and _has_non_finite_float(value):
+        msg = (
+            f"the {what} of event {event.type} ({event.event_id}) holds NaN or an infinity, "
+            "which JSON cannot hold (it would be stored as null)"
+        )
+        raise CodecError(msg, type_name=event.type)
+    return text.decode()
 
 
 def encode_snapshot_state(snapshot: SnapshotRecord) -> str:
     """Return a snapshot's state as JSON text; a state JSON cannot hold raises a CodecError."""
     try:
-        return orjson.dumps(snapshot.state).decode()
+        text = orjson.dumps(snapshot.state)
     except TypeError as exc:
         msg = f"the snapshot state of {snapshot.stream_id!r} is not JSON-serializable: {exc}"
         raise CodecError(msg) from exc
+    if b"null" in text and _has_non_finite_float(snapshot.state):
+        msg = (
+            f"the snapshot state of {snapshot.stream_id!r} holds NaN or an infinity, which JSON "
+            "cannot hold (it would be stored as null)"
+        )
+        raise CodecError(msg)
+    return text.decode()
+
+
+def _has_non_finite_float(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite_float(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite_float(v) for v in value)
+    return False
 
 
 def decode_json(text: str | bytes) -> Any:

@@ -13,6 +13,7 @@ from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent
 from ._base import (
     StoreLifecycle,
     check_append,
+    check_snapshot,
     check_stream_id,
     decode_json,
     encode_json,
@@ -67,17 +68,26 @@ class InMemoryEventStore(StoreLifecycle):
             (encode_json(e.data, "data", e), encode_json(e.metadata, "metadata", e))
             for e in events
         ]
-        # a real checkpoint, as a durable store's append would be
+        # a real checkpoint, as a durable store's append would be; an append under way when the
+        # store is closed still completes, as close() finishes pending writes
         await asyncio.sleep(0)
-        self._check_open()
         stream = self._streams.get(stream_id, [])
         actual = len(stream)
         if expected_version is not None and expected_version != actual:
             raise ConcurrencyError(stream_id, expected_version, actual)
         seen: set[str] = set()
         for event in events:
-            if event.event_id in self._event_ids or event.event_id in seen:
-                msg = f"event id {event.event_id} is already stored (appending to {stream_id!r})"
+            if event.event_id in self._event_ids:
+                msg = (
+                    f"event id {event.event_id!r} is already stored (appending to {stream_id!r}); "
+                    "nothing of this append was stored"
+                )
+                raise StoreError(msg)
+            if event.event_id in seen:
+                msg = (
+                    f"event id {event.event_id!r} appears twice in one append to {stream_id!r}; "
+                    "nothing of this append was stored"
+                )
                 raise StoreError(msg)
             seen.add(event.event_id)
         recorded_at = utc_now()
@@ -107,7 +117,8 @@ class InMemoryEventStore(StoreLifecycle):
         self._check_open()
         check_stream_id(stream_id)
         rows = self._streams.get(stream_id, [])
-        end = len(rows) if to_version is None else min(to_version, len(rows))
+        # a negative end would slice from the back of the list
+        end = len(rows) if to_version is None else max(min(to_version, len(rows)), 0)
         for row in rows[max(from_version, 1) - 1 : end]:
             yield _stored(row)
 
@@ -139,7 +150,7 @@ class InMemoryEventStore(StoreLifecycle):
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Save a snapshot (see :class:`EventStore`)."""
         self._check_open()
-        check_stream_id(snapshot.stream_id)
+        check_snapshot(snapshot)
         stored = attrs.evolve(
             snapshot, state=decode_json(encode_snapshot_state(snapshot)), recorded_at=utc_now()
         )

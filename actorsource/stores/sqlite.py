@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import aiosqlite
 import attrs
@@ -33,8 +33,10 @@ import attrs
 from .._errors import ConcurrencyError, IncompatibleStoreError, StoreError
 from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent
 from ._base import (
+    MAX_VERSION,
     StoreLifecycle,
     check_append,
+    check_snapshot,
     check_stream_id,
     decode_json,
     encode_json,
@@ -162,10 +164,13 @@ class SQLiteEventStore(StoreLifecycle):
             msg = f"cannot open {str(self.path)!r}: directory {str(directory)!r} does not exist"
             raise StoreError(msg)
         try:
-            self._writer = await self._connect()
-            await self._prepare_schema(self._writer)
-            self._reader = await self._connect()
-            await self._reader.execute("PRAGMA query_only = ON")
+            try:
+                self._writer = await self._connect()
+                await self._prepare(self._writer)
+                self._reader = await self._connect()
+                await self._reader.execute("PRAGMA query_only = ON")
+            except sqlite3.Error as exc:
+                raise self._open_error(exc) from exc
         except BaseException:
             await self._close_connections()
             raise
@@ -175,74 +180,95 @@ class SQLiteEventStore(StoreLifecycle):
         )
 
     async def _connect(self) -> aiosqlite.Connection:
-        try:
-            conn = await aiosqlite.connect(
-                self.path, isolation_level=None, timeout=self.busy_timeout
-            )
-        except sqlite3.Error as exc:
-            msg = f"cannot open {str(self.path)!r}: {exc}"
-            raise StoreError(msg) from exc
+        conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-            if next(iter(mode))[0].lower() != "wal":
-                msg = f"cannot switch {str(self.path)!r} to WAL mode (got {mode})"
-                raise StoreError(msg)
-            await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        except sqlite3.DatabaseError as exc:
-            await conn.close()
-            msg = f"{str(self.path)!r} is not an actorsource database (not SQLite: {exc})"
-            raise IncompatibleStoreError(msg) from exc
         except BaseException:
             await conn.close()
             raise
         return conn
 
-    async def _prepare_schema(self, conn: aiosqlite.Connection) -> None:
+    def _open_error(self, exc: sqlite3.Error) -> StoreError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+            msg = (
+                f"{str(self.path)!r} is not an actorsource database (not a SQLite database: "
+                f"{exc}); refusing to touch it"
+            )
+            return IncompatibleStoreError(msg)
+        # anything else (locked, read-only, no space, ...) is a failure to open, not a verdict
+        # about what the file is
+        msg = f"cannot open {str(self.path)!r}: {exc}"
+        return StoreError(msg)
+
+    async def _prepare(self, conn: aiosqlite.Connection) -> None:
+        # look before changing anything: the journal mode is written into the file's header, so
+        # switching a foreign database to WAL would already alter it
+        needs_schema = await self._check_identity(conn)
+        mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+        if next(iter(mode))[0].lower() != "wal":
+            msg = f"cannot switch {str(self.path)!r} to WAL mode (got {list(mode)})"
+            raise StoreError(msg)
+        await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        if not needs_schema:
+            return
+        await conn.execute("BEGIN IMMEDIATE")
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                app_id = await _scalar(conn, "PRAGMA application_id")
-                version = await _scalar(conn, "PRAGMA user_version")
-                tables = [
-                    row[0]
-                    for row in await conn.execute_fetchall(
-                        "SELECT name FROM sqlite_master WHERE type = 'table'"
-                    )
-                ]
-                if app_id != APPLICATION_ID and tables:
-                    msg = (
-                        f"{str(self.path)!r} is not an actorsource database: it holds tables "
-                        f"{', '.join(sorted(tables))} and no actorsource mark; refusing to touch it"
-                    )
-                    raise IncompatibleStoreError(msg)
-                if version > SCHEMA_VERSION:
-                    msg = (
-                        f"{str(self.path)!r} has actorsource schema version {version}, newer "
-                        f"than this version of actorsource reads ({SCHEMA_VERSION}); upgrade "
-                        "actorsource"
-                    )
-                    raise IncompatibleStoreError(msg)
-                if app_id != APPLICATION_ID or version < SCHEMA_VERSION:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            await conn.execute(statement)
-                    await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                    await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                await conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as exc:
-            msg = f"{str(self.path)!r} is not an actorsource database ({exc})"
-            raise IncompatibleStoreError(msg) from exc
+            # again under the write lock: another process may have created the schema meanwhile
+            if await self._check_identity(conn):
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
+                await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+
+    async def _check_identity(self, conn: aiosqlite.Connection) -> bool:
+        """Return whether the file needs the schema; raise if it is not ours to touch."""
+        app_id = await _scalar(conn, "PRAGMA application_id")
+        version = await _scalar(conn, "PRAGMA user_version")
+        if app_id not in (0, APPLICATION_ID):
+            msg = (
+                f"{str(self.path)!r} is not an actorsource database: it is marked as another "
+                f"application's (application_id {app_id:#x}); refusing to touch it"
+            )
+            raise IncompatibleStoreError(msg)
+        if app_id == 0:
+            tables = [
+                row[0]
+                for row in await conn.execute_fetchall(
+                    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+                )
+            ]
+            if tables:
+                msg = (
+                    f"{str(self.path)!r} is not an actorsource database: it holds tables "
+                    f"{', '.join(sorted(tables))} and no actorsource mark; refusing to touch it"
+                )
+                raise IncompatibleStoreError(msg)
+        if version > SCHEMA_VERSION:
+            msg = (
+                f"{str(self.path)!r} has actorsource schema version {version}, newer "
+                f"than this version of actorsource reads ({SCHEMA_VERSION}); upgrade "
+                "actorsource"
+            )
+            raise IncompatibleStoreError(msg)
+        return app_id != APPLICATION_ID or version < SCHEMA_VERSION
 
     async def _close(self) -> None:
         self._closing = True
         self._wakeup.set()
-        if self._writer_task is not None:
-            await asyncio.shield(self._writer_task)
+        task = self._writer_task
+        if task is not None:
+            # the writer commits every pending write before it returns; wait() rather than
+            # await: a close() that is cancelled must not cancel the writes callers wait for
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("the writer task failed", exc_info=task.exception())
         await self._close_connections()
 
     async def _close_connections(self) -> None:
@@ -260,18 +286,22 @@ class SQLiteEventStore(StoreLifecycle):
         self._check_open()
         check_append(stream_id, expected_version, events)
         rows = [
-            (e.type, encode_json(e.data, "data", e), encode_json(e.metadata, "metadata", e), e.event_id)
+            (
+                e.type,
+                encode_json(e.data, "data", e),
+                encode_json(e.metadata, "metadata", e),
+                e.event_id,
+            )
             for e in events
         ]
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Append(stream_id, expected_version, rows, future))
-        self._wakeup.set()
+        self._enqueue(_Append(stream_id, expected_version, rows, future))
         return await future
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""
         self._check_open()
-        check_stream_id(snapshot.stream_id)
+        check_snapshot(snapshot)
         row = (
             snapshot.stream_id,
             snapshot.version,
@@ -279,22 +309,38 @@ class SQLiteEventStore(StoreLifecycle):
             encode_snapshot_state(snapshot),
         )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_SaveSnapshot(row, future))
-        self._wakeup.set()
+        self._enqueue(_SaveSnapshot(row, future))
         await future
+
+    def _enqueue(self, op: _Op) -> None:
+        task = self._writer_task
+        if task is None or task.done():
+            # nobody would ever answer the write
+            msg = f"{self!r} cannot write: its writer task has stopped; make a new store"
+            raise StoreError(msg)
+        self._pending.append(op)
+        self._wakeup.set()
 
     async def _write_loop(self) -> None:
         assert self._writer is not None
         conn = self._writer
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                await self._commit(conn, batch)
-            if self._closing and not self._pending:
-                return
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._pending:
+                    batch = self._pending[: self.max_batch]
+                    del self._pending[: self.max_batch]
+                    await self._commit(conn, batch)
+                if self._closing and not self._pending:
+                    return
+        finally:
+            # only if the writer was stopped from outside (cancelled): fail what nobody will write
+            pending, self._pending = self._pending, []
+            for op in pending:
+                if not op.future.done():
+                    msg = f"{self!r} stopped writing before this write; nothing of it was stored"
+                    op.future.set_exception(StoreError(msg))
 
     async def _commit(self, conn: aiosqlite.Connection, batch: list[_Op]) -> None:
         now = utc_now()
@@ -302,25 +348,41 @@ class SQLiteEventStore(StoreLifecycle):
         try:
             # one hop to the connection's thread for the whole batch (see the module docstring);
             # aiosqlite has no public call for running a function on its thread
-            results, heads = await conn._execute(  # noqa: SLF001
-                _commit_batch, conn._conn, batch, self._heads, now, now_text  # noqa: SLF001
+            outcome: tuple[list[AppendResult | BaseException | None], dict[str, int]]
+            outcome = await conn._execute(  # type: ignore[no-untyped-call]  # aiosqlite leaves it untyped
+                _commit_batch, conn._conn, batch, self._heads, now, now_text
             )
+            results, heads = outcome
         except Exception as exc:
-            error = StoreError(
-                f"SQLite failed to commit {len(batch)} write(s) to {str(self.path)!r}: {exc}; "
-                "nothing of them was stored"
-            )
-            error.__cause__ = exc
             logger.error(
                 "batch commit failed",
                 extra={"path": str(self.path), "writes": len(batch), "error": str(exc)},
             )
+            msg = (
+                f"SQLite failed to commit {len(batch)} write(s) to {str(self.path)!r}: {exc}; "
+                "nothing of them was stored"
+            )
             for op in batch:
                 if not op.future.done():
+                    # one error object per caller: a shared one would collect every caller's
+                    # traceback
+                    error = StoreError(msg)
+                    error.__cause__ = exc
                     op.future.set_exception(error)
             # what we believed about stream heads may be wrong now
             self._heads.clear()
             return
+        except BaseException:
+            # the writer was cancelled while the batch was on the connection's thread
+            self._heads.clear()
+            for op in batch:
+                if not op.future.done():
+                    msg = (
+                        f"{self!r} stopped writing while committing this write; it may or may "
+                        "not be stored"
+                    )
+                    op.future.set_exception(StoreError(msg))
+            raise
         self.batches_committed += 1
         self._remember_heads(heads)
         for op, result in zip(batch, results, strict=True):
@@ -328,8 +390,10 @@ class SQLiteEventStore(StoreLifecycle):
                 continue
             if isinstance(result, BaseException):
                 op.future.set_exception(result)
+            elif isinstance(op, _SaveSnapshot):
+                op.future.set_result(None)
             else:
-                op.future.set_result(result)  # type: ignore[arg-type]
+                op.future.set_result(cast(AppendResult, result))
 
     def _remember_heads(self, heads: dict[str, int]) -> None:
         known = self._heads
@@ -348,7 +412,8 @@ class SQLiteEventStore(StoreLifecycle):
     ) -> AsyncIterator[StoredEvent]:
         """Yield a stream's events in version order (see :class:`EventStore`)."""
         check_stream_id(stream_id)
-        last = to_version if to_version is not None else 2**62
+        # clamped: SQLite cannot bind ints beyond 64 bits
+        last = MAX_VERSION if to_version is None else min(to_version, MAX_VERSION)
         version = max(from_version, 1)
         page_size = self.read_page_size
         while version <= last:
@@ -367,7 +432,7 @@ class SQLiteEventStore(StoreLifecycle):
         """Yield every event in global (commit) order (see :class:`EventStore`)."""
         position = max(from_position, 1)
         page_size = self.read_page_size
-        while True:
+        while position <= MAX_VERSION:
             rows = await self._fetch(
                 f"SELECT {_COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?",
                 (position, page_size),
@@ -390,7 +455,10 @@ class SQLiteEventStore(StoreLifecycle):
         rows = await self._fetch(
             "SELECT version, schema_version, state, recorded_at FROM snapshots "
             "WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT 1",
-            (check_stream_id(stream_id), max_version if max_version is not None else 2**62),
+            (
+                check_stream_id(stream_id),
+                MAX_VERSION if max_version is None else max(min(max_version, MAX_VERSION), -1),
+            ),
         )
         if not rows:
             return None
@@ -484,10 +552,7 @@ def _commit_batch(
                 if actual != head:  # another process appended since we last looked
                     results.append(ConcurrencyError(stream_id, head, actual))
                 else:
-                    msg = f"appending to {stream_id!r} failed: {exc} (an event id already stored?)"
-                    error = StoreError(msg)
-                    error.__cause__ = exc
-                    results.append(error)
+                    results.append(_append_refused(conn, stream_id, op.rows, exc))
                 continue
             conn.execute("RELEASE append")
             count = len(rows)
@@ -500,3 +565,38 @@ def _commit_batch(
             conn.execute("ROLLBACK")
         raise
     return results, heads
+
+
+def _append_refused(
+    conn: sqlite3.Connection,
+    stream_id: str,
+    rows: list[tuple[str, str, str, str]],
+    exc: sqlite3.IntegrityError,
+) -> StoreError:
+    """Return the error for an append refused by a constraint other than the stream version."""
+    event_ids = [row[3] for row in rows]
+    seen: set[str] = set()
+    twice = None
+    for event_id in event_ids:
+        if event_id in seen:
+            twice = event_id
+            break
+        seen.add(event_id)
+    if twice is not None:
+        msg = f"event id {twice!r} appears twice in one append to {stream_id!r}"
+    else:
+        stored = next(
+            (
+                i
+                for i in event_ids
+                if conn.execute("SELECT 1 FROM events WHERE event_id = ?", (i,)).fetchone()
+            ),
+            None,
+        )
+        if stored is not None:
+            msg = f"event id {stored!r} is already stored (appending to {stream_id!r})"
+        else:
+            msg = f"appending to {stream_id!r} failed: {exc}"
+    error = StoreError(f"{msg}; nothing of this append was stored")
+    error.__cause__ = exc
+    return error
