@@ -204,11 +204,15 @@ class SQLiteEventStore(StoreLifecycle):
     async def _prepare(self, conn: aiosqlite.Connection) -> None:
         # look before changing anything: the journal mode is written into the file's header, so
         # switching a foreign database to WAL would already alter it
-        needs_schema = await self._check_identity(conn)
-        mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-        if next(iter(mode))[0].lower() != "wal":
-            msg = f"cannot switch {str(self.path)!r} to WAL mode (got {list(mode)})"
-            raise StoreError(msg)
+        # (one read transaction, so that a schema another opener commits meanwhile is seen
+        # whole or not at all)
+        await conn.execute("BEGIN")
+        try:
+            needs_schema = await self._check_identity(conn)
+        finally:
+            if conn.in_transaction:
+                await conn.execute("COMMIT")
+        await self._switch_to_wal(conn)
         await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         if not needs_schema:
             return
@@ -226,6 +230,27 @@ class SQLiteEventStore(StoreLifecycle):
             if conn.in_transaction:
                 await conn.execute("ROLLBACK")
             raise
+
+    async def _switch_to_wal(self, conn: aiosqlite.Connection) -> None:
+        # switching takes an exclusive lock, and when openers of a new file race for it SQLite
+        # answers "database is locked" at once instead of waiting busy_timeout (it would
+        # deadlock); so wait here, up to busy_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        if next(iter(mode))[0].lower() != "wal":
+            msg = f"cannot switch {str(self.path)!r} to WAL mode (got {list(mode)})"
+            raise StoreError(msg)
 
     async def _check_identity(self, conn: aiosqlite.Connection) -> bool:
         """Return whether the file needs the schema; raise if it is not ours to touch."""

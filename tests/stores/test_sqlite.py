@@ -1,0 +1,450 @@
+"""What only the SQLite store promises: a durable file, group commit, refusing foreign files."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import sqlite3
+import stat
+import uuid
+from collections.abc import AsyncIterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import actorsource.stores.sqlite as sqlite_module
+from actorsource import (
+    AppendResult,
+    ConcurrencyError,
+    IncompatibleStoreError,
+    NewEvent,
+    SnapshotRecord,
+    SQLiteEventStore,
+    StoredEvent,
+    StoreError,
+)
+from actorsource.stores.sqlite import APPLICATION_ID, SCHEMA_VERSION
+
+
+def event(data: dict[str, Any] | None = None, event_id: str | None = None) -> NewEvent:
+    return NewEvent(event_id or str(uuid.uuid4()), "Deposited", data or {"amount": 1}, {})
+
+
+async def collect(items: AsyncIterable[StoredEvent]) -> list[StoredEvent]:
+    return [item async for item in items]
+
+
+def fingerprint(path: Path) -> tuple[str, list[str]]:
+    """The file's bytes and the directory's names: what refusing a file must leave unchanged."""
+    return hashlib.sha256(path.read_bytes()).hexdigest(), sorted(os.listdir(path.parent))
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "events.db"
+
+
+# -- durability -----------------------------------------------------------------------------------
+
+
+async def test_events_and_snapshots_survive_closing_and_reopening_the_file(db_path: Path) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        await store.append("Account-1", 0, [event({"n": 1}), event({"n": 2})])
+        await store.append("Account-2", 0, [event({"n": 3})])
+        await store.save_snapshot(SnapshotRecord("Account-1", 2, {"balance": 2}, 4))
+        before = await collect(store.read_all())
+
+    async with SQLiteEventStore(db_path) as reopened:
+        assert await collect(reopened.read_all()) == before
+        assert await reopened.stream_version("Account-1") == 2
+        snapshot = await reopened.load_snapshot("Account-1")
+        assert snapshot is not None
+        assert (snapshot.version, snapshot.state, snapshot.schema_version) == (
+            2,
+            {"balance": 2},
+            4,
+        )
+        # the reopened store goes on where the file left off
+        result = await reopened.append("Account-1", 2, [event()])
+        assert (result.version, result.first_position) == (3, 4)
+
+
+async def test_reads_page_through_more_rows_than_one_page(db_path: Path) -> None:
+    async with SQLiteEventStore(db_path, read_page_size=3) as store:
+        for n in range(4):
+            await store.append("a", None, [event({"n": 2 * n}), event({"n": 2 * n + 1})])
+            await store.append("b", None, [event()])
+
+        in_stream = await collect(store.read_stream("a"))
+        assert [e.version for e in in_stream] == list(range(1, 9))
+        assert [e.data["n"] for e in in_stream] == list(range(8))
+        assert [e.version for e in await collect(store.read_stream("a", 2, 7))] == list(
+            range(2, 8)
+        )
+        assert [e.position for e in await collect(store.read_all())] == list(range(1, 13))
+        assert [e.position for e in await collect(store.read_all(4))] == list(range(4, 13))
+
+
+async def test_reads_with_versions_beyond_64_bits_yield_nothing(db_path: Path) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        await store.append("a", 0, [event()])
+
+        assert await collect(store.read_stream("a", 2**70)) == []
+        assert [e.version for e in await collect(store.read_stream("a", -(2**70), 2**70))] == [1]
+        assert await collect(store.read_all(2**70)) == []
+        assert await store.load_snapshot("a", max_version=-(2**70)) is None
+
+
+def test_a_memory_path_is_refused() -> None:
+    with pytest.raises(ValueError, match="InMemoryEventStore"):
+        SQLiteEventStore(":memory:")
+
+
+# -- pragmas --------------------------------------------------------------------------------------
+
+
+async def test_journal_mode_is_wal_and_synchronous_is_full_by_default(db_path: Path) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        await store.append("a", 0, [event()])
+        other = sqlite3.connect(db_path)
+        try:
+            (journal_mode,) = other.execute("PRAGMA journal_mode").fetchone()
+            (application_id,) = other.execute("PRAGMA application_id").fetchone()
+            (user_version,) = other.execute("PRAGMA user_version").fetchone()
+        finally:
+            other.close()
+        # synchronous is a setting of each connection: ask the store's own writer
+        assert store._writer is not None
+        synchronous = list(await store._writer.execute_fetchall("PRAGMA synchronous"))
+
+    assert journal_mode == "wal"
+    assert synchronous == [(2,)]  # FULL
+    assert (application_id, user_version) == (APPLICATION_ID, SCHEMA_VERSION)
+
+
+async def test_synchronous_can_be_set_to_normal(db_path: Path) -> None:
+    async with SQLiteEventStore(db_path, synchronous="NORMAL") as store:
+        assert store._writer is not None
+        assert list(await store._writer.execute_fetchall("PRAGMA synchronous")) == [(1,)]
+
+
+# -- group commit ---------------------------------------------------------------------------------
+
+
+async def test_concurrent_appends_are_committed_in_fewer_transactions_than_appends(
+    db_path: Path,
+) -> None:
+    appends = 100
+    async with SQLiteEventStore(db_path) as store:
+        await store.append("warm-up", 0, [event()])
+        before = store.batches_committed
+        results: list[AppendResult] = []
+
+        async def append(n: int) -> None:
+            results.append(await store.append(f"Account-{n}", 0, [event({"n": n})]))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(appends):
+                tg.start_soon(append, n)
+
+        batches = store.batches_committed - before
+        stored = await collect(store.read_all(2))
+
+    assert 1 <= batches < appends
+    assert len(results) == appends
+    assert sorted(r.first_position for r in results) == list(range(2, appends + 2))
+    assert [e.position for e in stored] == list(range(2, appends + 2))
+
+
+async def test_a_conflict_in_a_batch_fails_only_that_append(db_path: Path) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        await store.append("taken", 0, [event()])
+        await store.append("dup-source", 0, [event(event_id="evt-dup")])
+        before = store.batches_committed
+        outcomes: dict[str, AppendResult | Exception] = {}
+
+        async def append(name: str, stream_id: str, expected: int | None, e: NewEvent) -> None:
+            try:
+                outcomes[name] = await store.append(stream_id, expected, [e])
+            except (ConcurrencyError, StoreError) as exc:
+                outcomes[name] = exc
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(append, "first", "a", 0, event({"n": 1}))
+            tg.start_soon(append, "conflict", "taken", 0, event())
+            tg.start_soon(append, "duplicate", "b", 0, event(event_id="evt-dup"))
+            tg.start_soon(append, "last", "c", None, event({"n": 2}))
+
+        assert store.batches_committed - before == 1  # all four shared one transaction
+        conflict = outcomes["conflict"]
+        assert isinstance(conflict, ConcurrencyError)
+        assert (conflict.expected_version, conflict.actual_version) == (0, 1)
+        duplicate = outcomes["duplicate"]
+        assert isinstance(duplicate, StoreError)
+        assert "evt-dup" in str(duplicate)
+        assert isinstance(outcomes["first"], AppendResult)
+        assert isinstance(outcomes["last"], AppendResult)
+        stored = await collect(store.read_all(3))
+        assert [(e.stream_id, e.version, e.position, e.data) for e in stored] == [
+            ("a", 1, 3, {"n": 1}),
+            ("c", 1, 4, {"n": 2}),
+        ]
+        assert await store.stream_version("taken") == 1
+        assert await store.stream_version("b") == 0
+
+
+class _FailingCommit:
+    """A writer connection whose COMMIT fails after every statement before it succeeded."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_a_failing_commit_fails_every_append_of_the_batch_and_stores_nothing(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_commit_batch = sqlite_module._commit_batch
+    calls: list[int] = []
+
+    def commit_batch_failing_once(conn: sqlite3.Connection, batch: list[Any], *args: Any) -> Any:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            # the batch's inserts run for real, then COMMIT fails: all must be rolled back
+            return real_commit_batch(_FailingCommit(conn), batch, *args)  # type: ignore[arg-type]
+        return real_commit_batch(conn, batch, *args)
+
+    monkeypatch.setattr(sqlite_module, "_commit_batch", commit_batch_failing_once)
+    errors: list[StoreError] = []
+
+    async with SQLiteEventStore(db_path) as store:
+
+        async def write(n: int) -> None:
+            try:
+                if n < 5:
+                    await store.append(f"Account-{n}", 0, [event({"n": n})])
+                else:
+                    await store.save_snapshot(SnapshotRecord("Account-0", 1, {}))
+            except StoreError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(6):
+                tg.start_soon(write, n)
+
+        assert calls[0] == 6  # the five appends and the snapshot were one batch
+        assert len(errors) == 6
+        assert len({id(e) for e in errors}) == 6  # one error object per caller
+        for error in errors:
+            assert str(db_path) in str(error)
+            assert "disk I/O error" in str(error)
+            assert "nothing of them was stored" in str(error)
+            assert isinstance(error.__cause__, sqlite3.OperationalError)
+        assert await collect(store.read_all()) == []
+        assert await store.load_snapshot("Account-0") is None
+        assert store.batches_committed == 0
+
+        result = await store.append("Account-0", 0, [event()])
+        assert (result.version, result.first_position) == (1, 1)
+        assert store.batches_committed == 1
+
+
+async def test_a_store_whose_writer_stopped_refuses_writes_instead_of_hanging(
+    db_path: Path,
+) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        await store.append("a", 0, [event()])
+        assert store._writer_task is not None
+        store._writer_task.cancel()
+        await asyncio.wait([store._writer_task])
+
+        with anyio.fail_after(5), pytest.raises(StoreError, match="writer task has stopped"):
+            await store.append("a", 1, [event()])
+        # reads still work, and closing does not raise the writer's cancellation
+        assert await store.stream_version("a") == 1
+
+
+# -- two store objects on one file ----------------------------------------------------------------
+
+
+async def test_two_stores_on_one_file_keep_versions_contiguous(db_path: Path) -> None:
+    per_writer = 25
+    conflicts: list[ConcurrencyError] = []
+
+    async def write(store: SQLiteEventStore, name: str) -> None:
+        expected = await store.stream_version("shared")
+        written = 0
+        while written < per_writer:
+            try:
+                result = await store.append("shared", expected, [event({"by": name})])
+            except ConcurrencyError as exc:
+                conflicts.append(exc)
+                expected = exc.actual_version
+            else:
+                expected = result.version
+                written += 1
+
+    async with SQLiteEventStore(db_path) as a, SQLiteEventStore(db_path) as b:
+        async with anyio.create_task_group() as tg:
+            for store, name in ((a, "a"), (b, "b"), (a, "a2"), (b, "b2")):
+                tg.start_soon(write, store, name)
+        from_a = await collect(a.read_all())
+        from_b = await collect(b.read_all())
+
+    assert from_a == from_b
+    total = 4 * per_writer
+    assert [e.version for e in from_a] == list(range(1, total + 1))
+    assert [e.position for e in from_a] == list(range(1, total + 1))
+    assert sorted(e.data["by"] for e in from_a) == sorted(["a", "b", "a2", "b2"] * per_writer)
+    assert all(c.actual_version > c.expected_version for c in conflicts)
+
+
+async def test_a_stale_cached_head_raises_concurrency_error_not_a_gap(db_path: Path) -> None:
+    async with SQLiteEventStore(db_path) as a, SQLiteEventStore(db_path) as b:
+        assert (await a.append("s", 0, [event()])).version == 1  # a's writer now caches head 1
+        assert (await b.append("s", 1, [event()])).version == 2  # behind a's back
+
+        with pytest.raises(ConcurrencyError) as caught:
+            await a.append("s", 1, [event()])
+        assert (caught.value.expected_version, caught.value.actual_version) == (1, 2)
+
+        result = await a.append("s", 2, [event()])
+        assert (result.version, result.first_position) == (3, 3)
+        # and a's head for "s" is right again for expected_version=None too
+        assert (await b.append("s", None, [event()])).version == 4
+        assert (await a.append("s", None, [event()])).version == 5
+        stored = await collect(a.read_stream("s"))
+
+    assert [(e.version, e.position) for e in stored] == [(n, n) for n in range(1, 6)]
+
+
+# -- files that are not (or not yet) ours ---------------------------------------------------------
+
+
+def _make_foreign_database(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO users (name) VALUES ('ada')")
+    conn.commit()
+    conn.close()
+
+
+def _make_newer_database(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE events (position INTEGER PRIMARY KEY)")
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+
+
+def _make_other_applications_database(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 1234")
+    conn.commit()
+    conn.close()
+
+
+def _make_non_sqlite_file(path: Path) -> None:
+    path.write_bytes(b"this is a text file, not a database\n" * 200)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (_make_non_sqlite_file, "not a SQLite database"),
+        (_make_foreign_database, "holds tables users"),
+        (_make_newer_database, f"schema version {SCHEMA_VERSION + 1}, newer"),
+        (_make_other_applications_database, "another application's"),
+    ],
+    ids=["not sqlite", "foreign tables", "newer schema", "other application id"],
+)
+async def test_a_file_that_is_not_ours_is_refused_by_path_and_left_unchanged(
+    db_path: Path, make: Any, reason: str
+) -> None:
+    make(db_path)
+    before = fingerprint(db_path)
+    store = SQLiteEventStore(db_path)
+
+    with pytest.raises(IncompatibleStoreError, match=re.escape(reason)) as caught:
+        await store.open()
+
+    assert str(db_path) in str(caught.value)
+    assert fingerprint(db_path) == before
+    assert not store.is_open
+
+
+def _make_empty_file(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+async def test_an_empty_file_becomes_a_store(db_path: Path) -> None:
+    _make_empty_file(db_path)
+
+    async with SQLiteEventStore(db_path) as store:
+        assert (await store.append("a", 0, [event()])).version == 1
+
+
+async def test_a_missing_directory_is_refused_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "events.db"
+    store = SQLiteEventStore(path)
+
+    with pytest.raises(StoreError, match="does not exist") as caught:
+        await store.open()
+
+    assert str(path) in str(caught.value)
+    assert not path.parent.exists()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    directory.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        if os.access(directory, os.W_OK):
+            pytest.skip("running as root: a read-only directory is writable anyway")
+        yield directory
+    finally:
+        directory.chmod(stat.S_IRWXU)
+
+
+async def test_a_read_only_directory_is_refused_by_path(read_only_dir: Path) -> None:
+    path = read_only_dir / "events.db"
+    store = SQLiteEventStore(path)
+
+    with pytest.raises(StoreError) as caught:
+        await store.open()
+
+    assert str(path) in str(caught.value)
+    assert not isinstance(caught.value, IncompatibleStoreError)
+    assert os.listdir(read_only_dir) == []
+
+
+async def test_a_locked_file_is_a_store_error_not_a_foreign_database(db_path: Path) -> None:
+    locker = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        store = SQLiteEventStore(db_path, busy_timeout=0.05)
+
+        with pytest.raises(StoreError, match="locked") as caught:
+            await store.open()
+    finally:
+        locker.close()
+
+    assert str(db_path) in str(caught.value)
+    assert not isinstance(caught.value, IncompatibleStoreError)
+    # once the lock is gone the same file opens fine
+    async with SQLiteEventStore(db_path) as store:
+        assert (await store.append("a", 0, [event()])).version == 1
