@@ -1,8 +1,12 @@
-"""One aggregate's actor: a mailbox drained by a short-lived task.
+"""One aggregate's actor: a mailbox drained by callbacks, not by a task of its own.
 
 An idle actor owns no task: it is its state, its version and an empty deque (PERF_NOTES: most of
-an idle actor's memory would otherwise be a task parked on a queue). The first message to an idle
-actor starts a drain task, which ends when the mailbox is empty.
+an idle actor's memory would otherwise be a task parked on a queue). A message to an idle actor
+schedules :meth:`Actor.drain` on the event loop. Draining is synchronous: it decides a batch of
+commands and hands their events to the store, whose future calls the actor back at commit
+(:meth:`Actor._appended`), which replies and drains on. Only the steps that truly wait
+(loading from the store, admission under ``max_active``, conflict backoff) run as short tasks.
+This keeps the per-command cost to a few callbacks: no task, no coroutine chain per command.
 
 Per batch of commands: decide each against the evolving state, encode and apply the new events
 ("validate before storing"), append all of them with one expected-version check, then reply.
@@ -31,7 +35,7 @@ from ._errors import (
     EventApplyError,
     StoreError,
 )
-from ._records import JSONDict, NewEvent, RecordedEvent, SnapshotRecord
+from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord
 from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.actor")
@@ -70,10 +74,14 @@ class ActorContext:
     mailbox_size: int
     max_batch: int
     max_conflict_retries: int
+    #: hand events to the store; the future resolves at commit
+    submit_append: Callable[[str, int, list[NewEvent]], asyncio.Future[AppendResult]]
     #: wait until the actor may hold state in memory (max_active); counts it as active
     admit: Callable[[Actor], Coroutine[Any, Any, None]]
-    #: called when the actor's drain task ends
+    #: called when the actor has drained its mailbox
     on_idle: Callable[[Actor], None]
+    #: run a step of an actor that waits (loading, backoff) as a task
+    start_task: Callable[[Coroutine[Any, Any, None]], None]
     #: run a background coroutine that the runtime finishes before it closes
     spawn: Callable[[Coroutine[Any, Any, None]], None]
 
@@ -112,38 +120,57 @@ class Actor:
     def __repr__(self) -> str:
         return f"<Actor {self.stream_id!r} v{self.version}>"
 
-    # -- the drain task ----------------------------------------------------------------------
+    # -- draining ------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Process messages until the mailbox is empty."""
+    def drain(self) -> None:
+        """Process messages until the mailbox is empty or the actor waits on the store."""
+        try:
+            self._drain()
+        except BaseException as exc:
+            self._crash(exc)
+            raise
+
+    def _drain(self) -> None:
         context = self.context
         mailbox = self.mailbox
-        try:
-            while mailbox:
-                if not self.admitted:
-                    await context.admit(self)
-                if not self.loaded and not await self._activate():
-                    continue
-                kind = mailbox[0][0]
-                if kind == GET_STATE:
-                    _, _, future, _ = mailbox.popleft()
-                    self._accept_overflow()
-                    if future is not None and not future.done():
-                        future.set_result(copy.deepcopy(self.state))
-                    continue
-                batch = [mailbox.popleft()]
-                limit = context.max_batch
-                while mailbox and len(batch) < limit and mailbox[0][0] == COMMAND:
-                    batch.append(mailbox.popleft())
+        while mailbox:
+            if not (self.admitted and self.loaded):
+                context.start_task(self._activate_then_drain())
+                return
+            if mailbox[0][0] == GET_STATE:
+                _, _, future, _ = mailbox.popleft()
                 self._accept_overflow()
-                await self._process(batch)
+                if future is not None and not future.done():
+                    future.set_result(copy.deepcopy(self.state))
+                continue
+            batch = [mailbox.popleft()]
+            limit = context.max_batch
+            while mailbox and len(batch) < limit and mailbox[0][0] == COMMAND:
+                batch.append(mailbox.popleft())
+            self._accept_overflow()
+            if self._submit(batch, 0):
+                return  # the store calls us back
+        self.running = False
+        context.on_idle(self)
+
+    def _crash(self, exc: BaseException) -> None:
+        """A bug (or cancellation) stopped the actor: fail what waits, drop the state."""
+        logger.error("actor crashed", exc_info=exc, extra={"stream_id": self.stream_id})
+        self._fail_all(exc)
+        self.unload()
+        self.running = False
+        self.context.on_idle(self)
+
+    async def _activate_then_drain(self) -> None:
+        try:
+            if not self.admitted:
+                await self.context.admit(self)
+            if not self.loaded:
+                await self._activate()
         except BaseException as exc:
-            # cancelled at shutdown, or a bug: nobody waiting may hang forever
-            self._fail_all(exc)
+            self._crash(exc)
             raise
-        finally:
-            self.running = False
-            context.on_idle(self)
+        self.drain()
 
     def _accept_overflow(self) -> None:
         overflow = self.overflow
@@ -257,64 +284,96 @@ class Actor:
 
     # -- commands -------------------------------------------------------------------------------
 
-    async def _process(self, batch: list[Message]) -> None:
-        context = self.context
-        retries = 0
-        while True:
-            outcome = self._decide_batch(batch)
-            if outcome.rest:
-                # messages after a failed applier wait for the reload, in their order
-                self.mailbox.extendleft(reversed(outcome.rest))
-                batch = batch[: len(batch) - len(outcome.rest)]
-            if not outcome.new_events:
-                self._reply(batch, outcome, None)
-                if outcome.corrupted:
-                    self.unload()
-                break
-            start_version = self.version
-            try:
-                result = await context.store.append(
-                    self.stream_id, start_version, outcome.new_events
-                )
-            except ConcurrencyError as exc:
-                # another writer appended first: reload and decide again, a bounded number of times
-                self.unload()
-                if retries >= context.max_conflict_retries:
-                    error = ConcurrencyError(
-                        exc.stream_id, exc.expected_version, exc.actual_version, retries=retries
-                    )
-                    self._reply_error(batch, error)
-                    return
-                retries += 1
-                context.counters.conflicts_retried += 1
-                if retries > 2:
-                    await asyncio.sleep(random.uniform(0, min(0.001 * 2**retries, 0.05)))
-                if not await self._activate():
-                    self._reply_error(batch, ActorFailedError(self.stream_id, "reload failed"))
-                    return
-                continue
-            except Exception as exc:
-                # store failure: nothing was stored; the actor must not trust its state
-                self.unload()
-                context.counters.actor_failures += 1
-                logger.warning(
-                    "append failed",
-                    extra={"stream_id": self.stream_id, "error": str(exc)},
-                )
-                failure: Exception = exc
-                if not isinstance(exc, (StoreError, CodecError)):
-                    failure = StoreError(f"appending to {self.stream_id!r} failed: {exc}")
-                    failure.__cause__ = exc
-                self._reply_error(batch, failure)
-                return
-            self.version = result.version
-            context.counters.events_appended += len(outcome.new_events)
-            self._reply(batch, outcome, result)
+    def _submit(self, batch: list[Message], retries: int) -> bool:
+        """Decide a batch and hand its events to the store; True if the store will call back."""
+        outcome = self._decide_batch(batch)
+        if outcome.rest:
+            # messages after a failed applier wait for the reload, in their order
+            self.mailbox.extendleft(reversed(outcome.rest))
+            del batch[len(batch) - len(outcome.rest) :]
+        if not outcome.new_events:
+            self._reply(batch, outcome, None)
             if outcome.corrupted:
                 self.unload()
+            return False
+        start_version = self.version
+        try:
+            future = self.context.submit_append(self.stream_id, start_version, outcome.new_events)
+        except Exception as exc:
+            self._append_failed(batch, exc)
+            return False
+        future.add_done_callback(
+            lambda done: self._appended(done, batch, outcome, start_version, retries)
+        )
+        return True
+
+    def _appended(
+        self,
+        future: asyncio.Future[AppendResult],
+        batch: list[Message],
+        outcome: _BatchOutcome,
+        start_version: int,
+        retries: int,
+    ) -> None:
+        try:
+            error = (
+                future.exception()
+                if not future.cancelled()
+                else StoreError(f"the append to {self.stream_id!r} was cancelled")
+            )
+            if error is None:
+                result = future.result()
+                self.version = result.version
+                self.context.counters.events_appended += len(outcome.new_events)
+                self._reply(batch, outcome, result)
+                if outcome.corrupted:
+                    self.unload()
+                else:
+                    self._maybe_snapshot(start_version)
+            elif isinstance(error, ConcurrencyError):
+                # another writer appended first: reload and decide again, a bounded number of times
+                self.unload()
+                if retries < self.context.max_conflict_retries:
+                    self.context.counters.conflicts_retried += 1
+                    self.context.start_task(self._retry(batch, retries + 1))
+                    return
+                final = ConcurrencyError(
+                    error.stream_id, error.expected_version, error.actual_version, retries=retries
+                )
+                self._reply_error(batch, final)
             else:
-                self._maybe_snapshot(start_version)
-            break
+                self._append_failed(batch, error)
+        except BaseException as exc:
+            self._crash(exc)
+            raise
+        self.drain()
+
+    async def _retry(self, batch: list[Message], retries: int) -> None:
+        try:
+            if retries > 2:
+                await asyncio.sleep(random.uniform(0, min(0.001 * 2**retries, 0.05)))
+            if not await self._activate():
+                self._reply_error(batch, ActorFailedError(self.stream_id, "reload failed"))
+            elif self._submit(batch, retries):
+                return  # the store calls us back
+        except BaseException as exc:
+            self._reply_error(batch, ActorFailedError(self.stream_id, "stopped"))
+            self._crash(exc)
+            raise
+        self.drain()
+
+    def _append_failed(self, batch: list[Message], exc: BaseException) -> None:
+        # store failure: nothing was stored; the actor must not trust its state
+        self.unload()
+        self.context.counters.actor_failures += 1
+        logger.warning("append failed", extra={"stream_id": self.stream_id, "error": str(exc)})
+        failure: Exception
+        if isinstance(exc, (StoreError, CodecError)):
+            failure = exc
+        else:
+            failure = StoreError(f"appending to {self.stream_id!r} failed: {exc}")
+            failure.__cause__ = exc
+        self._reply_error(batch, failure)
 
     def _decide_batch(self, batch: list[Message]) -> _BatchOutcome:
         decider = self.decider

@@ -6,7 +6,7 @@ import asyncio
 import enum
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
@@ -18,7 +18,7 @@ from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
 from ._errors import MailboxFullError, RuntimeClosedError
-from ._records import JSONDict, RecordedEvent
+from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent
 from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.runtime")
@@ -123,8 +123,10 @@ class Runtime:
             mailbox_size=mailbox_size,
             max_batch=max_batch,
             max_conflict_retries=max_conflict_retries,
+            submit_append=_submitter(store),
             admit=self._admit,
             on_idle=self._on_idle,
+            start_task=self._start_task,
             spawn=self._spawn,
         )
         self._state = RuntimeState.UNOPENED
@@ -134,6 +136,9 @@ class Runtime:
         self._active = 0
         self._admission: deque[asyncio.Future[None]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: actors with work scheduled or under way; leaving the context waits for zero
+        self._busy = 0
+        self._all_idle = asyncio.Event()
         self._idle_changed = asyncio.Event()
         self._opened_store = False
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -182,8 +187,9 @@ class Runtime:
         try:
             # stop idle actors now; busy ones stop as their mailboxes drain (see _on_idle)
             self.passivate_idle()
-            while self._tasks:
-                await asyncio.wait(list(self._tasks))
+            while self._busy:
+                self._all_idle.clear()
+                await self._all_idle.wait()
             # stop the passivation timer; leaving the task group waits for snapshot saves
             self._timer_scope.cancel()
         except BaseException:
@@ -238,10 +244,10 @@ class Runtime:
         actor.mailbox.append(message)
         if not actor.running:
             actor.running = True
+            self._busy += 1
             self._idle.pop(actor.stream_id, None)
-            task = asyncio.get_running_loop().create_task(actor.run())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # drain on the next loop step, so that messages sent meanwhile join the batch
+            asyncio.get_running_loop().call_soon(actor.drain)
 
     async def _send(self, ref: AggregateRef[Any], message: Message) -> None:
         actor = self._actor_for(ref)
@@ -290,12 +296,13 @@ class Runtime:
         actor.admitted = True
 
     def _on_idle(self, actor: Actor) -> None:
-        if actor.mailbox:  # a message arrived as the task ended
+        if actor.mailbox:  # a message arrived as the actor finished
             actor.running = True
-            task = asyncio.get_running_loop().create_task(actor.run())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            asyncio.get_running_loop().call_soon(actor.drain)
             return
+        self._busy -= 1
+        if not self._busy:
+            self._all_idle.set()
         if not actor.loaded or self._state is not RuntimeState.OPEN or self._admission:
             self._passivate(actor)
             return
@@ -358,6 +365,11 @@ class Runtime:
             self._passivate(actor)
         return len(idle)
 
+    def _start_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         assert self._task_group is not None
         self._task_group.start_soon(_run_coroutine, coroutine)
@@ -380,6 +392,22 @@ class Runtime:
             actor_failures=c.actor_failures,
             queued_messages=sum(len(a.mailbox) for a in self._actors.values()),
         )
+
+
+def _submitter(
+    store: EventStore,
+) -> Callable[[str, int, list[NewEvent]], asyncio.Future[AppendResult]]:
+    """Return the store's non-async append if it has one, else one made from ``append``."""
+    submit = getattr(store, "submit_append", None)
+    if submit is not None:
+        return submit  # type: ignore[no-any-return]
+
+    def submit_via_task(
+        stream_id: str, expected_version: int, events: list[NewEvent]
+    ) -> asyncio.Future[AppendResult]:
+        return asyncio.ensure_future(store.append(stream_id, expected_version, events))
+
+    return submit_via_task
 
 
 async def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:

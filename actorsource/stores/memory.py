@@ -8,7 +8,7 @@ from datetime import datetime
 
 import attrs
 
-from .._errors import ConcurrencyError, StoreError
+from .._errors import CodecError, ConcurrencyError, StoreError
 from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent
 from ._base import (
     StoreLifecycle,
@@ -62,15 +62,33 @@ class InMemoryEventStore(StoreLifecycle):
         self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
     ) -> AppendResult:
         """Append events atomically (see :class:`EventStore`)."""
+        future = self.submit_append(stream_id, expected_version, events)
+        # a real checkpoint, as a durable store's append would be
+        await asyncio.sleep(0)
+        return future.result()
+
+    def submit_append(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> asyncio.Future[AppendResult]:
+        """Append at once; return a future holding the result (or the error).
+
+        Bad arguments raise here, at once, as with the SQLite store.
+        """
         self._check_open()
         check_append(stream_id, expected_version, events)
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self._append_now(stream_id, expected_version, events))
+        except (ConcurrencyError, StoreError, CodecError) as exc:
+            future.set_exception(exc)
+        return future
+
+    def _append_now(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> AppendResult:
         rows_json = [
-            (encode_json(e.data, "data", e), encode_json(e.metadata, "metadata", e))
-            for e in events
+            (encode_json(e.data, "data", e), encode_json(e.metadata, "metadata", e)) for e in events
         ]
-        # a real checkpoint, as a durable store's append would be; an append under way when the
-        # store is closed still completes, as close() finishes pending writes
-        await asyncio.sleep(0)
         stream = self._streams.get(stream_id, [])
         actual = len(stream)
         if expected_version is not None and expected_version != actual:

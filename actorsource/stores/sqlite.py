@@ -308,6 +308,15 @@ class SQLiteEventStore(StoreLifecycle):
         self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
     ) -> AppendResult:
         """Append events atomically, durable when this returns (see :class:`EventStore`)."""
+        return await self.submit_append(stream_id, expected_version, events)
+
+    def submit_append(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> asyncio.Future[AppendResult]:
+        """Queue an append for the writer's next transaction; the future resolves at commit.
+
+        The runtime's fast path: no coroutine per append. Bad arguments raise here, at once.
+        """
         self._check_open()
         check_append(stream_id, expected_version, events)
         rows = [
@@ -321,7 +330,7 @@ class SQLiteEventStore(StoreLifecycle):
         ]
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._enqueue(_Append(stream_id, expected_version, rows, future))
-        return await future
+        return future
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""
@@ -544,9 +553,9 @@ def _commit_batch(
     heads: dict[str, int] = {}
     conn.execute("BEGIN IMMEDIATE")
     try:
-        next_position = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[
-            0
-        ] + 1
+        next_position = (
+            conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0] + 1
+        )
         for op in batch:
             if isinstance(op, _SaveSnapshot):
                 conn.execute(_SAVE_SNAPSHOT, (*op.row, now_text))
