@@ -19,7 +19,6 @@ import asyncio
 import copy
 import logging
 import random
-import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
@@ -35,6 +34,7 @@ from ._errors import (
     EventApplyError,
     StoreError,
 )
+from ._ids import new_event_id
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord
 from .stores._base import EventStore
 
@@ -393,7 +393,7 @@ class Actor:
             try:
                 for event in events:
                     type_name, data = encode(event)
-                    new.append(NewEvent(str(uuid.uuid4()), type_name, data, metadata))
+                    new.append(NewEvent(new_event_id(), type_name, data, metadata))
                 state = self.state
                 for event in events:
                     current_type = type(event).__name__

@@ -13,6 +13,7 @@ PACKAGE = Path(actorsource.__file__).parent
 LAYERS = {
     "_errors": 0,
     "_records": 1,
+    "_ids": 1,
     "_decider": 1,
     "_aggregate": 1,
     "_codec": 2,

@@ -575,12 +575,18 @@ def _commit_batch(
                 (next_position + i, stream_id, head + i + 1, kind, data, meta, event_id, now_text)
                 for i, (kind, data, meta, event_id) in enumerate(op.rows)
             ]
-            conn.execute("SAVEPOINT append")
+            # one statement undoes itself when it fails; several need a savepoint around them
+            single = len(rows) == 1
             try:
-                conn.executemany(_INSERT_EVENT, rows)
+                if single:
+                    conn.execute(_INSERT_EVENT, rows[0])
+                else:
+                    conn.execute("SAVEPOINT append")
+                    conn.executemany(_INSERT_EVENT, rows)
             except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK TO append")
-                conn.execute("RELEASE append")
+                if not single:
+                    conn.execute("ROLLBACK TO append")
+                    conn.execute("RELEASE append")
                 actual = conn.execute(_STREAM_HEAD, (stream_id,)).fetchone()[0]
                 heads[stream_id] = actual
                 if actual != head:  # another process appended since we last looked
@@ -588,7 +594,8 @@ def _commit_batch(
                 else:
                     results.append(_append_refused(conn, stream_id, op.rows, exc))
                 continue
-            conn.execute("RELEASE append")
+            if not single:
+                conn.execute("RELEASE append")
             count = len(rows)
             heads[stream_id] = head + count
             results.append(AppendResult(head + count, next_position, now))
