@@ -117,6 +117,8 @@ class SQLiteEventStore(StoreLifecycle):
     :param busy_timeout: seconds to wait for another connection's write lock
     :param max_batch: the most appends one transaction takes
     :param read_page_size: rows fetched per thread hop when reading
+    :param known_heads: how many stream heads the writer remembers (to skip version queries)
+    :param cache_kib: SQLite page cache per connection, in KiB
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class SQLiteEventStore(StoreLifecycle):
         max_batch: int = 2048,
         read_page_size: int = 2000,
         known_heads: int = 100_000,
+        cache_kib: int = 65_536,
     ) -> None:
         self.path = Path(path)
         if str(path) == ":memory:" or str(path).startswith("file::memory:"):
@@ -141,6 +144,7 @@ class SQLiteEventStore(StoreLifecycle):
         self.max_batch = max_batch
         self.read_page_size = read_page_size
         self._known_heads_limit = known_heads
+        self.cache_kib = cache_kib
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -183,6 +187,9 @@ class SQLiteEventStore(StoreLifecycle):
         conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            # SQLite's default page cache is 2 MiB: the event-id index of a few hundred thousand
+            # events outgrows it and every insert then reads index pages back from the OS
+            await conn.execute(f"PRAGMA cache_size = {-self.cache_kib}")
         except BaseException:
             await conn.close()
             raise
