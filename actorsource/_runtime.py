@@ -131,6 +131,7 @@ class Runtime:
         )
         self._state = RuntimeState.UNOPENED
         self._actors: dict[str, Actor] = {}
+        self._actors_high = 0  # the most actors held since the maps were last compacted
         #: loaded actors with no task and an empty mailbox, least recently used first
         self._idle: OrderedDict[str, Actor] = OrderedDict()
         self._active = 0
@@ -238,6 +239,8 @@ class Runtime:
         if actor is None:
             actor = Actor(self._context, ref.decider, ref.stream_id)
             self._actors[ref.stream_id] = actor
+            if len(self._actors) > self._actors_high:
+                self._actors_high = len(self._actors)
         return actor
 
     def _enqueue(self, actor: Actor, message: Message) -> None:
@@ -314,14 +317,24 @@ class Runtime:
     def _passivate(self, actor: Actor) -> None:
         """Remove an idle actor from memory (it has no task and an empty mailbox)."""
         self._idle.pop(actor.stream_id, None)
-        if self._actors.get(actor.stream_id) is actor:
-            del self._actors[actor.stream_id]
+        actors = self._actors
+        if actors.get(actor.stream_id) is actor:
+            del actors[actor.stream_id]
+            if self._actors_high > 1024 and len(actors) < self._actors_high // 4:
+                self._compact()
         if actor.admitted:
             actor.admitted = False
             if actor.loaded:
                 self._counters.passivations += 1
             actor.unload()
             self._release_slot()
+
+    def _compact(self) -> None:
+        # Python dicts never shrink when keys are deleted: after a mass passivation the tables
+        # sized for the peak would stay. Copies are sized for what is left (amortized O(1)).
+        self._actors = dict(self._actors)
+        self._idle = OrderedDict(self._idle)
+        self._actors_high = len(self._actors)
 
     def _release_slot(self) -> None:
         while self._admission:

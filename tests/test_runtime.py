@@ -786,3 +786,26 @@ async def test_a_plain_decider_runs_like_an_aggregate_class(store: EventStore) -
     async with Runtime(store) as runtime:
         assert await runtime.ref(BALANCE, "b1").state() == 10
         assert runtime.statistics().events_replayed == 1
+
+
+async def test_mass_passivation_gives_back_the_memory_of_the_actor_tables() -> None:
+    import gc
+    import tracemalloc
+
+    async with Runtime(InMemoryEventStore()) as runtime:
+        await runtime.ref(Account, "warm-up").state()
+        runtime.passivate_idle()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(3000):
+                await runtime.ref(Account, f"a{n}").state()
+            live = tracemalloc.get_traced_memory()[0] - before
+            assert runtime.passivate_idle() == 3000
+            gc.collect()
+            retained = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert runtime.statistics().active_actors == 0
+    assert retained < live * 0.05
