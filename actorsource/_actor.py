@@ -20,7 +20,7 @@ import copy
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Final
 
 import attrs
@@ -74,6 +74,8 @@ class ActorContext:
     mailbox_size: int
     max_batch: int
     max_conflict_retries: int
+    #: yield (version, type, data) of a stream's events from a version on
+    read_stream_data: Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]
     #: hand events to the store; the future resolves at commit
     submit_append: Callable[[str, int, list[NewEvent]], asyncio.Future[AppendResult]]
     #: wait until the actor may hold state in memory (max_active); counts it as active
@@ -250,17 +252,24 @@ class Actor:
         decode = context.codec.decode_event
         evolve = decider.evolve
         start = version
-        async for stored in context.store.read_stream(self.stream_id, version + 1):
-            where = f" (stream {self.stream_id!r}, version {stored.version})"
-            event = decode(stored.type, stored.data, where=where)
+        async for stored_version, type_name, data in context.read_stream_data(
+            self.stream_id, version + 1
+        ):
+            try:
+                event = decode(type_name, data)
+            except CodecError:
+                # decode again for an error that names the place (rare: it fails anyway)
+                decode(type_name, data, where=self._where(stored_version))
+                raise
             try:
                 state = evolve(state, event)
             except Exception as exc:
                 msg = (
-                    f"applying stored event {stored.type}{where} raised {type(exc).__name__}: {exc}"
+                    f"applying stored event {type_name}{self._where(stored_version)} raised "
+                    f"{type(exc).__name__}: {exc}"
                 )
                 raise ActorFailedError(self.stream_id, msg) from exc
-            version = stored.version
+            version = stored_version
         replayed = version - start
         context.counters.events_replayed += replayed
         if replayed and logger.isEnabledFor(logging.DEBUG):
@@ -276,6 +285,9 @@ class Actor:
         self.state = state
         self.version = version
         self.loaded = True
+
+    def _where(self, version: int) -> str:
+        return f" (stream {self.stream_id!r}, version {version})"
 
     def unload(self) -> None:
         """Drop the in-memory state; the next message reloads it from the store."""

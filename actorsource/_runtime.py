@@ -6,7 +6,7 @@ import asyncio
 import enum
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, overload
 
@@ -123,6 +123,7 @@ class Runtime:
             mailbox_size=mailbox_size,
             max_batch=max_batch,
             max_conflict_retries=max_conflict_retries,
+            read_stream_data=_data_reader(store),
             submit_append=_submitter(store),
             admit=self._admit,
             on_idle=self._on_idle,
@@ -239,8 +240,7 @@ class Runtime:
         if actor is None:
             actor = Actor(self._context, ref.decider, ref.stream_id)
             self._actors[ref.stream_id] = actor
-            if len(self._actors) > self._actors_high:
-                self._actors_high = len(self._actors)
+            self._actors_high = max(self._actors_high, len(self._actors))
         return actor
 
     def _enqueue(self, actor: Actor, message: Message) -> None:
@@ -405,6 +405,23 @@ class Runtime:
             actor_failures=c.actor_failures,
             queued_messages=sum(len(a.mailbox) for a in self._actors.values()),
         )
+
+
+def _data_reader(
+    store: EventStore,
+) -> Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]:
+    """Return the store's lean replay read if it has one, else one made from ``read_stream``."""
+    lean = getattr(store, "read_stream_data", None)
+    if lean is not None:
+        return lean  # type: ignore[no-any-return]
+
+    async def from_records(
+        stream_id: str, from_version: int
+    ) -> AsyncIterator[tuple[int, str, JSONDict]]:
+        async for stored in store.read_stream(stream_id, from_version):
+            yield stored.version, stored.type, stored.data
+
+    return from_records
 
 
 def _submitter(

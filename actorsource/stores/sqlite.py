@@ -31,7 +31,7 @@ import aiosqlite
 import attrs
 
 from .._errors import ConcurrencyError, IncompatibleStoreError, StoreError
-from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent
+from .._records import AppendResult, JSONDict, NewEvent, SnapshotRecord, StoredEvent
 from ._base import (
     MAX_VERSION,
     StoreLifecycle,
@@ -456,33 +456,74 @@ class SQLiteEventStore(StoreLifecycle):
         # clamped: SQLite cannot bind ints beyond 64 bits
         last = MAX_VERSION if to_version is None else min(to_version, MAX_VERSION)
         version = max(from_version, 1)
-        page_size = self.read_page_size
-        while version <= last:
-            rows = await self._fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? "
-                "AND version <= ? ORDER BY version LIMIT ?",
-                (stream_id, version, last, page_size),
-            )
-            for row in rows:
-                yield self._stored(row)
-            if len(rows) < page_size:
-                return
-            version = rows[-1][1] + 1
+        if version > last:
+            return
+        sql = (
+            f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? "
+            "AND version <= ? ORDER BY version LIMIT ?"
+        )
+        async for event in self._read_pages(sql, (stream_id,), version, (last,), key=1):
+            yield event
 
     async def read_all(self, from_position: int = 1) -> AsyncIterator[StoredEvent]:
         """Yield every event in global (commit) order (see :class:`EventStore`)."""
         position = max(from_position, 1)
+        if position > MAX_VERSION:  # SQLite cannot bind ints beyond 64 bits
+            return
+        sql = f"SELECT {_COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?"
+        async for event in self._read_pages(sql, (), position, (), key=2):
+            yield event
+
+    async def read_stream_data(
+        self, stream_id: str, from_version: int = 1
+    ) -> AsyncIterator[tuple[int, str, JSONDict]]:
+        """Yield ``(version, type, data)`` of a stream's events: what replaying needs, no more.
+
+        The runtime's fast path for loading actors: three columns instead of eight, and no
+        metadata or timestamps to decode.
+        """
+        check_stream_id(stream_id)
+        version = max(from_version, 1)
+        if version > MAX_VERSION:
+            return
+        sql = (
+            "SELECT version, type, data FROM events WHERE stream_id = ? AND version >= ? "
+            "ORDER BY version LIMIT ?"
+        )
+        async for row in self._pages(sql, (stream_id,), version, (), key=0):
+            yield row[0], row[1], decode_json(row[2])
+
+    async def _read_pages(
+        self, sql: str, head: tuple[Any, ...], start: int, tail: tuple[Any, ...], *, key: int
+    ) -> AsyncIterator[StoredEvent]:
+        async for row in self._pages(sql, head, start, tail, key=key):
+            yield self._stored(row)
+
+    async def _pages(
+        self, sql: str, head: tuple[Any, ...], start: int, tail: tuple[Any, ...], *, key: int
+    ) -> AsyncIterator[Any]:
+        """Yield the rows of a paged query, fetching the next page while this one is consumed.
+
+        The reader thread runs SQLite (without the GIL) while the event loop decodes: a long
+        replay costs about the larger of the two, not their sum. ``key`` is the column that
+        orders the pages; the next page starts after the last row's value.
+        """
         page_size = self.read_page_size
-        while position <= MAX_VERSION:
-            rows = await self._fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?",
-                (position, page_size),
-            )
-            for row in rows:
-                yield self._stored(row)
-            if len(rows) < page_size:
-                return
-            position = rows[-1][2] + 1
+        pending: asyncio.Future[list[Any]] | None = asyncio.ensure_future(
+            self._fetch(sql, (*head, start, *tail, page_size))
+        )
+        try:
+            while pending is not None:
+                rows = await pending
+                pending = None
+                if len(rows) == page_size and rows[-1][key] < MAX_VERSION:
+                    following = (*head, rows[-1][key] + 1, *tail, page_size)
+                    pending = asyncio.ensure_future(self._fetch(sql, following))
+                for row in rows:
+                    yield row
+        finally:
+            if pending is not None:
+                pending.cancel()
 
     async def stream_version(self, stream_id: str) -> int:
         """Return the version of a stream's last event (see :class:`EventStore`)."""

@@ -448,3 +448,34 @@ async def test_a_locked_file_is_a_store_error_not_a_foreign_database(db_path: Pa
     # once the lock is gone the same file opens fine
     async with SQLiteEventStore(db_path) as store:
         assert (await store.append("a", 0, [event()])).version == 1
+
+
+async def test_read_stream_data_yields_what_read_stream_holds_across_pages(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteEventStore(tmp_path / "lean.db", read_page_size=7) as store:
+        for n in range(5):
+            await store.append("s", n * 5, [event({"n": n, "i": i}) for i in range(5)])
+        await store.append("other", 0, [event({"n": -1})])
+        full = [(e.version, e.type, e.data) for e in await collect(store.read_stream("s", 4))]
+        lean = [item async for item in store.read_stream_data("s", 4)]
+    assert lean == full
+    assert [v for v, _, _ in lean] == list(range(4, 26))
+
+
+async def test_a_reader_that_stops_early_leaves_no_fetch_behind(tmp_path: Path) -> None:
+    async with SQLiteEventStore(tmp_path / "early.db", read_page_size=3) as store:
+        await store.append("s", 0, [event({"i": i}) for i in range(10)])
+        stream = store.read_stream("s")
+        first = [e.version async for e in _take(stream, 4)]
+        await stream.aclose()  # type: ignore[attr-defined]
+        assert first == [1, 2, 3, 4]
+        assert await store.stream_version("s") == 10  # the reader still serves
+
+
+async def _take(items: Any, count: int) -> Any:
+    async for item in items:
+        yield item
+        count -= 1
+        if not count:
+            return
