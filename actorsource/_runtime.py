@@ -113,6 +113,8 @@ class Runtime:
         self.store = store
         self.passivate_after = passivate_after
         self.max_active = max_active
+        #: whether idle actors are kept in LRU order (only a timer or a cap needs it)
+        self._track_idle = passivate_after is not None or max_active is not None
         self._codec = Codec()
         self._counters = Counters()
         self._context = ActorContext(
@@ -309,6 +311,8 @@ class Runtime:
         if not actor.loaded or self._state is not RuntimeState.OPEN or self._admission:
             self._passivate(actor)
             return
+        if not self._track_idle:
+            return  # nothing passivates idle actors: spare the bookkeeping
         actor.idle_since = asyncio.get_running_loop().time()
         self._idle[actor.stream_id] = actor
         if len(self._idle) == 1:
@@ -373,7 +377,10 @@ class Runtime:
 
         Busy actors are not touched: they stay until idle, as ``passivate_after`` decides.
         """
-        idle = list(self._idle.values())
+        if self._track_idle:
+            idle = list(self._idle.values())
+        else:
+            idle = [a for a in self._actors.values() if not a.running and not a.mailbox]
         for actor in idle:
             self._passivate(actor)
         return len(idle)

@@ -224,6 +224,8 @@ def _is_utf8(text: str) -> bool:
 
 def encode_json(value: JSONDict, what: str, event: NewEvent) -> str:
     """Return ``value`` as JSON text; a value JSON cannot hold raises a CodecError naming it."""
+    if not value and type(value) is dict:
+        return "{}"  # most metadata: spare the call
     try:
         text = orjson.dumps(value)
     except TypeError as exc:
