@@ -74,6 +74,11 @@ class ActorContext:
     mailbox_size: int
     max_batch: int
     max_conflict_retries: int
+    #: the latest snapshot, the first page of events after it, whether that page is all
+    load_latest: Callable[
+        [str],
+        Coroutine[Any, Any, tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]],
+    ]
     #: yield (version, type, data) of a stream's events from a version on
     read_stream_data: Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]
     #: hand events to the store; the future resolves at commit
@@ -225,51 +230,24 @@ class Actor:
         decider = self.decider
         state = decider.initial_state
         version = 0
-        snapshot = await context.store.load_snapshot(self.stream_id)
+        snapshot, first_page, complete = await context.load_latest(self.stream_id)
         if snapshot is not None:
-            if snapshot.schema_version != decider.snapshot_version:
-                logger.info(
-                    "ignoring snapshot of another schema version",
-                    extra={
-                        "stream_id": self.stream_id,
-                        "snapshot_version": snapshot.schema_version,
-                        "expected": decider.snapshot_version,
-                    },
-                )
+            decoded = self._decode_snapshot(snapshot)
+            if decoded is not None:
+                state, version = decoded[0], snapshot.version
             else:
-                try:
-                    state = context.codec.decode_state(snapshot.state, decider.state_type)
-                    version = snapshot.version
-                except CodecError as exc:
-                    logger.warning(
-                        "snapshot cannot be decoded; replaying the stream from the start",
-                        extra={
-                            "stream_id": self.stream_id,
-                            "version": snapshot.version,
-                            "error": str(exc),
-                        },
-                    )
-        decode = context.codec.decode_event
-        evolve = decider.evolve
+                # the page read with it starts after the snapshot: of no use without it
+                first_page, complete = [], False
         start = version
-        async for stored_version, type_name, data in context.read_stream_data(
-            self.stream_id, version + 1
-        ):
-            try:
-                event = decode(type_name, data)
-            except CodecError:
-                # decode again for an error that names the place (rare: it fails anyway)
-                decode(type_name, data, where=self._where(stored_version))
-                raise
-            try:
-                state = evolve(state, event)
-            except Exception as exc:
-                msg = (
-                    f"applying stored event {type_name}{self._where(stored_version)} raised "
-                    f"{type(exc).__name__}: {exc}"
-                )
-                raise ActorFailedError(self.stream_id, msg) from exc
-            version = stored_version
+        state, version = self._replay(state, version, first_page)
+        if not complete:
+            page: list[tuple[int, str, JSONDict]] = []
+            async for item in context.read_stream_data(self.stream_id, version + 1):
+                page.append(item)
+                if len(page) == 1000:
+                    state, version = self._replay(state, version, page)
+                    page = []
+            state, version = self._replay(state, version, page)
         replayed = version - start
         context.counters.events_replayed += replayed
         if replayed and logger.isEnabledFor(logging.DEBUG):
@@ -285,6 +263,56 @@ class Actor:
         self.state = state
         self.version = version
         self.loaded = True
+
+    def _decode_snapshot(self, snapshot: SnapshotRecord) -> tuple[Any] | None:
+        """Return ``(state,)`` from a usable snapshot, or None (with a log line) if unusable."""
+        decider = self.decider
+        if snapshot.schema_version != decider.snapshot_version:
+            logger.info(
+                "ignoring snapshot of another schema version",
+                extra={
+                    "stream_id": self.stream_id,
+                    "snapshot_version": snapshot.schema_version,
+                    "expected": decider.snapshot_version,
+                },
+            )
+            return None
+        try:
+            return (self.context.codec.decode_state(snapshot.state, decider.state_type),)
+        except CodecError as exc:
+            logger.warning(
+                "snapshot cannot be decoded; replaying the stream from the start",
+                extra={
+                    "stream_id": self.stream_id,
+                    "version": snapshot.version,
+                    "error": str(exc),
+                },
+            )
+            return None
+
+    def _replay(
+        self, state: Any, version: int, events: list[tuple[int, str, JSONDict]]
+    ) -> tuple[Any, int]:
+        """Apply stored events to ``state``; return the new state and version."""
+        decode = self.context.codec.decode_event
+        evolve = self.decider.evolve
+        for stored_version, type_name, data in events:
+            try:
+                event = decode(type_name, data)
+            except CodecError:
+                # decode again for an error that names the place (rare: it fails anyway)
+                decode(type_name, data, where=self._where(stored_version))
+                raise
+            try:
+                state = evolve(state, event)
+            except Exception as exc:
+                msg = (
+                    f"applying stored event {type_name}{self._where(stored_version)} raised "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                raise ActorFailedError(self.stream_id, msg) from exc
+            version = stored_version
+        return state, version
 
     def _where(self, version: int) -> str:
         return f" (stream {self.stream_id!r}, version {version})"

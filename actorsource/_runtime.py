@@ -18,7 +18,7 @@ from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
 from ._errors import MailboxFullError, RuntimeClosedError
-from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent
+from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord
 from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.runtime")
@@ -125,6 +125,7 @@ class Runtime:
             mailbox_size=mailbox_size,
             max_batch=max_batch,
             max_conflict_retries=max_conflict_retries,
+            load_latest=_latest_loader(store),
             read_stream_data=_data_reader(store),
             submit_append=_submitter(store),
             admit=self._admit,
@@ -412,6 +413,24 @@ class Runtime:
             actor_failures=c.actor_failures,
             queued_messages=sum(len(a.mailbox) for a in self._actors.values()),
         )
+
+
+def _latest_loader(
+    store: EventStore,
+) -> Callable[
+    [str], Coroutine[Any, Any, tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]]
+]:
+    """Return the store's one-read activation load if it has one, else ``load_snapshot``."""
+    combined = getattr(store, "load_latest", None)
+    if combined is not None:
+        return combined  # type: ignore[no-any-return]
+
+    async def snapshot_only(
+        stream_id: str,
+    ) -> tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]:
+        return await store.load_snapshot(stream_id), [], False
+
+    return snapshot_only
 
 
 def _data_reader(

@@ -365,6 +365,7 @@ async def workload_skew(path: Path, sizes: Sizes, progress: Progress) -> Result:
         "max_active": sizes.w5_max_active,
         "seconds": elapsed,
         "commands_per_s": commands / elapsed,
+        "events_per_s": stats.events_appended / elapsed,
         "activations": stats.activations,
         "passivations": stats.passivations,
         **_latency(latencies),

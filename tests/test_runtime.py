@@ -809,3 +809,18 @@ async def test_mass_passivation_gives_back_the_memory_of_the_actor_tables() -> N
             tracemalloc.stop()
     assert runtime.statistics().active_actors == 0
     assert retained < live * 0.05
+
+
+@pytest.mark.parametrize("snapshot_every", [None, 4])
+async def test_rehydration_pages_through_a_long_tail(
+    tmp_path: Path, snapshot_every: int | None
+) -> None:
+    path = tmp_path / "pages.db"
+    async with Runtime(SQLiteEventStore(path), snapshot_every=snapshot_every) as runtime:
+        for amount in range(1, 12):
+            await runtime.ref(Account, "a").ask(Deposit(amount))
+    async with Runtime(SQLiteEventStore(path, read_page_size=3)) as runtime:
+        state = await runtime.ref(Account, "a").state()
+        replayed = runtime.statistics().events_replayed
+    assert state.history == list(range(1, 12))
+    assert replayed == (11 if snapshot_every is None else 3)

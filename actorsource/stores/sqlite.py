@@ -549,6 +549,36 @@ class SQLiteEventStore(StoreLifecycle):
             stream_id, version, decode_json(state), schema_version, self._time(recorded_at)
         )
 
+    async def load_latest(
+        self, stream_id: str
+    ) -> tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]:
+        """Return the latest snapshot and the first page of events after it, in one read.
+
+        The runtime's fast path for activating an actor: one thread hop instead of two.
+        Returns ``(snapshot or None, [(version, type, data), ...], complete)``; when
+        ``complete`` is false, more events follow the page (read them with
+        :meth:`read_stream_data`).
+        """
+        check_stream_id(stream_id)
+        self._check_open()
+        assert self._reader is not None
+        try:
+            # aiosqlite has no public call for running a function on its thread
+            snapshot_row, rows = await self._reader._execute(  # type: ignore[no-untyped-call]
+                _latest, self._reader._conn, stream_id, self.read_page_size
+            )
+        except sqlite3.Error as exc:
+            msg = f"reading {str(self.path)!r} failed: {exc}"
+            raise StoreError(msg) from exc
+        snapshot = None
+        if snapshot_row is not None:
+            version, schema_version, state, recorded_at = snapshot_row
+            snapshot = SnapshotRecord(
+                stream_id, version, decode_json(state), schema_version, self._time(recorded_at)
+            )
+        events = [(row[0], row[1], decode_json(row[2])) for row in rows]
+        return snapshot, events, len(rows) < self.read_page_size
+
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         self._check_open()
         assert self._reader is not None
@@ -582,6 +612,22 @@ class SQLiteEventStore(StoreLifecycle):
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> int:
     rows = list(await conn.execute_fetchall(sql))
     return int(rows[0][0])
+
+
+def _latest(conn: sqlite3.Connection, stream_id: str, page_size: int) -> tuple[Any, list[Any]]:
+    """The latest snapshot row and the first page of event rows after it (reader's thread)."""
+    snapshot = conn.execute(
+        "SELECT version, schema_version, state, recorded_at FROM snapshots "
+        "WHERE stream_id = ? ORDER BY version DESC LIMIT 1",
+        (stream_id,),
+    ).fetchone()
+    after = snapshot[0] if snapshot is not None else 0
+    rows = conn.execute(
+        "SELECT version, type, data FROM events WHERE stream_id = ? AND version > ? "
+        "ORDER BY version LIMIT ?",
+        (stream_id, after, page_size),
+    ).fetchall()
+    return snapshot, rows
 
 
 def _commit_batch(

@@ -479,3 +479,19 @@ async def _take(items: Any, count: int) -> Any:
         count -= 1
         if not count:
             return
+
+
+async def test_load_latest_reads_the_snapshot_and_the_page_after_it_at_once(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteEventStore(tmp_path / "latest.db", read_page_size=4) as store:
+        await store.append("s", 0, [event({"i": i}) for i in range(10)])
+        assert await store.load_latest("empty") == (None, [], True)
+        snapshot, page, complete = await store.load_latest("s")
+        assert snapshot is None and not complete
+        assert [v for v, _, _ in page] == [1, 2, 3, 4]
+        await store.save_snapshot(SnapshotRecord("s", 7, {"state": 7}, 1))
+        snapshot, page, complete = await store.load_latest("s")
+        assert snapshot is not None and (snapshot.version, snapshot.state) == (7, {"state": 7})
+        assert [(v, d) for v, _, d in page] == [(8, {"i": 7}), (9, {"i": 8}), (10, {"i": 9})]
+        assert complete
