@@ -101,6 +101,7 @@ class Actor:
         "context",
         "decider",
         "idle_since",
+        "in_flight",
         "loaded",
         "mailbox",
         "overflow",
@@ -123,6 +124,8 @@ class Actor:
         self.admitted = False
         self.running = False
         self.idle_since = 0.0
+        #: the batch whose append is in flight: (batch, outcome, start version, retries)
+        self.in_flight: tuple[list[Message], _BatchOutcome, int, int] | None = None
 
     def __repr__(self) -> str:
         return f"<Actor {self.stream_id!r} v{self.version}>"
@@ -342,19 +345,15 @@ class Actor:
         except Exception as exc:
             self._append_failed(batch, exc)
             return False
-        future.add_done_callback(
-            lambda done: self._appended(done, batch, outcome, start_version, retries)
-        )
+        # at most one append is in flight per actor: keep its context here, not in a closure
+        self.in_flight = (batch, outcome, start_version, retries)
+        future.add_done_callback(self._appended)
         return True
 
-    def _appended(
-        self,
-        future: asyncio.Future[AppendResult],
-        batch: list[Message],
-        outcome: _BatchOutcome,
-        start_version: int,
-        retries: int,
-    ) -> None:
+    def _appended(self, future: asyncio.Future[AppendResult]) -> None:
+        assert self.in_flight is not None
+        batch, outcome, start_version, retries = self.in_flight
+        self.in_flight = None
         try:
             error = (
                 future.exception()
@@ -428,31 +427,30 @@ class Actor:
             if not events:
                 outcome.results.append(())
                 continue
-            new: list[NewEvent] = []
+            new_events = outcome.new_events
+            kept = len(new_events)
             current_type = ""
             try:
                 for event in events:
                     type_name, data = encode(event)
-                    new.append(NewEvent(new_event_id(), type_name, data, metadata))
+                    new_events.append(NewEvent(new_event_id(), type_name, data, metadata))
                 state = self.state
                 for event in events:
                     current_type = type(event).__name__
                     state = decider.evolve(state, event)
                 self.state = state
-            except CodecError as exc:
-                outcome.results.append(exc)
-                outcome.corrupted = True
-                outcome.rest = batch[index + 1 :]
-                break
             except Exception as exc:
-                error = EventApplyError(self.stream_id, current_type, exc)
-                error.__cause__ = exc
+                del new_events[kept:]  # this command's events are never stored
+                if isinstance(exc, CodecError):
+                    error: Exception = exc
+                else:
+                    error = EventApplyError(self.stream_id, current_type, exc)
+                    error.__cause__ = exc
                 outcome.results.append(error)
                 outcome.corrupted = True
                 outcome.rest = batch[index + 1 :]
                 break
             outcome.results.append(events)
-            outcome.new_events.extend(new)
         return outcome
 
     def _reply(self, batch: list[Message], outcome: _BatchOutcome, result: Any) -> None:
@@ -526,15 +524,22 @@ class Actor:
         self.context.counters.snapshots_saved += 1
 
 
-@attrs.define(slots=True)
 class _BatchOutcome:
-    #: per decided message: its events, () for no change, or the error to reply with
-    results: list[Any] = attrs.Factory(list)
-    new_events: list[NewEvent] = attrs.Factory(list)
-    #: an event failed to encode or apply: the state is no longer trustworthy
-    corrupted: bool = False
-    #: messages not decided because of that failure
-    rest: list[Message] = attrs.Factory(list)
+    """What deciding a batch produced (a plain slotted class: one is made per batch)."""
+
+    __slots__ = ("corrupted", "new_events", "rest", "results")
+
+    def __init__(self) -> None:
+        #: per decided message: its events, () for no change, or the error to reply with
+        self.results: list[Any] = []
+        self.new_events: list[NewEvent] = []
+        #: an event failed to encode or apply: the state is no longer trustworthy
+        self.corrupted = False
+        #: messages not decided because of that failure
+        self.rest: list[Message] = _NO_MESSAGES
+
+
+_NO_MESSAGES: list[Message] = []
 
 
 def _log_told_failure(stream_id: str, command: object, error: BaseException) -> None:
