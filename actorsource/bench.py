@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ import attrs
 import orjson
 
 from . import Aggregate, Runtime, SQLiteEventStore, apply, command
+from ._ids import new_event_id
 
 Result = dict[str, Any]
 
@@ -386,7 +386,7 @@ def _rows(count: int) -> list[tuple[Any, ...]]:
             "Deposited",
             data,
             "{}",
-            str(uuid.uuid4()),
+            new_event_id(),
             now,
         )
         for i in range(count)

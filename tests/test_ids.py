@@ -1,4 +1,4 @@
-"""Event ids are random version-4 UUIDs, unique within and across (forked) processes."""
+"""Event ids are time-ordered version-7 UUIDs, unique within and across (forked) processes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import uuid
 from actorsource._ids import new_event_id
 
 
-def test_event_ids_are_unique_version_4_uuids() -> None:
+def test_event_ids_are_unique_version_7_uuids() -> None:
     ids = [new_event_id() for _ in range(5000)]
     assert len(set(ids)) == len(ids)
     for text in ids[:600]:
         parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
         assert str(parsed) == text
 
 
@@ -32,3 +32,15 @@ def test_a_forked_child_never_repeats_its_parents_ids() -> None:
     parent_ids = {new_event_id() for _ in range(10)}
     assert len(child_ids) == 10
     assert not child_ids & parent_ids
+
+
+def test_event_ids_start_with_the_time_so_that_they_sort_by_time() -> None:
+    import time
+
+    before = time.time_ns() // 1_000_000
+    text = new_event_id()
+    after = time.time_ns() // 1_000_000
+    millis = int(text.replace("-", "")[:12], 16)
+    assert before <= millis <= after
+    later = [new_event_id() for _ in range(300)]
+    assert [i[:13] for i in later] == sorted(i[:13] for i in later)
