@@ -255,17 +255,21 @@ class Runtime:
             # drain on the next loop step, so that messages sent meanwhile join the batch
             asyncio.get_running_loop().call_soon(actor.drain)
 
-    async def _send(self, ref: AggregateRef[Any], message: Message) -> None:
+    def _send(self, ref: AggregateRef[Any], message: Message) -> asyncio.Future[None] | None:
+        """Enqueue a message; if the mailbox is full, return a future to await for room.
+
+        Not a coroutine: the common case (room in the mailbox) costs no coroutine object.
+        """
         actor = self._actor_for(ref)
         if len(actor.mailbox) < self._context.mailbox_size and not actor.overflow:
             self._enqueue(actor, message)
-            return
+            return None
         # full: wait for room, in arrival order, behind the senders already waiting
         entered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if actor.overflow is None:
             actor.overflow = deque()
         actor.overflow.append((message, entered))
-        await entered
+        return entered
 
     def _send_nowait(self, ref: AggregateRef[Any], message: Message) -> None:
         actor = self._actor_for(ref)
@@ -518,7 +522,9 @@ class AggregateRef(Generic[S]):
         future: asyncio.Future[list[RecordedEvent[Any]]] = (
             asyncio.get_running_loop().create_future()
         )
-        await self._runtime._send(self, (COMMAND, command, future, _metadata(metadata)))
+        waiting = self._runtime._send(self, (COMMAND, command, future, _metadata(metadata)))
+        if waiting is not None:
+            await waiting
         return await future
 
     async def tell(self, command: object, *, metadata: JSONDict | None = None) -> None:
@@ -526,7 +532,9 @@ class AggregateRef(Generic[S]):
 
         Failures of told commands are logged as warnings by ``actorsource.actor``.
         """
-        await self._runtime._send(self, (COMMAND, command, None, _metadata(metadata)))
+        waiting = self._runtime._send(self, (COMMAND, command, None, _metadata(metadata)))
+        if waiting is not None:
+            await waiting
 
     def tell_nowait(self, command: object, *, metadata: JSONDict | None = None) -> None:
         """Send a command without waiting at all.
@@ -538,7 +546,9 @@ class AggregateRef(Generic[S]):
     async def state(self) -> S:
         """Return a deep copy of the aggregate's state after every message sent before this."""
         future: asyncio.Future[S] = asyncio.get_running_loop().create_future()
-        await self._runtime._send(self, (GET_STATE, None, future, {}))
+        waiting = self._runtime._send(self, (GET_STATE, None, future, {}))
+        if waiting is not None:
+            await waiting
         return await future
 
 
