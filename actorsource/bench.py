@@ -521,6 +521,7 @@ async def run_suite(
             return Path(tmp) / f"bench-{counter}.db"
 
         async def measure(name: str, job: Callable[[], Awaitable[Result | None]]) -> Any:
+            gc.collect()  # no workload pays for the garbage of the one before
             progress(f"{name}: running")
             value = await job()
             progress(f"{name}: done")
