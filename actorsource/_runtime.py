@@ -141,6 +141,9 @@ class Runtime:
         self._active = 0
         self._admission: deque[asyncio.Future[None]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: actors with messages to drain on the next loop step (see _schedule)
+        self._ready: deque[Actor] = deque()
+        self._ready_scheduled = False
         #: actors with work scheduled or under way; leaving the context waits for zero
         self._busy = 0
         self._all_idle = asyncio.Event()
@@ -252,8 +255,29 @@ class Runtime:
             actor.running = True
             self._busy += 1
             self._idle.pop(actor.stream_id, None)
-            # drain on the next loop step, so that messages sent meanwhile join the batch
-            asyncio.get_running_loop().call_soon(actor.drain)
+            self._schedule(actor)
+
+    def _schedule(self, actor: Actor) -> None:
+        """Drain ``actor`` on the next loop step, so that messages sent meanwhile join its batch.
+
+        Ready actors wait in one queue drained by one callback: a loop step costs one handle,
+        however many actors became ready in it.
+        """
+        self._ready.append(actor)
+        if not self._ready_scheduled:
+            self._ready_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain_ready)
+
+    def _drain_ready(self) -> None:
+        self._ready_scheduled = False
+        ready = self._ready
+        # only those ready now: actors made ready while draining wait for the next step
+        for _ in range(len(ready)):
+            actor = ready.popleft()
+            try:
+                actor.drain()
+            except Exception:  # the actor crashed, logged, and failed its callers; go on
+                continue
 
     def _send(self, ref: AggregateRef[Any], message: Message) -> asyncio.Future[None] | None:
         """Enqueue a message; if the mailbox is full, return a future to await for room.
@@ -308,7 +332,7 @@ class Runtime:
     def _on_idle(self, actor: Actor) -> None:
         if actor.mailbox:  # a message arrived as the actor finished
             actor.running = True
-            asyncio.get_running_loop().call_soon(actor.drain)
+            self._schedule(actor)
             return
         self._busy -= 1
         if not self._busy:
