@@ -16,6 +16,7 @@ Replies wait for the commit, since every decision in the batch rests on the even
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import logging
 import random
@@ -39,6 +40,9 @@ from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotR
 from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.actor")
+
+#: the context variables actor callbacks run in (none set)
+_ACTOR_CONTEXT: Final = contextvars.Context()
 
 # message kinds (a mailbox holds small tuples: cheap to make, cheap to keep)
 COMMAND: Final = 0
@@ -347,7 +351,9 @@ class Actor:
             return False
         # at most one append is in flight per actor: keep its context here, not in a closure
         self.in_flight = (batch, outcome, start_version, retries)
-        future.add_done_callback(self._appended)
+        # a fixed context: the actor's work never runs in a caller's context variables, and
+        # registering the callback copies no context
+        future.add_done_callback(self._appended, context=_ACTOR_CONTEXT)
         return True
 
     def _appended(self, future: asyncio.Future[AppendResult]) -> None:
