@@ -20,6 +20,7 @@ from ._aggregate import command as command
 from ._decider import Decider as Decider
 from ._errors import ActorFailedError as ActorFailedError
 from ._errors import ActorsourceError as ActorsourceError
+from ._errors import AskTimeoutError as AskTimeoutError
 from ._errors import CodecError as CodecError
 from ._errors import ConcurrencyError as ConcurrencyError
 from ._errors import DefinitionError as DefinitionError
@@ -50,6 +51,7 @@ __all__ = [
     "Aggregate",
     "AggregateRef",
     "AppendResult",
+    "AskTimeoutError",
     "CodecError",
     "ConcurrencyError",
     "Decider",

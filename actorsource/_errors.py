@@ -14,6 +14,7 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     │   └── IncompatibleStoreError  the database is not (or a newer) actorsource database
     ├── RuntimeClosedError        the runtime is not open
     ├── MailboxFullError          tell_nowait() on a full mailbox
+    ├── AskTimeoutError           ask() got no outcome in time (also a TimeoutError)
     └── ActorFailedError          the actor could not load its aggregate from the store
 
 Failure semantics (as in Akka Persistence's ``onPersistFailure``): an error raised while
@@ -143,6 +144,28 @@ class MailboxFullError(ActorsourceError):
             f"mailbox of {stream_id!r} is full ({size} messages); "
             "use 'await tell(...)' to wait for room, or raise Runtime(mailbox_size=...)"
         )
+        super().__init__(msg)
+
+
+class AskTimeoutError(ActorsourceError, TimeoutError):
+    """Raised when ``ask`` got no outcome in time.
+
+    ``processed`` is False when the command was taken back from the mailbox before any actor
+    saw it (it will never take effect), and True when the actor had already taken it: it may
+    have been stored or may still be, and the outcome is unknown to the caller.
+    """
+
+    def __init__(self, stream_id: str, command_type: str, timeout: float, processed: bool):
+        self.stream_id = stream_id
+        self.command_type = command_type
+        self.timeout = timeout
+        self.processed = processed
+        outcome = (
+            "it was already being processed: its outcome is unknown (it may be stored)"
+            if processed
+            else "it was withdrawn from the mailbox and will not run"
+        )
+        msg = f"{command_type} to {stream_id!r} got no outcome within {timeout} s; {outcome}"
         super().__init__(msg)
 
 

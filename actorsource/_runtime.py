@@ -8,7 +8,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, overload
+from typing import Any, Final, Generic, Self, TypeVar, overload
 
 import anyio
 import attrs
@@ -17,7 +17,7 @@ from ._actor import COMMAND, GET_STATE, Actor, ActorContext, Counters, Message
 from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
-from ._errors import MailboxFullError, RuntimeClosedError
+from ._errors import AskTimeoutError, MailboxFullError, RuntimeClosedError
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord
 from .stores._base import EventStore
 
@@ -87,6 +87,7 @@ class Runtime:
         one append
     :param max_conflict_retries: how often a command is decided again after a version
         conflict before :class:`ConcurrencyError` reaches the caller
+    :param ask_timeout: default seconds ``ask`` waits for an outcome (``None``: no limit)
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class Runtime:
         mailbox_size: int = 1000,
         max_batch: int = 100,
         max_conflict_retries: int = 30,
+        ask_timeout: float | None = None,
     ) -> None:
         _check_optional_positive("snapshot_every", snapshot_every)
         _check_optional_positive("max_active", max_active)
@@ -111,6 +113,11 @@ class Runtime:
             msg = f"max_conflict_retries must be >= 0, got {max_conflict_retries!r}"
             raise ValueError(msg)
         self.store = store
+        if ask_timeout is not None and ask_timeout <= 0:
+            msg = f"ask_timeout must be > 0 seconds or None, got {ask_timeout!r}"
+            raise ValueError(msg)
+        #: the default limit of ``ask`` (seconds; None: wait as long as it takes)
+        self.ask_timeout = ask_timeout
         self.passivate_after = passivate_after
         self.max_active = max_active
         #: whether idle actors are kept in LRU order (only a timer or a cap needs it)
@@ -294,6 +301,23 @@ class Runtime:
             actor.overflow = deque()
         actor.overflow.append((message, entered))
         return entered
+
+    def _withdraw(self, stream_id: str, message: Message) -> bool:
+        """Take a message back if no actor has taken it yet; return whether it was."""
+        actor = self._actors.get(stream_id)
+        if actor is None:
+            return False
+        for index, queued in enumerate(actor.mailbox):
+            if queued is message:
+                del actor.mailbox[index]
+                return True
+        if actor.overflow:
+            for index, (queued, entered) in enumerate(actor.overflow):
+                if queued is message:
+                    del actor.overflow[index]
+                    entered.cancel()
+                    return True
+        return False
 
     def _send_nowait(self, ref: AggregateRef[Any], message: Message) -> None:
         actor = self._actor_for(ref)
@@ -504,6 +528,14 @@ def _check_optional_positive(name: str, value: int | None) -> None:
         raise ValueError(msg)
 
 
+class _Default(enum.Enum):
+    DEFAULT = "default"
+
+
+#: "use the runtime's setting" (a sentinel for per-call options)
+DEFAULT: Final = _Default.DEFAULT
+
+
 class AggregateRef(Generic[S]):
     """A handle to one aggregate instance; cheap to make, no I/O until a message is sent.
 
@@ -530,27 +562,62 @@ class AggregateRef(Generic[S]):
         return f"<AggregateRef {self.stream_id!r}>"
 
     async def ask(
-        self, command: object, *, metadata: JSONDict | None = None
+        self,
+        command: object,
+        *,
+        metadata: JSONDict | None = None,
+        timeout: float | _Default | None = DEFAULT,  # noqa: ASYNC109  # the asked-for API
     ) -> list[RecordedEvent[Any]]:
         """Send a command and wait until its events are durable.
 
         Waits for mailbox room first if the mailbox is full.
 
         :param metadata: stored with each event the command produces (JSON-serializable)
+        :param timeout: seconds to wait for the outcome (default: the runtime's
+            ``ask_timeout``; ``None``: no limit)
         :return: the recorded events (empty if the command changed nothing)
         :raises Rejected: as raised by the command handler (nothing was stored)
         :raises UnknownCommandError: if the aggregate has no handler for the command
         :raises ConcurrencyError: if other writers kept winning after all retries
+        :raises AskTimeoutError: if the outcome did not come in time; ``.processed`` says
+            whether the command may still take effect
         :raises RuntimeClosedError: if the runtime is not open
         """
         future: asyncio.Future[list[RecordedEvent[Any]]] = (
             asyncio.get_running_loop().create_future()
         )
-        waiting = self._runtime._send(self, (COMMAND, command, future, _metadata(metadata)))
-        if waiting is not None:
-            await waiting
-        return await future
+        message: Message = (COMMAND, command, future, _metadata(metadata))
+        limit = self._runtime.ask_timeout if isinstance(timeout, _Default) else timeout
+        if limit is not None:
+            return await self._ask_within(message, future, limit)
+        waiting = self._runtime._send(self, message)
+        try:
+            if waiting is not None:
+                await waiting
+            return await future
+        except asyncio.CancelledError:
+            # cancelled: a command still waiting in the mailbox is taken back, never run
+            self._runtime._withdraw(self.stream_id, message)
+            raise
 
+    async def _ask_within(
+        self,
+        message: Message,
+        future: asyncio.Future[list[RecordedEvent[Any]]],
+        limit: float,
+    ) -> list[RecordedEvent[Any]]:
+        try:
+            with anyio.move_on_after(limit):
+                waiting = self._runtime._send(self, message)
+                if waiting is not None:
+                    await waiting
+                return await future
+        except asyncio.CancelledError:
+            # cancelled: a command still waiting in the mailbox is taken back, never run
+            self._runtime._withdraw(self.stream_id, message)
+            raise
+        withdrawn = self._runtime._withdraw(self.stream_id, message)
+        raise AskTimeoutError(self.stream_id, type(message[1]).__name__, limit, not withdrawn)
     async def tell(self, command: object, *, metadata: JSONDict | None = None) -> None:
         """Send a command without waiting for its outcome (waits only for mailbox room).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from actorsource import (
     Aggregate,
+    AskTimeoutError,
     CodecError,
     ConcurrencyError,
     Decider,
@@ -824,3 +826,65 @@ async def test_rehydration_pages_through_a_long_tail(
         replayed = runtime.statistics().events_replayed
     assert state.history == list(range(1, 12))
     assert replayed == (11 if snapshot_every is None else 3)
+
+
+# -- timeouts ---------------------------------------------------------------------------------
+
+
+class StalledAppends(FaultyStore):
+    """Appends wait until released: a store that hangs."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner)
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+
+    async def append(self, stream_id: str, expected_version: int | None, events: Any) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        return await super().append(stream_id, expected_version, events)
+
+
+async def test_ask_timeout_while_the_append_hangs_says_the_outcome_is_unknown(
+    store: EventStore,
+) -> None:
+    stalled = StalledAppends(store)
+    async with Runtime(stalled) as runtime:
+        ref = runtime.ref(Account, "a")
+        with pytest.raises(AskTimeoutError) as caught:
+            await ref.ask(Deposit(1), timeout=0.05)
+        assert caught.value.processed is True
+        assert "outcome is unknown" in str(caught.value)
+        # the queued command behind it is withdrawn when its own ask times out
+        with pytest.raises(AskTimeoutError) as queued:
+            await ref.ask(Deposit(2), timeout=0.05)
+        assert queued.value.processed is False
+        stalled.release.set()
+        assert (await ref.state()).history == [1]  # the first one completed; the second never ran
+    assert [e.data["amount"] for e in await all_events(store)] == [1]
+
+
+async def test_runtime_default_ask_timeout_applies_and_none_waits(store: EventStore) -> None:
+    stalled = StalledAppends(store)
+    async with Runtime(stalled, ask_timeout=0.05) as runtime:
+        ref = runtime.ref(Account, "a")
+        with pytest.raises(AskTimeoutError, match=r"within 0\.05 s"):
+            await ref.ask(Deposit(1))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(ref.ask, Deposit(2), timeout=None))
+            await anyio.sleep(0.1)  # longer than the default: this ask must still be waiting
+            stalled.release.set()
+    assert [e.data["amount"] for e in await all_events(store)] == [1, 2]
+
+
+async def test_a_cancelled_ask_still_in_the_mailbox_never_runs(store: EventStore) -> None:
+    stalled = StalledAppends(store)
+    async with Runtime(stalled) as runtime:
+        ref = runtime.ref(Account, "a")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ref.ask, Deposit(1))
+            await stalled.entered.wait()  # the first ask is now stuck in the store
+            with anyio.move_on_after(0.02):
+                await ref.ask(Deposit(2))
+            stalled.release.set()
+        assert (await ref.state()).history == [1]
