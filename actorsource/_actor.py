@@ -199,6 +199,10 @@ class Actor:
             entered.set_result(None)
             room -= 1
 
+    def fail_queued(self, error: Exception) -> None:
+        """Fail every message not yet taken (the runtime gives up on them)."""
+        self._fail_all(error)
+
     def _fail_all(self, exc: BaseException) -> None:
         error = exc if isinstance(exc, Exception) else ActorFailedError(self.stream_id, "stopped")
         while self.mailbox:

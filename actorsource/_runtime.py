@@ -17,7 +17,7 @@ from ._actor import COMMAND, GET_STATE, Actor, ActorContext, Counters, Message
 from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
-from ._errors import AskTimeoutError, MailboxFullError, RuntimeClosedError
+from ._errors import AskTimeoutError, MailboxFullError, RuntimeClosedError, StoreError
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord
 from .stores._base import EventStore
 
@@ -88,6 +88,9 @@ class Runtime:
     :param max_conflict_retries: how often a command is decided again after a version
         conflict before :class:`ConcurrencyError` reaches the caller
     :param ask_timeout: default seconds ``ask`` waits for an outcome (``None``: no limit)
+    :param shutdown_timeout: seconds leaving the context may spend processing what was
+        accepted; then queued messages fail with :class:`RuntimeClosedError` and a warning
+        names the aggregates (``None``: no limit)
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class Runtime:
         max_batch: int = 100,
         max_conflict_retries: int = 30,
         ask_timeout: float | None = None,
+        shutdown_timeout: float | None = None,
     ) -> None:
         _check_optional_positive("snapshot_every", snapshot_every)
         _check_optional_positive("max_active", max_active)
@@ -118,6 +122,11 @@ class Runtime:
             raise ValueError(msg)
         #: the default limit of ``ask`` (seconds; None: wait as long as it takes)
         self.ask_timeout = ask_timeout
+        if shutdown_timeout is not None and shutdown_timeout < 0:
+            msg = f"shutdown_timeout must be >= 0 seconds or None, got {shutdown_timeout!r}"
+            raise ValueError(msg)
+        #: how long leaving the context may drain before the rest is abandoned (None: no limit)
+        self.shutdown_timeout = shutdown_timeout
         self.passivate_after = passivate_after
         self.max_active = max_active
         #: whether idle actors are kept in LRU order (only a timer or a cap needs it)
@@ -202,9 +211,16 @@ class Runtime:
         try:
             # stop idle actors now; busy ones stop as their mailboxes drain (see _on_idle)
             self.passivate_idle()
-            while self._busy:
-                self._all_idle.clear()
-                await self._all_idle.wait()
+            with anyio.move_on_after(self.shutdown_timeout) as deadline:
+                await self._wait_all_idle()
+            if deadline.cancelled_caught:
+                self._abandon()
+                # appends already handed to the store may still finish: one more deadline
+                with anyio.move_on_after(self.shutdown_timeout) as grace:
+                    await self._wait_all_idle()
+                if grace.cancelled_caught:
+                    self._abandon_in_flight()
+                    task_group.cancel_scope.cancel()  # snapshot saves on a hung store too
             # stop the passivation timer; leaving the task group waits for snapshot saves
             self._timer_scope.cancel()
         except BaseException:
@@ -220,6 +236,53 @@ class Runtime:
                 if self._opened_store:
                     await self.store.close()
             logger.debug("runtime closed", extra={"store": repr(self.store)})
+
+    async def _wait_all_idle(self) -> None:
+        while self._busy:
+            self._all_idle.clear()
+            await self._all_idle.wait()
+
+    def _abandon(self) -> None:
+        """The shutdown deadline passed: fail every message not yet taken, and say which."""
+        left: dict[str, int] = {}
+        for actor in list(self._actors.values()):
+            count = len(actor.mailbox) + len(actor.overflow or ())
+            if count:
+                left[actor.stream_id] = count
+                actor.fail_queued(
+                    RuntimeClosedError(
+                        f"the runtime closed before this message to {actor.stream_id!r} was "
+                        f"processed (shutdown deadline of {self.shutdown_timeout} s passed)"
+                    )
+                )
+        for task in list(self._tasks):  # activations and conflict backoffs
+            task.cancel()
+        logger.warning(
+            "shutdown deadline passed: %d message(s) to %d aggregate(s) not processed",
+            sum(left.values()),
+            len(left),
+            extra={"deadline": self.shutdown_timeout, "abandoned": left},
+        )
+
+    def _abandon_in_flight(self) -> None:
+        """The store did not answer in time either: its callers are told the outcome is unknown."""
+        streams = []
+        for actor in list(self._actors.values()):
+            if actor.in_flight is not None:
+                streams.append(actor.stream_id)
+                batch = actor.in_flight[0]
+                error = StoreError(
+                    f"the runtime closed while an append to {actor.stream_id!r} was in flight; "
+                    "the store did not answer in time, so the outcome is unknown"
+                )
+                for _, _, future, _ in batch:
+                    if future is not None and not future.done():
+                        future.set_exception(error)
+        logger.error(
+            "shutdown: the store did not finish %d append(s) in time",
+            len(streams),
+            extra={"streams": streams},
+        )
 
     # -- refs and messages -----------------------------------------------------------------
 

@@ -888,3 +888,39 @@ async def test_a_cancelled_ask_still_in_the_mailbox_never_runs(store: EventStore
                 await ref.ask(Deposit(2))
             stalled.release.set()
         assert (await ref.state()).history == [1]
+
+
+async def test_shutdown_deadline_abandons_queued_messages_and_names_the_aggregates(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    stalled = StalledAppends(store)
+    outcome: list[BaseException] = []
+
+    async def ask_and_keep_error(ref: Any) -> None:
+        try:
+            await ref.ask(Deposit(1))
+        except Exception as exc:
+            outcome.append(exc)
+
+    with caplog.at_level(logging.WARNING, logger="actorsource"):
+        async with anyio.create_task_group() as tg:
+            async with Runtime(stalled, shutdown_timeout=0.05) as runtime:
+                ref = runtime.ref(Account, "a")
+                tg.start_soon(ask_and_keep_error, ref)
+                await stalled.entered.wait()  # its append hangs in the store
+                for amount in (2, 3, 4):
+                    await ref.tell(Deposit(amount))  # queued behind it
+    [error] = outcome
+    assert isinstance(error, StoreError) and "outcome is unknown" in str(error)
+    abandoned = [r for r in caplog.records if "shutdown deadline passed" in r.getMessage()]
+    assert abandoned and abandoned[0].abandoned == {"Account-a": 3}  # type: ignore[attr-defined]
+    assert await all_events(store) == []
+
+
+async def test_shutdown_within_the_deadline_processes_everything(tmp_path: Path) -> None:
+    path = tmp_path / "deadline.db"
+    async with Runtime(SQLiteEventStore(path), shutdown_timeout=30) as runtime:
+        for n in range(50):
+            runtime.ref(Account, f"a{n % 5}").tell_nowait(Deposit(1))
+    async with SQLiteEventStore(path) as store:
+        assert len(await all_events(store)) == 50
