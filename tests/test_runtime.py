@@ -903,13 +903,15 @@ async def test_shutdown_deadline_abandons_queued_messages_and_names_the_aggregat
             outcome.append(exc)
 
     with caplog.at_level(logging.WARNING, logger="actorsource"):
-        async with anyio.create_task_group() as tg:
-            async with Runtime(stalled, shutdown_timeout=0.05) as runtime:
-                ref = runtime.ref(Account, "a")
-                tg.start_soon(ask_and_keep_error, ref)
-                await stalled.entered.wait()  # its append hangs in the store
-                for amount in (2, 3, 4):
-                    await ref.tell(Deposit(amount))  # queued behind it
+        async with (
+            anyio.create_task_group() as tg,
+            Runtime(stalled, shutdown_timeout=0.05) as runtime,
+        ):
+            ref = runtime.ref(Account, "a")
+            tg.start_soon(ask_and_keep_error, ref)
+            await stalled.entered.wait()  # its append hangs in the store
+            for amount in (2, 3, 4):
+                await ref.tell(Deposit(amount))  # queued behind it
     [error] = outcome
     assert isinstance(error, StoreError) and "outcome is unknown" in str(error)
     abandoned = [r for r in caplog.records if "shutdown deadline passed" in r.getMessage()]
