@@ -20,10 +20,12 @@ import contextvars
 import copy
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Final
 
+import anyio
 import attrs
 
 from ._codec import Codec
@@ -67,6 +69,49 @@ class Counters:
     actor_failures: int = 0
 
 
+class Supervisor:
+    """Backoff for aggregates whose loads keep failing (a store error, an undecodable stream).
+
+    After the n-th failure in a row, loads are not retried for ``base * 2**(n-1)`` seconds
+    (at most ``limit``); messages meanwhile fail at once with :class:`ActorFailedError`, so a
+    broken aggregate does not hammer the store while the runtime serves the others.
+    """
+
+    __slots__ = ("_clock", "_failing", "base", "limit")
+
+    def __init__(
+        self, base: float = 0.05, limit: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ):
+        self.base = base
+        self.limit = limit
+        self._clock = clock
+        #: stream id -> (failures in a row, when the next load may be tried)
+        self._failing: dict[str, tuple[int, float]] = {}
+
+    def backoff_left(self, stream_id: str) -> float:
+        """Seconds until the aggregate may be loaded again (0: now)."""
+        entry = self._failing.get(stream_id)
+        return 0.0 if entry is None else max(0.0, entry[1] - self._clock())
+
+    def failures(self, stream_id: str) -> int:
+        """Loads of the aggregate that failed in a row."""
+        entry = self._failing.get(stream_id)
+        return 0 if entry is None else entry[0]
+
+    def failed(self, stream_id: str) -> None:
+        """Record a failed load."""
+        count = self.failures(stream_id) + 1
+        delay = min(self.base * 2 ** (count - 1), self.limit)
+        if len(self._failing) >= 100_000:  # bounded: forget the oldest entry
+            del self._failing[next(iter(self._failing))]
+        self._failing[stream_id] = (count, self._clock() + delay)
+
+    def succeeded(self, stream_id: str) -> None:
+        """Record a successful load (the aggregate is healthy again)."""
+        if self._failing:
+            self._failing.pop(stream_id, None)
+
+
 @attrs.define(slots=True, eq=False)
 class ActorContext:
     """What every actor of one runtime shares: the store, the codec, settings and hooks."""
@@ -78,6 +123,12 @@ class ActorContext:
     mailbox_size: int
     max_batch: int
     max_conflict_retries: int
+    #: limits loads running at once (a burst to many cold aggregates must not stampede)
+    activation_slots: asyncio.Semaphore
+    #: seconds a load may take (None: no limit)
+    activation_timeout: float | None
+    #: remembers aggregates whose loads keep failing
+    supervisor: Supervisor
     #: the latest snapshot, the first page of events after it, whether that page is all
     load_latest: Callable[
         [str],
@@ -218,21 +269,44 @@ class Actor:
     # -- loading ------------------------------------------------------------------------------
 
     async def _activate(self) -> bool:
-        """Load the snapshot and the events after it; on failure fail the queued messages."""
+        """Load the snapshot and the events after it; on failure fail the queued messages.
+
+        Loads are limited in number (``max_activations``) and in time (``activation_timeout``),
+        and an aggregate whose loads keep failing is not tried again until its backoff passed:
+        meanwhile its messages fail at once, without touching the store.
+        """
+        context = self.context
+        supervisor = context.supervisor
+        wait = supervisor.backoff_left(self.stream_id)
+        if wait > 0:
+            failures = supervisor.failures(self.stream_id)
+            error = ActorFailedError(
+                self.stream_id,
+                f"loading failed {failures} time(s) in a row; not retried for another {wait:.2f} s",
+            )
+            self._fail_all(error)
+            return False
         try:
-            await self._load()
+            async with context.activation_slots:
+                with anyio.fail_after(context.activation_timeout):
+                    await self._load()
         except Exception as exc:
-            self.context.counters.actor_failures += 1
-            reason = str(exc)
+            context.counters.actor_failures += 1
+            supervisor.failed(self.stream_id)
+            if isinstance(exc, TimeoutError):
+                reason = f"loading took longer than {context.activation_timeout} s"
+            else:
+                reason = f"loading the aggregate failed: {exc}"
             logger.warning(
                 "actor failed to load",
                 extra={"stream_id": self.stream_id, "error": reason},
             )
-            error = ActorFailedError(self.stream_id, f"loading the aggregate failed: {reason}")
+            error = ActorFailedError(self.stream_id, reason)
             error.__cause__ = exc
             self._fail_all(error)
             return False
-        self.context.counters.activations += 1
+        supervisor.succeeded(self.stream_id)
+        context.counters.activations += 1
         return True
 
     async def _load(self) -> None:

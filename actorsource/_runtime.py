@@ -13,7 +13,7 @@ from typing import Any, Final, Generic, Self, TypeVar, overload
 import anyio
 import attrs
 
-from ._actor import COMMAND, GET_STATE, Actor, ActorContext, Counters, Message
+from ._actor import COMMAND, GET_STATE, Actor, ActorContext, Counters, Message, Supervisor
 from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
@@ -88,6 +88,10 @@ class Runtime:
     :param max_conflict_retries: how often a command is decided again after a version
         conflict before :class:`ConcurrencyError` reaches the caller
     :param ask_timeout: default seconds ``ask`` waits for an outcome (``None``: no limit)
+    :param max_activations: the most aggregates loading from the store at once; the rest
+        wait their turn (their messages stay queued)
+    :param activation_timeout: seconds a load may take before its messages fail with
+        :class:`ActorFailedError` (``None``: no limit)
     :param shutdown_timeout: seconds leaving the context may spend processing what was
         accepted; then queued messages fail with :class:`RuntimeClosedError` and a warning
         names the aggregates (``None``: no limit)
@@ -105,11 +109,17 @@ class Runtime:
         max_conflict_retries: int = 30,
         ask_timeout: float | None = None,
         shutdown_timeout: float | None = None,
+        max_activations: int = 64,
+        activation_timeout: float | None = None,
     ) -> None:
         _check_optional_positive("snapshot_every", snapshot_every)
         _check_optional_positive("max_active", max_active)
         _check_optional_positive("mailbox_size", mailbox_size)
         _check_optional_positive("max_batch", max_batch)
+        _check_optional_positive("max_activations", max_activations)
+        if activation_timeout is not None and activation_timeout <= 0:
+            msg = f"activation_timeout must be > 0 seconds or None, got {activation_timeout!r}"
+            raise ValueError(msg)
         if passivate_after is not None and passivate_after < 0:
             msg = f"passivate_after must be >= 0 seconds or None, got {passivate_after!r}"
             raise ValueError(msg)
@@ -141,6 +151,9 @@ class Runtime:
             mailbox_size=mailbox_size,
             max_batch=max_batch,
             max_conflict_retries=max_conflict_retries,
+            activation_slots=asyncio.Semaphore(max_activations),
+            activation_timeout=activation_timeout,
+            supervisor=Supervisor(),
             load_latest=_latest_loader(store),
             read_stream_data=_data_reader(store),
             submit_append=_submitter(store),
@@ -681,6 +694,7 @@ class AggregateRef(Generic[S]):
             raise
         withdrawn = self._runtime._withdraw(self.stream_id, message)
         raise AskTimeoutError(self.stream_id, type(message[1]).__name__, limit, not withdrawn)
+
     async def tell(self, command: object, *, metadata: JSONDict | None = None) -> None:
         """Send a command without waiting for its outcome (waits only for mailbox room).
 

@@ -25,6 +25,7 @@ class FaultyStore:
         self.fail_snapshot_loads = 0
         self.error: Callable[[], Exception] = lambda: OSError("injected: disk full")
         self.appends = 0
+        self.snapshot_loads = 0
 
     @property
     def is_open(self) -> bool:
@@ -75,6 +76,7 @@ class FaultyStore:
     async def load_snapshot(
         self, stream_id: str, max_version: int | None = None
     ) -> SnapshotRecord | None:
+        self.snapshot_loads += 1
         if self.fail_snapshot_loads:
             self.fail_snapshot_loads -= 1
             raise self.error()

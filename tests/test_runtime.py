@@ -13,6 +13,7 @@ import attrs
 import pytest
 
 from actorsource import (
+    ActorFailedError,
     Aggregate,
     AskTimeoutError,
     CodecError,
@@ -399,16 +400,59 @@ async def test_store_failure_reaches_the_caller_and_the_next_message_reloads(
     assert [e.data["amount"] for e in await stored_events(store, "Account-a")] == [1, 3]
 
 
-async def test_load_failure_fails_queued_messages_and_the_next_message_retries(
+async def test_load_failure_backs_off_without_touching_the_store_then_recovers(
     store: EventStore,
 ) -> None:
     faulty = FaultyStore(store)
     async with Runtime(faulty) as runtime:
+        ref = runtime.ref(Account, "a")
         faulty.fail_reads = 1
-        with pytest.raises(Exception, match="loading the aggregate failed"):
+        with pytest.raises(ActorFailedError, match="loading the aggregate failed"):
+            await ref.ask(Deposit(1))
+        loads = faulty.snapshot_loads
+        with pytest.raises(ActorFailedError, match="failed 1 time"):
+            await ref.ask(Deposit(2))  # within the backoff: fails at once
+        assert faulty.snapshot_loads == loads  # the store was not touched
+        await runtime.ref(Account, "other").ask(Deposit(5))  # the others are served
+        await anyio.sleep(0.06)  # the backoff after one failure (50 ms) is what is tested
+        await ref.ask(Deposit(3))
+        assert (await ref.state()).history == [3]
+
+
+async def test_activations_are_limited_in_number(store: EventStore) -> None:
+    class CountingLoads(FaultyStore):
+        def __init__(self, inner: EventStore) -> None:
+            super().__init__(inner)
+            self.loading = self.peak = 0
+
+        async def load_snapshot(self, stream_id: str, max_version: int | None = None) -> Any:
+            self.loading += 1
+            self.peak = max(self.peak, self.loading)
+            try:
+                await anyio.lowlevel.checkpoint()  # let the other activations pile up
+                return await super().load_snapshot(stream_id, max_version)
+            finally:
+                self.loading -= 1
+
+    counting = CountingLoads(store)
+    async with Runtime(counting, max_activations=3) as runtime, anyio.create_task_group() as tg:
+        for n in range(30):
+            tg.start_soon(runtime.ref(Account, f"cold-{n}").ask, Deposit(1))
+    assert counting.peak == 3
+    assert len(await all_events(store)) == 30
+
+
+async def test_a_load_slower_than_the_activation_timeout_fails_clearly(
+    store: EventStore,
+) -> None:
+    class SlowLoads(FaultyStore):
+        async def load_snapshot(self, stream_id: str, max_version: int | None = None) -> Any:
+            await anyio.sleep(1)  # a store that answers too late
+            return await super().load_snapshot(stream_id, max_version)
+
+    async with Runtime(SlowLoads(store), activation_timeout=0.05) as runtime:
+        with pytest.raises(ActorFailedError, match=r"loading took longer than 0\.05 s"):
             await runtime.ref(Account, "a").ask(Deposit(1))
-        await runtime.ref(Account, "a").ask(Deposit(2))
-        assert (await runtime.ref(Account, "a").state()).balance == 2
 
 
 # -- version conflicts ---------------------------------------------------------------------
