@@ -24,6 +24,7 @@ from .stores._base import EventStore
 logger = logging.getLogger("actorsource.runtime")
 
 A = TypeVar("A", bound=Aggregate)
+_T = TypeVar("_T")
 S = TypeVar("S")
 
 
@@ -664,36 +665,23 @@ class AggregateRef(Generic[S]):
         )
         message: Message = (COMMAND, command, future, _metadata(metadata))
         limit = self._runtime.ask_timeout if isinstance(timeout, _Default) else timeout
-        if limit is not None:
-            return await self._ask_within(message, future, limit)
-        waiting = self._runtime._send(self, message)
         try:
-            if waiting is not None:
-                await waiting
-            return await future
-        except asyncio.CancelledError:
-            # cancelled: a command still waiting in the mailbox is taken back, never run
-            self._runtime._withdraw(self.stream_id, message)
-            raise
-
-    async def _ask_within(
-        self,
-        message: Message,
-        future: asyncio.Future[list[RecordedEvent[Any]]],
-        limit: float,
-    ) -> list[RecordedEvent[Any]]:
-        try:
+            if limit is None:
+                return await self._deliver(message, future)
             with anyio.move_on_after(limit):
-                waiting = self._runtime._send(self, message)
-                if waiting is not None:
-                    await waiting
-                return await future
+                return await self._deliver(message, future)
         except asyncio.CancelledError:
             # cancelled: a command still waiting in the mailbox is taken back, never run
             self._runtime._withdraw(self.stream_id, message)
             raise
         withdrawn = self._runtime._withdraw(self.stream_id, message)
-        raise AskTimeoutError(self.stream_id, type(message[1]).__name__, limit, not withdrawn)
+        raise AskTimeoutError(self.stream_id, type(command).__name__, limit, not withdrawn)
+
+    async def _deliver(self, message: Message, future: asyncio.Future[_T]) -> _T:
+        waiting = self._runtime._send(self, message)
+        if waiting is not None:
+            await waiting
+        return await future
 
     async def tell(self, command: object, *, metadata: JSONDict | None = None) -> None:
         """Send a command without waiting for its outcome (waits only for mailbox room).
@@ -714,10 +702,7 @@ class AggregateRef(Generic[S]):
     async def state(self) -> S:
         """Return a deep copy of the aggregate's state after every message sent before this."""
         future: asyncio.Future[S] = asyncio.get_running_loop().create_future()
-        waiting = self._runtime._send(self, (GET_STATE, None, future, {}))
-        if waiting is not None:
-            await waiting
-        return await future
+        return await self._deliver((GET_STATE, None, future, {}), future)
 
 
 def _metadata(metadata: JSONDict | None) -> JSONDict:
