@@ -85,26 +85,26 @@ class Supervisor:
         self.base = base
         self.limit = limit
         self._clock = clock
-        #: stream id -> (failures in a row, when the next load may be tried)
-        self._failing: dict[str, tuple[int, float]] = {}
+        #: stream id -> (failures in a row, when the next load may be tried, last reason)
+        self._failing: dict[str, tuple[int, float, str]] = {}
 
     def backoff_left(self, stream_id: str) -> float:
         """Seconds until the aggregate may be loaded again (0: now)."""
         entry = self._failing.get(stream_id)
         return 0.0 if entry is None else max(0.0, entry[1] - self._clock())
 
-    def failures(self, stream_id: str) -> int:
-        """Loads of the aggregate that failed in a row."""
+    def failures(self, stream_id: str) -> tuple[int, str]:
+        """Loads of the aggregate that failed in a row, and why the last one did."""
         entry = self._failing.get(stream_id)
-        return 0 if entry is None else entry[0]
+        return (0, "") if entry is None else (entry[0], entry[2])
 
-    def failed(self, stream_id: str) -> None:
+    def failed(self, stream_id: str, reason: str) -> None:
         """Record a failed load."""
-        count = self.failures(stream_id) + 1
+        count = self.failures(stream_id)[0] + 1
         delay = min(self.base * 2 ** (count - 1), self.limit)
         if len(self._failing) >= 100_000:  # bounded: forget the oldest entry
             del self._failing[next(iter(self._failing))]
-        self._failing[stream_id] = (count, self._clock() + delay)
+        self._failing[stream_id] = (count, self._clock() + delay, reason)
 
     def succeeded(self, stream_id: str) -> None:
         """Record a successful load (the aggregate is healthy again)."""
@@ -279,10 +279,11 @@ class Actor:
         supervisor = context.supervisor
         wait = supervisor.backoff_left(self.stream_id)
         if wait > 0:
-            failures = supervisor.failures(self.stream_id)
+            failures, last = supervisor.failures(self.stream_id)
             error = ActorFailedError(
                 self.stream_id,
-                f"loading failed {failures} time(s) in a row; not retried for another {wait:.2f} s",
+                f"loading failed {failures} time(s) in a row, last: {last}; not retried for "
+                f"another {wait:.2f} s",
             )
             self._fail_all(error)
             return False
@@ -292,11 +293,11 @@ class Actor:
                     await self._load()
         except Exception as exc:
             context.counters.actor_failures += 1
-            supervisor.failed(self.stream_id)
             if isinstance(exc, TimeoutError):
                 reason = f"loading took longer than {context.activation_timeout} s"
             else:
                 reason = f"loading the aggregate failed: {exc}"
+            supervisor.failed(self.stream_id, reason)
             logger.warning(
                 "actor failed to load",
                 extra={"stream_id": self.stream_id, "error": reason},

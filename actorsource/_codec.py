@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import attrs
 import cattrs
 from cattrs.preconf.orjson import make_converter
 
@@ -30,6 +31,7 @@ class Codec:
 
     def __init__(self) -> None:
         self._converter = make_converter()
+        _make_strict(self._converter)
         self._by_name: dict[str, type] = {}
         self._names: dict[type, str] = {}
         self._unstructure: dict[type, Callable[[Any], Any]] = {}
@@ -90,6 +92,12 @@ class Codec:
             known = ", ".join(sorted(self._by_name)) or "none"
             msg = f"unknown event type {type_name!r}{where} (registered: {known})"
             raise CodecError(msg, type_name=type_name)
+        if type(data) is not dict:
+            msg = (
+                f"cannot decode event {type_name!r}{where}: its data must be a JSON object, "
+                f"got {type(data).__name__}"
+            )
+            raise CodecError(msg, type_name=type_name)
         hook = self._structure.get(type_name)
         if hook is None:
             hook = self._converter.get_structure_hook(cls)
@@ -115,10 +123,54 @@ class Codec:
         :raises CodecError: if the data does not fit ``state_type``
         """
         try:
-            return self._converter.structure(data["state"], state_type)
+            payload = data["state"]
+            if attrs.has(state_type) and type(payload) is not dict:
+                # cattrs would read a list as "no fields given" and return the defaults
+                msg = f"expected a JSON object, got {type(payload).__name__}"
+                raise TypeError(msg)
+            return self._converter.structure(payload, state_type)
         except Exception as exc:
             msg = f"cannot decode a {state_type.__qualname__} snapshot: {_describe(exc)}"
             raise CodecError(msg, type_name=state_type.__name__) from exc
+
+
+def _make_strict(converter: cattrs.Converter) -> None:
+    """Refuse stored values of the wrong type instead of coercing them.
+
+    cattrs structures ``int`` fields with ``int(value)``: a stored 1.5 would silently become 1,
+    and a stored 5 would become "5" in a ``str`` field. Stored events are facts: a value that
+    does not fit its field is an error to report, never to round. (An int in a ``float`` field
+    is fine: JSON writes 5.0 as 5 in some encoders.)
+    """
+
+    def strict_int(value: object, _: type) -> int:
+        if type(value) is int:
+            return value
+        msg = f"expected an int, got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+
+    def strict_float(value: object, _: type) -> float:
+        if type(value) in (float, int):
+            return float(value)  # type: ignore[arg-type]
+        msg = f"expected a number, got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+
+    def strict_str(value: object, _: type) -> str:
+        if type(value) is str:
+            return value
+        msg = f"expected a str, got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+
+    def strict_bool(value: object, _: type) -> bool:
+        if type(value) is bool:
+            return value
+        msg = f"expected a bool, got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+
+    converter.register_structure_hook(int, strict_int)
+    converter.register_structure_hook(float, strict_float)
+    converter.register_structure_hook(str, strict_str)
+    converter.register_structure_hook(bool, strict_bool)
 
 
 def _describe(exc: BaseException) -> str:

@@ -79,3 +79,39 @@ def test_state_round_trips() -> None:
     codec = Codec()
     state = Account(balance=3, history=[1, 2])
     assert codec.decode_state(codec.encode_state(state), Account) == state
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"amount": 1.5}, {"amount": "5"}, {"amount": True}, {"amount": None}],
+    ids=["float", "str", "bool", "null"],
+)
+def test_a_stored_value_of_the_wrong_type_is_refused_not_coerced(data: dict[str, object]) -> None:
+    codec = Codec()
+    codec.register_events([Deposited])
+    with pytest.raises(CodecError, match="expected an int"):
+        codec.decode_event("Deposited", data)
+
+
+def test_event_data_that_is_not_an_object_is_refused() -> None:
+    codec = Codec()
+    codec.register_events([Deposited])
+    with pytest.raises(CodecError, match="must be a JSON object, got list"):
+        codec.decode_event("Deposited", [1])  # type: ignore[arg-type]
+
+
+def test_a_state_that_is_not_an_object_is_refused_not_read_as_defaults() -> None:
+    with pytest.raises(CodecError, match="expected a JSON object, got list"):
+        Codec().decode_state({"state": [3, [1]]}, Account)
+
+
+def test_an_int_in_a_float_field_is_a_float() -> None:
+    @attrs.frozen
+    class Priced:
+        price: float
+
+    codec = Codec()
+    codec.register_events([Priced])
+    decoded = codec.decode_event("Priced", {"price": 5})
+    assert isinstance(decoded, Priced) and decoded.price == 5.0
+    assert type(decoded.price) is float
