@@ -89,7 +89,7 @@ def test_state_round_trips() -> None:
 def test_a_stored_value_of_the_wrong_type_is_refused_not_coerced(data: dict[str, object]) -> None:
     codec = Codec()
     codec.register_events([Deposited])
-    with pytest.raises(CodecError, match="expected an int"):
+    with pytest.raises(CodecError, match=r"expected int @ \$\.amount"):
         codec.decode_event("Deposited", data)
 
 
