@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, cast
 
 import aiosqlite
+import anyio
 import attrs
 
 from .._errors import ConcurrencyError, IncompatibleStoreError, StoreError
@@ -184,7 +185,16 @@ class SQLiteEventStore(StoreLifecycle):
         )
 
     async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
+        pending = aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
+        try:
+            conn = await pending
+        except BaseException:
+            # a failed connect only queues the end of aiosqlite's thread; wait for it, so that
+            # no thread outlives a failed open (and replies to a loop that may be closed)
+            thread = getattr(pending, "_thread", None)
+            if thread is not None and thread.is_alive():
+                await anyio.to_thread.run_sync(thread.join)
+            raise
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             # SQLite's default page cache is 2 MiB: the event-id index of a few hundred thousand

@@ -1,0 +1,701 @@
+"""The bad-input table: every bad input gets a clear error naming what was wrong, and nothing
+stored changes (the global log, the streams and the snapshots, or the file's bytes)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import os
+import sqlite3
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import attrs
+import pytest
+
+from actorsource import (
+    ActorFailedError,
+    Aggregate,
+    CodecError,
+    EventApplyError,
+    EventStore,
+    IncompatibleStoreError,
+    InvalidEventError,
+    NewEvent,
+    Runtime,
+    SnapshotRecord,
+    SQLiteEventStore,
+    StoredEvent,
+    StoreError,
+    UnknownCommandError,
+    apply,
+    command,
+)
+from actorsource.stores.sqlite import APPLICATION_ID, SCHEMA_VERSION
+
+from .domain import Account, Deposit
+
+# -- a domain that can be made to misbehave -------------------------------------------------
+
+
+class Opaque:
+    """Not something cattrs or JSON can encode."""
+
+    def __repr__(self) -> str:
+        return "<Opaque>"
+
+
+@attrs.frozen
+class Poke:
+    pass
+
+
+@attrs.frozen
+class Poked:
+    pass
+
+
+@attrs.frozen
+class Attach:
+    pass
+
+
+@attrs.frozen
+class Attached:
+    thing: Opaque
+
+
+@attrs.frozen
+class Measure:
+    value: float
+
+
+@attrs.frozen
+class Measured:
+    value: float
+
+
+@attrs.frozen
+class Misbehave:
+    returned: Any
+
+
+@attrs.frozen
+class Explode:
+    pass
+
+
+@attrs.frozen
+class Exploded:
+    pass
+
+
+@attrs.define
+class Gadget(Aggregate):
+    pokes: int = 0
+
+    @command
+    def poke(self, cmd: Poke) -> Poked:
+        return Poked()
+
+    @command
+    def attach(self, cmd: Attach) -> Attached:
+        return Attached(Opaque())
+
+    @command
+    def measure(self, cmd: Measure) -> Measured:
+        return Measured(cmd.value)
+
+    @command
+    def misbehave(self, cmd: Misbehave) -> Any:
+        return cmd.returned
+
+    @command
+    def explode(self, cmd: Explode) -> Exploded:
+        return Exploded()
+
+    @apply
+    def poked(self, event: Poked) -> None:
+        self.pokes += 1
+
+    @apply
+    def attached(self, event: Attached) -> None:
+        self.pokes += 100
+
+    @apply
+    def measured(self, event: Measured) -> None:
+        self.pokes += 100
+
+    @apply
+    def exploded(self, event: Exploded) -> None:
+        raise ValueError("boom: this applier refuses every event")
+
+
+# -- what "nothing stored changed" compares -------------------------------------------------
+
+STREAMS = ["Gadget-g", "Account-a", "Account-other"]
+
+
+@attrs.frozen
+class Contents:
+    log: list[StoredEvent]
+    snapshots: dict[str, SnapshotRecord | None]
+
+
+async def contents(store: EventStore) -> Contents:
+    """Everything the store holds that these tests could have changed."""
+    log = [e async for e in store.read_all()]
+    streams = {e.stream_id for e in log} | set(STREAMS)
+    return Contents(log, {s: await store.load_snapshot(s) for s in sorted(streams)})
+
+
+def raw(type_name: str, data: dict[str, Any]) -> NewEvent:
+    return NewEvent(str(uuid.uuid4()), type_name, data, {})
+
+
+def fingerprint(directory: Path) -> dict[str, str]:
+    """The bytes of every file in a directory: what refusing a database must leave unchanged."""
+    return {
+        name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
+        for name in sorted(os.listdir(directory))
+        if (directory / name).is_file()
+    }
+
+
+# -- bad commands, events and metadata through ask ----------------------------------------------
+
+
+@attrs.frozen
+class BadCommand:
+    command: object
+    error: type[Exception]
+    #: fragments the error's message must contain
+    says: tuple[str, ...]
+    metadata: Any = None
+    #: attributes the error must carry
+    fields: dict[str, Any] = attrs.field(factory=dict)
+    #: refused as the message is sent (before it reaches the actor)
+    at_send: bool = False
+
+
+BAD_COMMANDS = {
+    "event field holds an arbitrary object": BadCommand(
+        Attach(),
+        CodecError,
+        ("Attached", "not JSON-serializable"),
+        fields={"type_name": "Attached"},
+    ),
+    "event field holds NaN": BadCommand(
+        Measure(math.nan), CodecError, ("Measured", "NaN"), fields={"type_name": "Measured"}
+    ),
+    "event field holds infinity": BadCommand(
+        Measure(math.inf), CodecError, ("Measured", "infinity"), fields={"type_name": "Measured"}
+    ),
+    "command type the aggregate does not handle": BadCommand(
+        Deposit(1),
+        UnknownCommandError,
+        ("Gadget", "'Deposit'"),
+        fields={"aggregate": "Gadget", "command_type": "Deposit"},
+    ),
+    "a plain str as the command": BadCommand(
+        "poke", UnknownCommandError, ("Gadget", "'str'"), fields={"command_type": "str"}
+    ),
+    "applier raises": BadCommand(
+        Explode(),
+        EventApplyError,
+        ("Exploded", "'Gadget-g'", "ValueError", "boom", "not stored"),
+        fields={"event_type": "Exploded", "stream_id": "Gadget-g"},
+    ),
+    "handler returns a str": BadCommand(
+        Misbehave("Poked"),
+        InvalidEventError,
+        ("Misbehave", "'Poked'", "str is not an event type of Gadget"),
+        fields={"aggregate": "Gadget", "command_type": "Misbehave"},
+    ),
+    "handler returns a dict": BadCommand(
+        Misbehave({"pokes": 1}),
+        InvalidEventError,
+        ("{'pokes': 1}", "dict is not an event type of Gadget"),
+    ),
+    "handler returns an event class, not an event": BadCommand(
+        Misbehave(Poked), InvalidEventError, ("type is not an event type of Gadget",)
+    ),
+    "handler returns a list holding a non-event": BadCommand(
+        Misbehave([Poked(), 42]), InvalidEventError, ("int is not an event type of Gadget",)
+    ),
+    "metadata holds an object": BadCommand(
+        Poke(),
+        CodecError,
+        ("metadata", "Poked", "not JSON-serializable"),
+        metadata={"who": Opaque()},
+        fields={"type_name": "Poked"},
+    ),
+    "metadata key is not a str": BadCommand(
+        Poke(), CodecError, ("metadata", "Poked"), metadata={1: "one"}
+    ),
+    "metadata holds NaN": BadCommand(
+        Poke(), CodecError, ("metadata", "Poked", "NaN"), metadata={"score": math.nan}
+    ),
+    "metadata is a list": BadCommand(
+        Poke(), TypeError, ("metadata must be a dict, got list",), metadata=["u-1"], at_send=True
+    ),
+    "metadata is a str": BadCommand(
+        Poke(), TypeError, ("metadata must be a dict, got str",), metadata="u-1", at_send=True
+    ),
+}
+
+
+def check_error(error: BaseException, case: BadCommand) -> None:
+    assert isinstance(error, case.error), f"{type(error).__name__}: {error}"
+    for fragment in case.says:
+        assert fragment in str(error), f"{fragment!r} not in {str(error)!r}"
+    for name, value in case.fields.items():
+        assert getattr(error, name) == value
+
+
+@pytest.mark.parametrize("case", BAD_COMMANDS.values(), ids=BAD_COMMANDS.keys())
+async def test_bad_command_gets_a_clear_error_and_nothing_stored_changes(
+    store: EventStore, case: BadCommand
+) -> None:
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Gadget, "g")
+        await ref.ask(Poke())
+        await runtime.ref(Account, "other").ask(Deposit(5))
+        before = await contents(store)
+
+        with pytest.raises(case.error) as caught:
+            await ref.ask(case.command, metadata=case.metadata)
+
+        check_error(caught.value, case)
+        # the actor goes on, holding exactly what the store holds
+        assert await ref.state() == Gadget(pokes=1)
+        assert await contents(store) == before
+        recorded = await ref.ask(Poke())
+        assert [r.version for r in recorded] == [2]
+
+
+@pytest.mark.parametrize("case", BAD_COMMANDS.values(), ids=BAD_COMMANDS.keys())
+async def test_bad_told_command_is_logged_clearly_and_nothing_stored_changes(
+    store: EventStore, case: BadCommand, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Gadget, "g")
+        await ref.ask(Poke())
+        before = await contents(store)
+
+        with caplog.at_level(logging.WARNING, logger="actorsource"):
+            if case.at_send:
+                with pytest.raises(case.error) as caught:
+                    await ref.tell(case.command, metadata=case.metadata)
+                check_error(caught.value, case)
+            else:
+                await ref.tell(case.command, metadata=case.metadata)
+            assert await ref.state() == Gadget(pokes=1)
+
+        assert await contents(store) == before
+    if not case.at_send:
+        [told] = [r for r in caplog.records if r.getMessage() == "told command failed"]
+        assert told.levelno == logging.WARNING
+        assert told.__dict__["stream_id"] == "Gadget-g"
+        assert told.__dict__["command_type"] == type(case.command).__name__
+        assert told.__dict__["error"].startswith(case.error.__name__)
+        for fragment in case.says:
+            assert fragment in told.__dict__["error"]
+
+
+# -- stored events the reading code cannot read ---------------------------------------------------
+
+
+@attrs.frozen
+class BadStored:
+    aggregate: type[Aggregate]
+    good: NewEvent
+    bad_type: str
+    bad_data: dict[str, Any]
+    #: fragments the error (or its cause) must contain, beside the stream and the version
+    says: tuple[str, ...]
+
+
+BAD_STORED = {
+    "event type unknown to the code": BadStored(
+        Account, raw("Deposited", {"amount": 1}), "Vanished", {"amount": 1}, ("'Vanished'",)
+    ),
+    "data does not fit the class": BadStored(
+        Account,
+        raw("Deposited", {"amount": 1}),
+        "Deposited",
+        {"amount": "lots"},
+        ("'Deposited'", "amount"),
+    ),
+    "a field is missing": BadStored(
+        Account, raw("Deposited", {"amount": 1}), "Deposited", {}, ("'Deposited'", "amount")
+    ),
+    "a field is null": BadStored(
+        Account,
+        raw("Deposited", {"amount": 1}),
+        "Deposited",
+        {"amount": None},
+        ("'Deposited'", "amount"),
+    ),
+    # data written when the field was a float, read by code where it is an int
+    "a float where the class holds an int": BadStored(
+        Account,
+        raw("Deposited", {"amount": 1}),
+        "Deposited",
+        {"amount": 2.5},
+        ("'Deposited'", "amount"),
+    ),
+    "a string of digits where the class holds an int": BadStored(
+        Account,
+        raw("Deposited", {"amount": 1}),
+        "Deposited",
+        {"amount": "12"},
+        ("'Deposited'", "amount"),
+    ),
+    "a bool where the class holds an int": BadStored(
+        Account,
+        raw("Deposited", {"amount": 1}),
+        "Deposited",
+        {"amount": True},
+        ("'Deposited'", "amount"),
+    ),
+    "stored event whose applier raises": BadStored(
+        Gadget, raw("Poked", {}), "Exploded", {}, ("Exploded", "ValueError", "boom")
+    ),
+}
+
+
+def error_chain(error: BaseException) -> str:
+    """The error's message and those of its causes: what a caller can read about it."""
+    texts = []
+    current: BaseException | None = error
+    while current is not None:
+        texts.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__
+    return " <- ".join(texts)
+
+
+@pytest.mark.parametrize("case", BAD_STORED.values(), ids=BAD_STORED.keys())
+async def test_stored_event_the_code_cannot_read_fails_the_actor_naming_type_stream_and_version(
+    store: EventStore, case: BadStored
+) -> None:
+    stream_id = f"{case.aggregate.__name__}-x"
+    await store.append(stream_id, 0, [case.good])
+    await store.append(stream_id, 1, [raw(case.bad_type, case.bad_data)])
+    before = await contents(store)
+
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(case.aggregate, "x")
+        with pytest.raises(ActorFailedError) as caught:
+            await ref.ask(Deposit(1) if case.aggregate is Account else Poke())
+        assert caught.value.stream_id == stream_id
+        text = error_chain(caught.value)
+        for fragment in (*case.says, repr(stream_id), "version 2"):
+            assert fragment in text, f"{fragment!r} not in {text!r}"
+        # no half-loaded actor goes on: reading its state fails too
+        with pytest.raises(ActorFailedError):
+            await ref.state()
+        # other aggregates never notice
+        assert (await runtime.ref(Account, "other").ask(Deposit(3)))[0].version == 1
+
+    after = await contents(store)
+    assert [e for e in after.log if e.stream_id != "Account-other"] == before.log
+    assert after.snapshots[stream_id] is None
+
+
+async def test_messages_during_load_backoff_still_name_why_the_load_failed(
+    store: EventStore,
+) -> None:
+    """A caller that arrives while a broken aggregate backs off gets the reason too."""
+    await store.append("Account-x", 0, [raw("Deposited", {"amount": 1})])
+    await store.append("Account-x", 1, [raw("Vanished", {"amount": 1})])
+    before = await contents(store)
+
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Account, "x")
+        errors = []
+        for _ in range(2):  # the second comes at once: within the backoff after the first
+            with pytest.raises(ActorFailedError) as caught:
+                await ref.ask(Deposit(1))
+            errors.append(error_chain(caught.value))
+
+    for text in errors:
+        for fragment in ("'Vanished'", "'Account-x'", "version 2"):
+            assert fragment in text, f"{fragment!r} not in {text!r}"
+    assert await contents(store) == before
+
+
+# -- snapshots that no longer decode -------------------------------------------------------------
+
+BAD_SNAPSHOTS = {
+    "a field holds the wrong type": {"state": {"balance": "lots", "history": [1, 1, 1]}},
+    "the state key is missing": {"balance": 3, "history": [1, 1, 1]},
+    "the state is a list": {"state": [3, [1, 1, 1]]},
+    "the state is a str": {"state": "balance=3"},
+    "the state is null": {"state": None},
+}
+
+
+@pytest.mark.parametrize("state", BAD_SNAPSHOTS.values(), ids=BAD_SNAPSHOTS.keys())
+async def test_snapshot_that_no_longer_decodes_is_skipped_with_a_warning_and_replayed_past(
+    store: EventStore, state: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    for version in range(3):
+        await store.append("Account-a", version, [raw("Deposited", {"amount": 1})])
+    await store.save_snapshot(SnapshotRecord("Account-a", 3, state, 1))
+    before = await contents(store)
+
+    with caplog.at_level(logging.WARNING, logger="actorsource"):
+        async with Runtime(store) as runtime:
+            assert await runtime.ref(Account, "a").state() == Account(3, [1, 1, 1])
+            stats = runtime.statistics()
+
+    assert (stats.events_replayed, stats.actor_failures) == (3, 0)
+    [warning] = [r for r in caplog.records if "snapshot cannot be decoded" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert warning.__dict__["stream_id"] == "Account-a"
+    assert warning.__dict__["version"] == 3
+    assert "Account snapshot" in warning.__dict__["error"]
+    assert await contents(store) == before
+
+
+# -- hostile stream ids through the runtime ------------------------------------------------------
+
+HOSTILE_IDS = {
+    "sql injection": "x'); DROP TABLE events; --",
+    "quotes and backslashes": "it's \"quoted\" `back` \\ 'single'",
+    "like wildcards": "100%_like_%",
+    "nul": "a\x00b",
+    "10 KB": "k" * 10_240,
+    "unicode": "Konto-Ärger-日本語-🚀👩‍👩‍👧",
+    "whitespace": " \t\n ",
+}
+
+
+@pytest.mark.parametrize("aggregate_id", HOSTILE_IDS.values(), ids=HOSTILE_IDS.keys())
+async def test_hostile_aggregate_id_is_just_an_id_and_touches_no_other_stream(
+    store: EventStore, aggregate_id: str
+) -> None:
+    async with Runtime(store, snapshot_every=2) as runtime:
+        await runtime.ref(Account, "a").ask(Deposit(1))
+        before = await contents(store)
+        ref = runtime.ref(Account, aggregate_id)
+        await ref.ask(Deposit(2))
+        await ref.ask(Deposit(3))
+        runtime.passivate_idle()
+        assert await ref.state() == Account(5, [2, 3])
+
+    stream_id = f"Account-{aggregate_id}"
+    after = await contents(store)
+    assert after.log[:1] == before.log
+    assert [(e.stream_id, e.version, e.data) for e in after.log[1:]] == [
+        (stream_id, 1, {"amount": 2}),
+        (stream_id, 2, {"amount": 3}),
+    ]
+    assert [e.version async for e in store.read_stream(stream_id)] == [1, 2]
+    snapshot = await store.load_snapshot(stream_id)
+    assert snapshot is not None and snapshot.stream_id == stream_id
+    assert after.snapshots["Account-a"] == before.snapshots["Account-a"]
+
+
+async def test_aggregate_id_with_a_lone_surrogate_is_refused_by_name_and_stores_nothing(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Account, "x\ud800y")
+        with pytest.raises(ActorFailedError, match="no lone surrogates"):
+            await ref.ask(Deposit(1))
+        await runtime.ref(Account, "a").ask(Deposit(1))
+    assert [e.stream_id async for e in store.read_all()] == ["Account-a"]
+
+
+# -- database files that are not ours ---------------------------------------------------------
+
+
+def _not_sqlite(path: Path) -> None:
+    path.write_bytes(b"this is a text file, not a database\n" * 200)
+
+
+def _foreign_tables(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO users (name) VALUES ('ada')")
+    conn.commit()
+    conn.close()
+
+
+def _other_application(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 1234")
+    conn.commit()
+    conn.close()
+
+
+def _newer_schema(path: Path) -> None:
+    # a real actorsource file (WAL mode, marked, one event), then a newer schema version
+    async def make() -> None:
+        async with SQLiteEventStore(path) as store:
+            await store.append("Account-a", 0, [raw("Deposited", {"amount": 1})])
+
+    asyncio.run(make())  # in a worker thread: see the test
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+
+
+BAD_FILES = {
+    "not a SQLite file": (_not_sqlite, "not an actorsource database"),
+    "another program's tables": (_foreign_tables, "holds tables users"),
+    "another application's id": (_other_application, "another application's"),
+    "a newer actorsource schema": (_newer_schema, f"schema version {SCHEMA_VERSION + 1}, newer"),
+}
+
+
+@pytest.mark.parametrize(("make", "says"), BAD_FILES.values(), ids=BAD_FILES.keys())
+async def test_database_that_is_not_ours_is_refused_by_path_at_runtime_entry_and_unchanged(
+    tmp_path: Path, make: Any, says: str
+) -> None:
+    path = tmp_path / "events.db"
+    await anyio.to_thread.run_sync(make, path)
+    before = fingerprint(tmp_path)
+    store = SQLiteEventStore(path)
+
+    with pytest.raises(IncompatibleStoreError) as caught:
+        async with Runtime(store):
+            raise AssertionError("the runtime must not open")
+
+    assert says in str(caught.value)
+    assert repr(str(path)) in str(caught.value)
+    assert not store.is_open
+    assert fingerprint(tmp_path) == before
+
+
+def _in_missing_directory(tmp_path: Path) -> Path:
+    return tmp_path / "missing" / "events.db"
+
+
+def _a_directory(tmp_path: Path) -> Path:
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    return directory
+
+
+def sqlite_threads() -> set[threading.Thread]:
+    """The live threads of aiosqlite connections (one per connection)."""
+    return {t for t in threading.enumerate() if t.name.endswith("(_connection_worker_thread)")}
+
+
+def tree(directory: Path) -> list[str]:
+    """Every path under a directory, files and directories."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+BAD_PATHS = {
+    "missing directory": (_in_missing_directory, "does not exist"),
+    "a directory, not a file": (_a_directory, "cannot open"),
+}
+
+
+@pytest.mark.parametrize(("where", "says"), BAD_PATHS.values(), ids=BAD_PATHS.keys())
+async def test_path_that_cannot_hold_a_database_is_a_store_error_naming_it(
+    tmp_path: Path, where: Any, says: str
+) -> None:
+    path: Path = where(tmp_path)
+    before = tree(tmp_path)
+    store = SQLiteEventStore(path)
+    threads_before = sqlite_threads()
+
+    with pytest.raises(StoreError) as caught:
+        async with Runtime(store):
+            raise AssertionError("the runtime must not open")
+
+    # a failed connect leaves aiosqlite's thread stopping on its own (see the next test): let it
+    # finish before this test's loop closes, so that this test proves only what it names
+    for thread in sqlite_threads() - threads_before:
+        await anyio.to_thread.run_sync(thread.join, 5.0)
+    assert says in str(caught.value)
+    assert repr(str(path)) in str(caught.value)
+    assert not isinstance(caught.value, IncompatibleStoreError)
+    assert not store.is_open
+    assert tree(tmp_path) == before  # nothing created: no file, no directory, no journal
+
+
+async def test_a_failed_open_has_ended_every_thread_it_started_when_it_raises(
+    tmp_path: Path,
+) -> None:
+    """When ``open()`` raises, nothing it started still runs: it cannot outlive the loop.
+
+    aiosqlite's connect, when it fails, queues the stop of its thread (with a reply to the
+    loop) and raises without waiting for it. If ``open()`` passes that on at once and the
+    program then ends, the thread replies to a closed loop and dies with "Event loop is closed"
+    (``asyncio.run`` of a failing open, in a loop: most runs print that traceback).
+    """
+    path = _a_directory(tmp_path)
+    threads_before = sqlite_threads()
+
+    with pytest.raises(StoreError, match="cannot open"):
+        await SQLiteEventStore(path).open()
+    # looked at before this task yields: only what open() itself waited for has happened
+    running = [t for t in sqlite_threads() - threads_before if t.is_alive()]
+
+    for thread in running:  # let it end while this test's loop still runs
+        await anyio.to_thread.run_sync(thread.join, 5.0)
+    assert [t.name for t in running] == []
+
+
+# -- runtime settings -----------------------------------------------------------------------------
+
+BAD_SETTINGS = {
+    "snapshot_every 0": ({"snapshot_every": 0}, "snapshot_every must be an int >= 1 or None"),
+    "snapshot_every negative": ({"snapshot_every": -5}, "snapshot_every must be"),
+    "snapshot_every a str": ({"snapshot_every": "5"}, "snapshot_every must be"),
+    "max_active 0": ({"max_active": 0}, "max_active must be"),
+    "mailbox_size 0": ({"mailbox_size": 0}, "mailbox_size must be"),
+    "max_batch 0": ({"max_batch": 0}, "max_batch must be"),
+    "passivate_after negative": ({"passivate_after": -1.0}, "passivate_after must be >= 0"),
+    "max_conflict_retries negative": ({"max_conflict_retries": -1}, "max_conflict_retries"),
+    "max_activations 0": ({"max_activations": 0}, "max_activations must be"),
+    "activation_timeout 0": ({"activation_timeout": 0}, "activation_timeout must be > 0"),
+    "ask_timeout negative": ({"ask_timeout": -1.0}, "ask_timeout must be > 0"),
+    "shutdown_timeout negative": ({"shutdown_timeout": -1.0}, "shutdown_timeout must be >= 0"),
+}
+
+
+@pytest.mark.parametrize(("settings", "says"), BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
+def test_bad_runtime_setting_is_refused_naming_it_before_the_store_is_touched(
+    tmp_path: Path, settings: dict[str, Any], says: str
+) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    with pytest.raises(ValueError, match=says):
+        Runtime(store, **settings)
+    assert not store.is_open
+    assert os.listdir(tmp_path) == []
+
+
+# -- after many refusals ---------------------------------------------------------------------------
+
+
+async def test_every_refused_input_leaves_the_store_readable_by_a_fresh_runtime(
+    store: EventStore,
+) -> None:
+    """After a run of bad inputs, a new runtime rebuilds exactly the good history."""
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Gadget, "g")
+        for case in BAD_COMMANDS.values():
+            await ref.ask(Poke())
+            with pytest.raises(case.error):
+                await ref.ask(case.command, metadata=case.metadata)
+    async with Runtime(store) as runtime:
+        assert await runtime.ref(Gadget, "g").state() == Gadget(pokes=len(BAD_COMMANDS))
+    log = [e async for e in store.read_all()]
+    assert [(e.type, e.version, e.position) for e in log] == [
+        ("Poked", n, n) for n in range(1, len(BAD_COMMANDS) + 1)
+    ]
