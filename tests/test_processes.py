@@ -299,7 +299,7 @@ async def test_runtimes_opening_a_new_file_at_once_all_open_it(tmp_path: Path) -
     )
 
 
-async def test_several_processes_hammering_the_same_streams_lose_nothing(tmp_path: Path) -> None:
+async def test_several_processes_with_several_runtimes_each_lose_nothing(tmp_path: Path) -> None:
     seed = _seed()
     db = tmp_path / "shared.db"
     processes, asks, concurrency = 4, 150, 16
@@ -323,6 +323,7 @@ async def test_several_processes_hammering_the_same_streams_lose_nothing(tmp_pat
                         seed=seed + index,
                         name=f"w{index}",
                         wait_go=True,
+                        runtimes=2,  # two runtimes per process, each with its own store
                     ),
                     stdin=True,
                 )

@@ -16,6 +16,7 @@ An ack line reads ``{"cmd", "stream", "amount", "events": [[event_id, version, p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -85,22 +86,28 @@ async def run(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     remaining = args.asks  # 0: until killed
     failures = 0
-    store = SQLiteEventStore(args.db)
-    async with Runtime(
-        store,
-        max_conflict_retries=args.max_conflict_retries,
-        snapshot_every=args.snapshot_every,
-    ) as runtime:
+    async with contextlib.AsyncExitStack() as stack:
+        # several runtimes in this one process, each with its own store on the same file
+        runtimes = [
+            await stack.enter_async_context(
+                Runtime(
+                    SQLiteEventStore(args.db),
+                    max_conflict_retries=args.max_conflict_retries,
+                    snapshot_every=args.snapshot_every,
+                )
+            )
+            for _ in range(args.runtimes)
+        ]
         aggregate: type[Aggregate] = Pair if args.aggregate == "pair" else Account
-        refs = {aggregate_id: runtime.ref(aggregate, aggregate_id) for aggregate_id in ids}
         emit("ready")
         if args.wait_go:
             go = await anyio.to_thread.run_sync(sys.stdin.readline)
             if go.strip() != "go":
                 return 3
 
-        async def asker() -> None:
+        async def asker(runtime: Runtime) -> None:
             nonlocal remaining, failures
+            refs = {aggregate_id: runtime.ref(aggregate, aggregate_id) for aggregate_id in ids}
             while True:
                 if args.asks:
                     if remaining <= 0:
@@ -129,10 +136,11 @@ async def run(args: argparse.Namespace) -> int:
                 )
 
         async with anyio.create_task_group() as task_group:
-            for _ in range(args.concurrency):
-                task_group.start_soon(asker)
-        statistics = runtime.statistics()
-    emit("done " + json.dumps(attrs.asdict(statistics)))
+            for index in range(args.concurrency):
+                task_group.start_soon(asker, runtimes[index % len(runtimes)])
+        statistics = [attrs.asdict(runtime.statistics()) for runtime in runtimes]
+        totals = {key: sum(s[key] for s in statistics) for key in statistics[0]}
+    emit("done " + json.dumps(totals))
     return 1 if failures else 0
 
 
@@ -148,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-conflict-retries", type=int, default=1000)
     parser.add_argument("--snapshot-every", type=int, default=None)
     parser.add_argument("--wait-go", action="store_true", help="wait for 'go' on stdin")
+    parser.add_argument("--runtimes", type=int, default=1, help="runtimes in this process")
     args = parser.parse_args(argv)
     return anyio.run(run, args, backend="asyncio")
 
