@@ -70,11 +70,13 @@ class Counters:
 
 
 class Supervisor:
-    """Backoff for aggregates whose loads keep failing (a store error, an undecodable stream).
+    """Backoff for aggregates whose loads or appends keep failing (a store error, a stream
+    that no longer decodes).
 
-    After the n-th failure in a row, loads are not retried for ``base * 2**(n-1)`` seconds
-    (at most ``limit``); messages meanwhile fail at once with :class:`ActorFailedError`, so a
-    broken aggregate does not hammer the store while the runtime serves the others.
+    After the n-th failure since the aggregate's last successful append, it is not loaded again
+    for ``base * 2**(n-1)`` seconds (at most ``limit``); messages meanwhile fail at once with
+    :class:`ActorFailedError`, so a broken aggregate does not hammer the store while the
+    runtime serves the others.
     """
 
     __slots__ = ("_clock", "_failing", "base", "limit")
@@ -306,7 +308,6 @@ class Actor:
             error.__cause__ = exc
             self._fail_all(error)
             return False
-        supervisor.succeeded(self.stream_id)
         context.counters.activations += 1
         return True
 
@@ -447,6 +448,7 @@ class Actor:
             )
             if error is None:
                 result = future.result()
+                self.context.supervisor.succeeded(self.stream_id)
                 self.version = result.version
                 self.context.counters.events_appended += len(outcome.new_events)
                 self._reply(batch, outcome, result)
@@ -490,6 +492,9 @@ class Actor:
         # store failure: nothing was stored; the actor must not trust its state
         self.unload()
         self.context.counters.actor_failures += 1
+        if not isinstance(exc, CodecError):  # bad input is no reason to spare the store
+            # the next load waits out a backoff, so that a failing store is not hammered
+            self.context.supervisor.failed(self.stream_id, f"appending failed: {exc}")
         logger.warning("append failed", extra={"stream_id": self.stream_id, "error": str(exc)})
         failure: Exception
         if isinstance(exc, (StoreError, CodecError)):

@@ -394,6 +394,11 @@ async def test_store_failure_reaches_the_caller_and_the_next_message_reloads(
         with pytest.raises(StoreError, match="injected: disk full"):
             await ref.ask(Deposit(2))
         await other.ask(Deposit(7))  # other aggregates never notice
+        appends = faulty.appends
+        with pytest.raises(ActorFailedError, match="appending failed: injected: disk full"):
+            await ref.ask(Deposit(9))  # within the backoff: fails at once, store untouched
+        assert faulty.appends == appends
+        await anyio.sleep(0.06)  # the backoff after one failure (50 ms) is what is tested
         await ref.ask(Deposit(3))
         assert (await ref.state()).history == [1, 3]
         assert runtime.statistics().actor_failures == 1
