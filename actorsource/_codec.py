@@ -143,34 +143,24 @@ def _make_strict(converter: cattrs.Converter) -> None:
     is fine: JSON writes 5.0 as 5 in some encoders.)
     """
 
-    def strict_int(value: object, _: type) -> int:
-        if type(value) is int:
-            return value
-        msg = f"expected an int, got {type(value).__name__} {value!r}"
+    converter.register_structure_hook(int, _exactly("an int", (int,), int))
+    converter.register_structure_hook(float, _exactly("a number", (float, int), float))
+    converter.register_structure_hook(str, _exactly("a str", (str,), str))
+    converter.register_structure_hook(bool, _exactly("a bool", (bool,), bool))
+
+
+def _exactly(
+    what: str, accepted: tuple[type, ...], convert: Callable[[Any], Any]
+) -> Callable[[object, type], Any]:
+    """A structure hook taking only values whose type is exactly one of ``accepted``."""
+
+    def hook(value: object, _: type) -> Any:
+        if type(value) in accepted:  # exact: bool is an int subclass, and is refused
+            return convert(value)
+        msg = f"expected {what}, got {type(value).__name__} {value!r}"
         raise TypeError(msg)
 
-    def strict_float(value: object, _: type) -> float:
-        if type(value) in (float, int):
-            return float(value)  # type: ignore[arg-type]
-        msg = f"expected a number, got {type(value).__name__} {value!r}"
-        raise TypeError(msg)
-
-    def strict_str(value: object, _: type) -> str:
-        if type(value) is str:
-            return value
-        msg = f"expected a str, got {type(value).__name__} {value!r}"
-        raise TypeError(msg)
-
-    def strict_bool(value: object, _: type) -> bool:
-        if type(value) is bool:
-            return value
-        msg = f"expected a bool, got {type(value).__name__} {value!r}"
-        raise TypeError(msg)
-
-    converter.register_structure_hook(int, strict_int)
-    converter.register_structure_hook(float, strict_float)
-    converter.register_structure_hook(str, strict_str)
-    converter.register_structure_hook(bool, strict_bool)
+    return hook
 
 
 def _describe(exc: BaseException) -> str:
