@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.orjson import make_converter
 
 from ._errors import CodecError, DefinitionError
@@ -123,12 +124,7 @@ class Codec:
         :raises CodecError: if the data does not fit ``state_type``
         """
         try:
-            payload = data["state"]
-            if attrs.has(state_type) and type(payload) is not dict:
-                # cattrs would read a list as "no fields given" and return the defaults
-                msg = f"expected a JSON object, got {type(payload).__name__}"
-                raise TypeError(msg)
-            return self._converter.structure(payload, state_type)
+            return self._converter.structure(data["state"], state_type)
         except Exception as exc:
             msg = f"cannot decode a {state_type.__qualname__} snapshot: {_describe(exc)}"
             raise CodecError(msg, type_name=state_type.__name__) from exc
@@ -143,6 +139,20 @@ def _make_strict(converter: cattrs.Converter) -> None:
     is fine: JSON writes 5.0 as 5 in some encoders.)
     """
 
+    def attrs_from_objects_only(cls: type) -> Callable[[object, type], Any]:
+        # cattrs would read a list (or any container) as "no fields given" and return the
+        # defaults: an attrs class, at any depth, is read from a JSON object only
+        fields: Callable[[Any, type], Any] = make_dict_structure_fn(cls, converter)
+
+        def hook(value: object, kind: type) -> Any:
+            if type(value) is not dict:
+                msg = f"expected a JSON object for {cls.__name__}, got {type(value).__name__}"
+                raise TypeError(msg)
+            return fields(value, kind)
+
+        return hook
+
+    converter.register_structure_hook_factory(attrs.has, attrs_from_objects_only)
     converter.register_structure_hook(int, _exactly("an int", (int,), int))
     converter.register_structure_hook(float, _exactly("a number", (float, int), float))
     converter.register_structure_hook(str, _exactly("a str", (str,), str))

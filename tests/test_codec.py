@@ -101,7 +101,7 @@ def test_event_data_that_is_not_an_object_is_refused() -> None:
 
 
 def test_a_state_that_is_not_an_object_is_refused_not_read_as_defaults() -> None:
-    with pytest.raises(CodecError, match="expected a JSON object, got list"):
+    with pytest.raises(CodecError, match="expected a JSON object for Account, got list"):
         Codec().decode_state({"state": [3, [1]]}, Account)
 
 
@@ -115,3 +115,23 @@ def test_an_int_in_a_float_field_is_a_float() -> None:
     decoded = codec.decode_event("Priced", {"price": 5})
     assert isinstance(decoded, Priced) and decoded.price == 5.0
     assert type(decoded.price) is float
+
+
+@attrs.frozen
+class Line:
+    sku: str
+    quantity: int = 1
+
+
+@attrs.frozen
+class Ordered:
+    lines: list[Line]
+
+
+def test_a_nested_record_stored_as_a_list_is_refused_not_read_as_defaults() -> None:
+    codec = Codec()
+    codec.register_events([Ordered])
+    with pytest.raises(CodecError, match=r"expected Line @ \$\.lines\[0\]"):
+        codec.decode_event("Ordered", {"lines": [["abc", 2]]})
+    decoded = codec.decode_event("Ordered", {"lines": [{"sku": "abc"}]})
+    assert decoded == Ordered([Line("abc", 1)])
