@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from actorsource import Aggregate, Rejected, apply, command
@@ -62,3 +64,38 @@ class Account(Aggregate):
     def withdrew(self, event: Withdrew) -> None:
         self.balance -= event.amount
         self.history.append(-event.amount)
+
+
+# -- commands and events for aggregates that misbehave on purpose (runtime and bad-input tests)
+
+
+class Opaque:
+    """Not something cattrs or JSON can encode."""
+
+    def __repr__(self) -> str:
+        return "<Opaque>"
+
+
+@attrs.frozen
+class Poke:
+    pass
+
+
+@attrs.frozen
+class Poked:
+    pass
+
+
+@attrs.frozen
+class Attach:
+    pass
+
+
+@attrs.frozen
+class Attached:
+    thing: Opaque
+
+
+@attrs.frozen
+class Misbehave:
+    returned: Any

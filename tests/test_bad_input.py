@@ -39,36 +39,9 @@ from actorsource import (
 )
 from actorsource.stores.sqlite import APPLICATION_ID, SCHEMA_VERSION
 
-from .domain import Account, Deposit
+from .domain import Account, Attach, Attached, Deposit, Misbehave, Opaque, Poke, Poked
 
 # -- a domain that can be made to misbehave -------------------------------------------------
-
-
-class Opaque:
-    """Not something cattrs or JSON can encode."""
-
-    def __repr__(self) -> str:
-        return "<Opaque>"
-
-
-@attrs.frozen
-class Poke:
-    pass
-
-
-@attrs.frozen
-class Poked:
-    pass
-
-
-@attrs.frozen
-class Attach:
-    pass
-
-
-@attrs.frozen
-class Attached:
-    thing: Opaque
 
 
 @attrs.frozen
@@ -79,11 +52,6 @@ class Measure:
 @attrs.frozen
 class Measured:
     value: float
-
-
-@attrs.frozen
-class Misbehave:
-    returned: Any
 
 
 @attrs.frozen

@@ -37,7 +37,19 @@ from actorsource import (
 )
 
 from .conftest import make_store
-from .domain import Account, Deposit, Deposited, Noop, Withdraw
+from .domain import (
+    Account,
+    Attach,
+    Attached,
+    Deposit,
+    Deposited,
+    Misbehave,
+    Noop,
+    Opaque,
+    Poke,
+    Poked,
+    Withdraw,
+)
 from .faults import FaultyStore
 
 
@@ -218,11 +230,6 @@ async def test_unknown_command_names_the_command_type_and_the_aggregate(
     assert len(await all_events(store)) == 1
 
 
-@attrs.frozen
-class Misbehave:
-    returned: Any
-
-
 @attrs.define
 class Sloppy(Aggregate):
     count: int = 0
@@ -260,16 +267,6 @@ class Explode:
 @attrs.frozen
 class Exploded:
     after: int
-
-
-@attrs.frozen
-class Poke:
-    pass
-
-
-@attrs.frozen
-class Poked:
-    pass
 
 
 @attrs.define
@@ -333,20 +330,6 @@ async def test_failing_applier_in_a_batch_keeps_the_commands_before_and_after_it
         assert results == {"first": 1, "bad": "Exploded", "last": 1}
         assert (await ref.state()).pokes == 2
     assert [e.version for e in await stored_events(store, "Fragile-f")] == [1, 2]
-
-
-class Opaque:
-    """Not something cattrs or JSON can encode."""
-
-
-@attrs.frozen
-class Attach:
-    pass
-
-
-@attrs.frozen
-class Attached:
-    thing: Opaque
 
 
 @attrs.define
