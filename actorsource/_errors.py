@@ -15,7 +15,8 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     ├── RuntimeClosedError        the runtime is not open
     ├── MailboxFullError          tell_nowait() on a full mailbox
     ├── AskTimeoutError           ask() got no outcome in time (also a TimeoutError)
-    └── ActorFailedError          the actor could not load its aggregate from the store
+    ├── ActorFailedError          the actor could not load its aggregate from the store
+    └── ProjectionError           a projection's handler failed on an event
 
 Failure semantics (as in Akka Persistence's ``onPersistFailure``): an error raised while
 *deciding* reaches the caller and the actor goes on with its state unchanged; an error while
@@ -178,4 +179,34 @@ class ActorFailedError(ActorsourceError):
     def __init__(self, stream_id: str, reason: str) -> None:
         self.stream_id = stream_id
         msg = f"actor for stream {stream_id!r} failed: {reason}"
+        super().__init__(msg)
+
+
+class ProjectionError(ActorsourceError):
+    """Raised when a projection's handler fails on an event.
+
+    The projection's checkpoint stays before that event; a background projection retries it
+    with backoff, an inline projection fails the append that carried it (nothing of the append
+    is stored). The handler's exception is the ``__cause__``.
+    """
+
+    def __init__(
+        self,
+        projection: str,
+        *,
+        position: int,
+        stream_id: str,
+        version: int,
+        event_type: str,
+        error: BaseException,
+    ) -> None:
+        self.projection = projection
+        self.position = position
+        self.stream_id = stream_id
+        self.version = version
+        self.event_type = event_type
+        msg = (
+            f"projection {projection!r} failed on event {event_type} at position {position} "
+            f"({stream_id!r} version {version}): {type(error).__name__}: {error}"
+        )
         super().__init__(msg)

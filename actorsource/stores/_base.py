@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, Protocol, Self, runtime_checkable
+from typing import Any, Final, Protocol, Self, TypeVar, runtime_checkable
 
 import orjson
 
@@ -57,17 +58,66 @@ class EventStore(Protocol):
         ...
 
     def read_stream(
-        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> AsyncIterator[StoredEvent]:
-        """Yield a stream's events in version order, from ``from_version`` to ``to_version``."""
+        """Yield a stream's events in version order, from ``from_version`` to ``to_version``.
+
+        ``since`` (inclusive) and ``until`` (exclusive) keep only events recorded in that time
+        range.
+        """
         ...
 
-    def read_all(self, from_position: int = 1) -> AsyncIterator[StoredEvent]:
-        """Yield every event of the store in global position (commit) order."""
+    def read_all(
+        self,
+        from_position: int = 1,
+        *,
+        to_position: int | None = None,
+        types: Collection[str] | None = None,
+        categories: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        """Yield the store's events in global position (commit) order.
+
+        Positions are gap-free and in commit order: a reader never sees a position before
+        every lower one is committed. The filters keep only events of the given stored type
+        names, of streams of the given categories (``f"{category}-..."`` stream ids), and
+        recorded in ``[since, until)``.
+        """
         ...
 
-    async def stream_version(self, stream_id: str) -> int:
-        """Return the version of a stream's last event (``0`` for an empty stream)."""
+    async def stream_version(self, stream_id: str, *, at: datetime | None = None) -> int:
+        """Return the version of a stream's last event (``0`` for an empty stream).
+
+        :param at: the version the stream had at that time instead (its last event recorded
+            at or before ``at``)
+        """
+        ...
+
+    async def head_position(self) -> int:
+        """Return the global position of the store's last event (``0`` for an empty store)."""
+        ...
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> None:  # noqa: ASYNC109  # a poll interval, not a deadline
+        """Return when an event beyond ``after_position`` may be readable, or after ``timeout``.
+
+        Appends through this store object wake waiters at once (after their commit); appends by
+        other processes are only found by reading again, which callers do after ``timeout``.
+        """
+        ...
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return the position a named reader (a projection) has handled up to (``0``: none)."""
+        ...
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Durably record that the reader ``name`` handled every event up to ``position``."""
         ...
 
     async def load_snapshot(
@@ -79,6 +129,87 @@ class EventStore(Protocol):
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Save a snapshot (a later save for the same version replaces it)."""
         ...
+
+
+T = TypeVar("T")
+
+#: what a transactional store calls inside its write transaction: ``work(transaction)``
+TransactionWork = Callable[[Any], T]
+#: an inline projection's hook: ``hook(transaction, events)``, inside the append's transaction
+InlineHook = Callable[[Any, list[StoredEvent]], None]
+
+
+@runtime_checkable
+class TransactionalStore(EventStore, Protocol):
+    """A store that can run read-model writes inside its own transactions.
+
+    What the transaction object is depends on the store: a ``sqlite3.Connection`` (on the
+    store's writer thread) for SQLite, ``None`` for the in-memory store (whose read models live
+    in Python objects, changed in one step of the event loop).
+    """
+
+    async def commit_with_checkpoint(self, name: str, position: int, work: TransactionWork[T]) -> T:
+        """Run ``work(transaction)`` and set checkpoint ``name`` to ``position``, atomically.
+
+        If ``work`` raises, nothing it wrote is kept, the checkpoint is unchanged, and the
+        error is raised here.
+        """
+        ...
+
+    def add_inline_projection(self, name: str, hook: InlineHook) -> None:
+        """Call ``hook(transaction, events)`` inside every append's transaction.
+
+        The hook receives every event after checkpoint ``name`` up to the appended ones (so an
+        inline projection registered late still sees every event once), and the checkpoint
+        moves to the last of them in the same transaction. If the hook raises, the append
+        fails with that error and nothing of it is stored.
+        """
+        ...
+
+    def remove_inline_projection(self, name: str) -> None:
+        """Stop calling the inline projection ``name`` (its checkpoint stays)."""
+        ...
+
+
+class HeadWatch:
+    """The newest position a store committed, and waiters for a newer one.
+
+    Stores advance it after each commit, so that in-process subscribers wake at once instead
+    of polling.
+    """
+
+    __slots__ = ("_waiters", "head")
+
+    def __init__(self) -> None:
+        #: the highest position known to be committed
+        self.head = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def advance(self, head: int) -> None:
+        """Record that ``head`` is committed and wake every waiter if it is new."""
+        if head <= self.head:
+            return
+        self.head = head
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_beyond(self, position: int, timeout: float) -> None:  # noqa: ASYNC109  # a poll interval
+        """Return when the head passes ``position``, or after ``timeout`` seconds."""
+        if self.head > position:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
 
 
 class StoreState(enum.Enum):
@@ -191,6 +322,77 @@ def check_append(stream_id: str, expected_version: int | None, events: Sequence[
                     f"of valid Unicode, got {value!r}"
                 )
                 raise ValueError(msg)
+
+
+def check_checkpoint(name: object, position: object = 0) -> str:
+    """Return a checkpoint ``name`` if it and ``position`` are valid, else raise a ValueError."""
+    if not isinstance(name, str) or not name or not _is_utf8(name):
+        msg = f"a checkpoint name must be a non-empty str of valid Unicode, got {name!r}"
+        raise ValueError(msg)
+    if not _is_int(position) or not 0 <= position <= MAX_VERSION:  # type: ignore[operator]
+        msg = (
+            f"checkpoint {name!r}: a position must be an int from 0 to {MAX_VERSION}, "
+            f"got {position!r}"
+        )
+        raise ValueError(msg)
+    return name
+
+
+def check_filters(
+    types: Collection[str] | None, categories: Collection[str] | None
+) -> tuple[frozenset[str] | None, tuple[str, ...] | None]:
+    """Return the type names and stream-id prefixes ``read_all`` filters by (``None``: all).
+
+    :raises ValueError: if a filter is a bare str (a common slip for ``[str]``) or holds a
+        non-str
+    """
+    found: list[Any] = []
+    for what, given in (("types", types), ("categories", categories)):
+        if given is None:
+            found.append(None)
+            continue
+        if isinstance(given, str):
+            msg = f"read_all {what} must be a collection of str, got the str {given!r}"
+            raise ValueError(msg)
+        items = list(given)
+        bad = [item for item in items if not isinstance(item, str) or not item]
+        if bad:
+            msg = f"read_all {what} must be non-empty strs, got {bad[0]!r}"
+            raise ValueError(msg)
+        found.append(items)
+    type_names, category_names = found
+    return (
+        None if type_names is None else frozenset(type_names),
+        None if category_names is None else tuple(f"{c}-" for c in category_names),
+    )
+
+
+def matches(
+    stored_type: str,
+    stream_id: str,
+    types: frozenset[str] | None,
+    prefixes: tuple[str, ...] | None,
+) -> bool:
+    """Whether an event passes ``read_all``'s type and category filters."""
+    if types is not None and stored_type not in types:
+        return False
+    return prefixes is None or stream_id.startswith(prefixes)
+
+
+def check_time(what: str, value: datetime | None) -> datetime | None:
+    """Return ``value`` in UTC; a naive datetime is refused (its time zone would be a guess)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        msg = f"{what} must be a datetime, got {value!r}"
+        raise ValueError(msg)
+    if value.tzinfo is None:
+        msg = (
+            f"{what} must be a timezone-aware datetime (for example datetime.now(UTC)), "
+            f"got {value!r}"
+        )
+        raise ValueError(msg)
+    return value.astimezone(UTC)
 
 
 def check_snapshot(snapshot: SnapshotRecord) -> None:

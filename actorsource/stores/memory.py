@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
 
 import attrs
 
-from .._errors import CodecError, ConcurrencyError, StoreError
+from .._errors import ActorsourceError, ConcurrencyError, StoreError
 from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent
 from ._base import (
+    HeadWatch,
+    InlineHook,
     StoreLifecycle,
+    T,
+    TransactionWork,
     check_append,
+    check_checkpoint,
+    check_filters,
     check_snapshot,
     check_stream_id,
+    check_time,
     decode_json,
     encode_json,
     encode_snapshot_state,
+    matches,
     utc_now,
 )
 
@@ -41,6 +49,10 @@ class InMemoryEventStore(StoreLifecycle):
 
     Data and metadata are kept as JSON text, so that what is stored is exactly what a durable
     store would give back and cannot be changed through an object a caller still holds.
+
+    It is a transactional store whose transaction object is ``None``: exactly-once and inline
+    projections keep their read models in Python objects, changed with the checkpoint in one
+    step of the event loop (a handler that raises half-way leaves its own changes made).
     """
 
     def __init__(self) -> None:
@@ -48,6 +60,9 @@ class InMemoryEventStore(StoreLifecycle):
         self._streams: dict[str, list[_Row]] = {}
         self._event_ids: set[str] = set()
         self._snapshots: dict[str, dict[int, SnapshotRecord]] = {}
+        self._checkpoints: dict[str, int] = {}
+        self._inline: dict[str, InlineHook] = {}
+        self._watch = HeadWatch()
 
     def __repr__(self) -> str:
         return f"InMemoryEventStore(events={len(self._log)})"
@@ -79,7 +94,7 @@ class InMemoryEventStore(StoreLifecycle):
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         try:
             future.set_result(self._append_now(stream_id, expected_version, events))
-        except (ConcurrencyError, StoreError, CodecError) as exc:
+        except ActorsourceError as exc:
             future.set_exception(exc)
         return future
 
@@ -123,35 +138,123 @@ class InMemoryEventStore(StoreLifecycle):
             )
             for i, (event, (data, metadata)) in enumerate(zip(events, rows_json, strict=True))
         ]
+        if self._inline:
+            self._run_inline(new_rows)
         self._log.extend(new_rows)
         self._streams.setdefault(stream_id, []).extend(new_rows)
         self._event_ids.update(seen)
+        self._watch.advance(len(self._log))
         return AppendResult(actual + len(events), first_position, recorded_at)
 
+    def _run_inline(self, new_rows: list[_Row]) -> None:
+        """Call the inline projections with what they have not seen; raise to refuse the append."""
+        last = new_rows[-1].position
+        for name, hook in list(self._inline.items()):
+            done = self._checkpoints.get(name, 0)
+            unseen = [*self._log[done:], *(r for r in new_rows if r.position > done)]
+            if not unseen:
+                continue
+            try:
+                hook(None, [_stored(row) for row in unseen])
+            except ActorsourceError:
+                raise
+            except Exception as exc:
+                msg = f"inline projection {name!r} failed: {type(exc).__name__}: {exc}"
+                raise StoreError(msg) from exc
+        for name in self._inline:
+            self._checkpoints[name] = max(self._checkpoints.get(name, 0), last)
+
     async def read_stream(
-        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> AsyncIterator[StoredEvent]:
         """Yield a stream's events in version order (see :class:`EventStore`)."""
         self._check_open()
         check_stream_id(stream_id)
+        since, until = check_time("since", since), check_time("until", until)
         rows = self._streams.get(stream_id, [])
         # a negative end would slice from the back of the list
         end = len(rows) if to_version is None else max(min(to_version, len(rows)), 0)
         for row in rows[max(from_version, 1) - 1 : end]:
-            yield _stored(row)
+            if _in_range(row.recorded_at, since, until):
+                yield _stored(row)
 
-    async def read_all(self, from_position: int = 1) -> AsyncIterator[StoredEvent]:
-        """Yield every event in global order (see :class:`EventStore`)."""
+    async def read_all(
+        self,
+        from_position: int = 1,
+        *,
+        to_position: int | None = None,
+        types: Collection[str] | None = None,
+        categories: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        """Yield the store's events in global order (see :class:`EventStore`)."""
         self._check_open()
+        type_names, prefixes = check_filters(types, categories)
+        since, until = check_time("since", since), check_time("until", until)
         position = max(from_position, 1)
-        while position <= len(self._log):
-            yield _stored(self._log[position - 1])
+        while position <= len(self._log) and (to_position is None or position <= to_position):
+            row = self._log[position - 1]
             position += 1
+            if matches(row.type, row.stream_id, type_names, prefixes) and _in_range(
+                row.recorded_at, since, until
+            ):
+                yield _stored(row)
 
-    async def stream_version(self, stream_id: str) -> int:
+    async def stream_version(self, stream_id: str, *, at: datetime | None = None) -> int:
         """Return the version of a stream's last event (see :class:`EventStore`)."""
         self._check_open()
-        return len(self._streams.get(check_stream_id(stream_id), []))
+        rows = self._streams.get(check_stream_id(stream_id), [])
+        moment = check_time("at", at)
+        if moment is None:
+            return len(rows)
+        return max((r.version for r in rows if r.recorded_at <= moment), default=0)
+
+    async def head_position(self) -> int:
+        """Return the position of the last event (see :class:`EventStore`)."""
+        self._check_open()
+        return len(self._log)
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> None:  # noqa: ASYNC109  # a poll interval
+        """Return when an event beyond ``after_position`` is stored, or after ``timeout``."""
+        self._check_open()
+        await self._watch.wait_beyond(after_position, timeout)
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return the checkpoint ``name`` (see :class:`EventStore`)."""
+        self._check_open()
+        return self._checkpoints.get(check_checkpoint(name), 0)
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Save the checkpoint ``name`` (see :class:`EventStore`)."""
+        self._check_open()
+        self._checkpoints[check_checkpoint(name, position)] = position
+
+    async def commit_with_checkpoint(
+        self, name: str, position: int, work: TransactionWork[T]
+    ) -> T:
+        """Run ``work(None)`` and set the checkpoint in one step (see TransactionalStore)."""
+        self._check_open()
+        check_checkpoint(name, position)
+        result = work(None)  # no await in between: nothing can come between the two
+        self._checkpoints[name] = position
+        await asyncio.sleep(0)
+        return result
+
+    def add_inline_projection(self, name: str, hook: InlineHook) -> None:
+        """Call ``hook`` inside every append (see TransactionalStore)."""
+        self._check_open()
+        self._inline[check_checkpoint(name)] = hook
+
+    def remove_inline_projection(self, name: str) -> None:
+        """Stop calling the inline projection ``name`` (see TransactionalStore)."""
+        self._inline.pop(name, None)
 
     async def load_snapshot(
         self, stream_id: str, max_version: int | None = None
@@ -173,6 +276,10 @@ class InMemoryEventStore(StoreLifecycle):
             snapshot, state=decode_json(encode_snapshot_state(snapshot)), recorded_at=utc_now()
         )
         self._snapshots.setdefault(snapshot.stream_id, {})[snapshot.version] = stored
+
+
+def _in_range(moment: datetime, since: datetime | None, until: datetime | None) -> bool:
+    return (since is None or moment >= since) and (until is None or moment < until)
 
 
 def _stored(row: _Row) -> StoredEvent:

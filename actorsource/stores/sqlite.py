@@ -14,6 +14,13 @@ Design (measured in ``shared/PERF_NOTES.md``):
 - **Reads off the write path.** Reads use their own connection (a WAL reader), so activating
   actors never queues behind the writer.
 - **Durability.** WAL with ``synchronous=FULL`` by default: an append is on disk when it returns.
+- **Gap-free positions in commit order.** The writer gives positions (``max + 1``) inside its
+  write transaction, which SQLite serializes across connections and processes: a transaction
+  that takes position 10 starts after the one holding 9 committed, and a rolled-back append
+  takes none. So a reader never sees position 10 before 9, and never a hole.
+- **Read models in the same file.** Exactly-once and inline projections run their handlers on
+  the writer's thread, inside the writer's transaction (see :meth:`commit_with_checkpoint` and
+  :meth:`add_inline_projection`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal, cast
@@ -31,14 +38,21 @@ import aiosqlite
 import anyio
 import attrs
 
-from .._errors import ConcurrencyError, IncompatibleStoreError, StoreError
+from .._errors import ActorsourceError, ConcurrencyError, IncompatibleStoreError, StoreError
 from .._records import AppendResult, JSONDict, NewEvent, SnapshotRecord, StoredEvent
 from ._base import (
     MAX_VERSION,
+    HeadWatch,
+    InlineHook,
     StoreLifecycle,
+    T,
+    TransactionWork,
     check_append,
+    check_checkpoint,
+    check_filters,
     check_snapshot,
     check_stream_id,
+    check_time,
     decode_json,
     encode_json,
     encode_snapshot_state,
@@ -49,8 +63,9 @@ logger = logging.getLogger("actorsource.stores.sqlite")
 
 #: marks a SQLite file as an actorsource database (PRAGMA application_id; "ACSO")
 APPLICATION_ID: Final = 0x4143534F
-#: the schema version this code writes and reads (PRAGMA user_version)
-SCHEMA_VERSION: Final = 1
+#: the schema version this code writes and reads (PRAGMA user_version); version 2 added the
+#: checkpoints table (a version 1 file is upgraded in place when opened)
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
@@ -72,6 +87,11 @@ CREATE TABLE IF NOT EXISTS snapshots (
     recorded_at    TEXT    NOT NULL,
     PRIMARY KEY (stream_id, version)
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name        TEXT    PRIMARY KEY,
+    position    INTEGER NOT NULL,
+    updated_at  TEXT    NOT NULL
+);
 """
 
 _INSERT_EVENT: Final = (
@@ -79,11 +99,19 @@ _INSERT_EVENT: Final = (
     "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _STREAM_HEAD: Final = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
+_STREAM_HEAD_AT: Final = (
+    "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ? AND recorded_at <= ?"
+)
 _SAVE_SNAPSHOT: Final = (
     "INSERT OR REPLACE INTO snapshots (stream_id, version, schema_version, state, recorded_at) "
     "VALUES (?, ?, ?, ?, ?)"
 )
 _COLUMNS: Final = "stream_id, version, position, type, data, metadata, event_id, recorded_at"
+_SAVE_CHECKPOINT: Final = (
+    "INSERT INTO checkpoints (name, position, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position, "
+    "updated_at = excluded.updated_at"
+)
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -102,7 +130,17 @@ class _SaveSnapshot:
     future: asyncio.Future[None]
 
 
-_Op = _Append | _SaveSnapshot
+@attrs.define(slots=True)
+class _Transact:
+    """Read-model work and a checkpoint, committed together (or neither)."""
+
+    name: str
+    position: int
+    work: TransactionWork[Any] | None  # None: only save the checkpoint
+    future: asyncio.Future[Any]
+
+
+_Op = _Append | _SaveSnapshot | _Transact
 
 
 class SQLiteEventStore(StoreLifecycle):
@@ -157,6 +195,8 @@ class SQLiteEventStore(StoreLifecycle):
         self._time_cache: tuple[str, datetime] = ("", utc_now())
         #: number of transactions committed by the writer (a batch is one transaction)
         self.batches_committed = 0
+        self._watch = HeadWatch()
+        self._inline: dict[str, InlineHook] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteEventStore({str(self.path)!r})"
@@ -399,11 +439,17 @@ class SQLiteEventStore(StoreLifecycle):
         try:
             # one hop to the connection's thread for the whole batch (see the module docstring);
             # aiosqlite has no public call for running a function on its thread
-            outcome: tuple[list[AppendResult | BaseException | None], dict[str, int]]
+            outcome: tuple[list[Any], dict[str, int], int]
             outcome = await conn._execute(  # type: ignore[no-untyped-call]  # aiosqlite leaves it untyped
-                _commit_batch, conn._conn, batch, self._heads, now, now_text
+                _commit_batch,
+                conn._conn,
+                batch,
+                self._heads,
+                now,
+                now_text,
+                inline=dict(self._inline) if self._inline else None,
             )
-            results, heads = outcome
+            results, heads, head_position = outcome
         except Exception as exc:
             logger.error(
                 "batch commit failed",
@@ -441,10 +487,9 @@ class SQLiteEventStore(StoreLifecycle):
                 continue
             if isinstance(result, BaseException):
                 op.future.set_exception(result)
-            elif isinstance(op, _SaveSnapshot):
-                op.future.set_result(None)
             else:
-                op.future.set_result(cast(AppendResult, result))
+                op.future.set_result(result)
+        self._watch.advance(head_position)
 
     def _remember_heads(self, heads: dict[str, int]) -> None:
         known = self._heads
@@ -459,10 +504,17 @@ class SQLiteEventStore(StoreLifecycle):
     # -- reading ---------------------------------------------------------------------------
 
     async def read_stream(
-        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+        self,
+        stream_id: str,
+        from_version: int = 1,
+        to_version: int | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> AsyncIterator[StoredEvent]:
         """Yield a stream's events in version order (see :class:`EventStore`)."""
         check_stream_id(stream_id)
+        time_sql, time_params = _time_range(since, until)
         # clamped: SQLite cannot bind ints beyond 64 bits
         last = MAX_VERSION if to_version is None else min(to_version, MAX_VERSION)
         version = max(from_version, 1)
@@ -470,18 +522,44 @@ class SQLiteEventStore(StoreLifecycle):
             return
         sql = (
             f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? "
-            "AND version <= ? ORDER BY version LIMIT ?"
+            f"AND version <= ?{time_sql} ORDER BY version LIMIT ?"
         )
-        async for event in self._read_pages(sql, (stream_id,), version, (last,), key=1):
+        async for event in self._read_pages(
+            sql, (stream_id,), version, (last, *time_params), key=1
+        ):
             yield event
 
-    async def read_all(self, from_position: int = 1) -> AsyncIterator[StoredEvent]:
-        """Yield every event in global (commit) order (see :class:`EventStore`)."""
+    async def read_all(
+        self,
+        from_position: int = 1,
+        *,
+        to_position: int | None = None,
+        types: Collection[str] | None = None,
+        categories: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> AsyncIterator[StoredEvent]:
+        """Yield the store's events in global (commit) order (see :class:`EventStore`)."""
+        type_names, prefixes = check_filters(types, categories)
+        time_sql, times = _time_range(since, until)
+        params: tuple[Any, ...] = times
         position = max(from_position, 1)
-        if position > MAX_VERSION:  # SQLite cannot bind ints beyond 64 bits
+        last = MAX_VERSION if to_position is None else min(to_position, MAX_VERSION)
+        if position > last:
             return
-        sql = f"SELECT {_COLUMNS} FROM events WHERE position >= ? ORDER BY position LIMIT ?"
-        async for event in self._read_pages(sql, (), position, (), key=2):
+        where = f"position >= ? AND position <= ?{time_sql}"
+        if type_names is not None:
+            if not type_names:
+                return
+            where += f" AND type IN ({', '.join('?' * len(type_names))})"
+            params = (*params, *sorted(type_names))
+        if prefixes is not None:
+            if not prefixes:
+                return
+            where += " AND (" + " OR ".join("substr(stream_id, 1, ?) = ?" for _ in prefixes) + ")"
+            params = (*params, *(item for p in prefixes for item in (len(p), p)))
+        sql = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY position LIMIT ?"
+        async for event in self._read_pages(sql, (), position, (last, *params), key=2):
             yield event
 
     async def read_stream_data(
@@ -535,10 +613,70 @@ class SQLiteEventStore(StoreLifecycle):
             if pending is not None:
                 pending.cancel()
 
-    async def stream_version(self, stream_id: str) -> int:
+    async def stream_version(self, stream_id: str, *, at: datetime | None = None) -> int:
         """Return the version of a stream's last event (see :class:`EventStore`)."""
-        rows = await self._fetch(_STREAM_HEAD, (check_stream_id(stream_id),))
+        check_stream_id(stream_id)
+        moment = check_time("at", at)
+        if moment is None:
+            rows = await self._fetch(_STREAM_HEAD, (stream_id,))
+        else:
+            rows = await self._fetch(_STREAM_HEAD_AT, (stream_id, moment.isoformat()))
         return int(rows[0][0])
+
+    async def head_position(self) -> int:
+        """Return the position of the last event (see :class:`EventStore`)."""
+        rows = await self._fetch("SELECT coalesce(max(position), 0) FROM events", ())
+        head = int(rows[0][0])
+        self._watch.advance(head)
+        return head
+
+    async def wait_for_events(self, after_position: int, timeout: float) -> None:  # noqa: ASYNC109  # a poll interval
+        """Return when this store committed an event beyond ``after_position``, or after
+        ``timeout`` (other processes' appends are found by reading again then)."""
+        self._check_open()
+        await self._watch.wait_beyond(after_position, timeout)
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return the checkpoint ``name`` (see :class:`EventStore`)."""
+        rows = await self._fetch(
+            "SELECT position FROM checkpoints WHERE name = ?", (check_checkpoint(name),)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Save the checkpoint ``name`` in the writer's next transaction."""
+        await self._transact(name, position, None)
+
+    async def commit_with_checkpoint(self, name: str, position: int, work: TransactionWork[T]) -> T:
+        """Run ``work(connection)`` and set checkpoint ``name`` to ``position`` atomically.
+
+        ``work`` runs on the writer's thread inside the writer's transaction (in a savepoint of
+        its own), with the ``sqlite3.Connection`` to write the read model through. It must not
+        commit, roll back or touch the event loop. If it raises, its writes are rolled back,
+        the checkpoint is unchanged and the error is raised here.
+        """
+        return cast(T, await self._transact(name, position, work))
+
+    async def _transact(self, name: str, position: int, work: TransactionWork[Any] | None) -> Any:
+        self._check_open()
+        check_checkpoint(name, position)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Transact(name, position, work, future))
+        return await future
+
+    def add_inline_projection(self, name: str, hook: InlineHook) -> None:
+        """Call ``hook(connection, events)`` inside every append's transaction.
+
+        The hook runs on the writer's thread (see :meth:`commit_with_checkpoint`); it gets every
+        event after checkpoint ``name`` through the appended ones, and the checkpoint moves with
+        them. If it raises, the append fails with that error and nothing of it is stored.
+        """
+        self._check_open()
+        self._inline[check_checkpoint(name)] = hook
+
+    def remove_inline_projection(self, name: str) -> None:
+        """Stop calling the inline projection ``name`` (its checkpoint stays)."""
+        self._inline.pop(name, None)
 
     async def load_snapshot(
         self, stream_id: str, max_version: int | None = None
@@ -619,6 +757,24 @@ class SQLiteEventStore(StoreLifecycle):
         return cached
 
 
+def _time_range(since: datetime | None, until: datetime | None) -> tuple[str, tuple[str, ...]]:
+    """SQL conditions for ``[since, until)`` on ``recorded_at``.
+
+    Commit times are stored as ``datetime.isoformat()`` text in UTC, which sorts as the times
+    do, so that a text comparison is a time comparison.
+    """
+    sql = ""
+    params: tuple[str, ...] = ()
+    start, end = check_time("since", since), check_time("until", until)
+    if start is not None:
+        sql += " AND recorded_at >= ?"
+        params += (start.isoformat(),)
+    if end is not None:
+        sql += " AND recorded_at < ?"
+        params += (end.isoformat(),)
+    return sql, params
+
+
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> int:
     rows = list(await conn.execute_fetchall(sql))
     return int(rows[0][0])
@@ -646,14 +802,17 @@ def _commit_batch(
     known_heads: dict[str, int],
     now: datetime,
     now_text: str,
-) -> tuple[list[AppendResult | BaseException | None], dict[str, int]]:
+    *,
+    inline: dict[str, InlineHook] | None,
+) -> tuple[list[Any], dict[str, int], int]:
     """Commit a batch in one transaction, on the connection's thread.
 
-    Returns one result per op (an AppendResult, an error for that op alone, or None for a
-    snapshot) and the stream heads the batch learned. Raises if the transaction fails as a
-    whole; then nothing of the batch is stored.
+    Returns one result per op (an AppendResult, an error for that op alone, or what a
+    transaction's work returned), the stream heads the batch learned, and the head position
+    after the batch. Raises if the transaction fails as a whole; then nothing of the batch is
+    stored.
     """
-    results: list[AppendResult | BaseException | None] = []
+    results: list[Any] = []
     heads: dict[str, int] = {}
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -664,6 +823,9 @@ def _commit_batch(
             if isinstance(op, _SaveSnapshot):
                 conn.execute(_SAVE_SNAPSHOT, (*op.row, now_text))
                 results.append(None)
+                continue
+            if isinstance(op, _Transact):
+                results.append(_transact(conn, op, now_text))
                 continue
             stream_id, expected = op.stream_id, op.expected_version
             head = heads.get(stream_id)
@@ -679,8 +841,9 @@ def _commit_batch(
                 (next_position + i, stream_id, head + i + 1, kind, data, meta, event_id, now_text)
                 for i, (kind, data, meta, event_id) in enumerate(op.rows)
             ]
-            # one statement undoes itself when it fails; several need a savepoint around them
-            single = len(rows) == 1
+            # one statement undoes itself when it fails; several (or inline projections, which
+            # write too) need a savepoint around them
+            single = len(rows) == 1 and not inline
             try:
                 if single:
                     conn.execute(_INSERT_EVENT, rows[0])
@@ -698,6 +861,13 @@ def _commit_batch(
                 else:
                     results.append(_append_refused(conn, stream_id, op.rows, exc))
                 continue
+            if inline:
+                refused = _run_inline(conn, inline, rows, now, now_text)
+                if refused is not None:
+                    conn.execute("ROLLBACK TO append")
+                    conn.execute("RELEASE append")
+                    results.append(refused)
+                    continue
             if not single:
                 conn.execute("RELEASE append")
             count = len(rows)
@@ -709,7 +879,88 @@ def _commit_batch(
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return results, heads
+    return results, heads, next_position - 1
+
+
+def _transact(conn: sqlite3.Connection, op: _Transact, now_text: str) -> Any:
+    """Run a transaction op's work and save its checkpoint in a savepoint; return the outcome.
+
+    A failure of the work is the op's result (the savepoint is rolled back), not the batch's.
+    """
+    if op.work is None:
+        conn.execute(_SAVE_CHECKPOINT, (op.name, op.position, now_text))
+        return None
+    conn.execute("SAVEPOINT transact")
+    try:
+        outcome = op.work(conn)
+        conn.execute(_SAVE_CHECKPOINT, (op.name, op.position, now_text))
+    except Exception as exc:
+        conn.execute("ROLLBACK TO transact")
+        conn.execute("RELEASE transact")
+        return exc
+    conn.execute("RELEASE transact")
+    return outcome
+
+
+def _run_inline(
+    conn: sqlite3.Connection,
+    inline: dict[str, InlineHook],
+    rows: list[tuple[Any, ...]],
+    now: datetime,
+    now_text: str,
+) -> BaseException | None:
+    """Feed the inline projections what they have not seen, up to the new rows.
+
+    Runs inside the append's savepoint; returns the error of a failing projection (the caller
+    rolls the append back) or None.
+    """
+    first, last = rows[0][0], rows[-1][0]
+    for name, hook in inline.items():
+        found = conn.execute("SELECT position FROM checkpoints WHERE name = ?", (name,)).fetchone()
+        done = found[0] if found is not None else 0
+        if done >= last:
+            continue
+        unseen = [
+            StoredEvent(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                decode_json(r[4]),
+                decode_json(r[5]),
+                r[6],
+                datetime.fromisoformat(r[7]),
+            )
+            for r in conn.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE position > ? AND position < ? "
+                "ORDER BY position",
+                (done, first),
+            )
+        ]
+        unseen.extend(
+            StoredEvent(
+                stream_id,
+                version,
+                position,
+                kind,
+                decode_json(data),
+                decode_json(meta),
+                event_id,
+                now,
+            )
+            for position, stream_id, version, kind, data, meta, event_id, _ in rows
+            if position > done
+        )
+        try:
+            hook(conn, unseen)
+        except ActorsourceError as exc:
+            return exc
+        except Exception as exc:
+            error = StoreError(f"inline projection {name!r} failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            return error
+        conn.execute(_SAVE_CHECKPOINT, (name, last, now_text))
+    return None
 
 
 def _append_refused(

@@ -218,12 +218,14 @@ async def test_a_failing_commit_fails_every_append_of_the_batch_and_stores_nothi
     real_commit_batch = sqlite_module._commit_batch
     calls: list[int] = []
 
-    def commit_batch_failing_once(conn: sqlite3.Connection, batch: list[Any], *args: Any) -> Any:
+    def commit_batch_failing_once(
+        conn: sqlite3.Connection, batch: list[Any], *args: Any, **kwargs: Any
+    ) -> Any:
         calls.append(len(batch))
         if len(calls) == 1:
             # the batch's inserts run for real, then COMMIT fails: all must be rolled back
-            return real_commit_batch(_FailingCommit(conn), batch, *args)  # type: ignore[arg-type]
-        return real_commit_batch(conn, batch, *args)
+            return real_commit_batch(_FailingCommit(conn), batch, *args, **kwargs)  # type: ignore[arg-type]
+        return real_commit_batch(conn, batch, *args, **kwargs)
 
     monkeypatch.setattr(sqlite_module, "_commit_batch", commit_batch_failing_once)
     errors: list[StoreError] = []

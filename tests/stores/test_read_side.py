@@ -1,0 +1,314 @@
+"""The store's read side, on every store: filtered global reads, time ranges, checkpoints,
+commit notifications, and read-model transactions (exactly-once and inline projections)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from actorsource import EventStore, SQLiteEventStore, StoredEvent, StoreError
+from actorsource.stores._base import TransactionalStore
+
+from .test_contract import collect, event, everything, positions
+
+
+async def _fill(store: EventStore) -> None:
+    await store.append("Account-1", 0, [event("Opened"), event("Deposited")])
+    await store.append("Order-7", 0, [event("Placed")])
+    await store.append("Account-2", 0, [event("Opened")])
+    await store.append("Accounting-1", 0, [event("Deposited")])
+
+
+async def test_read_all_filters_by_stored_type(store: EventStore) -> None:
+    await _fill(store)
+
+    found = await collect(store.read_all(types=["Deposited", "Placed"]))
+
+    assert [(e.type, e.position) for e in found] == [
+        ("Deposited", 2),
+        ("Placed", 3),
+        ("Deposited", 5),
+    ]
+
+
+async def test_read_all_filters_by_category_up_to_the_dash(store: EventStore) -> None:
+    await _fill(store)
+
+    found = await collect(store.read_all(categories=["Account"]))
+
+    # "Accounting-1" is another category, though it starts with "Account"
+    assert [e.stream_id for e in found] == ["Account-1", "Account-1", "Account-2"]
+
+
+async def test_read_all_filters_combine_with_a_position_range(store: EventStore) -> None:
+    await _fill(store)
+
+    found = await collect(store.read_all(2, to_position=4, categories=["Account", "Order"]))
+
+    assert positions(found) == [2, 3, 4]
+    assert await collect(store.read_all(types=[])) == []
+
+
+async def test_read_all_refuses_a_bare_str_as_a_filter(store: EventStore) -> None:
+    with pytest.raises(ValueError, match="collection of str, got the str 'Deposited'"):
+        await collect(store.read_all(types="Deposited"))
+
+
+async def test_reads_by_time_range_keep_events_recorded_in_it(store: EventStore) -> None:
+    await store.append("Account-1", 0, [event()])
+    (first,) = await everything(store)
+    await store.append("Account-1", 1, [event()])
+    second = (await everything(store))[1]
+    assert second.recorded_at >= first.recorded_at
+
+    since_second = await collect(store.read_all(since=second.recorded_at))
+    until_second = await collect(store.read_stream("Account-1", until=second.recorded_at))
+    window = await collect(
+        store.read_stream(
+            "Account-1",
+            since=first.recorded_at - timedelta(hours=1),
+            until=first.recorded_at + timedelta(hours=1),
+        )
+    )
+
+    assert second.position in positions(since_second)
+    if second.recorded_at > first.recorded_at:
+        assert positions(since_second) == [2]
+        assert positions(until_second) == [1]
+    assert len(window) == 2
+
+
+async def test_a_naive_datetime_is_refused_by_name(store: EventStore) -> None:
+    with pytest.raises(ValueError, match="since must be a timezone-aware datetime"):
+        await collect(store.read_all(since=datetime(2026, 1, 1)))  # noqa: DTZ001
+
+
+async def test_stream_version_at_a_time_is_the_version_then(store: EventStore) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    await store.append("Account-1", 0, [event(), event()])
+    (_, last) = await everything(store)
+
+    assert await store.stream_version("Account-1", at=before) == 0
+    assert await store.stream_version("Account-1", at=last.recorded_at) == 2
+    assert await store.stream_version("Account-1", at=datetime.now(UTC) + timedelta(days=1)) == 2
+
+
+async def test_head_position_is_the_last_position(store: EventStore) -> None:
+    assert await store.head_position() == 0
+    await _fill(store)
+    assert await store.head_position() == 5
+
+
+async def test_checkpoints_start_at_0_and_keep_the_last_saved_position(store: EventStore) -> None:
+    assert await store.load_checkpoint("balances") == 0
+
+    await store.save_checkpoint("balances", 7)
+    await store.save_checkpoint("balances", 9)
+    await store.save_checkpoint("activity", 3)
+
+    assert await store.load_checkpoint("balances") == 9
+    assert await store.load_checkpoint("activity") == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "position", "problem"),
+    [("", 1, "checkpoint name"), (7, 1, "checkpoint name"), ("p", -1, "'p': a position")],
+)
+async def test_a_bad_checkpoint_is_refused_by_name(
+    store: EventStore, name: Any, position: Any, problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        await store.save_checkpoint(name, position)
+
+
+async def test_wait_for_events_wakes_at_the_commit_of_an_append(store: EventStore) -> None:
+    woke: list[int] = []
+
+    async def wait() -> None:
+        await store.wait_for_events(0, timeout=60)
+        woke.append(await store.head_position())
+
+    with anyio.fail_after(10):  # far below the 60 s poll interval: woken, not timed out
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            assert woke == []
+            await store.append("Account-1", 0, [event()])
+
+    assert woke == [1]
+
+
+async def test_wait_for_events_returns_at_once_when_events_are_already_there(
+    store: EventStore,
+) -> None:
+    await store.append("Account-1", 0, [event()])
+    await store.head_position()
+
+    with anyio.fail_after(10):
+        await store.wait_for_events(0, timeout=60)
+
+
+async def test_wait_for_events_gives_up_after_its_timeout(store: EventStore) -> None:
+    with anyio.fail_after(10):
+        await store.wait_for_events(0, timeout=0.01)
+
+
+# -- read-model transactions ---------------------------------------------------------------------
+
+
+async def test_commit_with_checkpoint_runs_the_work_and_moves_the_checkpoint(
+    store: EventStore,
+) -> None:
+    assert isinstance(store, TransactionalStore)
+    seen: list[Any] = []
+
+    result = await store.commit_with_checkpoint("view", 4, lambda tx: seen.append(tx) or "done")
+
+    assert result == "done"
+    assert len(seen) == 1
+    assert await store.load_checkpoint("view") == 4
+
+
+async def test_commit_with_checkpoint_keeps_the_checkpoint_when_the_work_fails(
+    store: EventStore,
+) -> None:
+    assert isinstance(store, TransactionalStore)
+    await store.save_checkpoint("view", 2)
+
+    def fail(_: Any) -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        await store.commit_with_checkpoint("view", 4, fail)
+
+    assert await store.load_checkpoint("view") == 2
+
+
+async def test_an_inline_projection_sees_every_event_once_from_its_checkpoint(
+    store: EventStore,
+) -> None:
+    assert isinstance(store, TransactionalStore)
+    await store.append("Account-1", 0, [event("Opened")])  # before the projection existed
+    seen: list[StoredEvent] = []
+    store.add_inline_projection("inline", lambda _tx, events: seen.extend(events))
+
+    await store.append("Account-1", 1, [event("Deposited"), event("Deposited")])
+    await store.append("Account-2", 0, [event("Opened")])
+    store.remove_inline_projection("inline")
+    await store.append("Account-2", 1, [event("Closed")])
+
+    assert [(e.stream_id, e.version, e.type) for e in seen] == [
+        ("Account-1", 1, "Opened"),
+        ("Account-1", 2, "Deposited"),
+        ("Account-1", 3, "Deposited"),
+        ("Account-2", 1, "Opened"),
+    ]
+    assert positions(seen) == [1, 2, 3, 4]
+    assert await store.load_checkpoint("inline") == 4
+
+
+async def test_a_failing_inline_projection_fails_the_append_and_stores_nothing(
+    store: EventStore,
+) -> None:
+    assert isinstance(store, TransactionalStore)
+    await store.append("Account-1", 0, [event()])
+
+    def refuse(_tx: Any, events: list[StoredEvent]) -> None:
+        if any(e.type == "Poison" for e in events):
+            raise ValueError("cannot project Poison")
+
+    store.add_inline_projection("strict", refuse)
+
+    with pytest.raises(StoreError, match=r"inline projection 'strict' failed.*Poison"):
+        await store.append("Account-1", 1, [event(), event("Poison")])
+
+    assert positions(await everything(store)) == [1]
+    assert await store.stream_version("Account-1") == 1
+    assert await store.load_checkpoint("strict") == 0
+    await store.append("Account-1", 1, [event()])  # the store goes on
+    assert await store.load_checkpoint("strict") == 2
+
+
+# -- SQLite: read models in the same file ------------------------------------------------------
+
+
+async def test_sqlite_read_model_writes_commit_with_the_checkpoint_or_not_at_all(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteEventStore(tmp_path / "events.db") as store:
+
+        def create(conn: sqlite3.Connection) -> None:
+            conn.execute("CREATE TABLE balances (account TEXT PRIMARY KEY, amount INTEGER)")
+
+        def write_then_fail(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO balances VALUES ('a', 10)")
+            raise RuntimeError("handler failed after writing")
+
+        await store.commit_with_checkpoint("balances", 0, create)
+        with pytest.raises(RuntimeError, match="after writing"):
+            await store.commit_with_checkpoint("balances", 5, write_then_fail)
+        await store.commit_with_checkpoint(
+            "balances", 6, lambda conn: conn.execute("INSERT INTO balances VALUES ('b', 1)")
+        )
+
+    with sqlite3.connect(tmp_path / "events.db") as conn:
+        assert conn.execute("SELECT account, amount FROM balances").fetchall() == [("b", 1)]
+        assert conn.execute("SELECT position FROM checkpoints").fetchall() == [(6,)]
+
+
+async def test_sqlite_inline_projection_writes_roll_back_with_a_refused_append(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteEventStore(tmp_path / "events.db") as store:
+        await store.commit_with_checkpoint(
+            "count", 0, lambda conn: conn.execute("CREATE TABLE counts (n INTEGER)")
+        )
+
+        def count(conn: sqlite3.Connection, events: list[StoredEvent]) -> None:
+            conn.executemany("INSERT INTO counts VALUES (?)", [(e.position,) for e in events])
+            if any(e.type == "Poison" for e in events):
+                raise ValueError("poison")
+
+        store.add_inline_projection("count", count)
+        await store.append("Account-1", 0, [event()])
+        with pytest.raises(StoreError, match="poison"):
+            await store.append("Account-1", 1, [event("Poison")])
+        await store.append("Account-1", 1, [event()])
+
+    with sqlite3.connect(tmp_path / "events.db") as conn:
+        assert conn.execute("SELECT n FROM counts ORDER BY n").fetchall() == [(1,), (2,)]
+
+
+async def test_a_version_1_sqlite_file_is_upgraded_to_hold_checkpoints(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append("Account-1", 0, [event()])
+    with sqlite3.connect(path) as conn:  # what version 1 of the schema was
+        conn.execute("DROP TABLE checkpoints")
+        conn.execute("PRAGMA user_version = 1")
+
+    async with SQLiteEventStore(path) as store:
+        await store.save_checkpoint("view", 1)
+        assert await store.load_checkpoint("view") == 1
+        assert positions(await everything(store)) == [1]
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+
+
+async def test_another_process_appends_are_seen_by_polling_not_by_notification(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    async with SQLiteEventStore(path) as reader, SQLiteEventStore(path) as writer:
+        await writer.append("Account-1", 0, [event()])
+
+        with anyio.fail_after(10):
+            await reader.wait_for_events(0, timeout=0.01)  # not woken: the poll interval ends
+        assert positions(await everything(reader)) == [1]
+        assert await reader.head_position() == 1
