@@ -236,9 +236,7 @@ class InMemoryEventStore(StoreLifecycle):
         self._check_open()
         self._checkpoints[check_checkpoint(name, position)] = position
 
-    async def commit_with_checkpoint(
-        self, name: str, position: int, work: TransactionWork[T]
-    ) -> T:
+    async def commit_with_checkpoint(self, name: str, position: int, work: TransactionWork[T]) -> T:
         """Run ``work(None)`` and set the checkpoint in one step (see TransactionalStore)."""
         self._check_open()
         check_checkpoint(name, position)

@@ -394,9 +394,7 @@ async def test_unserializable_data_or_metadata_raises_codec_error_naming_the_eve
     assert await everything(store) == before
 
 
-@pytest.mark.parametrize(
-    "state", [{"x": object()}, {"x": float("nan")}], ids=["object", "nan"]
-)
+@pytest.mark.parametrize("state", [{"x": object()}, {"x": float("nan")}], ids=["object", "nan"])
 async def test_unserializable_snapshot_state_raises_codec_error(
     store: EventStore, state: dict[str, Any]
 ) -> None:
@@ -409,9 +407,7 @@ async def test_unserializable_snapshot_state_raises_codec_error(
 # -- invalid arguments ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "stream_id", ["", None, 42, b"bytes", "lone \ud800 surrogate"], ids=repr
-)
+@pytest.mark.parametrize("stream_id", ["", None, 42, b"bytes", "lone \ud800 surrogate"], ids=repr)
 async def test_invalid_stream_id_is_rejected_by_every_operation(
     store: EventStore, stream_id: Any
 ) -> None:
@@ -687,9 +683,7 @@ async def test_concurrent_appends_with_the_same_expected_version_exactly_one_win
     assert stored[1].data == {"n": wins[0]}
 
 
-async def test_close_finishes_an_append_already_under_way(
-    store_kind: str, tmp_path: Path
-) -> None:
+async def test_close_finishes_an_append_already_under_way(store_kind: str, tmp_path: Path) -> None:
     store = make_store(store_kind, tmp_path)
     await store.open()
     results: list[AppendResult] = []
@@ -842,8 +836,15 @@ async def test_read_all_is_exactly_the_model_log(
         assert (result.version, result.first_position) == (head + len(new), first_position)
         for i, e in enumerate(new):
             log.append(
-                (stream_id, head + i + 1, first_position + i, e.type, e.data, e.metadata,
-                 e.event_id)
+                (
+                    stream_id,
+                    head + i + 1,
+                    first_position + i,
+                    e.type,
+                    e.data,
+                    e.metadata,
+                    e.event_id,
+                )
             )
         heads[stream_id] = head + len(new)
 
@@ -854,4 +855,3 @@ async def test_read_all_is_exactly_the_model_log(
     assert stored == log
     for stream_id, head in heads.items():
         assert await store.stream_version(stream_id) == head
-

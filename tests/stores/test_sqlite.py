@@ -82,9 +82,7 @@ async def test_reads_page_through_more_rows_than_one_page(db_path: Path) -> None
         in_stream = await collect(store.read_stream("a"))
         assert [e.version for e in in_stream] == list(range(1, 9))
         assert [e.data["n"] for e in in_stream] == list(range(8))
-        assert [e.version for e in await collect(store.read_stream("a", 2, 7))] == list(
-            range(2, 8)
-        )
+        assert [e.version for e in await collect(store.read_stream("a", 2, 7))] == list(range(2, 8))
         assert [e.position for e in await collect(store.read_all())] == list(range(1, 13))
         assert [e.position for e in await collect(store.read_all(4))] == list(range(4, 13))
 
