@@ -8,7 +8,9 @@ General layout (lower layers never import higher ones)::
     _codec             L2  event/state <-> JSON-ready dicts, by stable type names
     stores/            L3  the EventStore contract; memory and SQLite stores
     _actor             L4  one aggregate's mailbox loop
-    _runtime           L5  live actors, activation, passivation, refs, statistics
+    _runtime, _projection
+                       L5  live actors, activation, passivation, refs, statistics, time
+                           travel; projections run from checkpoints
     cli                L6  the command line (``actorsource bench``)
 
 This module is the only public surface.
@@ -28,10 +30,15 @@ from ._errors import EventApplyError as EventApplyError
 from ._errors import IncompatibleStoreError as IncompatibleStoreError
 from ._errors import InvalidEventError as InvalidEventError
 from ._errors import MailboxFullError as MailboxFullError
+from ._errors import ProjectionError as ProjectionError
 from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownCommandError as UnknownCommandError
+from ._projection import Projection as Projection
+from ._projection import ProjectionContext as ProjectionContext
+from ._projection import ProjectionStatus as ProjectionStatus
+from ._projection import handle as handle
 from ._records import AppendResult as AppendResult
 from ._records import NewEvent as NewEvent
 from ._records import RecordedEvent as RecordedEvent
@@ -42,6 +49,7 @@ from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeState as RuntimeState
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from .stores._base import EventStore as EventStore
+from .stores._base import TransactionalStore as TransactionalStore
 from .stores.memory import InMemoryEventStore as InMemoryEventStore
 from .stores.sqlite import SQLiteEventStore as SQLiteEventStore
 
@@ -63,6 +71,10 @@ __all__ = [
     "InvalidEventError",
     "MailboxFullError",
     "NewEvent",
+    "Projection",
+    "ProjectionContext",
+    "ProjectionError",
+    "ProjectionStatus",
     "RecordedEvent",
     "Rejected",
     "Runtime",
@@ -73,9 +85,11 @@ __all__ = [
     "SnapshotRecord",
     "StoreError",
     "StoredEvent",
+    "TransactionalStore",
     "UnknownCommandError",
     "apply",
     "command",
+    "handle",
 ]
 
 __version__ = "0.1.0"

@@ -35,6 +35,7 @@ from ._errors import (
     CodecError,
     ConcurrencyError,
     EventApplyError,
+    ProjectionError,
     StoreError,
 )
 from ._ids import new_event_id
@@ -404,6 +405,30 @@ class Actor:
     def _where(self, version: int) -> str:
         return f" (stream {self.stream_id!r}, version {version})"
 
+    async def state_at(self, version: int) -> Any:
+        """Return the aggregate's state after event ``version`` (time travel).
+
+        Starts from the latest usable snapshot at or before ``version`` and replays the events
+        after it, as loading does; the actor's own state is left alone (a throwaway actor,
+        never registered with the runtime, does this for ``Runtime.state_at``).
+        """
+        context = self.context
+        state, at = self.decider.initial_state, 0
+        if version > 0:
+            snapshot = await context.store.load_snapshot(self.stream_id, max_version=version)
+            decoded = self._decode_snapshot(snapshot) if snapshot is not None else None
+            if decoded is not None:
+                assert snapshot is not None
+                state, at = decoded[0], snapshot.version
+        page: list[tuple[int, str, JSONDict]] = []
+        async for stored in context.store.read_stream(self.stream_id, at + 1, version):
+            page.append((stored.version, stored.type, stored.data))
+            if len(page) == 1000:
+                state, at = self._replay(state, at, page)
+                page = []
+        state, at = self._replay(state, at, page)
+        return state
+
     def unload(self) -> None:
         """Drop the in-memory state; the next message reloads it from the store."""
         self.loaded = False
@@ -492,12 +517,12 @@ class Actor:
         # store failure: nothing was stored; the actor must not trust its state
         self.unload()
         self.context.counters.actor_failures += 1
-        if not isinstance(exc, CodecError):  # bad input is no reason to spare the store
+        if not isinstance(exc, (CodecError, ProjectionError)):  # no reason to spare the store
             # the next load waits out a backoff, so that a failing store is not hammered
             self.context.supervisor.failed(self.stream_id, f"appending failed: {exc}")
         logger.warning("append failed", extra={"stream_id": self.stream_id, "error": str(exc)})
         failure: Exception
-        if isinstance(exc, (StoreError, CodecError)):
+        if isinstance(exc, (StoreError, CodecError, ProjectionError)):
             failure = exc
         else:
             failure = StoreError(f"appending to {self.stream_id!r} failed: {exc}")

@@ -138,7 +138,13 @@ def _lookup(table: dict[type, Callable[..., Any]], kind: type) -> Callable[..., 
     return handler
 
 
-def _handlers(cls: type, mark: str, decorator: str) -> dict[type, Callable[..., Any]]:
+def _handlers(
+    cls: type, mark: str, decorator: str, *, optional_arguments: int = 0
+) -> dict[type, Callable[..., Any]]:
+    """Map each type that ``cls``'s methods marked with ``mark`` handle to its method.
+
+    :param optional_arguments: how many arguments a handler may take after the dispatched one
+    """
     by_name: dict[str, Callable[..., Any]] = {}
     for klass in reversed(cls.__mro__):
         for attr, member in vars(klass).items():
@@ -146,7 +152,7 @@ def _handlers(cls: type, mark: str, decorator: str) -> dict[type, Callable[..., 
                 by_name[attr] = member
     table: dict[type, Callable[..., Any]] = {}
     for attr, method in by_name.items():
-        for handled in _argument_types(cls, method, decorator):
+        for handled in _argument_types(cls, method, decorator, optional_arguments):
             if handled in table:
                 msg = (
                     f"{cls.__qualname__} has two {decorator} handlers for "
@@ -157,11 +163,19 @@ def _handlers(cls: type, mark: str, decorator: str) -> dict[type, Callable[..., 
     return table
 
 
-def _argument_types(cls: type, method: Callable[..., Any], decorator: str) -> list[type]:
+def _argument_types(
+    cls: type, method: Callable[..., Any], decorator: str, optional_arguments: int
+) -> list[type]:
     where = f"{cls.__qualname__}.{method.__name__}"
     params = list(inspect.signature(method).parameters.values())
-    if len(params) != 2:
-        msg = f"{decorator} method {where} must take exactly one argument besides self"
+    if not 2 <= len(params) <= 2 + optional_arguments:
+        if optional_arguments:
+            msg = (
+                f"{decorator} method {where} must take the event and at most "
+                f"{optional_arguments} more argument(s) besides self"
+            )
+        else:
+            msg = f"{decorator} method {where} must take exactly one argument besides self"
         raise DefinitionError(msg)
     try:
         hints = typing.get_type_hints(method)

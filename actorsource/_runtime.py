@@ -7,6 +7,7 @@ import enum
 import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar, overload
 
@@ -17,13 +18,21 @@ from ._actor import COMMAND, GET_STATE, Actor, ActorContext, Counters, Message, 
 from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
-from ._errors import AskTimeoutError, MailboxFullError, RuntimeClosedError, StoreError
+from ._errors import (
+    AskTimeoutError,
+    DefinitionError,
+    MailboxFullError,
+    RuntimeClosedError,
+    StoreError,
+)
+from ._projection import Projection, ProjectionRunner, ProjectionStatus, compile_projection
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord
-from .stores._base import EventStore
+from .stores._base import EventStore, TransactionalStore
 
 logger = logging.getLogger("actorsource.runtime")
 
 A = TypeVar("A", bound=Aggregate)
+P = TypeVar("P", bound=Projection)
 _T = TypeVar("_T")
 S = TypeVar("S")
 
@@ -67,6 +76,25 @@ class RuntimeStatistics:
     actor_failures: int
     #: messages waiting in mailboxes now
     queued_messages: int
+    #: each projection's position, state and lag (a rebuild in progress is listed too)
+    projections: tuple[ProjectionStatus, ...] = ()
+
+
+@attrs.define(slots=True)
+class _ProjectionEntry:
+    """A projection added to the runtime: its runner, and the task running it."""
+
+    runner: ProjectionRunner
+    changed: asyncio.Event = attrs.Factory(asyncio.Event)
+    scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
+    done: asyncio.Event = attrs.Factory(asyncio.Event)
+    started: bool = False
+    rebuild: ProjectionRunner | None = None
+
+    def wire(self, runner: ProjectionRunner) -> None:
+        self.runner = runner
+        runner.on_progress = self.changed.set
+        self.changed.set()
 
 
 class Runtime:
@@ -93,6 +121,8 @@ class Runtime:
         wait their turn (their messages stay queued)
     :param activation_timeout: seconds a load may take before its messages fail with
         :class:`ActorFailedError` (``None``: no limit)
+    :param poll_interval: seconds between projections' reads for events that other processes
+        appended (this process's appends wake them at once)
     :param shutdown_timeout: seconds leaving the context may spend processing what was
         accepted; then queued messages fail with :class:`RuntimeClosedError` and a warning
         names the aggregates (``None``: no limit)
@@ -112,6 +142,7 @@ class Runtime:
         shutdown_timeout: float | None = None,
         max_activations: int = 64,
         activation_timeout: float | None = None,
+        poll_interval: float = 0.5,
     ) -> None:
         _check_optional_positive("snapshot_every", snapshot_every)
         _check_optional_positive("max_active", max_active)
@@ -182,6 +213,11 @@ class Runtime:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._timer_scope = anyio.CancelScope()
         self._deciders: dict[object, Decider[Any, Any, Any]] = {}
+        if not poll_interval > 0:
+            msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
+            raise ValueError(msg)
+        self.poll_interval = poll_interval
+        self._projections: dict[str, _ProjectionEntry] = {}
 
     def __repr__(self) -> str:
         return f"<Runtime {self._state.value} store={self.store!r} active={self._active}>"
@@ -208,6 +244,8 @@ class Runtime:
             self._timer_scope = anyio.CancelScope()
             task_group.start_soon(self._run_timer, name="actorsource passivation")
         self._state = RuntimeState.OPEN
+        for entry in self._projections.values():
+            self._start_projection(entry)
         logger.debug("runtime opened", extra={"store": repr(self.store)})
         return self
 
@@ -235,8 +273,10 @@ class Runtime:
                 if grace.cancelled_caught:
                     self._abandon_in_flight()
                     task_group.cancel_scope.cancel()  # snapshot saves on a hung store too
-            # stop the passivation timer; leaving the task group waits for snapshot saves
+            # stop the passivation timer and the projections; leaving the task group waits for
+            # snapshot saves
             self._timer_scope.cancel()
+            await self._stop_projections()
         except BaseException:
             for task in self._tasks:
                 task.cancel()
@@ -313,6 +353,10 @@ class Runtime:
         :param aggregate_id: any non-empty str
         :raises DefinitionError: if the aggregate class is malformed
         """
+        decider = self._decider(aggregate, aggregate_id)
+        return AggregateRef(self, decider, aggregate_id, f"{decider.name}-{aggregate_id}")
+
+    def _decider(self, aggregate: Any, aggregate_id: str) -> Decider[Any, Any, Any]:
         if not isinstance(aggregate_id, str) or not aggregate_id:
             msg = f"an aggregate id must be a non-empty str, got {aggregate_id!r}"
             raise ValueError(msg)
@@ -321,7 +365,256 @@ class Runtime:
             decider = aggregate if isinstance(aggregate, Decider) else decider_of(aggregate)
             self._codec.register_events(decider.event_types)
             self._deciders[aggregate] = decider
-        return AggregateRef(self, decider, aggregate_id, f"{decider.name}-{aggregate_id}")
+        return decider
+
+    # -- time travel ---------------------------------------------------------------------------
+
+    @overload
+    async def state_at(
+        self,
+        aggregate: type[A],
+        aggregate_id: str,
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> A: ...
+
+    @overload
+    async def state_at(
+        self,
+        aggregate: Decider[Any, Any, S],
+        aggregate_id: str,
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> S: ...
+
+    async def state_at(
+        self,
+        aggregate: Any,
+        aggregate_id: str,
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> Any:
+        """Return an aggregate's state as it was after event ``version``, or at time ``at``.
+
+        Replays from the nearest snapshot at or before that version (if there is a usable
+        one); the live actor, if any, is not involved. ``version=0``, or a time before the
+        first event, gives the initial state.
+
+        :raises ValueError: unless exactly one of ``version`` and ``at`` is given, or if the
+            stream has no such version yet
+        """
+        decider = self._decider(aggregate, aggregate_id)
+        stream_id = f"{decider.name}-{aggregate_id}"
+        if (version is None) == (at is None):
+            msg = f"state_at({stream_id!r}) needs exactly one of version= and at="
+            raise ValueError(msg)
+        if self._state is not RuntimeState.OPEN:
+            raise RuntimeClosedError(self._closed_message(stream_id))
+        if at is not None:
+            version = await self.store.stream_version(stream_id, at=at)
+        else:
+            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+                msg = f"state_at({stream_id!r}): version must be an int >= 0, got {version!r}"
+                raise ValueError(msg)
+            head = await self.store.stream_version(stream_id)
+            if version > head:
+                msg = f"{stream_id!r} is at version {head}: it has no version {version} yet"
+                raise ValueError(msg)
+        assert version is not None
+        return await Actor(self._context, decider, stream_id).state_at(version)
+
+    # -- projections ---------------------------------------------------------------------------
+
+    def add_projection(
+        self, projection: Projection, *, batch_size: int = 500, poll_interval: float | None = None
+    ) -> None:
+        """Run a projection from its checkpoint, in the background (or inline with appends).
+
+        May be called before entering the runtime (it starts on entry) or while it is open.
+
+        :param batch_size: events handled per checkpoint save (per transaction in the
+            exactly-once mode)
+        :param poll_interval: seconds between polls for other processes' events (default:
+            the runtime's ``poll_interval``)
+        :raises DefinitionError: if the projection class is malformed, or needs transactions
+            the store does not have
+        :raises ValueError: if a projection of that name was already added
+        """
+        compiled = compile_projection(type(projection))
+        if compiled.name in self._projections:
+            msg = f"a projection named {compiled.name!r} was already added to this runtime"
+            raise ValueError(msg)
+        if compiled.mode != "at_least_once" and not isinstance(self.store, TransactionalStore):
+            msg = (
+                f"projection {compiled.name!r} is {compiled.mode}, but {self.store!r} cannot "
+                "run read-model writes in its transactions; use at_least_once"
+            )
+            raise DefinitionError(msg)
+        if self._state not in (RuntimeState.UNOPENED, RuntimeState.OPEN):
+            raise RuntimeClosedError(f"cannot add projection {compiled.name!r}: runtime closed")
+        _check_optional_positive("batch_size", batch_size)
+        runner = self._runner(projection, compiled.name, batch_size, poll_interval)
+        entry = _ProjectionEntry(runner)
+        entry.wire(runner)
+        self._projections[compiled.name] = entry
+        if self._state is RuntimeState.OPEN:
+            self._start_projection(entry)
+
+    def _runner(
+        self, projection: Projection, name: str, batch_size: int, poll_interval: float | None
+    ) -> ProjectionRunner:
+        return ProjectionRunner(
+            projection,
+            name=name,
+            store=self.store,
+            codec=self._codec,
+            runtime=self,
+            batch_size=batch_size,
+            poll_interval=self.poll_interval if poll_interval is None else poll_interval,
+            max_backoff=30.0,
+        )
+
+    def _start_projection(self, entry: _ProjectionEntry) -> None:
+        assert self._task_group is not None
+        entry.scope, entry.done, entry.started = anyio.CancelScope(), asyncio.Event(), True
+        self._task_group.start_soon(
+            self._run_projection, entry, name=f"actorsource projection {entry.runner.name}"
+        )
+
+    async def _run_projection(self, entry: _ProjectionEntry) -> None:
+        runner = entry.runner
+        try:
+            with entry.scope:
+                await runner.start()
+                if runner.compiled.mode == "inline":
+                    await runner.run_inline()
+                else:
+                    await runner.run()
+        finally:
+            if runner.compiled.mode == "inline" and isinstance(self.store, TransactionalStore):
+                self.store.remove_inline_projection(runner.name)
+            runner.state = "stopped"
+            entry.done.set()
+
+    async def _stop_projections(self) -> None:
+        for entry in self._projections.values():
+            entry.scope.cancel()
+        for entry in self._projections.values():
+            if entry.started:
+                await entry.done.wait()
+
+    def _entry(self, projection: str | type[Projection] | Projection) -> _ProjectionEntry:
+        if isinstance(projection, str):
+            name = projection
+        else:
+            cls = projection if isinstance(projection, type) else type(projection)
+            name = compile_projection(cls).name
+        entry = self._projections.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self._projections)) or "none"
+            msg = f"no projection named {name!r} was added to this runtime (added: {known})"
+            raise LookupError(msg)
+        return entry
+
+    @overload
+    def projection(self, projection: type[P]) -> P: ...
+
+    @overload
+    def projection(self, projection: str) -> Projection: ...
+
+    def projection(self, projection: str | type[Projection]) -> Projection:
+        """Return the projection instance serving reads now (by class or name).
+
+        After a rebuild this is the rebuilt instance.
+
+        :raises LookupError: if no such projection was added
+        """
+        return self._entry(projection).runner.projection
+
+    async def wait_for_projection(
+        self, projection: str | type[Projection] | Projection, position: int | None = None
+    ) -> None:
+        """Wait until a projection handled every event up to ``position``.
+
+        For an inline projection, also until appends run its handlers (so that every later
+        ``ask`` returns with the read model up to date).
+
+        :param position: a global position (for example ``recorded[-1].position`` of an
+            ``ask``), default: the store's head now
+        :raises LookupError: if no such projection was added
+        """
+        entry = self._entry(projection)
+        if position is None:
+            position = await self.store.head_position()
+        while entry.runner.position < position or (
+            # an inline projection serves reads-after-writes only once appends call it
+            entry.runner.compiled.mode == "inline" and entry.runner.state != "live"
+        ):
+            entry.changed.clear()
+            await entry.changed.wait()
+
+    async def rebuild_projection(
+        self,
+        projection: str | type[Projection],
+        *,
+        factory: Callable[[], P] | None = None,
+        from_position: int = 1,
+    ) -> Projection:
+        """Build a projection again from ``from_position`` into a fresh instance, then swap.
+
+        The current instance keeps serving (and following new events) until the new one has
+        caught up with the head; then the new one takes its place and its checkpoint.
+        Returns the new instance.
+
+        :param factory: makes the fresh instance (default: the projection's class, called
+            with no arguments)
+        :raises LookupError: if no such projection was added
+        """
+        entry = self._entry(projection)
+        if self._state is not RuntimeState.OPEN:
+            raise RuntimeClosedError(f"cannot rebuild {entry.runner.name!r}: runtime not open")
+        if entry.rebuild is not None:
+            msg = f"projection {entry.runner.name!r} is already being rebuilt"
+            raise ValueError(msg)
+        old = entry.runner
+        if not isinstance(from_position, int) or from_position < 1:
+            msg = f"from_position must be an int >= 1, got {from_position!r}"
+            raise ValueError(msg)
+        fresh: Projection = factory() if factory is not None else type(old.projection)()
+        if compile_projection(type(fresh)).name != old.name:
+            msg = f"the factory made a {type(fresh).__qualname__}, not a {old.name!r} projection"
+            raise DefinitionError(msg)
+        temporary = f"{old.name}:rebuild"
+        await self.store.save_checkpoint(temporary, from_position - 1)
+        runner = self._runner(fresh, temporary, old.batch_size, old.poll_interval)
+        runner.state = "rebuilding"
+        entry.rebuild = runner
+        try:
+            await runner.start()
+            await runner.run(until_caught_up=True)
+            # swap: stop the old one first, so that its last checkpoint save comes before ours
+            entry.scope.cancel()
+            if entry.started:
+                await entry.done.wait()
+            await self.store.save_checkpoint(old.name, runner.position)
+        finally:
+            entry.rebuild = None
+        runner.name = old.name
+        runner.state = "catching_up"
+        entry.wire(runner)
+        self._start_projection(entry)
+        logger.info(
+            "projection rebuilt",
+            extra={
+                "projection": old.name,
+                "from_position": from_position,
+                "position": runner.position,
+            },
+        )
+        return fresh
 
     def _actor_for(self, ref: AggregateRef[Any]) -> Actor:
         if self._state is not RuntimeState.OPEN:
@@ -541,6 +834,14 @@ class Runtime:
             conflicts_retried=c.conflicts_retried,
             actor_failures=c.actor_failures,
             queued_messages=sum(len(a.mailbox) for a in self._actors.values()),
+            projections=tuple(
+                status
+                for entry in self._projections.values()
+                for status in (
+                    entry.runner.status(),
+                    *([entry.rebuild.status()] if entry.rebuild is not None else []),
+                )
+            ),
         )
 
 

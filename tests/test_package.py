@@ -20,6 +20,7 @@ LAYERS = {
     "stores": 3,
     "_actor": 4,
     "_runtime": 5,
+    "_projection": 5,
     "cli": 6,
     "bench": 6,
     "testing": 6,

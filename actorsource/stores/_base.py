@@ -156,13 +156,13 @@ class TransactionalStore(EventStore, Protocol):
         """
         ...
 
-    def add_inline_projection(self, name: str, hook: InlineHook) -> None:
+    async def add_inline_projection(self, name: str, hook: InlineHook) -> None:
         """Call ``hook(transaction, events)`` inside every append's transaction.
 
-        The hook receives every event after checkpoint ``name`` up to the appended ones (so an
-        inline projection registered late still sees every event once), and the checkpoint
-        moves to the last of them in the same transaction. If the hook raises, the append
-        fails with that error and nothing of it is stored.
+        First the hook gets every event after checkpoint ``name`` (so that it sees every event
+        once, however late it is added); then, in each append's transaction, the appended
+        events, and the checkpoint moves with them. If the hook raises, the append fails with
+        that error and nothing of it is stored.
         """
         ...
 

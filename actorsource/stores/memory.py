@@ -162,7 +162,7 @@ class InMemoryEventStore(StoreLifecycle):
                 msg = f"inline projection {name!r} failed: {type(exc).__name__}: {exc}"
                 raise StoreError(msg) from exc
         for name in self._inline:
-            self._checkpoints[name] = max(self._checkpoints.get(name, 0), last)
+            self._checkpoints[name] = last
 
     async def read_stream(
         self,
@@ -245,10 +245,18 @@ class InMemoryEventStore(StoreLifecycle):
         await asyncio.sleep(0)
         return result
 
-    def add_inline_projection(self, name: str, hook: InlineHook) -> None:
-        """Call ``hook`` inside every append (see TransactionalStore)."""
+    async def add_inline_projection(self, name: str, hook: InlineHook) -> None:
+        """Call ``hook`` inside every append, after feeding it what it missed (see
+        TransactionalStore)."""
         self._check_open()
-        self._inline[check_checkpoint(name)] = hook
+        check_checkpoint(name)
+        done = self._checkpoints.get(name, 0)
+        unseen = self._log[done:]
+        if unseen:
+            hook(None, [_stored(row) for row in unseen])
+            self._checkpoints[name] = unseen[-1].position
+        self._inline[name] = hook
+        await asyncio.sleep(0)
 
     def remove_inline_projection(self, name: str) -> None:
         """Stop calling the inline projection ``name`` (see TransactionalStore)."""

@@ -140,7 +140,16 @@ class _Transact:
     future: asyncio.Future[Any]
 
 
-_Op = _Append | _SaveSnapshot | _Transact
+@attrs.define(slots=True)
+class _CatchUpInline:
+    """Feed a newly added inline projection every event after its checkpoint."""
+
+    name: str
+    hook: InlineHook
+    future: asyncio.Future[Any]
+
+
+_Op = _Append | _SaveSnapshot | _Transact | _CatchUpInline
 
 
 class SQLiteEventStore(StoreLifecycle):
@@ -664,15 +673,31 @@ class SQLiteEventStore(StoreLifecycle):
         self._enqueue(_Transact(name, position, work, future))
         return await future
 
-    def add_inline_projection(self, name: str, hook: InlineHook) -> None:
+    async def add_inline_projection(self, name: str, hook: InlineHook) -> None:
         """Call ``hook(connection, events)`` inside every append's transaction.
 
         The hook runs on the writer's thread (see :meth:`commit_with_checkpoint`); it gets every
         event after checkpoint ``name`` through the appended ones, and the checkpoint moves with
         them. If it raises, the append fails with that error and nothing of it is stored.
+        When this returns, the hook has seen every event committed before (in one transaction:
+        catch a long history up with :meth:`commit_with_checkpoint` batches first).
+
+        :raises Exception: what the hook raised on the events it missed (it is not added then)
         """
         self._check_open()
-        self._inline[check_checkpoint(name)] = hook
+        check_checkpoint(name)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # added first, so that no append commits between the catch-up and the hook
+        self._inline[name] = hook
+        self._enqueue(_CatchUpInline(name, hook, future))
+        try:
+            error = await future
+        except BaseException:
+            self._inline.pop(name, None)
+            raise
+        if error is not None:
+            self._inline.pop(name, None)
+            raise error
 
     def remove_inline_projection(self, name: str) -> None:
         """Stop calling the inline projection ``name`` (its checkpoint stays)."""
@@ -827,6 +852,9 @@ def _commit_batch(
             if isinstance(op, _Transact):
                 results.append(_transact(conn, op, now_text))
                 continue
+            if isinstance(op, _CatchUpInline):
+                results.append(_catch_up_inline(conn, op, next_position, now, now_text))
+                continue
             stream_id, expected = op.stream_id, op.expected_version
             head = heads.get(stream_id)
             if head is None:
@@ -909,58 +937,86 @@ def _run_inline(
     now: datetime,
     now_text: str,
 ) -> BaseException | None:
-    """Feed the inline projections what they have not seen, up to the new rows.
+    """Feed the inline projections the new rows (and what they missed before them).
 
     Runs inside the append's savepoint; returns the error of a failing projection (the caller
     rolls the append back) or None.
     """
-    first, last = rows[0][0], rows[-1][0]
     for name, hook in inline.items():
-        found = conn.execute("SELECT position FROM checkpoints WHERE name = ?", (name,)).fetchone()
-        done = found[0] if found is not None else 0
-        if done >= last:
-            continue
-        unseen = [
-            StoredEvent(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                decode_json(r[4]),
-                decode_json(r[5]),
-                r[6],
-                datetime.fromisoformat(r[7]),
-            )
-            for r in conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE position > ? AND position < ? "
-                "ORDER BY position",
-                (done, first),
-            )
-        ]
-        unseen.extend(
-            StoredEvent(
-                stream_id,
-                version,
-                position,
-                kind,
-                decode_json(data),
-                decode_json(meta),
-                event_id,
-                now,
-            )
-            for position, stream_id, version, kind, data, meta, event_id, _ in rows
-            if position > done
+        error = _feed_inline(
+            conn, name, hook, rows=rows, first_new=rows[0][0], now=now, now_text=now_text
         )
-        try:
-            hook(conn, unseen)
-        except ActorsourceError as exc:
-            return exc
-        except Exception as exc:
-            error = StoreError(f"inline projection {name!r} failed: {type(exc).__name__}: {exc}")
-            error.__cause__ = exc
+        if error is not None:
             return error
-        conn.execute(_SAVE_CHECKPOINT, (name, last, now_text))
     return None
+
+
+def _feed_inline(
+    conn: sqlite3.Connection,
+    name: str,
+    hook: InlineHook,
+    *,
+    rows: list[tuple[Any, ...]],
+    first_new: int,
+    now: datetime,
+    now_text: str,
+) -> BaseException | None:
+    """Call one inline projection with every event after its checkpoint, then move it.
+
+    ``rows`` are event rows inserted by this transaction (from position ``first_new`` on);
+    the events before them are read back from the table.
+    """
+    found = conn.execute("SELECT position FROM checkpoints WHERE name = ?", (name,)).fetchone()
+    done = found[0] if found is not None else 0
+    unseen = [
+        StoredEvent(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            decode_json(r[4]),
+            decode_json(r[5]),
+            r[6],
+            datetime.fromisoformat(r[7]),
+        )
+        for r in conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE position > ? AND position < ? ORDER BY position",
+            (done, first_new),
+        )
+    ]
+    unseen.extend(
+        StoredEvent(
+            stream_id, version, position, kind, decode_json(data), decode_json(meta), event_id, now
+        )
+        for position, stream_id, version, kind, data, meta, event_id, _ in rows
+        if position > done
+    )
+    if not unseen:
+        return None
+    try:
+        hook(conn, unseen)
+    except ActorsourceError as exc:
+        return exc
+    except Exception as exc:
+        error = StoreError(f"inline projection {name!r} failed: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+    conn.execute(_SAVE_CHECKPOINT, (name, unseen[-1].position, now_text))
+    return None
+
+
+def _catch_up_inline(
+    conn: sqlite3.Connection, op: _CatchUpInline, first_new: int, now: datetime, now_text: str
+) -> BaseException | None:
+    """Feed a newly added inline projection what it has not seen, in a savepoint."""
+    conn.execute("SAVEPOINT catch_up")
+    error = _feed_inline(
+        conn, op.name, op.hook, rows=[], first_new=first_new, now=now, now_text=now_text
+    )
+    if error is not None:
+        conn.execute("ROLLBACK TO catch_up")
+    conn.execute("RELEASE catch_up")
+    return error
 
 
 def _append_refused(

@@ -195,7 +195,8 @@ async def test_an_inline_projection_sees_every_event_once_from_its_checkpoint(
     assert isinstance(store, TransactionalStore)
     await store.append("Account-1", 0, [event("Opened")])  # before the projection existed
     seen: list[StoredEvent] = []
-    store.add_inline_projection("inline", lambda _tx, events: seen.extend(events))
+    await store.add_inline_projection("inline", lambda _tx, events: seen.extend(events))
+    assert [e.type for e in seen] == ["Opened"]  # caught up when added
 
     await store.append("Account-1", 1, [event("Deposited"), event("Deposited")])
     await store.append("Account-2", 0, [event("Opened")])
@@ -222,14 +223,14 @@ async def test_a_failing_inline_projection_fails_the_append_and_stores_nothing(
         if any(e.type == "Poison" for e in events):
             raise ValueError("cannot project Poison")
 
-    store.add_inline_projection("strict", refuse)
+    await store.add_inline_projection("strict", refuse)
 
     with pytest.raises(StoreError, match=r"inline projection 'strict' failed.*Poison"):
         await store.append("Account-1", 1, [event(), event("Poison")])
 
     assert positions(await everything(store)) == [1]
     assert await store.stream_version("Account-1") == 1
-    assert await store.load_checkpoint("strict") == 0
+    assert await store.load_checkpoint("strict") == 1  # the event before it was added
     await store.append("Account-1", 1, [event()])  # the store goes on
     assert await store.load_checkpoint("strict") == 2
 
@@ -274,7 +275,7 @@ async def test_sqlite_inline_projection_writes_roll_back_with_a_refused_append(
             if any(e.type == "Poison" for e in events):
                 raise ValueError("poison")
 
-        store.add_inline_projection("count", count)
+        await store.add_inline_projection("count", count)
         await store.append("Account-1", 0, [event()])
         with pytest.raises(StoreError, match="poison"):
             await store.append("Account-1", 1, [event("Poison")])

@@ -139,7 +139,8 @@ async def run(args: argparse.Namespace) -> int:
             for index in range(args.concurrency):
                 task_group.start_soon(asker, runtimes[index % len(runtimes)])
         statistics = [attrs.asdict(runtime.statistics()) for runtime in runtimes]
-        totals = {key: sum(s[key] for s in statistics) for key in statistics[0]}
+        counters = [key for key, value in statistics[0].items() if isinstance(value, int)]
+        totals = {key: sum(s[key] for s in statistics) for key in counters}
     emit("done " + json.dumps(totals))
     return 1 if failures else 0
 

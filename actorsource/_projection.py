@@ -1,0 +1,443 @@
+"""Projections: read models built from the event log, run by the runtime from a checkpoint.
+
+A projection is a class with ``@handle`` methods, dispatched on the annotated event type like
+``@apply``. Three delivery modes:
+
+- ``"at_least_once"`` (default): a background task reads the log in batches from the
+  projection's checkpoint, runs the handlers (sync or async), then saves the checkpoint. A crash
+  between the two redelivers the batch: handlers must be idempotent.
+- ``"exactly_once"``: each batch's handlers and the checkpoint commit in one store transaction
+  (the read model lives in the store's database: handlers get the transaction in their
+  context). A crash redelivers nothing that was committed and loses nothing that was not.
+- ``"inline"``: the handlers run inside the transaction of every append, so that the read model
+  is up to date when ``ask`` returns (read-your-writes); a failing handler fails the append.
+
+Background projections wake when this process commits (no polling) and poll for other
+processes' appends every ``poll_interval`` seconds. A failing handler stops its projection at
+that event (the checkpoint never passes an event that was not handled), logs the position,
+event and exception, and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, cast
+
+import anyio
+import attrs
+
+from ._aggregate import _handlers, _lookup
+from ._codec import Codec, event_type_name
+from ._errors import DefinitionError, ProjectionError
+from ._records import RecordedEvent, StoredEvent
+from .stores._base import EventStore, TransactionalStore
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+logger = logging.getLogger("actorsource.projection")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Mode = Literal["at_least_once", "exactly_once", "inline"]
+_MODES: Final = ("at_least_once", "exactly_once", "inline")
+_HANDLE_MARK = "__actorsource_handle__"
+
+
+def handle(method: F) -> F:
+    """Mark a projection method as the handler of the event type its argument is annotated with.
+
+    The method takes the event and, optionally, a :class:`ProjectionContext`; it may be async
+    in the ``at_least_once`` mode.
+    """
+    setattr(method, _HANDLE_MARK, True)
+    return method
+
+
+class Projection:
+    """Base class of projections (read models); mark handlers with :func:`handle`.
+
+    Class-level settings (plain class attributes):
+
+    - ``name``: the projection's name and checkpoint key (default: the class name); renaming a
+      projection starts it from the beginning
+    - ``mode``: ``"at_least_once"`` (default), ``"exactly_once"`` or ``"inline"``
+    """
+
+    name: ClassVar[str | None] = None
+    mode: ClassVar[Mode] = "at_least_once"
+
+
+@attrs.frozen(slots=True)
+class ProjectionContext:
+    """What a handler may want besides the event: where it is stored, and the transaction."""
+
+    #: the event as stored: stream, version, position, id, commit time and metadata
+    record: RecordedEvent[Any]
+    #: the store's transaction in the exactly-once and inline modes (a ``sqlite3.Connection``
+    #: for SQLite, ``None`` for the in-memory store); ``None`` in the at-least-once mode
+    transaction: Any
+    #: the runtime running the projection (to send commands from a handler)
+    runtime: Runtime
+
+
+@attrs.frozen(slots=True)
+class ProjectionStatus:
+    """A projection's progress, as ``Runtime.statistics()`` reports it."""
+
+    #: the projection's name (its checkpoint key)
+    name: str
+    #: its delivery mode
+    mode: str
+    #: ``"catching_up"``, ``"live"``, ``"failing"`` (retrying after a handler error),
+    #: ``"rebuilding"`` or ``"stopped"``
+    state: str
+    #: the last position it handled (its checkpoint)
+    position: int
+    #: the store's last position, as last seen
+    head_position: int
+    #: events it has still to handle
+    lag_events: int
+    #: how long ago the oldest event it has still to handle was committed (0 when caught up)
+    lag_seconds: float
+    #: the error it is retrying after, if any
+    last_error: str | None
+
+
+@attrs.frozen(slots=True)
+class _Handler:
+    function: Callable[..., Any]
+    takes_context: bool
+    is_async: bool
+
+
+@attrs.frozen(slots=True)
+class CompiledProjection:
+    """A projection class's handlers by event class, and its settings."""
+
+    name: str
+    mode: Mode
+    handlers: dict[type, _Handler]
+
+    @property
+    def event_types(self) -> tuple[type, ...]:
+        """The event classes the projection handles."""
+        return tuple(self.handlers)
+
+
+_compiled: weakref.WeakKeyDictionary[type, CompiledProjection] = weakref.WeakKeyDictionary()
+
+
+def compile_projection(cls: type[Projection]) -> CompiledProjection:
+    """Return the handlers and settings of a projection class (compiled once, then cached).
+
+    :raises DefinitionError: if the class is not a usable projection
+    """
+    found = _compiled.get(cls)
+    if found is None:
+        found = _compile(cls)
+        _compiled[cls] = found
+    return found
+
+
+def _compile(cls: type[Projection]) -> CompiledProjection:
+    if not (isinstance(cls, type) and issubclass(cls, Projection)):
+        msg = f"{cls!r} is not a Projection subclass"
+        raise DefinitionError(msg)
+    name = cls.name if cls.name is not None else cls.__name__
+    if not isinstance(name, str) or not name:
+        msg = f"{cls.__qualname__}.name must be a non-empty str, got {name!r}"
+        raise DefinitionError(msg)
+    if cls.mode not in _MODES:
+        msg = f"{cls.__qualname__}.mode must be one of {', '.join(_MODES)}, got {cls.mode!r}"
+        raise DefinitionError(msg)
+    methods = _handlers(cls, _HANDLE_MARK, "@handle", optional_arguments=1)
+    if not methods:
+        msg = f"{cls.__qualname__} has no @handle methods: it would handle no event"
+        raise DefinitionError(msg)
+    handlers: dict[type, _Handler] = {}
+    for event_class, method in methods.items():
+        is_async = inspect.iscoroutinefunction(method)
+        if is_async and cls.mode != "at_least_once":
+            msg = (
+                f"{cls.__qualname__}.{method.__name__} is async, but {cls.mode} handlers run "
+                "inside the store's transaction and must be plain functions"
+            )
+            raise DefinitionError(msg)
+        takes_context = len(inspect.signature(method).parameters) == 3
+        handlers[event_class] = _Handler(method, takes_context, is_async)
+    return CompiledProjection(name, cls.mode, handlers)
+
+
+class ProjectionRunner:
+    """Runs one projection instance: catch-up, live delivery, checkpoints, retries, lag."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        *,
+        name: str,
+        store: EventStore,
+        codec: Codec,
+        runtime: Runtime,
+        batch_size: int,
+        poll_interval: float,
+        max_backoff: float,
+    ) -> None:
+        self.projection = projection
+        self.compiled = compile_projection(type(projection))
+        self.name = name
+        self.store = store
+        self.codec = codec
+        self.runtime = runtime
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        codec.register_events(self.compiled.event_types)
+        self.type_names = sorted(
+            {event_type_name(c) for c in self.compiled.event_types} | self._alias_names()
+        )
+        #: the last position handled (the checkpoint, once loaded)
+        self.position = 0
+        #: the store's last position, as last seen
+        self.head = 0
+        self.state = "catching_up"
+        self.last_error: str | None = None
+        self._oldest_pending: datetime | None = None
+        #: called whenever the position moves (the runtime wakes its waiters)
+        self.on_progress: Callable[[], None] = _nothing
+        self._lookup_cache: dict[type, _Handler] = dict(self.compiled.handlers)
+
+    def _alias_names(self) -> set[str]:
+        names: set[str] = set()
+        stored_names = getattr(self.codec, "stored_names", None)
+        if stored_names is not None:
+            for cls in self.compiled.event_types:
+                names.update(stored_names(cls))
+        return names
+
+    @property
+    def transactional(self) -> bool:
+        """Whether handlers run inside the store's transaction (exactly-once and inline)."""
+        return self.compiled.mode != "at_least_once"
+
+    def status(self) -> ProjectionStatus:
+        """Return the projection's progress now."""
+        lag = max(self.head - self.position, 0)
+        seconds = 0.0
+        if lag and self._oldest_pending is not None:
+            seconds = max((datetime.now(UTC) - self._oldest_pending).total_seconds(), 0.0)
+        return ProjectionStatus(
+            name=self.name,
+            mode=self.compiled.mode,
+            state=self.state,
+            position=self.position,
+            head_position=self.head,
+            lag_events=lag,
+            lag_seconds=seconds,
+            last_error=self.last_error,
+        )
+
+    def _advanced(self, position: int) -> None:
+        if position > self.position:
+            self.position = position
+            self.on_progress()
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the checkpoint (the position to go on from)."""
+        self.position = await self.store.load_checkpoint(self.name)
+        self.head = max(self.head, self.position)
+
+    async def run_inline(self) -> None:
+        """Catch up in batches, hand the handlers to the store's appends, then follow them.
+
+        Appends by this process run the handlers in their transactions; appends by other
+        processes are caught up here (found when polling), so the read model never misses them.
+        """
+        store = cast(TransactionalStore, self.store)
+        await self.run(until_caught_up=True)  # the bulk, in batches: not in one append
+        backoff = 0.0
+        while True:
+            try:
+                # (again) caught up inside one transaction, then called by every append
+                await store.add_inline_projection(self.name, self.handle_inline)
+            except ProjectionError as exc:
+                backoff = min(max(backoff * 2, 0.05), self.max_backoff)
+                self._failed(exc, backoff)
+                await anyio.sleep(backoff)
+                continue
+            backoff = 0.0
+            self.state, self.last_error = "live", None
+            self.on_progress()  # live: appends from now on run the handlers
+            while True:
+                self._advanced(await store.load_checkpoint(self.name))
+                self.head = max(self.head, await store.head_position())
+                if self.head > self.position:
+                    break  # another process appended: catch up
+                await store.wait_for_events(self.position, self.poll_interval)
+
+    def _failed(self, exc: ProjectionError, backoff: float) -> None:
+        self.state = "failing"
+        self.last_error = str(exc)
+        logger.error(
+            "projection handler failed; retrying",
+            exc_info=exc.__cause__,
+            extra={
+                "projection": self.name,
+                "position": exc.position,
+                "stream_id": exc.stream_id,
+                "version": exc.version,
+                "event_type": exc.event_type,
+                "retry_in": backoff,
+            },
+        )
+
+    async def run(self, *, until_caught_up: bool = False) -> None:
+        """Handle events from the checkpoint on; forever, or until caught up with the head."""
+        if self.transactional and not isinstance(self.store, TransactionalStore):
+            msg = (
+                f"projection {self.name!r} is {self.compiled.mode}, but {self.store!r} cannot "
+                "run read-model writes in its transactions"
+            )
+            raise DefinitionError(msg)
+        backoff = 0.0
+        while True:
+            try:
+                caught_up = await self._catch_up()
+            except ProjectionError as exc:
+                backoff = min(max(backoff * 2, 0.05), self.max_backoff)
+                self._failed(exc, backoff)
+                await anyio.sleep(backoff)
+                continue
+            backoff = 0.0
+            self.last_error = None
+            if caught_up:
+                self._oldest_pending = None
+                if until_caught_up:
+                    return
+                if self.state != "rebuilding":
+                    self.state = "live"
+                await self.store.wait_for_events(self.position, self.poll_interval)
+
+    async def _catch_up(self) -> bool:
+        """Handle the events up to the head seen now; return True if there were none."""
+        head = await self.store.head_position()
+        self.head = max(self.head, head)
+        if head <= self.position:
+            return True
+        if self.state not in ("rebuilding", "failing"):
+            self.state = "catching_up"
+        batch: list[StoredEvent] = []
+        events = self.store.read_all(self.position + 1, to_position=head, types=self.type_names)
+        async for stored in events:
+            if not batch:
+                self._oldest_pending = stored.recorded_at
+            batch.append(stored)
+            if len(batch) >= self.batch_size:
+                await self._deliver(batch, batch[-1].position)
+                batch = []
+        # the filtered read skipped the events of other types up to the head
+        await self._deliver(batch, head)
+        return False
+
+    async def _deliver(self, batch: list[StoredEvent], through: int) -> None:
+        """Handle a batch and move the checkpoint to ``through``."""
+        if through <= self.position:
+            return
+        if self.transactional:
+            store = cast(TransactionalStore, self.store)
+
+            def work(transaction: Any) -> None:
+                for stored in batch:
+                    self._call_sync(stored, transaction)
+
+            await store.commit_with_checkpoint(self.name, through, work)
+        else:
+            handled = self.position
+            try:
+                for stored in batch:
+                    result = self._call(stored, None)
+                    if result is not None:
+                        await result
+                    handled = stored.position
+            except BaseException:
+                if handled > self.position:  # keep what was handled: less to redeliver
+                    await self.store.save_checkpoint(self.name, handled)
+                    self._advanced(handled)
+                raise
+            await self.store.save_checkpoint(self.name, through)
+        self._advanced(through)
+        self.head = max(self.head, through)
+
+    def handle_inline(self, transaction: Any, batch: list[StoredEvent]) -> None:
+        """The store's inline hook: handle the batch inside the append's transaction."""
+        for stored in batch:
+            self._call_sync(stored, transaction)
+
+    def _call_sync(self, stored: StoredEvent, transaction: Any) -> None:
+        result = self._call(stored, transaction)
+        if result is not None:  # refused at definition time; a handler may still return one
+            result.close()  # type: ignore[attr-defined]
+            msg = f"{self.compiled.mode} handlers must not be coroutines"
+            raise self._error(stored, TypeError(msg))
+
+    def _call(self, stored: StoredEvent, transaction: Any) -> Awaitable[None] | None:
+        """Decode an event and call its handler; a failure is a ProjectionError naming it."""
+        try:
+            event = self.codec.decode_event(
+                stored.type, stored.data, where=f" at position {stored.position}"
+            )
+            handler = self._lookup_cache.get(type(event))
+            if handler is None:
+                found = _lookup(self.compiled.handlers, type(event))  # type: ignore[arg-type]
+                if found is None:
+                    return None  # an event of a type this projection does not handle
+                handler = cast(_Handler, found)
+                self._lookup_cache[type(event)] = handler
+            if handler.takes_context:
+                record = RecordedEvent(
+                    event,
+                    stored.stream_id,
+                    stored.version,
+                    stored.position,
+                    stored.event_id,
+                    stored.recorded_at,
+                    stored.metadata,
+                )
+                context = ProjectionContext(record, transaction, self.runtime)
+                result = handler.function(self.projection, event, context)
+            else:
+                result = handler.function(self.projection, event)
+        except Exception as exc:
+            raise self._error(stored, exc) from exc
+        if handler.is_async:
+            return self._awaited(stored, result)
+        return cast(None, result)
+
+    async def _awaited(self, stored: StoredEvent, result: Awaitable[None]) -> None:
+        try:
+            await result
+        except Exception as exc:
+            raise self._error(stored, exc) from exc
+
+    def _error(self, stored: StoredEvent, exc: BaseException) -> ProjectionError:
+        error = ProjectionError(
+            self.name,
+            position=stored.position,
+            stream_id=stored.stream_id,
+            version=stored.version,
+            event_type=stored.type,
+            error=exc,
+        )
+        error.__cause__ = exc
+        return error
+
+
+def _nothing() -> None:
+    pass
