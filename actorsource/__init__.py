@@ -5,7 +5,7 @@ General layout (lower layers never import higher ones)::
     _errors            L0  the error tree
     _decider, _aggregate, _records
                        L1  the pure domain core (Decider, Aggregate sugar) and records
-    _codec             L2  event/state <-> JSON-ready dicts, by stable type names
+    _codec             L2  event/state <-> JSON-ready dicts, by stable type names; upcasters
     stores/            L3  the EventStore contract; memory and SQLite stores
     _actor             L4  one aggregate's mailbox loop
     _runtime, _projection
@@ -19,6 +19,7 @@ This module is the only public surface.
 from ._aggregate import Aggregate as Aggregate
 from ._aggregate import apply as apply
 from ._aggregate import command as command
+from ._codec import event_type as event_type
 from ._decider import Decider as Decider
 from ._errors import ActorFailedError as ActorFailedError
 from ._errors import ActorsourceError as ActorsourceError
@@ -89,6 +90,7 @@ __all__ = [
     "UnknownCommandError",
     "apply",
     "command",
+    "event_type",
     "handle",
 ]
 

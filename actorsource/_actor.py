@@ -353,20 +353,41 @@ class Actor:
         self.loaded = True
 
     def _decode_snapshot(self, snapshot: SnapshotRecord) -> tuple[Any] | None:
-        """Return ``(state,)`` from a usable snapshot, or None (with a log line) if unusable."""
+        """Return ``(state,)`` from a usable snapshot, or None (with a log line) if unusable.
+
+        A snapshot of an older schema version is upcast when the decider has an upcaster for
+        every step to its current version; a newer one, or one without that chain, is ignored
+        (the stream is replayed from the start).
+        """
         decider = self.decider
-        if snapshot.schema_version != decider.snapshot_version:
-            logger.info(
-                "ignoring snapshot of another schema version",
-                extra={
-                    "stream_id": self.stream_id,
-                    "snapshot_version": snapshot.schema_version,
-                    "expected": decider.snapshot_version,
-                },
-            )
-            return None
+        stored, current = snapshot.schema_version, decider.snapshot_version
+        upcasters = decider.snapshot_upcasters
+        if stored != current:
+            missing = [step for step in range(stored, current) if step not in upcasters]
+            if stored > current or missing:
+                reason = (
+                    "the snapshot is newer than the aggregate"
+                    if stored > current
+                    else f"no snapshot upcaster for version {', '.join(map(str, missing))}"
+                )
+                logger.info(
+                    "ignoring snapshot of another schema version",
+                    extra={
+                        "stream_id": self.stream_id,
+                        "snapshot_version": stored,
+                        "expected": current,
+                        "reason": reason,
+                    },
+                )
+                return None
         try:
-            return (self.context.codec.decode_state(snapshot.state, decider.state_type),)
+            state = self.context.codec.decode_state(
+                snapshot.state,
+                decider.state_type,
+                from_version=stored,
+                to_version=current,
+                upcasters=upcasters,
+            )
         except CodecError as exc:
             logger.warning(
                 "snapshot cannot be decoded; replaying the stream from the start",
@@ -377,6 +398,7 @@ class Actor:
                 },
             )
             return None
+        return (state,)
 
     def _replay(
         self, state: Any, version: int, events: list[tuple[int, str, JSONDict]]

@@ -9,10 +9,10 @@ import inspect
 import types
 import typing
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar, Union
 
-from ._decider import Decider
+from ._decider import Decider, Upcaster, checked_upcasters, checked_version
 from ._errors import DefinitionError, UnknownCommandError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,6 +35,10 @@ class Aggregate:
     - ``snapshot_every``: snapshot interval for this class (overrides the runtime's)
     - ``snapshot_version``: the state's schema version; bump it when the fields change so that
       old snapshots are ignored and the state is rebuilt from events
+    - ``snapshot_upcasters``: ``{v: f}`` to use old snapshots instead: ``f`` takes the fields of
+      a version-``v`` state as a dict and returns those of version ``v + 1``; a snapshot is
+      upcast when there is an upcaster for every step to ``snapshot_version`` (keys run from 1
+      to ``snapshot_version - 1``), and ignored otherwise
     """
 
     __slots__ = ()
@@ -44,6 +48,7 @@ class Aggregate:
     stream_category: ClassVar[str | None] = None
     snapshot_every: ClassVar[int | None] = None
     snapshot_version: ClassVar[int] = 1
+    snapshot_upcasters: ClassVar[Mapping[int, Upcaster]] = types.MappingProxyType({})
 
 
 def command(method: F) -> F:
@@ -88,6 +93,12 @@ def _compile(cls: type[A]) -> Decider[Any, Any, A]:
         msg = f"{cls.__qualname__} must be an attrs class: decorate it with @attrs.define"
         raise DefinitionError(msg)
     name = cls.stream_category or cls.__name__
+    # checked here too, so that the messages name the class rather than its Decider
+    owner = cls.__qualname__
+    checked_version(owner, "snapshot_version", cls.snapshot_version)
+    checked_upcasters(
+        owner, "snapshot_upcasters", cls.snapshot_upcasters, cls.snapshot_version, complete=False
+    )
     commands = _handlers(cls, _COMMAND_MARK, "@command")
     appliers = _handlers(cls, _APPLY_MARK, "@apply")
     try:
@@ -122,6 +133,7 @@ def _compile(cls: type[A]) -> Decider[Any, Any, A]:
         initial_state_factory=cls,
         snapshot_every=cls.snapshot_every,
         snapshot_version=cls.snapshot_version,
+        snapshot_upcasters=cls.snapshot_upcasters,
         state_type=cls,
     )
 

@@ -2,29 +2,155 @@
 
 A private cattrs converter (the orjson preset, so that the dicts it makes are what orjson writes
 fastest) plus a registry of stable type names. Stores only ever see the dicts and names.
+
+Schema evolution lives here too. An event class declares (with :func:`event_type`) its stored
+name, its schema version, the upcasters that turn data of each older version into the next, and
+the older names it was stored under. Data of a version above 1 carries it under
+:data:`VERSION_KEY`; decoding upcasts old data step by step, so that appliers only ever see the
+current class. Stored data is never rewritten.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import types
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.orjson import make_converter
 
+from ._decider import Upcaster, checked_upcasters, checked_version
 from ._errors import CodecError, DefinitionError
 from ._records import JSONDict
 
-#: attribute an event class may carry to store it under a name other than its class name
+T = TypeVar("T")
+
+#: attribute an event class may carry to store it under a name other than its class name: an
+#: :class:`EventTypeSpec` (what :func:`event_type` sets) or, for the name alone, a str
 EVENT_TYPE_ATTRIBUTE = "__actorsource_event_type__"
+
+#: key of an event's schema version in its stored data (written only above version 1, so data
+#: without it is version 1); not a Python identifier, so it never clashes with a field
+VERSION_KEY: Final = "$version"
+
+_NO_UPCASTERS: Mapping[int, Callable[[Any], Any]] = types.MappingProxyType({})
+
+
+@attrs.frozen
+class EventTypeSpec:
+    """How an event class is stored: its name, schema version, upcasters and older names."""
+
+    #: the name its events are written under
+    name: str
+    #: its current schema version (>= 1)
+    version: int = 1
+    #: ``{v: f}``: ``f`` turns version-``v`` data into version ``v + 1``, for v in 1..version-1
+    upcasters: Mapping[int, Upcaster] = _NO_UPCASTERS
+    #: older stored names that decode into the class too
+    aliases: tuple[str, ...] = ()
+
+
+def event_type(
+    name: str | None = None,
+    *,
+    version: int = 1,
+    upcasters: Mapping[int, Upcaster] | None = None,
+    aliases: Iterable[str] = (),
+) -> Callable[[type[T]], type[T]]:
+    """Declare how an event class is stored: its stable name, schema version and older names.
+
+    Event classes are storage formats: their names and fields are a contract with every database
+    that holds them. Decorate one to keep that contract while the code changes::
+
+        @event_type("Deposited", version=2, upcasters={1: lambda d: {**d, "currency": "EUR"}})
+        @attrs.frozen
+        class Deposited:
+            amount: int
+            currency: str
+
+    Events of a version above 1 store it under the key ``"$version"`` of their data (data
+    without it is version 1). Decoding data of an older version runs ``upcasters[v]`` for each
+    ``v`` from the stored version to ``version - 1``, then builds the class; data of a newer
+    version is refused with a :class:`CodecError`.
+
+    :param name: the stored type name (default: the class name); give one to keep stored
+        events readable when the class is renamed or moved
+    :param version: the current schema version, an int >= 1; raise it when the fields change
+        in a way that old data no longer fits, and add an upcaster for the version before
+    :param upcasters: ``{v: f}``: ``f`` takes the data of version ``v`` (a dict of the event's
+        fields, which it may change) and returns the data of version ``v + 1``; one for every
+        ``v`` from 1 to ``version - 1``
+    :param aliases: older stored names of this class (after a rename); their data is decoded
+        into this class, through the same upcasters
+    :return: a class decorator that returns the class itself, marked
+    :raises DefinitionError: if an argument is malformed (when the class is decorated)
+    """
+    if isinstance(name, type):
+        msg = (
+            f"write @event_type() with parentheses above class {name.__qualname__} "
+            "(its arguments are all optional)"
+        )
+        raise DefinitionError(msg)
+
+    def decorate(cls: type[T]) -> type[T]:
+        if not isinstance(cls, type):
+            msg = f"@event_type decorates an event class, got {cls!r}"
+            raise DefinitionError(msg)
+        owner = f"event type {cls.__qualname__}"
+        if EVENT_TYPE_ATTRIBUTE in cls.__dict__:
+            msg = f"{owner} is decorated with @event_type twice; keep one"
+            raise DefinitionError(msg)
+        stored = cls.__name__ if name is None else name
+        if not isinstance(stored, str) or not stored:
+            msg = f"{owner}: the stored name must be a non-empty str, got {stored!r}"
+            raise DefinitionError(msg)
+        checked_version(owner, "version", version)
+        steps = checked_upcasters(owner, "upcasters", upcasters, version, complete=True)
+        spec = EventTypeSpec(stored, version, steps, _checked_aliases(owner, stored, aliases))
+        setattr(cls, EVENT_TYPE_ATTRIBUTE, spec)
+        return cls
+
+    return decorate
+
+
+def _checked_aliases(owner: str, name: str, aliases: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(aliases, str):
+        msg = (
+            f"{owner}: aliases must be a collection of names, not the str {aliases!r}; "
+            f"write aliases=({aliases!r},)"
+        )
+        raise DefinitionError(msg)
+    try:
+        found = tuple(aliases)
+    except TypeError as exc:
+        msg = f"{owner}: aliases must be a collection of names, got {aliases!r}"
+        raise DefinitionError(msg) from exc
+    for index, alias in enumerate(found):
+        if not isinstance(alias, str) or not alias:
+            msg = f"{owner}: every alias must be a non-empty str, got {alias!r}"
+            raise DefinitionError(msg)
+        if alias == name:
+            msg = f"{owner}: the alias {alias!r} is its own stored name; list only older names"
+            raise DefinitionError(msg)
+        if alias in found[:index]:
+            msg = f"{owner}: the alias {alias!r} is given twice"
+            raise DefinitionError(msg)
+    return found
+
+
+def event_type_spec(cls: type) -> EventTypeSpec:
+    """Return how an event class is stored (by its class name, at version 1, unless declared)."""
+    declared = cls.__dict__.get(EVENT_TYPE_ATTRIBUTE)
+    if isinstance(declared, EventTypeSpec):
+        return declared
+    return EventTypeSpec(declared if isinstance(declared, str) and declared else cls.__name__)
 
 
 def event_type_name(cls: type) -> str:
     """Return the stored type name of an event class (its class name unless overridden)."""
-    name = cls.__dict__.get(EVENT_TYPE_ATTRIBUTE)
-    return name if isinstance(name, str) else cls.__name__
+    return event_type_spec(cls).name
 
 
 class Codec:
@@ -33,41 +159,48 @@ class Codec:
     def __init__(self) -> None:
         self._converter = make_converter()
         _make_strict(self._converter)
+        #: every stored name (current names and aliases) -> its class
         self._by_name: dict[str, type] = {}
-        self._names: dict[type, str] = {}
+        self._specs: dict[type, EventTypeSpec] = {}
         self._unstructure: dict[type, Callable[[Any], Any]] = {}
-        self._structure: dict[str, Callable[[Any, type], Any]] = {}
+        self._structure: dict[type, Callable[[Any, type], Any]] = {}
 
     def register_events(self, event_types: Iterable[type]) -> None:
-        """Register event classes under their stored type names.
+        """Register event classes under their stored type names and aliases.
 
-        :raises DefinitionError: if two different classes claim one name
+        :raises DefinitionError: if two different classes claim one name (as their name or as
+            an alias)
         """
         for cls in event_types:
-            if cls in self._names:
+            if cls in self._specs:
                 continue
-            name = event_type_name(cls)
-            other = self._by_name.get(name)
-            if other is not None and other is not cls:
-                msg = (
-                    f"event type name {name!r} is claimed by both {other.__module__}."
-                    f"{other.__qualname__} and {cls.__module__}.{cls.__qualname__}; "
-                    "give one of them another stored name"
-                )
-                raise DefinitionError(msg)
-            self._by_name[name] = cls
-            self._names[cls] = name
+            spec = event_type_spec(cls)
+            claimed = (spec.name, *spec.aliases)
+            for name in claimed:
+                other = self._by_name.get(name)
+                if other is not None and other is not cls:
+                    msg = (
+                        f"event type name {name!r} is claimed by both {_claim(other, name)} and "
+                        f"{_claim(cls, name)}; give one of them another stored name"
+                    )
+                    raise DefinitionError(msg)
+            for name in claimed:
+                self._by_name[name] = cls
+            self._specs[cls] = spec
 
     def encode_event(self, event: object) -> tuple[str, JSONDict]:
         """Return the stored type name and the JSON-ready data of ``event``.
 
+        The data of an event type above schema version 1 carries it under :data:`VERSION_KEY`.
+
         :raises CodecError: if the event's class is not registered or cannot be unstructured
         """
         cls = type(event)
-        name = self._names.get(cls)
-        if name is None:
+        spec = self._specs.get(cls)
+        if spec is None:
             msg = f"event type {cls.__qualname__} is not registered with this runtime"
             raise CodecError(msg, type_name=cls.__name__)
+        name = spec.name
         hook = self._unstructure.get(cls)
         if hook is None:
             hook = self._converter.get_unstructure_hook(cls)
@@ -80,13 +213,19 @@ class Codec:
         if not isinstance(data, dict):
             msg = f"event {name} must encode to a JSON object, got {type(data).__name__}"
             raise CodecError(msg, type_name=name)
+        if spec.version != 1:
+            data[VERSION_KEY] = spec.version  # a fresh dict: the hook builds one per call
         return name, data
 
     def decode_event(self, type_name: str, data: JSONDict, *, where: str = "") -> object:
         """Return the event object stored as ``type_name`` with ``data``.
 
+        Data of an older schema version is upcast to the class's current version first (on a
+        copy: ``data`` is left as it is).
+
         :param where: context for the error message (the stream and version)
-        :raises CodecError: if the type name is unknown or the data does not fit the class
+        :raises CodecError: if the type name is unknown, the data is of a newer schema version
+            than the class, an upcaster fails, or the data does not fit the class
         """
         cls = self._by_name.get(type_name)
         if cls is None:
@@ -99,35 +238,172 @@ class Codec:
                 f"got {type(data).__name__}"
             )
             raise CodecError(msg, type_name=type_name)
-        hook = self._structure.get(type_name)
+        spec = self._specs[cls]
+        upcast = ""
+        if VERSION_KEY in data or spec.version != 1:
+            data, stored = self._upcast_event(type_name, cls, spec, data, where)
+            if stored != spec.version:
+                upcast = f" (upcast from schema version {stored} to {spec.version})"
+        hook = self._structure.get(cls)
         if hook is None:
             hook = self._converter.get_structure_hook(cls)
-            self._structure[type_name] = hook
+            self._structure[cls] = hook
         try:
             return hook(data, cls)
         except Exception as exc:
             detail = _describe(exc)
-            msg = f"cannot decode event {type_name!r}{where} into {cls.__qualname__}: {detail}"
+            msg = (
+                f"cannot decode event {type_name!r}{where} into {cls.__qualname__}{upcast}: "
+                f"{detail}"
+            )
             raise CodecError(msg, type_name=type_name) from exc
 
+    def _upcast_event(
+        self, type_name: str, cls: type, spec: EventTypeSpec, data: JSONDict, where: str
+    ) -> tuple[JSONDict, int]:
+        """Return a copy of ``data`` without its version key, upcast to the current version,
+        and the version it was stored at."""
+        stored = data.get(VERSION_KEY, 1)
+        current = spec.version
+        if type(stored) is not int or stored < 1:
+            msg = (
+                f"cannot decode event {type_name!r}{where}: its schema version "
+                f"({VERSION_KEY!r}) must be an int >= 1, got {stored!r}"
+            )
+            raise CodecError(msg, type_name=type_name)
+        if stored > current:
+            msg = (
+                f"event {type_name!r}{where} is stored with schema version {stored}, but "
+                f"{cls.__qualname__} is at version {current}: the data is newer than this code; "
+                f"read it with code that knows version {stored} (events are upcast, never "
+                "downcast)"
+            )
+            raise CodecError(msg, type_name=type_name)
+        if stored == current:
+            data = data.copy()
+            del data[VERSION_KEY]
+            return data, stored
+        # a deep copy: upcasters may change what they are given, and the caller's data must
+        # decode the same when it is read again
+        data = _copy_json(data)
+        data.pop(VERSION_KEY, None)
+        upcast: JSONDict = _upcast(
+            data,
+            spec.upcasters,
+            stored,
+            current,
+            what=f"event {type_name!r}{where}",
+            type_name=type_name,
+        )
+        return upcast, stored
+
     def encode_state(self, state: object) -> JSONDict:
-        """Return the JSON-ready form of an aggregate state (wrapped if it is not a dict)."""
+        """Return the JSON-ready form of an aggregate state, wrapped as ``{"state": ...}``."""
         try:
             return {"state": self._converter.unstructure(state)}
         except Exception as exc:
             msg = f"cannot encode state {type(state).__qualname__}: {exc}"
             raise CodecError(msg, type_name=type(state).__name__) from exc
 
-    def decode_state(self, data: JSONDict, state_type: type) -> Any:
-        """Return the state that :meth:`encode_state` encoded.
+    def decode_state(
+        self,
+        data: JSONDict,
+        state_type: type,
+        *,
+        from_version: int = 1,
+        to_version: int = 1,
+        upcasters: Mapping[int, Callable[[Any], Any]] = _NO_UPCASTERS,
+    ) -> Any:
+        """Return the state that :meth:`encode_state` encoded, upcast first if it is older.
 
-        :raises CodecError: if the data does not fit ``state_type``
+        :param from_version: the schema version the state was saved at
+        :param to_version: the schema version of ``state_type`` now
+        :param upcasters: ``{v: f}``: ``f`` takes the JSON form of a version-``v`` state (the
+            part inside ``{"state": ...}``) and returns that of version ``v + 1``
+        :raises CodecError: if the state is newer than ``to_version``, an upcaster is missing
+            or fails, or the data does not fit ``state_type``
         """
+        what = f"a {state_type.__qualname__} snapshot"
+        type_name = state_type.__name__
         try:
-            return self._converter.structure(data["state"], state_type)
+            inner = data["state"]
         except Exception as exc:
-            msg = f"cannot decode a {state_type.__qualname__} snapshot: {_describe(exc)}"
-            raise CodecError(msg, type_name=state_type.__name__) from exc
+            msg = f"cannot decode {what}: {_describe(exc)}"
+            raise CodecError(msg, type_name=type_name) from exc
+        upcast = ""
+        if from_version != to_version:
+            if from_version > to_version:
+                msg = (
+                    f"cannot decode {what} of schema version {from_version}: the state is at "
+                    f"version {to_version}, and snapshots are upcast, never downcast"
+                )
+                raise CodecError(msg, type_name=type_name)
+            inner = _upcast(
+                _copy_json(inner),
+                upcasters,
+                from_version,
+                to_version,
+                what=what,
+                type_name=type_name,
+            )
+            upcast = f" (upcast from schema version {from_version} to {to_version})"
+        try:
+            return self._converter.structure(inner, state_type)
+        except Exception as exc:
+            msg = f"cannot decode {what}{upcast}: {_describe(exc)}"
+            raise CodecError(msg, type_name=type_name) from exc
+
+
+def _claim(cls: type, name: str) -> str:
+    """``module.Class (as its name)`` or ``(as an alias)``, for the name-clash message."""
+    role = "as an alias" if name in event_type_spec(cls).aliases else "as its name"
+    return f"{cls.__module__}.{cls.__qualname__} ({role})"
+
+
+def _upcast(
+    data: Any,
+    upcasters: Mapping[int, Callable[[Any], Any]],
+    start: int,
+    stop: int,
+    *,
+    what: str,
+    type_name: str,
+) -> Any:
+    """Run the upcasters from version ``start`` to ``stop`` on ``data`` (which they may change).
+
+    :raises CodecError: naming ``what`` and the step, if an upcaster is missing, raises, or
+        returns something other than a dict when it was given one
+    """
+    for step in range(start, stop):
+        upcaster = upcasters.get(step)
+        if upcaster is None:
+            msg = f"cannot upcast {what}: there is no upcaster from version {step} to {step + 1}"
+            raise CodecError(msg, type_name=type_name)
+        given_a_dict = isinstance(data, dict)
+        try:
+            data = upcaster(data)
+        except Exception as exc:
+            msg = (
+                f"upcasting {what} from version {step} to {step + 1} raised "
+                f"{type(exc).__name__}: {exc}"
+            )
+            raise CodecError(msg, type_name=type_name) from exc
+        if given_a_dict and not isinstance(data, dict):
+            msg = (
+                f"upcasting {what} from version {step} to {step + 1} returned "
+                f"{type(data).__name__}, not a dict"
+            )
+            raise CodecError(msg, type_name=type_name)
+    return data
+
+
+def _copy_json(value: Any) -> Any:
+    """Return a deep copy of JSON data (dicts and lists are copied; the rest is immutable)."""
+    if isinstance(value, dict):
+        return {key: _copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(item) for item in value]
+    return value
 
 
 def _make_strict(converter: cattrs.Converter) -> None:

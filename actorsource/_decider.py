@@ -6,7 +6,8 @@ testable without a runtime. The class form (:class:`actorsource.Aggregate`) comp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._errors import DefinitionError, InvalidEventError
@@ -16,6 +17,78 @@ E = TypeVar("E")
 S = TypeVar("S")
 
 _NOT_GIVEN: Any = object()
+
+#: turns the stored data of one schema version into the data of the next (``{v: f}``: ``f``
+#: takes version ``v`` and returns version ``v + 1``)
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def checked_version(owner: str, what: str, version: object) -> int:
+    """Return ``version`` if it is a usable schema version (an int >= 1).
+
+    :param owner: names the definition in the message ("event type Deposited", ...)
+    :param what: names the setting in the message ("version", "snapshot_version")
+    :raises DefinitionError: if it is not an int >= 1
+    """
+    if type(version) is not int or version < 1:
+        msg = f"{owner}: {what} must be an int >= 1, got {version!r}"
+        raise DefinitionError(msg)
+    return version
+
+
+def checked_upcasters(
+    owner: str,
+    what: str,
+    upcasters: Mapping[int, Callable[[Any], Any]] | None,
+    version: int,
+    *,
+    complete: bool,
+) -> Mapping[int, Callable[[Any], Any]]:
+    """Return a read-only copy of ``upcasters`` after checking them against ``version``.
+
+    The upcaster at key ``v`` turns data of schema version ``v`` into version ``v + 1``, so the
+    keys of a definition at ``version`` run from 1 to ``version - 1``.
+
+    :param owner: names the definition in messages ("event type Deposited", ...)
+    :param what: names the setting in messages ("upcasters", "snapshot_upcasters")
+    :param complete: whether every step from 1 to ``version - 1`` needs an upcaster
+    :raises DefinitionError: if it is not a mapping, a key is not an int in that range, a value
+        is not callable, or (``complete``) a step has no upcaster
+    """
+    if upcasters is None:
+        upcasters = {}
+    if not isinstance(upcasters, Mapping):
+        msg = (
+            f"{owner}: {what} must be a mapping from schema version to upcaster function, "
+            f"got {type(upcasters).__name__}"
+        )
+        raise DefinitionError(msg)
+    if version == 1:
+        keys = "there is nothing to upcast"
+    elif version == 2:
+        keys = "the only key is 1"
+    else:
+        keys = f"the keys run from 1 to {version - 1}"
+    rule = "the upcaster at key v turns version-v data into version v+1"
+    for key, upcaster in upcasters.items():
+        if type(key) is not int or not 1 <= key < version:
+            msg = f"{owner}: {what} has a key {key!r}, but at version {version} {keys} ({rule})"
+            raise DefinitionError(msg)
+        if not callable(upcaster):
+            msg = f"{owner}: the {what} entry for version {key} is not callable: {upcaster!r}"
+            raise DefinitionError(msg)
+    if complete:
+        missing = [step for step in range(1, version) if step not in upcasters]
+        if missing:
+            listed = ", ".join(map(str, missing))
+            plural = "s" if len(missing) > 1 else ""
+            msg = (
+                f"{owner} is at version {version} but {what} has no upcaster for "
+                f"version{plural} {listed}: data stored at every older version must stay "
+                f"readable, so {keys} ({rule})"
+            )
+            raise DefinitionError(msg)
+    return types.MappingProxyType(dict(sorted(upcasters.items())))
 
 
 class Decider(Generic[C, E, S]):
@@ -30,8 +103,14 @@ class Decider(Generic[C, E, S]):
     :param initial_state_factory: instead of ``initial_state``, a function returning a fresh
         initial state (for mutable states)
     :param snapshot_every: snapshot interval for this aggregate (overrides the runtime's)
-    :param snapshot_version: schema version of the state; snapshots of another version are ignored
+    :param snapshot_version: schema version of the state (an int >= 1); a snapshot of an older
+        version is upcast with ``snapshot_upcasters`` if they cover every step to this version,
+        and otherwise ignored (the state is rebuilt from the events), as is a newer one
+    :param snapshot_upcasters: ``{v: f}``: ``f`` takes the JSON form of a version-``v`` state (a
+        dict for an attrs state) and returns the JSON form of version ``v + 1``; keys run from 1
+        to ``snapshot_version - 1``, and may leave steps out
     :param state_type: the state's type, for decoding snapshots (default: the initial state's type)
+    :raises DefinitionError: if a setting is malformed
     """
 
     __slots__ = (
@@ -41,6 +120,7 @@ class Decider(Generic[C, E, S]):
         "evolve",
         "name",
         "snapshot_every",
+        "snapshot_upcasters",
         "snapshot_version",
         "state_type",
     )
@@ -56,6 +136,7 @@ class Decider(Generic[C, E, S]):
         initial_state_factory: Callable[[], S] | None = None,
         snapshot_every: int | None = None,
         snapshot_version: int = 1,
+        snapshot_upcasters: Mapping[int, Callable[[Any], Any]] | None = None,
         state_type: type[S] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -67,8 +148,13 @@ class Decider(Generic[C, E, S]):
         if snapshot_every is not None and snapshot_every < 1:
             msg = f"Decider {name!r}: snapshot_every must be >= 1 or None, got {snapshot_every}"
             raise DefinitionError(msg)
-        types = tuple(event_types)
-        for event_type in types:
+        owner = f"Decider {name!r}"
+        checked_version(owner, "snapshot_version", snapshot_version)
+        upcasters = checked_upcasters(
+            owner, "snapshot_upcasters", snapshot_upcasters, snapshot_version, complete=False
+        )
+        event_classes = tuple(event_types)
+        for event_type in event_classes:
             if not isinstance(event_type, type):
                 msg = f"Decider {name!r}: event_types must be classes, got {event_type!r}"
                 raise DefinitionError(msg)
@@ -81,10 +167,11 @@ class Decider(Generic[C, E, S]):
         self.name = name
         self.decide = decide
         self.evolve = evolve
-        self.event_types = types
+        self.event_types = event_classes
         self._initial_factory = initial_state_factory
         self.snapshot_every = snapshot_every
         self.snapshot_version = snapshot_version
+        self.snapshot_upcasters = upcasters
         self.state_type: type[S] = (
             state_type if state_type is not None else type(initial_state_factory())
         )

@@ -8,7 +8,7 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     ├── InvalidEventError         a handler returned something that is not an event
     ├── EventApplyError           an @apply handler raised; nothing was stored
     ├── CodecError                an event or snapshot could not be encoded or decoded
-    ├── DefinitionError           an aggregate class or Decider is malformed
+    ├── DefinitionError           an aggregate class, Decider or @event_type is malformed
     ├── ConcurrencyError          the stream moved on (expected vs. actual version)
     ├── StoreError                the event store failed (I/O, disk full, locked, closed)
     │   └── IncompatibleStoreError  the database is not (or a newer) actorsource database
@@ -93,7 +93,10 @@ class CodecError(ActorsourceError):
 
 
 class DefinitionError(ActorsourceError, TypeError):
-    """Raised when an aggregate class or a Decider is malformed (found when it is first used)."""
+    """Raised when an aggregate class, a Decider or an ``@event_type`` declaration is malformed.
+
+    Aggregate classes are checked when first used, Deciders and ``@event_type`` at once.
+    """
 
 
 class ConcurrencyError(ActorsourceError):
