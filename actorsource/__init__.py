@@ -10,6 +10,7 @@ General layout (lower layers never import higher ones)::
     _actor             L4  one aggregate's mailbox loop
     _runtime           L5  live actors, activation, passivation, refs, statistics
     cli                L6  the command line (``actorsource bench``)
+    testing            L6  given/when/then for your aggregates, a runtime for your tests
 
 This module is the only public surface.
 """
