@@ -32,6 +32,28 @@ def test_bank_account_example_runs_and_survives_a_restart(tmp_path: Path) -> Non
     assert _run(script, tmp_path).splitlines() == ["3 Deposited(amount=100)", "210"]
 
 
+def test_order_lifecycle_example_runs_and_rebuilds_the_order_on_a_second_run(
+    tmp_path: Path,
+) -> None:
+    script = ROOT / "examples" / "order_lifecycle.py"
+    assert _run(script, tmp_path).splitlines() == [
+        "order-1 placed, total 4200",
+        "Ship refused: cannot ship an unpaid order",
+        "Pay refused: a payment of 4000 does not match the order total 4200",
+        "Cancel refused: cannot cancel an order that has shipped",
+        "order-1 is delivered",
+        "order-2 is cancelled, refund 1500",
+    ]
+    assert _run(script, tmp_path).splitlines() == ["order-1 is delivered, total 4200"]
+
+
+def test_inventory_example_reserves_exactly_the_stock_on_every_run(tmp_path: Path) -> None:
+    script = ROOT / "examples" / "inventory.py"
+    expected = ["20 reservations succeeded, 30 were refused", "stock left: 0"]
+    assert _run(script, tmp_path).splitlines() == expected
+    assert _run(script, tmp_path).splitlines() == expected  # restocked, on the same item
+
+
 def test_readme_quickstart_is_the_bank_account_example(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
