@@ -63,6 +63,33 @@ def test_readme_quickstart_is_the_bank_account_example(tmp_path: Path) -> None:
     assert _run(script, tmp_path).splitlines() == ["1 Deposited(amount=100)", "105"]
 
 
+def test_readme_testing_snippets_pass_under_pytest(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    (tmp_path / "test_account.py").write_text(next(b for b in blocks if "import given" in b))
+    (tmp_path / "conftest.py").write_text(next(b for b in blocks if "testing.runtime(" in b))
+    (tmp_path / "test_fixture.py").write_text(
+        "from actorsource import Runtime\n"
+        "from bank_account import Account, Deposit\n\n\n"
+        "async def test_deposit(runtime: Runtime) -> None:\n"
+        '    await runtime.ref(Account, "acc-1").ask(Deposit(5))\n'
+        '    assert (await runtime.ref(Account, "acc-1").state()).balance == 5\n'
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")])}
+    pytest_args = ["-q", "-p", "no:cacheprovider", "-W", "error", "-o", "anyio_mode=auto"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *pytest_args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     head = (ROOT / "README.md").read_text().splitlines()[:25]
     text = "\n".join(head)
