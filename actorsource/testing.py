@@ -220,7 +220,7 @@ class Given(_Scenario[S]):
         """Check the state after the given events (a test of the appliers alone).
 
         :param expected: the expected state (compared with ``==``), or a predicate that returns
-            true for the expected state
+            true for the expected state (any callable is taken as a predicate)
         :return: this scenario, to go on
         :raises AssertionError: if the state differs from ``expected`` or the predicate returned
             a false value
@@ -295,6 +295,8 @@ class When(_Scenario[S]):
     def then(self, *expected: object) -> Self:
         """Check that the command decided exactly ``expected``, in order (none: no events).
 
+        Events are compared with ``==`` (attrs classes compare their fields).
+
         :return: this outcome, to go on with :meth:`then_state` or :meth:`when`
         :raises AssertionError: if the command raised, or decided other events; the message
             shows both lists and the first difference
@@ -330,7 +332,7 @@ class When(_Scenario[S]):
         """Check the state after the command's events.
 
         :param expected: the expected state (compared with ``==``), or a predicate that returns
-            true for the expected state
+            true for the expected state (any callable is taken as a predicate)
         :return: this outcome, to go on
         :raises AssertionError: if the command raised, the state differs from ``expected``, or
             the predicate returned a false value
