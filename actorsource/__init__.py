@@ -12,6 +12,7 @@ General layout (lower layers never import higher ones)::
                        L5  live actors, activation, passivation, refs, statistics, time
                            travel; projections run from checkpoints
     cli                L6  the command line (``actorsource bench``)
+    testing            L6  given/when/then for your aggregates, a runtime for your tests
 
 This module is the only public surface.
 """

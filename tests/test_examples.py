@@ -52,6 +52,28 @@ def test_schema_evolution_example_reads_old_events_and_snapshot_with_new_code(
     assert _run(script, tmp_path).splitlines() == expected  # it starts afresh on every run
 
 
+def test_order_lifecycle_example_runs_and_rebuilds_the_order_on_a_second_run(
+    tmp_path: Path,
+) -> None:
+    script = ROOT / "examples" / "order_lifecycle.py"
+    assert _run(script, tmp_path).splitlines() == [
+        "order-1 placed, total 4200",
+        "Ship refused: cannot ship an unpaid order",
+        "Pay refused: a payment of 4000 does not match the order total 4200",
+        "Cancel refused: cannot cancel an order that has shipped",
+        "order-1 is delivered",
+        "order-2 is cancelled, refund 1500",
+    ]
+    assert _run(script, tmp_path).splitlines() == ["order-1 is delivered, total 4200"]
+
+
+def test_inventory_example_reserves_exactly_the_stock_on_every_run(tmp_path: Path) -> None:
+    script = ROOT / "examples" / "inventory.py"
+    expected = ["20 reservations succeeded, 30 were refused", "stock left: 0"]
+    assert _run(script, tmp_path).splitlines() == expected
+    assert _run(script, tmp_path).splitlines() == expected  # restocked, on the same item
+
+
 def test_readme_quickstart_is_the_bank_account_example(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
@@ -59,6 +81,33 @@ def test_readme_quickstart_is_the_bank_account_example(tmp_path: Path) -> None:
     script = tmp_path / "quickstart.py"
     script.write_text(quickstart)
     assert _run(script, tmp_path).splitlines() == ["1 Deposited(amount=100)", "105"]
+
+
+def test_readme_testing_snippets_pass_under_pytest(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    (tmp_path / "test_account.py").write_text(next(b for b in blocks if "import given" in b))
+    (tmp_path / "conftest.py").write_text(next(b for b in blocks if "testing.runtime(" in b))
+    (tmp_path / "test_fixture.py").write_text(
+        "from actorsource import Runtime\n"
+        "from bank_account import Account, Deposit\n\n\n"
+        "async def test_deposit(runtime: Runtime) -> None:\n"
+        '    await runtime.ref(Account, "acc-1").ask(Deposit(5))\n'
+        '    assert (await runtime.ref(Account, "acc-1").state()).balance == 5\n'
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")])}
+    pytest_args = ["-q", "-p", "no:cacheprovider", "-W", "error", "-o", "anyio_mode=auto"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *pytest_args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
 
 
 def test_readme_starts_with_the_two_commands() -> None:
