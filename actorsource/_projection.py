@@ -31,7 +31,7 @@ import anyio
 import attrs
 
 from ._aggregate import _handlers, _lookup
-from ._codec import Codec, event_type_name
+from ._codec import Codec, event_type_spec
 from ._errors import DefinitionError, ProjectionError
 from ._records import RecordedEvent, StoredEvent
 from .stores._base import EventStore, TransactionalStore
@@ -198,8 +198,14 @@ class ProjectionRunner:
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         codec.register_events(self.compiled.event_types)
+        # stored names, old ones (aliases of renamed types) included: the store filters by them
         self.type_names = sorted(
-            {event_type_name(c) for c in self.compiled.event_types} | self._alias_names()
+            {
+                name
+                for cls in self.compiled.event_types
+                for spec in (event_type_spec(cls),)
+                for name in (spec.name, *spec.aliases)
+            }
         )
         #: the last position handled (the checkpoint, once loaded)
         self.position = 0
@@ -211,14 +217,6 @@ class ProjectionRunner:
         #: called whenever the position moves (the runtime wakes its waiters)
         self.on_progress: Callable[[], None] = _nothing
         self._lookup_cache: dict[type, _Handler] = dict(self.compiled.handlers)
-
-    def _alias_names(self) -> set[str]:
-        names: set[str] = set()
-        stored_names = getattr(self.codec, "stored_names", None)
-        if stored_names is not None:
-            for cls in self.compiled.event_types:
-                names.update(stored_names(cls))
-        return names
 
     @property
     def transactional(self) -> bool:

@@ -401,6 +401,7 @@ class RuntimeOptions(TypedDict, total=False):
     shutdown_timeout: float | None
     max_activations: int
     activation_timeout: float | None
+    poll_interval: float
 
 
 @contextlib.asynccontextmanager
