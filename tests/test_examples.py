@@ -115,3 +115,20 @@ def test_readme_starts_with_the_two_commands() -> None:
     text = "\n".join(head)
     assert "actorsource bench" in text
     assert "pytest" in text
+
+
+def test_read_side_example_builds_balances_and_activity_and_travels_in_time(
+    tmp_path: Path,
+) -> None:
+    script = ROOT / "examples" / "read_side.py"
+    expected = [
+        "balance Account-alice: 75",
+        "balance Account-bob: 30",
+        "recent: Account-alice -30, Account-bob -20, Account-alice +5",
+        "alice after version 2: 70",
+        "alice at the time of the withdrawal: 70",
+        "Balances: position 5, lag 0",
+        "RecentActivity: position 5, lag 0",
+    ]
+    assert _run(script, tmp_path).splitlines() == expected
+    assert _run(script, tmp_path).splitlines() == expected  # it starts afresh on every run
