@@ -46,6 +46,7 @@ from ._records import NewEvent as NewEvent
 from ._records import RecordedEvent as RecordedEvent
 from ._records import SnapshotRecord as SnapshotRecord
 from ._records import StoredEvent as StoredEvent
+from ._records import StreamInfo as StreamInfo
 from ._runtime import AggregateRef as AggregateRef
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeState as RuntimeState
@@ -87,6 +88,7 @@ __all__ = [
     "SnapshotRecord",
     "StoreError",
     "StoredEvent",
+    "StreamInfo",
     "TransactionalStore",
     "UnknownCommandError",
     "apply",

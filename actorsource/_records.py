@@ -66,6 +66,18 @@ class AppendResult:
 
 
 @attrs.frozen(slots=True)
+class StreamInfo:
+    """A stream's summary, as ``list_streams`` reports it."""
+
+    #: the stream's id
+    stream_id: str
+    #: the version of its last event
+    version: int
+    #: when its last event was committed (UTC)
+    last_recorded_at: datetime
+
+
+@attrs.frozen(slots=True)
 class SnapshotRecord:
     """A saved aggregate state: the state after the event at ``version``."""
 

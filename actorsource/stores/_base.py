@@ -13,7 +13,14 @@ from typing import Any, Final, Protocol, Self, TypeVar, runtime_checkable
 import orjson
 
 from .._errors import CodecError, StoreError
-from .._records import AppendResult, JSONDict, NewEvent, SnapshotRecord, StoredEvent
+from .._records import (
+    AppendResult,
+    JSONDict,
+    NewEvent,
+    SnapshotRecord,
+    StoredEvent,
+    StreamInfo,
+)
 
 
 @runtime_checkable
@@ -104,6 +111,10 @@ class EventStore(Protocol):
         """Return the global position of the store's last event (``0`` for an empty store)."""
         ...
 
+    async def list_streams(self, category: str | None = None) -> list[StreamInfo]:
+        """Return every stream (of ``category``, if given) with its version and last write."""
+        ...
+
     async def wait_for_events(self, after_position: int, timeout: float) -> None:  # noqa: ASYNC109  # a poll interval, not a deadline
         """Return when an event beyond ``after_position`` may be readable, or after ``timeout``.
 
@@ -118,6 +129,10 @@ class EventStore(Protocol):
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Durably record that the reader ``name`` handled every event up to ``position``."""
+        ...
+
+    async def list_checkpoints(self) -> dict[str, int]:
+        """Return every checkpoint: reader name -> position."""
         ...
 
     async def load_snapshot(

@@ -9,7 +9,7 @@ from datetime import datetime
 import attrs
 
 from .._errors import ActorsourceError, ConcurrencyError, StoreError
-from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent
+from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent, StreamInfo
 from ._base import (
     HeadWatch,
     InlineHook,
@@ -216,6 +216,16 @@ class InMemoryEventStore(StoreLifecycle):
             return len(rows)
         return max((r.version for r in rows if r.recorded_at <= moment), default=0)
 
+    async def list_streams(self, category: str | None = None) -> list[StreamInfo]:
+        """Return the streams with their versions (see :class:`EventStore`)."""
+        self._check_open()
+        prefix = None if category is None else f"{category}-"
+        return [
+            StreamInfo(stream_id, rows[-1].version, rows[-1].recorded_at)
+            for stream_id, rows in sorted(self._streams.items())
+            if prefix is None or stream_id.startswith(prefix)
+        ]
+
     async def head_position(self) -> int:
         """Return the position of the last event (see :class:`EventStore`)."""
         self._check_open()
@@ -235,6 +245,11 @@ class InMemoryEventStore(StoreLifecycle):
         """Save the checkpoint ``name`` (see :class:`EventStore`)."""
         self._check_open()
         self._checkpoints[check_checkpoint(name, position)] = position
+
+    async def list_checkpoints(self) -> dict[str, int]:
+        """Return every checkpoint (see :class:`EventStore`)."""
+        self._check_open()
+        return dict(sorted(self._checkpoints.items()))
 
     async def commit_with_checkpoint(self, name: str, position: int, work: TransactionWork[T]) -> T:
         """Run ``work(None)`` and set the checkpoint in one step (see TransactionalStore)."""

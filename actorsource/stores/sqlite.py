@@ -39,7 +39,14 @@ import anyio
 import attrs
 
 from .._errors import ActorsourceError, ConcurrencyError, IncompatibleStoreError, StoreError
-from .._records import AppendResult, JSONDict, NewEvent, SnapshotRecord, StoredEvent
+from .._records import (
+    AppendResult,
+    JSONDict,
+    NewEvent,
+    SnapshotRecord,
+    StoredEvent,
+    StreamInfo,
+)
 from ._base import (
     MAX_VERSION,
     HeadWatch,
@@ -632,6 +639,17 @@ class SQLiteEventStore(StoreLifecycle):
             rows = await self._fetch(_STREAM_HEAD_AT, (stream_id, moment.isoformat()))
         return int(rows[0][0])
 
+    async def list_streams(self, category: str | None = None) -> list[StreamInfo]:
+        """Return the streams with their versions (see :class:`EventStore`)."""
+        sql = "SELECT stream_id, max(version), max(recorded_at) FROM events"
+        params: tuple[Any, ...] = ()
+        if category is not None:
+            prefix = f"{category}-"
+            sql += " WHERE substr(stream_id, 1, ?) = ?"
+            params = (len(prefix), prefix)
+        rows = await self._fetch(sql + " GROUP BY stream_id ORDER BY stream_id", params)
+        return [StreamInfo(row[0], row[1], self._time(row[2])) for row in rows]
+
     async def head_position(self) -> int:
         """Return the position of the last event (see :class:`EventStore`)."""
         rows = await self._fetch("SELECT coalesce(max(position), 0) FROM events", ())
@@ -651,6 +669,11 @@ class SQLiteEventStore(StoreLifecycle):
             "SELECT position FROM checkpoints WHERE name = ?", (check_checkpoint(name),)
         )
         return int(rows[0][0]) if rows else 0
+
+    async def list_checkpoints(self) -> dict[str, int]:
+        """Return every checkpoint (see :class:`EventStore`)."""
+        rows = await self._fetch("SELECT name, position FROM checkpoints ORDER BY name", ())
+        return {name: position for name, position in rows}
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Save the checkpoint ``name`` in the writer's next transaction."""

@@ -113,6 +113,7 @@ async def test_checkpoints_start_at_0_and_keep_the_last_saved_position(store: Ev
 
     assert await store.load_checkpoint("balances") == 9
     assert await store.load_checkpoint("activity") == 3
+    assert await store.list_checkpoints() == {"activity": 3, "balances": 9}
 
 
 @pytest.mark.parametrize(
@@ -313,3 +314,20 @@ async def test_another_process_appends_are_seen_by_polling_not_by_notification(
             await reader.wait_for_events(0, timeout=0.01)  # not woken: the poll interval ends
         assert positions(await everything(reader)) == [1]
         assert await reader.head_position() == 1
+
+
+async def test_list_streams_gives_each_streams_version_and_last_write(store: EventStore) -> None:
+    await _fill(store)
+    last = (await everything(store))[-1]
+
+    streams = await store.list_streams()
+    accounts = await store.list_streams("Account")
+
+    assert [(s.stream_id, s.version) for s in streams] == [
+        ("Account-1", 2),
+        ("Account-2", 1),
+        ("Accounting-1", 1),
+        ("Order-7", 1),
+    ]
+    assert streams[2].last_recorded_at == last.recorded_at
+    assert [s.stream_id for s in accounts] == ["Account-1", "Account-2"]
