@@ -1,4 +1,4 @@
-"""The ``actorsource`` command line."""
+"""The ``actorsource`` command line: the benchmark suite, and commands to inspect a store."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 
 from . import bench
+from ._commands import COMMANDS, add_commands, run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--json", action="store_true", help="print machine-readable results")
     run.add_argument("--no-peer", action="store_true", help="skip the eventsourcing baseline")
     run.add_argument("--dir", type=Path, default=None, help="where to put the database files")
+    add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in COMMANDS:
+        return run_command(args)
     if args.command == "bench":
         sizes = bench.Sizes.quick() if args.quick else bench.Sizes()
         workloads = args.workload or list(bench.WORKLOADS)

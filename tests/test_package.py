@@ -22,6 +22,7 @@ LAYERS = {
     "_runtime": 5,
     "_projection": 5,
     "cli": 6,
+    "_commands": 6,
     "bench": 6,
     "testing": 6,
 }

@@ -1,0 +1,204 @@
+"""The inspection commands: streams, events, tail, state, projections."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import pytest
+
+from actorsource import Runtime, SQLiteEventStore
+from actorsource.cli import main
+
+from .domain import Account, Deposit, Withdraw
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A database with two accounts and an order-like stream, and one checkpoint."""
+    path = tmp_path / "events.db"
+
+    async def fill() -> None:
+        async with Runtime(SQLiteEventStore(path)) as runtime:
+            a = runtime.ref(Account, "a")
+            await a.ask(Deposit(10))
+            await a.ask(Withdraw(3))
+            await a.ask(Deposit(5))
+            await runtime.ref(Account, "b").ask(Deposit(1))
+            await runtime.store.save_checkpoint("balances", 2)
+
+    anyio.run(fill)
+    return path
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_streams_lists_each_stream_with_its_version(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = _run(capsys, "streams", str(db))
+    lines = out.splitlines()
+
+    assert status == 0
+    assert lines[0].split() == ["stream", "version", "last", "write", "(UTC)"]
+    assert [line.split()[:2] for line in lines[1:]] == [["Account-a", "3"], ["Account-b", "1"]]
+
+
+def test_streams_json_is_one_object_per_stream_filtered_by_category(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = _run(capsys, "streams", str(db), "--category", "Account", "--json")
+    found = [json.loads(line) for line in out.splitlines()]
+
+    assert status == 0
+    assert [(s["stream_id"], s["version"]) for s in found] == [("Account-a", 3), ("Account-b", 1)]
+    assert datetime.fromisoformat(found[0]["last_recorded_at"]) <= datetime.now(UTC)
+    assert _run(capsys, "streams", str(db), "--category", "Order", "--json")[1] == ""
+
+
+def test_events_prints_a_streams_events_in_a_version_range(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = _run(capsys, "events", str(db), "Account-a", "--from-version", "2", "--json")
+    found = [json.loads(line) for line in out.splitlines()]
+
+    assert status == 0
+    assert [(e["version"], e["type"], e["data"]) for e in found] == [
+        (2, "Withdrew", {"amount": 3}),
+        (3, "Deposited", {"amount": 5}),
+    ]
+    table = _run(capsys, "events", str(db), "Account-a", "--to-version", "1")[1].splitlines()
+    assert table[0].split()[:3] == ["version", "position", "type"]
+    assert table[1].split()[:3] == ["1", "1", "Deposited"]
+    assert '{"amount":10}' in table[1]
+
+
+def test_state_rebuilds_an_aggregate_with_the_users_classes(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    app = "tests.domain:Account"
+
+    now = _run(capsys, "state", str(db), "Account", "a", "--app", app, "--json")
+    then = _run(capsys, "state", str(db), "Account", "a", "--app", app, "--version", "2", "--json")
+    whole_module = _run(capsys, "state", str(db), "Account", "b", "--app", "tests.domain")
+    before = _run(
+        capsys, "state", str(db), "Account", "a", "--app", app, "--at", "2000-01-01T00:00:00"
+    )
+
+    assert now[0] == 0 and json.loads(now[1])["balance"] == 12
+    assert json.loads(then[1])["balance"] == 7
+    assert json.loads(whole_module[1])["balance"] == 1  # pretty JSON by default
+    assert json.loads(before[1])["balance"] == 0
+
+
+def test_state_of_an_unknown_category_names_what_was_found(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    status, out, err = _run(capsys, "state", str(db), "Order", "a", "--app", "tests.domain")
+
+    assert status == 1
+    assert out == ""
+    assert err.count("\n") == 1  # one line, no traceback
+    assert "no aggregate of category 'Order'" in err
+    assert "Account" in err
+
+
+def test_projections_lists_positions_and_lag_and_rebuild_resets_the_checkpoint(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = _run(capsys, "projections", str(db), "--json")
+    (balances,) = [json.loads(line) for line in out.splitlines()]
+    assert status == 0
+    assert (balances["name"], balances["position"], balances["head_position"]) == (
+        "balances",
+        2,
+        4,
+    )
+    assert balances["lag_events"] == 2
+    assert balances["lag_seconds"] >= 0
+
+    status, out, _ = _run(capsys, "projections", str(db), "rebuild", "balances")
+    assert status == 0
+    assert "checkpoint reset to 0" in out
+    after = json.loads(_run(capsys, "projections", str(db), "--json")[1])
+    assert (after["position"], after["lag_events"]) == (0, 4)
+
+    status, _, err = _run(capsys, "projections", str(db), "rebuild", "nope")
+    assert status == 1
+    assert "no projection named 'nope' has a checkpoint (known: balances)" in err
+
+
+def test_a_missing_database_is_one_line_and_a_non_zero_exit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.db"
+    status, _, err = _run(capsys, "streams", str(missing))
+
+    assert status == 1
+    assert err == f"actorsource streams: error: no database at {str(missing)!r}\n"
+    assert not missing.exists()  # not created by looking
+
+
+def test_events_of_an_empty_stream_is_an_error(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = _run(capsys, "events", str(db), "Account-zzz")
+    assert status == 1
+    assert "stream 'Account-zzz' has no events" in err
+
+
+def test_tail_prints_history_from_a_position(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = _run(
+        capsys, "tail", str(db), "--from-position", "2", "--count", "2", "--type", "Deposited"
+    )
+    assert status == 0
+    assert [line.split()[:3] for line in out.splitlines()] == [
+        ["3", "Account-a@3", "Deposited"],
+        ["4", "Account-b@1", "Deposited"],
+    ]
+
+
+def test_tail_follows_events_another_process_appends(db: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "actorsource.cli", "tail", str(db), "--count", "1"]
+    with subprocess.Popen(
+        [*command, "--poll", "0.05", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as tail:
+
+        async def append_until_seen() -> None:
+            async with Runtime(SQLiteEventStore(db)) as runtime:
+                # the tail starts at the head it finds: keep appending until it has printed
+                with anyio.fail_after(30):
+                    while tail.poll() is None:
+                        await runtime.ref(Account, "c").ask(Deposit(2))
+                        await anyio.sleep(0.1)
+
+        anyio.run(append_until_seen)
+        out, err = tail.communicate(timeout=30)
+
+    assert tail.returncode == 0, err
+    (line,) = out.splitlines()
+    event = json.loads(line)
+    assert (event["stream_id"], event["type"], event["data"]) == (
+        "Account-c",
+        "Deposited",
+        {"amount": 2},
+    )
+    assert event["position"] > 4
