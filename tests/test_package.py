@@ -94,3 +94,25 @@ def test_only_the_sqlite_store_imports_aiosqlite_and_nothing_uses_pickle_or_eval
 
 def test_package_ships_py_typed() -> None:
     assert (PACKAGE / "py.typed").is_file()
+
+
+def test_every_public_name_and_its_public_methods_have_docstrings() -> None:
+    import inspect
+
+    import actorsource.testing
+
+    missing = []
+    for module in (actorsource, actorsource.testing):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not (getattr(obj, "__doc__", None) or "").strip():
+                missing.append(name)
+            if not inspect.isclass(obj):
+                continue
+            for attribute, member in vars(obj).items():
+                function = member.fget if isinstance(member, property) else member
+                if attribute.startswith("_") or not callable(function):
+                    continue
+                if not (getattr(function, "__doc__", None) or "").strip():
+                    missing.append(f"{name}.{attribute}")
+    assert missing == []
