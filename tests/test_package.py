@@ -25,13 +25,15 @@ LAYERS = {
     "_commands": 6,
     "bench": 6,
     "testing": 6,
+    "otel": 6,
+    "_metrics": 1,
 }
 
 
 def test_all_is_sorted_and_names_every_public_export() -> None:
     assert actorsource.__all__ == sorted(actorsource.__all__)
     public = {name for name in vars(actorsource) if not name.startswith("_")}
-    submodules = {"stores", "cli", "bench", "testing"}
+    submodules = {"stores", "cli", "bench", "testing", "otel"}
     assert public - submodules == set(actorsource.__all__)
 
 
