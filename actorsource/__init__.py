@@ -37,6 +37,8 @@ from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownCommandError as UnknownCommandError
+from ._metrics import Metrics as Metrics
+from ._metrics import RecordingMetrics as RecordingMetrics
 from ._projection import Projection as Projection
 from ._projection import ProjectionContext as ProjectionContext
 from ._projection import ProjectionStatus as ProjectionStatus
@@ -73,12 +75,14 @@ __all__ = [
     "IncompatibleStoreError",
     "InvalidEventError",
     "MailboxFullError",
+    "Metrics",
     "NewEvent",
     "Projection",
     "ProjectionContext",
     "ProjectionError",
     "ProjectionStatus",
     "RecordedEvent",
+    "RecordingMetrics",
     "Rejected",
     "Runtime",
     "RuntimeClosedError",

@@ -36,9 +36,20 @@ from ._errors import (
     ConcurrencyError,
     EventApplyError,
     ProjectionError,
+    Rejected,
     StoreError,
 )
 from ._ids import new_event_id
+from ._metrics import (
+    ACTIVATIONS,
+    COMMANDS,
+    CONFLICTS_RETRIED,
+    EVENTS_APPENDED,
+    REPLAY_DURATION,
+    REPLAY_EVENTS,
+    STREAM_LENGTH,
+    Metrics,
+)
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord
 from .stores._base import EventStore
 
@@ -149,6 +160,8 @@ class ActorContext:
     start_task: Callable[[Coroutine[Any, Any, None]], None]
     #: run a background coroutine that the runtime finishes before it closes
     spawn: Callable[[Coroutine[Any, Any, None]], None]
+    #: where counters and histograms go (None: no metrics work at all)
+    metrics: Metrics | None = None
 
 
 class Actor:
@@ -290,10 +303,11 @@ class Actor:
             )
             self._fail_all(error)
             return False
+        started = time.perf_counter()
         try:
             async with context.activation_slots:
                 with anyio.fail_after(context.activation_timeout):
-                    await self._load()
+                    replayed = await self._load()
         except Exception as exc:
             context.counters.actor_failures += 1
             if isinstance(exc, TimeoutError):
@@ -310,9 +324,16 @@ class Actor:
             self._fail_all(error)
             return False
         context.counters.activations += 1
+        metrics = context.metrics
+        if metrics is not None:
+            labels = {"category": self.decider.name}
+            metrics.add(ACTIVATIONS, 1, labels)
+            metrics.record(REPLAY_DURATION, time.perf_counter() - started, labels)
+            metrics.record(REPLAY_EVENTS, replayed, labels)
         return True
 
-    async def _load(self) -> None:
+    async def _load(self) -> int:
+        """Load the state; return how many events were replayed."""
         self.loaded = False
         context = self.context
         decider = self.decider
@@ -351,6 +372,7 @@ class Actor:
         self.state = state
         self.version = version
         self.loaded = True
+        return replayed
 
     def _decode_snapshot(self, snapshot: SnapshotRecord) -> tuple[Any] | None:
         """Return ``(state,)`` from a usable snapshot, or None (with a log line) if unusable.
@@ -467,6 +489,8 @@ class Actor:
             del batch[len(batch) - len(outcome.rest) :]
         if not outcome.new_events:
             self._reply(batch, outcome, None)
+            if self.context.metrics is not None:
+                self._report(outcome, None)
             if outcome.corrupted:
                 self.unload()
             return False
@@ -499,6 +523,8 @@ class Actor:
                 self.version = result.version
                 self.context.counters.events_appended += len(outcome.new_events)
                 self._reply(batch, outcome, result)
+                if self.context.metrics is not None:
+                    self._report(outcome, result.version)
                 if outcome.corrupted:
                     self.unload()
                 else:
@@ -508,6 +534,9 @@ class Actor:
                 self.unload()
                 if retries < self.context.max_conflict_retries:
                     self.context.counters.conflicts_retried += 1
+                    if self.context.metrics is not None:
+                        labels = {"category": self.decider.name}
+                        self.context.metrics.add(CONFLICTS_RETRIED, 1, labels)
                     self.context.start_task(self._retry(batch, retries + 1))
                     return
                 final = ConcurrencyError(
@@ -623,7 +652,34 @@ class Actor:
                 offset += 1
             future.set_result(recorded)
 
+    def _report(self, outcome: _BatchOutcome, version: int | None) -> None:
+        """Count a batch's commands by outcome and its events by type (metrics are on)."""
+        metrics = self.context.metrics
+        assert metrics is not None
+        category = self.decider.name
+        outcomes: dict[str, int] = {}
+        for decided in outcome.results:
+            if isinstance(decided, Rejected):
+                kind = "rejected"
+            elif isinstance(decided, BaseException):
+                kind = "failed"
+            else:
+                kind = "accepted"
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+        for kind, count in outcomes.items():
+            metrics.add(COMMANDS, count, {"category": category, "outcome": kind})
+        types: dict[str, int] = {}
+        for new in outcome.new_events:
+            types[new.type] = types.get(new.type, 0) + 1
+        for event_type, count in types.items():
+            metrics.add(EVENTS_APPENDED, count, {"category": category, "event_type": event_type})
+        if version is not None:
+            metrics.record(STREAM_LENGTH, version, {"category": category})
+
     def _reply_error(self, batch: list[Message], error: Exception) -> None:
+        if self.context.metrics is not None:
+            labels = {"category": self.decider.name, "outcome": "failed"}
+            self.context.metrics.add(COMMANDS, len(batch), labels)
         counters = self.context.counters
         for _, command, future, _ in batch:
             counters.commands_processed += 1

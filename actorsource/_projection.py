@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ import attrs
 from ._aggregate import _handlers, _lookup
 from ._codec import Codec, event_type_spec
 from ._errors import DefinitionError, ProjectionError
+from ._metrics import PROJECTION_DURATION, PROJECTION_EVENTS, Metrics
 from ._records import RecordedEvent, StoredEvent
 from .stores._base import EventStore, TransactionalStore
 
@@ -187,6 +189,7 @@ class ProjectionRunner:
         batch_size: int,
         poll_interval: float,
         max_backoff: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.projection = projection
         self.compiled = compile_projection(type(projection))
@@ -197,6 +200,7 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        self.metrics = metrics
         codec.register_events(self.compiled.event_types)
         # stored names, old ones (aliases of renamed types) included: the store filters by them
         self.type_names = sorted(
@@ -348,6 +352,7 @@ class ProjectionRunner:
         """Handle a batch and move the checkpoint to ``through``."""
         if through <= self.position:
             return
+        started = time.perf_counter()
         if self.transactional:
             store = cast(TransactionalStore, self.store)
 
@@ -372,11 +377,21 @@ class ProjectionRunner:
             await self.store.save_checkpoint(self.name, through)
         self._advanced(through)
         self.head = max(self.head, through)
+        self._report(len(batch), time.perf_counter() - started)
+
+    def _report(self, events: int, seconds: float) -> None:
+        """Count handled events and time the batch, and log it (both only when asked for)."""
+        if self.metrics is not None and events:
+            labels = {"projection": self.name}
+            self.metrics.add(PROJECTION_EVENTS, events, labels)
+            self.metrics.record(PROJECTION_DURATION, seconds, labels)
 
     def handle_inline(self, transaction: Any, batch: list[StoredEvent]) -> None:
         """The store's inline hook: handle the batch inside the append's transaction."""
+        started = time.perf_counter()
         for stored in batch:
             self._call_sync(stored, transaction)
+        self._report(len(batch), time.perf_counter() - started)
 
     def _call_sync(self, stored: StoredEvent, transaction: Any) -> None:
         result = self._call(stored, transaction)

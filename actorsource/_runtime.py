@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime
@@ -25,6 +26,7 @@ from ._errors import (
     RuntimeClosedError,
     StoreError,
 )
+from ._metrics import ASK_DURATION, PASSIVATIONS, Metrics
 from ._projection import Projection, ProjectionRunner, ProjectionStatus, compile_projection
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord
 from .stores._base import EventStore, TransactionalStore
@@ -123,6 +125,8 @@ class Runtime:
         :class:`ActorFailedError` (``None``: no limit)
     :param poll_interval: seconds between projections' reads for events that other processes
         appended (this process's appends wake them at once)
+    :param metrics: where to report counters and histograms (see :class:`Metrics`; ``None``:
+        no metrics work at all)
     :param shutdown_timeout: seconds leaving the context may spend processing what was
         accepted; then queued messages fail with :class:`RuntimeClosedError` and a warning
         names the aggregates (``None``: no limit)
@@ -143,6 +147,7 @@ class Runtime:
         max_activations: int = 64,
         activation_timeout: float | None = None,
         poll_interval: float = 0.5,
+        metrics: Metrics | None = None,
     ) -> None:
         _check_optional_positive("snapshot_every", snapshot_every)
         _check_optional_positive("max_active", max_active)
@@ -193,7 +198,10 @@ class Runtime:
             on_idle=self._on_idle,
             start_task=self._start_task,
             spawn=self._spawn,
+            metrics=metrics,
         )
+        #: where counters and histograms go (None: nowhere)
+        self.metrics = metrics
         self._state = RuntimeState.UNOPENED
         self._actors: dict[str, Actor] = {}
         self._actors_high = 0  # the most actors held since the maps were last compacted
@@ -472,6 +480,7 @@ class Runtime:
             store=self.store,
             codec=self._codec,
             runtime=self,
+            metrics=self.metrics,
             batch_size=batch_size,
             poll_interval=self.poll_interval if poll_interval is None else poll_interval,
             max_backoff=30.0,
@@ -753,6 +762,8 @@ class Runtime:
             actor.admitted = False
             if actor.loaded:
                 self._counters.passivations += 1
+                if self.metrics is not None:
+                    self.metrics.add(PASSIVATIONS, 1, {"category": actor.decider.name})
             actor.unload()
             self._release_slot()
 
@@ -966,6 +977,8 @@ class AggregateRef(Generic[S]):
         )
         message: Message = (COMMAND, command, future, _metadata(metadata))
         limit = self._runtime.ask_timeout if isinstance(timeout, _Default) else timeout
+        metrics = self._runtime.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
         try:
             if limit is None:
                 return await self._deliver(message, future)
@@ -975,6 +988,10 @@ class AggregateRef(Generic[S]):
             # cancelled: a command still waiting in the mailbox is taken back, never run
             self._runtime._withdraw(self.stream_id, message)
             raise
+        finally:
+            if metrics is not None:
+                labels = {"category": self.decider.name}
+                metrics.record(ASK_DURATION, time.perf_counter() - started, labels)
         withdrawn = self._runtime._withdraw(self.stream_id, message)
         raise AskTimeoutError(self.stream_id, type(command).__name__, limit, not withdrawn)
 

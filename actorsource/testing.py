@@ -60,6 +60,7 @@ from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
 from ._errors import CodecError, EventApplyError
+from ._metrics import Metrics
 from ._records import NewEvent
 from ._runtime import Runtime
 from .stores._base import decode_json, encode_json
@@ -402,6 +403,7 @@ class RuntimeOptions(TypedDict, total=False):
     max_activations: int
     activation_timeout: float | None
     poll_interval: float
+    metrics: Metrics | None
 
 
 @contextlib.asynccontextmanager
