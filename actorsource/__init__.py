@@ -50,6 +50,8 @@ from ._records import SnapshotRecord as SnapshotRecord
 from ._records import StoredEvent as StoredEvent
 from ._records import StreamInfo as StreamInfo
 from ._runtime import AggregateRef as AggregateRef
+from ._runtime import Health as Health
+from ._runtime import HealthCheck as HealthCheck
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeState as RuntimeState
 from ._runtime import RuntimeStatistics as RuntimeStatistics
@@ -71,6 +73,8 @@ __all__ = [
     "DefinitionError",
     "EventApplyError",
     "EventStore",
+    "Health",
+    "HealthCheck",
     "InMemoryEventStore",
     "IncompatibleStoreError",
     "InvalidEventError",

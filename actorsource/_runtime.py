@@ -82,6 +82,28 @@ class RuntimeStatistics:
     projections: tuple[ProjectionStatus, ...] = ()
 
 
+@attrs.frozen(slots=True)
+class HealthCheck:
+    """One check of :meth:`Runtime.health`."""
+
+    #: what was checked: ``store``, ``writer`` or ``projection <name>``
+    name: str
+    #: whether it passed
+    ok: bool
+    #: what was found (a number, or the error)
+    detail: str
+
+
+@attrs.frozen(slots=True)
+class Health:
+    """The outcome of :meth:`Runtime.health`: healthy when every check passed."""
+
+    #: whether every check passed
+    healthy: bool
+    #: each check, in order
+    checks: tuple[HealthCheck, ...]
+
+
 @attrs.define(slots=True)
 class _ProjectionEntry:
     """A projection added to the runtime: its runner, and the task running it."""
@@ -827,6 +849,62 @@ class Runtime:
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         assert self._task_group is not None
         self._task_group.start_soon(_run_coroutine, coroutine)
+
+    # -- health ------------------------------------------------------------------------------------
+
+    async def health(
+        self,
+        *,
+        max_writer_lag: float = 5.0,
+        max_projection_lag: float = 60.0,
+        timeout: float = 5.0,  # noqa: ASYNC109  # a limit per check, as in health endpoints
+    ) -> Health:
+        """Check the store, its writer and the projections (for a readiness endpoint).
+
+        - ``store``: a read answers within ``timeout`` seconds;
+        - ``writer``: no write has waited longer than ``max_writer_lag`` seconds (stores that
+          cannot tell pass);
+        - ``projection NAME``: the projection is not failing, and its oldest unhandled event is
+          at most ``max_projection_lag`` seconds old.
+        """
+        checks: list[HealthCheck] = []
+        try:
+            with anyio.fail_after(timeout):
+                head = await self.store.head_position()
+            checks.append(HealthCheck("store", True, f"reachable, head position {head}"))
+        except TimeoutError:
+            checks.append(HealthCheck("store", False, f"no answer within {timeout} s"))
+        except Exception as exc:
+            checks.append(HealthCheck("store", False, f"{type(exc).__name__}: {exc}"))
+        lag_of = getattr(self.store, "writer_lag", None)
+        if lag_of is not None:
+            try:
+                lag = float(lag_of())
+                checks.append(
+                    HealthCheck(
+                        "writer",
+                        lag <= max_writer_lag,
+                        f"oldest pending write waited {lag:.3f} s (limit {max_writer_lag} s)",
+                    )
+                )
+            except Exception as exc:
+                checks.append(HealthCheck("writer", False, f"{type(exc).__name__}: {exc}"))
+        for entry in self._projections.values():
+            status = entry.runner.status()
+            if status.state == "failing":
+                checks.append(
+                    HealthCheck(f"projection {status.name}", False, f"failing: {status.last_error}")
+                )
+                continue
+            checks.append(
+                HealthCheck(
+                    f"projection {status.name}",
+                    status.lag_seconds <= max_projection_lag,
+                    f"{status.state}, lag {status.lag_events} events, "
+                    f"{status.lag_seconds:.3f} s (limit {max_projection_lag} s)",
+                )
+            )
+        return Health(all(check.ok for check in checks), tuple(checks))
 
     # -- statistics ------------------------------------------------------------------------------
 

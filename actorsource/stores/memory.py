@@ -226,6 +226,11 @@ class InMemoryEventStore(StoreLifecycle):
             if prefix is None or stream_id.startswith(prefix)
         ]
 
+    def writer_lag(self) -> float:
+        """Return 0: appends are applied at once (see ``SQLiteEventStore.writer_lag``)."""
+        self._check_open()
+        return 0.0
+
     async def head_position(self) -> int:
         """Return the position of the last event (see :class:`EventStore`)."""
         self._check_open()

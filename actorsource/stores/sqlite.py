@@ -29,6 +29,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -213,6 +214,9 @@ class SQLiteEventStore(StoreLifecycle):
         self.batches_committed = 0
         self._watch = HeadWatch()
         self._inline: dict[str, InlineHook] = {}
+        # when the oldest pending write was queued, and when the batch in commit was
+        self._pending_since: float | None = None
+        self._committing_since: float | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteEventStore({str(self.path)!r})"
@@ -425,8 +429,26 @@ class SQLiteEventStore(StoreLifecycle):
             # nobody would ever answer the write
             msg = f"{self!r} cannot write: its writer task has stopped; make a new store"
             raise StoreError(msg)
+        if not self._pending:
+            self._pending_since = time.monotonic()
         self._pending.append(op)
         self._wakeup.set()
+
+    def writer_lag(self) -> float:
+        """Return how long (s) the oldest write not yet committed has waited (0: none waits).
+
+        A health check's view of the writer: a lag that keeps growing means it is stuck (a
+        lock held by another process, a hung disk).
+
+        :raises StoreError: if the store is not open or its writer task has stopped
+        """
+        self._check_open()
+        task = self._writer_task
+        if task is None or task.done():
+            msg = f"{self!r}: its writer task has stopped"
+            raise StoreError(msg)
+        since = [t for t in (self._pending_since, self._committing_since) if t is not None]
+        return time.monotonic() - min(since) if since else 0.0
 
     async def _write_loop(self) -> None:
         assert self._writer is not None
@@ -438,7 +460,12 @@ class SQLiteEventStore(StoreLifecycle):
                 while self._pending:
                     batch = self._pending[: self.max_batch]
                     del self._pending[: self.max_batch]
-                    await self._commit(conn, batch)
+                    self._committing_since = self._pending_since
+                    self._pending_since = time.monotonic() if self._pending else None
+                    try:
+                        await self._commit(conn, batch)
+                    finally:
+                        self._committing_since = None
                 if self._closing and not self._pending:
                     return
         finally:
