@@ -57,6 +57,7 @@ from ._runtime import RuntimeState as RuntimeState
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from .stores._base import EventStore as EventStore
 from .stores._base import TransactionalStore as TransactionalStore
+from .stores._subscription import subscribe as subscribe
 from .stores.memory import InMemoryEventStore as InMemoryEventStore
 from .stores.sqlite import SQLiteEventStore as SQLiteEventStore
 
@@ -103,6 +104,7 @@ __all__ = [
     "command",
     "event_type",
     "handle",
+    "subscribe",
 ]
 
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actorsource import EventStore, SQLiteEventStore, StoredEvent, StoreError
+from actorsource import EventStore, SQLiteEventStore, StoredEvent, StoreError, subscribe
 from actorsource.stores._base import TransactionalStore
 
 from .test_contract import collect, event, everything, positions
@@ -331,3 +331,47 @@ async def test_list_streams_gives_each_streams_version_and_last_write(store: Eve
     ]
     assert streams[2].last_recorded_at == last.recorded_at
     assert [s.stream_id for s in accounts] == ["Account-1", "Account-2"]
+
+
+async def test_a_subscription_catches_up_then_follows_live_without_gap_or_repeat(
+    store: EventStore,
+) -> None:
+    await _fill(store)  # 5 events of history
+    seen: list[StoredEvent] = []
+    caught_up = anyio.Event()
+
+    async def follow() -> None:
+        async for stored in subscribe(store, 2, poll_interval=60):
+            seen.append(stored)
+            if stored.position == 5:
+                caught_up.set()
+            if len(seen) == 7:
+                return
+
+    with anyio.fail_after(10):  # live events wake it: far below the 60 s poll
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await caught_up.wait()
+            assert positions(seen) == [2, 3, 4, 5]
+            for n in range(3):
+                await store.append("Live-1", n, [event()])
+
+    assert positions(seen) == [2, 3, 4, 5, 6, 7, 8]
+
+
+async def test_a_subscription_filters_by_type_and_category(store: EventStore) -> None:
+    await _fill(store)
+    found: list[StoredEvent] = []
+    async for stored in subscribe(store, types=["Opened"], categories=["Account"]):
+        found.append(stored)
+        if len(found) == 2:
+            break
+    assert [(e.stream_id, e.type) for e in found] == [
+        ("Account-1", "Opened"),
+        ("Account-2", "Opened"),
+    ]
+
+
+async def test_a_subscription_refuses_a_position_below_1(store: EventStore) -> None:
+    with pytest.raises(ValueError, match="from_position must be an int >= 1, got 0"):
+        await collect(subscribe(store, 0))
