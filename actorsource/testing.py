@@ -402,6 +402,7 @@ class RuntimeOptions(TypedDict, total=False):
     max_activations: int
     activation_timeout: float | None
     poll_interval: float
+    idempotency_window: int
 
 
 @contextlib.asynccontextmanager
