@@ -637,7 +637,8 @@ class SQLiteEventStore(StoreLifecycle):
 
         Reads the stream's rows through the ``UNIQUE(stream_id, version)`` index and compares
         each row's ``json_extract(metadata, '$.command_id')``: no index of its own, so that
-        appends (which all store a command id) pay nothing for it.
+        appends (which all store a command id) pay nothing for it. The price is a scan of the
+        whole stream per call (reading each row dominates; about 1.4 µs per event measured).
         """
         check_stream_id(stream_id)
         ids = check_command_ids(command_ids)
