@@ -3,8 +3,9 @@
 General layout (lower layers never import higher ones)::
 
     _errors            L0  the error tree
-    _decider, _aggregate, _records
-                       L1  the pure domain core (Decider, Aggregate sugar) and records
+    _decider, _aggregate, _records, _ids, _tracing
+                       L1  the pure domain core (Decider, Aggregate sugar), records, event
+                           ids, tracing metadata (command, correlation and causation ids)
     _codec             L2  event/state <-> JSON-ready dicts, by stable type names; upcasters
     stores/            L3  the EventStore contract; memory and SQLite stores
     _actor             L4  one aggregate's mailbox loop
@@ -55,6 +56,7 @@ from ._runtime import HealthCheck as HealthCheck
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeState as RuntimeState
 from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._tracing import caused_by as caused_by
 from .stores._base import EventStore as EventStore
 from .stores._base import TransactionalStore as TransactionalStore
 from .stores._subscription import subscribe as subscribe
@@ -101,6 +103,7 @@ __all__ = [
     "TransactionalStore",
     "UnknownCommandError",
     "apply",
+    "caused_by",
     "command",
     "event_type",
     "handle",

@@ -11,6 +11,12 @@ This keeps the per-command cost to a few callbacks: no task, no coroutine chain 
 Per batch of commands: decide each against the evolving state, encode and apply the new events
 ("validate before storing"), append all of them with one expected-version check, then reply.
 Replies wait for the commit, since every decision in the batch rests on the events before it.
+
+Idempotent commands (sent with an explicit ``command_id``): an actor remembers the recorded events
+of its last few such commands (a window allocated only once one arrives). A command whose id is in
+the window is answered from it, without deciding. One whose id is not is first looked up in the
+store (the window starts empty after passivation or a restart, and another runtime may have
+processed it), in one read for the whole batch; commands without an explicit id never pay for it.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from typing import Any, Final
 
 import anyio
@@ -50,7 +56,8 @@ from ._metrics import (
     STREAM_LENGTH,
     Metrics,
 )
-from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord
+from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
+from ._tracing import CAUSATION_ID, COMMAND_ID, CORRELATION_ID
 from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.actor")
@@ -62,8 +69,9 @@ _ACTOR_CONTEXT: Final = contextvars.Context()
 COMMAND: Final = 0
 GET_STATE: Final = 1
 
-#: (kind, command or None, reply future or None for a tell, metadata)
-Message = tuple[int, Any, "asyncio.Future[Any] | None", JSONDict]
+#: (kind, command or None, reply future or None for a tell, metadata, the command id the caller
+#: gave or None)
+Message = tuple[int, Any, "asyncio.Future[Any] | None", JSONDict, "str | None"]
 
 
 @attrs.define(slots=True)
@@ -152,6 +160,10 @@ class ActorContext:
     read_stream_data: Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]
     #: hand events to the store; the future resolves at commit
     submit_append: Callable[[str, int, list[NewEvent]], asyncio.Future[AppendResult]]
+    #: the events of a stream that commands with the given ids produced, in version order
+    find_command_events: Callable[[str, Collection[str]], Coroutine[Any, Any, list[StoredEvent]]]
+    #: how many recent idempotent commands (with an explicit id) each actor remembers
+    idempotency_window: int
     #: wait until the actor may hold state in memory (max_active); counts it as active
     admit: Callable[[Actor], Coroutine[Any, Any, None]]
     #: called when the actor has drained its mailbox
@@ -176,6 +188,7 @@ class Actor:
         "loaded",
         "mailbox",
         "overflow",
+        "recent",
         "running",
         "state",
         "stream_id",
@@ -197,6 +210,8 @@ class Actor:
         self.idle_since = 0.0
         #: the batch whose append is in flight: (batch, outcome, start version, retries)
         self.in_flight: tuple[list[Message], _BatchOutcome, int, int] | None = None
+        #: explicit command id -> the events it recorded, oldest first (None until one comes)
+        self.recent: dict[str, list[RecordedEvent[Any]]] | None = None
 
     def __repr__(self) -> str:
         return f"<Actor {self.stream_id!r} v{self.version}>"
@@ -219,7 +234,7 @@ class Actor:
                 context.start_task(self._activate_then_drain())
                 return
             if mailbox[0][0] == GET_STATE:
-                _, _, future, _ = mailbox.popleft()
+                _, _, future, _, _ = mailbox.popleft()
                 self._accept_overflow()
                 if future is not None and not future.done():
                     future.set_result(copy.deepcopy(self.state))
@@ -229,6 +244,9 @@ class Actor:
             while mailbox and len(batch) < limit and mailbox[0][0] == COMMAND:
                 batch.append(mailbox.popleft())
             self._accept_overflow()
+            if self._unknown_ids(batch):
+                context.start_task(self._look_up_then_submit(batch, 0))
+                return  # the lookup goes on with the batch
             if self._submit(batch, 0):
                 return  # the store calls us back
         self.running = False
@@ -273,12 +291,12 @@ class Actor:
     def _fail_all(self, exc: BaseException) -> None:
         error = exc if isinstance(exc, Exception) else ActorFailedError(self.stream_id, "stopped")
         while self.mailbox:
-            _, _, future, _ = self.mailbox.popleft()
+            _, _, future, _, _ = self.mailbox.popleft()
             if future is not None and not future.done():
                 future.set_exception(error)
         if self.overflow:
             while self.overflow:
-                (_, _, future, _), entered = self.overflow.popleft()
+                (_, _, future, _, _), entered = self.overflow.popleft()
                 if not entered.done():
                     entered.set_exception(error)
 
@@ -361,7 +379,7 @@ class Actor:
         context.counters.events_replayed += replayed
         if replayed and logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "replayed events",
+                "events replayed",
                 extra={
                     "stream_id": self.stream_id,
                     "event_count": replayed,
@@ -480,9 +498,12 @@ class Actor:
 
     # -- commands -------------------------------------------------------------------------------
 
-    def _submit(self, batch: list[Message], retries: int) -> bool:
-        """Decide a batch and hand its events to the store; True if the store will call back."""
-        outcome = self._decide_batch(batch)
+    def _submit(self, batch: list[Message], retries: int, known: _Known | None = None) -> bool:
+        """Decide a batch and hand its events to the store; True if the store will call back.
+
+        :param known: what a store lookup found for the batch's explicit command ids
+        """
+        outcome = self._decide_batch(batch, known)
         if outcome.rest:
             # messages after a failed applier wait for the reload, in their order
             self.mailbox.extendleft(reversed(outcome.rest))
@@ -522,6 +543,8 @@ class Actor:
                 self.context.supervisor.succeeded(self.stream_id)
                 self.version = result.version
                 self.context.counters.events_appended += len(outcome.new_events)
+                if logger.isEnabledFor(logging.DEBUG):
+                    self._log_appended(outcome.new_events, result)
                 self._reply(batch, outcome, result)
                 if self.context.metrics is not None:
                     self._report(outcome, result.version)
@@ -550,19 +573,147 @@ class Actor:
             raise
         self.drain()
 
+    def _log_appended(self, new_events: list[NewEvent], result: AppendResult) -> None:
+        first_version = result.version - len(new_events) + 1
+        for offset, new in enumerate(new_events):
+            metadata = new.metadata
+            logger.debug(
+                "event appended",
+                extra={
+                    "event_id": new.event_id,
+                    "event_type": new.type,
+                    "stream_id": self.stream_id,
+                    "version": first_version + offset,
+                    "position": result.first_position + offset,
+                    "correlation_id": metadata.get(CORRELATION_ID),
+                    "causation_id": metadata.get(CAUSATION_ID),
+                    "command_id": metadata.get(COMMAND_ID),
+                    "recorded_at": result.recorded_at,
+                },
+            )
+
     async def _retry(self, batch: list[Message], retries: int) -> None:
         try:
             if retries > 2:
                 await asyncio.sleep(random.uniform(0, min(0.001 * 2**retries, 0.05)))
             if not await self._activate():
                 self._reply_error(batch, ActorFailedError(self.stream_id, "reload failed"))
-            elif self._submit(batch, retries):
+            else:
+                # the writer that won may have processed some of these commands itself
+                known = await self._look_up(batch) if self._unknown_ids(batch) else None
+                if self._submit(batch, retries, known):
+                    return  # the store calls us back
+        except BaseException as exc:
+            self._reply_error(batch, ActorFailedError(self.stream_id, "stopped"))
+            self._crash(exc)
+            raise
+        self.drain()
+
+    # -- idempotent commands ----------------------------------------------------------------------
+
+    def _unknown_ids(self, batch: list[Message]) -> bool:
+        """Whether a command of the batch has an explicit id that the window does not hold."""
+        recent = self.recent
+        for message in batch:
+            command_id = message[4]
+            if command_id is not None and (recent is None or command_id not in recent):
+                return True
+        return False
+
+    async def _look_up_then_submit(self, batch: list[Message], retries: int) -> None:
+        try:
+            known = await self._look_up(batch)
+            if self._submit(batch, retries, known):
                 return  # the store calls us back
         except BaseException as exc:
             self._reply_error(batch, ActorFailedError(self.stream_id, "stopped"))
             self._crash(exc)
             raise
         self.drain()
+
+    async def _look_up(self, batch: list[Message]) -> _Known:
+        """Find in the store what the batch's unknown explicit command ids recorded.
+
+        Returns command id -> its recorded events, or the error to reply with (the lookup
+        failed, or its events no longer decode). Ids not found are not in the result: those
+        commands are decided.
+        """
+        recent = self.recent
+        wanted: set[str] = {
+            m[4] for m in batch if m[4] is not None and (recent is None or m[4] not in recent)
+        }
+        known: _Known = {}
+        try:
+            found = await self.context.find_command_events(self.stream_id, wanted)
+        except Exception as exc:
+            logger.warning(
+                "command lookup failed",
+                extra={"stream_id": self.stream_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            for command_id in wanted:
+                error = StoreError(
+                    f"looking up command {command_id!r} in {self.stream_id!r} failed: {exc}; "
+                    "it was not processed now, retry it"
+                )
+                error.__cause__ = exc
+                known[command_id] = error
+            return known
+        by_command: dict[str, list[StoredEvent]] = {}
+        for stored in found:
+            owner = stored.metadata.get(COMMAND_ID)
+            if owner in wanted:
+                by_command.setdefault(owner, []).append(stored)
+        decode = self.context.codec.decode_event
+        for command_id, stored_events in by_command.items():
+            try:
+                recorded = [
+                    RecordedEvent(
+                        decode(s.type, s.data, where=self._where(s.version)),
+                        s.stream_id,
+                        s.version,
+                        s.position,
+                        s.event_id,
+                        s.recorded_at,
+                        s.metadata,
+                    )
+                    for s in stored_events
+                ]
+            except CodecError as exc:
+                known[command_id] = exc
+                continue
+            known[command_id] = recorded
+            self._remember(command_id, recorded)
+        return known
+
+    def _remember(self, command_id: str, recorded: list[RecordedEvent[Any]]) -> None:
+        """Keep a command's recorded events in the window (dropping the oldest if it is full)."""
+        size = self.context.idempotency_window
+        if not size:
+            return
+        recent = self.recent
+        if recent is None:
+            recent = self.recent = {}
+        recent[command_id] = recorded
+        if len(recent) > size:
+            del recent[next(iter(recent))]
+
+    def _earlier(self, command_id: str, known: _Known | None, outcome: _BatchOutcome) -> Any:
+        """What an explicit command id already recorded: a :class:`_Repeat`, an error to reply
+        with, or None if it has to be decided."""
+        if outcome.keyed is not None and command_id in outcome.keyed:
+            return _Repeat(None)  # decided earlier in this batch: its reply is built first
+        recent = self.recent
+        if recent is not None:
+            recorded = recent.get(command_id)
+            if recorded is not None:
+                return _Repeat(recorded)
+        if known is not None:
+            found = known.get(command_id)
+            if found is not None:
+                return found if isinstance(found, Exception) else _Repeat(found)
+        return None
+
+    # -- deciding and replying ---------------------------------------------------------------------
 
     def _append_failed(self, batch: list[Message], exc: BaseException) -> None:
         # store failure: nothing was stored; the actor must not trust its state
@@ -580,11 +731,16 @@ class Actor:
             failure.__cause__ = exc
         self._reply_error(batch, failure)
 
-    def _decide_batch(self, batch: list[Message]) -> _BatchOutcome:
+    def _decide_batch(self, batch: list[Message], known: _Known | None) -> _BatchOutcome:
         decider = self.decider
         encode = self.context.codec.encode_event
         outcome = _BatchOutcome()
-        for index, (_, command, _, metadata) in enumerate(batch):
+        for index, (_, command, _, metadata, command_id) in enumerate(batch):
+            if command_id is not None:
+                earlier = self._earlier(command_id, known, outcome)
+                if earlier is not None:
+                    outcome.results.append(earlier)
+                    continue
             try:
                 events = decider.decide_events(command, self.state)
             except Exception as exc:  # Rejected and any handler error: reply, go on
@@ -617,13 +773,19 @@ class Actor:
                 outcome.rest = batch[index + 1 :]
                 break
             outcome.results.append(events)
+            if command_id is not None:
+                # a second message with this id in the batch gets this one's events
+                if outcome.keyed is None:
+                    outcome.keyed = {}
+                outcome.keyed[command_id] = []  # its recorded events, once replied
         return outcome
 
     def _reply(self, batch: list[Message], outcome: _BatchOutcome, result: Any) -> None:
         counters = self.context.counters
         new_events = outcome.new_events
         offset = 0
-        for (_, command, future, metadata), decided in zip(batch, outcome.results, strict=True):
+        for message, decided in zip(batch, outcome.results, strict=True):
+            _, command, future, metadata, command_id = message
             counters.commands_processed += 1
             if isinstance(decided, BaseException):
                 counters.commands_rejected += 1
@@ -632,7 +794,16 @@ class Actor:
                 elif not future.done():
                     future.set_exception(decided)
                 continue
-            if future is None or future.done():
+            if type(decided) is _Repeat:
+                # processed before: the original events, nothing decided or stored again
+                if future is not None and not future.done():
+                    recorded = decided.recorded
+                    if recorded is None:  # processed earlier in this batch, so replied above
+                        assert outcome.keyed is not None and command_id is not None
+                        recorded = outcome.keyed[command_id]
+                    future.set_result(list(recorded))
+                continue
+            if command_id is None and (future is None or future.done()):
                 offset += len(decided)
                 continue
             recorded = []
@@ -650,7 +821,12 @@ class Actor:
                     )
                 )
                 offset += 1
-            future.set_result(recorded)
+            if command_id is not None and recorded:
+                assert outcome.keyed is not None
+                outcome.keyed[command_id] = recorded
+                self._remember(command_id, recorded)
+            if future is not None and not future.done():
+                future.set_result(recorded if command_id is None else list(recorded))
 
     def _report(self, outcome: _BatchOutcome, version: int | None) -> None:
         """Count a batch's commands by outcome and its events by type (metrics are on)."""
@@ -681,7 +857,7 @@ class Actor:
             labels = {"category": self.decider.name, "outcome": "failed"}
             self.context.metrics.add(COMMANDS, len(batch), labels)
         counters = self.context.counters
-        for _, command, future, _ in batch:
+        for _, command, future, _, _ in batch:
             counters.commands_processed += 1
             if future is None:
                 _log_told_failure(self.stream_id, command, error)
@@ -720,7 +896,7 @@ class Actor:
 class _BatchOutcome:
     """What deciding a batch produced (a plain slotted class: one is made per batch)."""
 
-    __slots__ = ("corrupted", "new_events", "rest", "results")
+    __slots__ = ("corrupted", "keyed", "new_events", "rest", "results")
 
     def __init__(self) -> None:
         #: per decided message: its events, () for no change, or the error to reply with
@@ -730,6 +906,22 @@ class _BatchOutcome:
         self.corrupted = False
         #: messages not decided because of that failure
         self.rest: list[Message] = _NO_MESSAGES
+        #: explicit command ids decided in this batch -> their recorded events (once replied)
+        self.keyed: dict[str, list[RecordedEvent[Any]]] | None = None
+
+
+class _Repeat:
+    """The reply to a command processed before: its original recorded events."""
+
+    __slots__ = ("recorded",)
+
+    def __init__(self, recorded: list[RecordedEvent[Any]] | None) -> None:
+        #: the events; None when the command was decided earlier in the same batch
+        self.recorded = recorded
+
+
+#: what a store lookup found for explicit command ids: their events, or the error to reply with
+_Known = dict[str, "list[RecordedEvent[Any]] | Exception"]
 
 
 _NO_MESSAGES: list[Message] = []

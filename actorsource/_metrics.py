@@ -77,8 +77,8 @@ class RecordingMetrics:
         lambda: defaultdict(int)
     )
     #: histogram values by (name, sorted attribute items), in the order recorded
-    histograms: defaultdict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = (
-        attrs.Factory(lambda: defaultdict(list))
+    histograms: defaultdict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = attrs.Factory(
+        lambda: defaultdict(list)
     )
 
     def add(self, name: str, amount: int, attributes: Attributes) -> None:

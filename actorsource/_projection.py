@@ -16,6 +16,9 @@ Background projections wake when this process commits (no polling) and poll for 
 processes' appends every ``poll_interval`` seconds. A failing handler stops its projection at
 that event (the checkpoint never passes an event that was not handled), logs the position,
 event and exception, and retries with backoff.
+
+A handler runs as caused by its event (see :func:`~actorsource.caused_by`): commands it sends
+join the event's conversation and name the event as their cause.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ._codec import Codec, event_type_spec
 from ._errors import DefinitionError, ProjectionError
 from ._metrics import PROJECTION_DURATION, PROJECTION_EVENTS, Metrics
 from ._records import RecordedEvent, StoredEvent
+from ._tracing import CORRELATION_ID, cause_of, current_cause
 from .stores._base import EventStore, TransactionalStore
 
 if TYPE_CHECKING:
@@ -83,7 +87,8 @@ class ProjectionContext:
     #: the store's transaction in the exactly-once and inline modes (a ``sqlite3.Connection``
     #: for SQLite, ``None`` for the in-memory store); ``None`` in the at-least-once mode
     transaction: Any
-    #: the runtime running the projection (to send commands from a handler)
+    #: the runtime running the projection (to send commands from a handler: they join the
+    #: event's conversation and name it as their cause, see :func:`~actorsource.caused_by`)
     runtime: Runtime
 
 
@@ -401,7 +406,10 @@ class ProjectionRunner:
             raise self._error(stored, TypeError(msg))
 
     def _call(self, stored: StoredEvent, transaction: Any) -> Awaitable[None] | None:
-        """Decode an event and call its handler; a failure is a ProjectionError naming it."""
+        """Decode an event and call its handler; a failure is a ProjectionError naming it.
+
+        The handler runs as caused by the event (commands it sends carry its correlation).
+        """
         try:
             event = self.codec.decode_event(
                 stored.type, stored.data, where=f" at position {stored.position}"
@@ -423,21 +431,53 @@ class ProjectionRunner:
                     stored.recorded_at,
                     stored.metadata,
                 )
-                context = ProjectionContext(record, transaction, self.runtime)
-                result = handler.function(self.projection, event, context)
+                arguments: tuple[Any, ...] = (
+                    event,
+                    ProjectionContext(record, transaction, self.runtime),
+                )
             else:
-                result = handler.function(self.projection, event)
+                arguments = (event,)
+            if handler.is_async:
+                # the coroutine runs (and sees the cause) when awaited, in _awaited
+                return self._awaited(stored, handler.function(self.projection, *arguments))
+            started = time.perf_counter() if logger.isEnabledFor(logging.DEBUG) else None
+            token = current_cause.set(cause_of(stored.event_id, stored.metadata))
+            try:
+                result = handler.function(self.projection, *arguments)
+            finally:
+                current_cause.reset(token)
         except Exception as exc:
             raise self._error(stored, exc) from exc
-        if handler.is_async:
-            return self._awaited(stored, result)
+        if started is not None:
+            self._log_updated(stored, started)
         return cast(None, result)
 
     async def _awaited(self, stored: StoredEvent, result: Awaitable[None]) -> None:
+        started = time.perf_counter() if logger.isEnabledFor(logging.DEBUG) else None
+        token = current_cause.set(cause_of(stored.event_id, stored.metadata))
         try:
             await result
         except Exception as exc:
             raise self._error(stored, exc) from exc
+        finally:
+            current_cause.reset(token)
+        if started is not None:
+            self._log_updated(stored, started)
+
+    def _log_updated(self, stored: StoredEvent, started: float) -> None:
+        logger.debug(
+            "projection updated",
+            extra={
+                "projection": self.name,
+                "event_id": stored.event_id,
+                "event_type": stored.type,
+                "stream_id": stored.stream_id,
+                "version": stored.version,
+                "position": stored.position,
+                "correlation_id": stored.metadata.get(CORRELATION_ID),
+                "processing_time_ms": (time.perf_counter() - started) * 1000,
+            },
+        )
 
     def _error(self, stored: StoredEvent, exc: BaseException) -> ProjectionError:
         error = ProjectionError(

@@ -7,7 +7,7 @@ import enum
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar, overload
@@ -28,7 +28,8 @@ from ._errors import (
 )
 from ._metrics import ASK_DURATION, PASSIVATIONS, Metrics
 from ._projection import Projection, ProjectionRunner, ProjectionStatus, compile_projection
-from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord
+from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
+from ._tracing import COMMAND_ID, command_metadata
 from .stores._base import EventStore, TransactionalStore
 
 logger = logging.getLogger("actorsource.runtime")
@@ -152,6 +153,9 @@ class Runtime:
     :param shutdown_timeout: seconds leaving the context may spend processing what was
         accepted; then queued messages fail with :class:`RuntimeClosedError` and a warning
         names the aggregates (``None``: no limit)
+    :param idempotency_window: how many recent commands sent with an explicit ``command_id``
+        each live actor remembers, to answer a repeat without a store read (``0``: none; the
+        store is then read for every such command). Commands without one cost nothing
     """
 
     def __init__(
@@ -170,6 +174,7 @@ class Runtime:
         activation_timeout: float | None = None,
         poll_interval: float = 0.5,
         metrics: Metrics | None = None,
+        idempotency_window: int = 32,
     ) -> None:
         _check_optional_positive("snapshot_every", snapshot_every)
         _check_optional_positive("max_active", max_active)
@@ -184,6 +189,13 @@ class Runtime:
             raise ValueError(msg)
         if max_conflict_retries < 0:
             msg = f"max_conflict_retries must be >= 0, got {max_conflict_retries!r}"
+            raise ValueError(msg)
+        if (
+            not isinstance(idempotency_window, int)
+            or isinstance(idempotency_window, bool)
+            or idempotency_window < 0
+        ):
+            msg = f"idempotency_window must be an int >= 0, got {idempotency_window!r}"
             raise ValueError(msg)
         self.store = store
         if ask_timeout is not None and ask_timeout <= 0:
@@ -216,6 +228,8 @@ class Runtime:
             load_latest=_latest_loader(store),
             read_stream_data=_data_reader(store),
             submit_append=_submitter(store),
+            find_command_events=_command_finder(store),
+            idempotency_window=idempotency_window,
             admit=self._admit,
             on_idle=self._on_idle,
             start_task=self._start_task,
@@ -359,7 +373,7 @@ class Runtime:
                     f"the runtime closed while an append to {actor.stream_id!r} was in flight; "
                     "the store did not answer in time, so the outcome is unknown"
                 )
-                for _, _, future, _ in batch:
+                for _, _, future, _, _ in batch:
                     if future is not None and not future.done():
                         future.set_exception(error)
         logger.error(
@@ -985,6 +999,25 @@ def _submitter(
     return submit_via_task
 
 
+def _command_finder(
+    store: EventStore,
+) -> Callable[[str, Collection[str]], Coroutine[Any, Any, list[StoredEvent]]]:
+    """Return the store's command lookup, or one that scans the stream (for stores without)."""
+    find = getattr(store, "find_command_events", None)
+    if find is not None:
+        return find  # type: ignore[no-any-return]
+
+    async def scan(stream_id: str, command_ids: Collection[str]) -> list[StoredEvent]:
+        wanted = set(command_ids)
+        return [
+            stored
+            async for stored in store.read_stream(stream_id)
+            if stored.metadata.get(COMMAND_ID) in wanted
+        ]
+
+    return scan
+
+
 async def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
     await coroutine
 
@@ -1033,13 +1066,29 @@ class AggregateRef(Generic[S]):
         command: object,
         *,
         metadata: JSONDict | None = None,
+        command_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
         timeout: float | _Default | None = DEFAULT,  # noqa: ASYNC109  # the asked-for API
     ) -> list[RecordedEvent[Any]]:
         """Send a command and wait until its events are durable.
 
-        Waits for mailbox room first if the mailbox is full.
+        Waits for mailbox room first if the mailbox is full. Each event is stored with
+        ``metadata`` and three ids (see the README, *Metadata and tracing*):
+        ``command_id``, ``correlation_id`` and ``causation_id``.
 
-        :param metadata: stored with each event the command produces (JSON-serializable)
+        A command sent with a ``command_id`` that this aggregate already processed (it stored
+        events) is not decided again: ``ask`` returns the original recorded events, also after
+        a restart. A command that stored nothing (rejected, or no change) is decided again.
+
+        :param metadata: stored with each event the command produces (JSON-serializable; the
+            three id keys are reserved)
+        :param command_id: the command's id, to make retries idempotent (default: a new id;
+            such commands are never looked up)
+        :param correlation_id: the conversation the command belongs to (default: that of the
+            event being handled, see :func:`caused_by`; else the command's id)
+        :param causation_id: what caused the command (default: the id of the event being
+            handled; else the command's id)
         :param timeout: seconds to wait for the outcome (default: the runtime's
             ``ask_timeout``; ``None``: no limit)
         :return: the recorded events (empty if the command changed nothing)
@@ -1049,11 +1098,14 @@ class AggregateRef(Generic[S]):
         :raises AskTimeoutError: if the outcome did not come in time; ``.processed`` says
             whether the command may still take effect
         :raises RuntimeClosedError: if the runtime is not open
+        :raises TypeError: if ``metadata`` is not a dict or an id is not a str
+        :raises ValueError: if an id is empty or ``metadata`` uses a reserved key
         """
+        stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
         future: asyncio.Future[list[RecordedEvent[Any]]] = (
             asyncio.get_running_loop().create_future()
         )
-        message: Message = (COMMAND, command, future, _metadata(metadata))
+        message: Message = (COMMAND, command, future, stored, explicit)
         limit = self._runtime.ask_timeout if isinstance(timeout, _Default) else timeout
         metrics = self._runtime.metrics
         started = time.perf_counter() if metrics is not None else 0.0
@@ -1079,32 +1131,49 @@ class AggregateRef(Generic[S]):
             await waiting
         return await future
 
-    async def tell(self, command: object, *, metadata: JSONDict | None = None) -> None:
+    async def tell(
+        self,
+        command: object,
+        *,
+        metadata: JSONDict | None = None,
+        command_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> None:
         """Send a command without waiting for its outcome (waits only for mailbox room).
 
-        Failures of told commands are logged as warnings by ``actorsource.actor``.
+        The keyword arguments are those of :meth:`ask`. Failures of told commands are logged
+        as warnings by ``actorsource.actor``.
+
+        :raises TypeError: if ``metadata`` is not a dict or an id is not a str
+        :raises ValueError: if an id is empty or ``metadata`` uses a reserved key
         """
-        waiting = self._runtime._send(self, (COMMAND, command, None, _metadata(metadata)))
+        stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
+        waiting = self._runtime._send(self, (COMMAND, command, None, stored, explicit))
         if waiting is not None:
             await waiting
 
-    def tell_nowait(self, command: object, *, metadata: JSONDict | None = None) -> None:
+    def tell_nowait(
+        self,
+        command: object,
+        *,
+        metadata: JSONDict | None = None,
+        command_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> None:
         """Send a command without waiting at all.
 
+        The keyword arguments are those of :meth:`ask`.
+
         :raises MailboxFullError: if the mailbox has no room
+        :raises TypeError: if ``metadata`` is not a dict or an id is not a str
+        :raises ValueError: if an id is empty or ``metadata`` uses a reserved key
         """
-        self._runtime._send_nowait(self, (COMMAND, command, None, _metadata(metadata)))
+        stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
+        self._runtime._send_nowait(self, (COMMAND, command, None, stored, explicit))
 
     async def state(self) -> S:
         """Return a deep copy of the aggregate's state after every message sent before this."""
         future: asyncio.Future[S] = asyncio.get_running_loop().create_future()
-        return await self._deliver((GET_STATE, None, future, {}), future)
-
-
-def _metadata(metadata: JSONDict | None) -> JSONDict:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        msg = f"metadata must be a dict, got {type(metadata).__name__}"
-        raise TypeError(msg)
-    return dict(metadata)
+        return await self._deliver((GET_STATE, None, future, {}, None), future)

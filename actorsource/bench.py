@@ -385,12 +385,19 @@ def _rows(count: int) -> list[tuple[Any, ...]]:
             i // 1000 + 1,
             "Deposited",
             data,
-            "{}",
+            _root_metadata(),
             new_event_id(),
             now,
         )
         for i in range(count)
     ]
+
+
+def _root_metadata() -> str:
+    """The metadata the runtime stores for a command sent with no ids: three equal new ids."""
+    command_id = new_event_id()
+    ids = {"correlation_id": command_id, "causation_id": command_id, "command_id": command_id}
+    return orjson.dumps(ids).decode()
 
 
 _INSERT = (

@@ -404,6 +404,7 @@ class RuntimeOptions(TypedDict, total=False):
     activation_timeout: float | None
     poll_interval: float
     metrics: Metrics | None
+    idempotency_window: int
 
 
 @contextlib.asynccontextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -26,6 +26,8 @@ class FaultyStore:
         self.error: Callable[[], Exception] = lambda: OSError("injected: disk full")
         self.appends = 0
         self.snapshot_loads = 0
+        #: command ids looked up, one list per find_command_events call
+        self.command_lookups: list[list[str]] = []
 
     @property
     def is_open(self) -> bool:
@@ -69,6 +71,15 @@ class FaultyStore:
 
     def read_all(self, from_position: int = 1) -> AsyncIterator[StoredEvent]:
         return self.inner.read_all(from_position)
+
+    async def find_command_events(
+        self, stream_id: str, command_ids: Collection[str]
+    ) -> list[StoredEvent]:
+        self.command_lookups.append(sorted(command_ids))
+        if self.fail_reads:
+            self.fail_reads -= 1
+            raise self.error()
+        return await self.inner.find_command_events(stream_id, command_ids)
 
     async def stream_version(self, stream_id: str) -> int:
         return await self.inner.stream_version(stream_id)

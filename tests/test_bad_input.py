@@ -216,6 +216,13 @@ BAD_COMMANDS = {
     "metadata is a str": BadCommand(
         Poke(), TypeError, ("metadata must be a dict, got str",), metadata="u-1", at_send=True
     ),
+    "metadata uses the reserved key correlation_id": BadCommand(
+        Poke(),
+        ValueError,
+        ("metadata key 'correlation_id' is reserved", "keyword argument", "correlation_id=..."),
+        metadata={"user_id": "u-1", "correlation_id": "c-1"},
+        at_send=True,
+    ),
 }
 
 
@@ -634,6 +641,8 @@ BAD_SETTINGS = {
     "activation_timeout 0": ({"activation_timeout": 0}, "activation_timeout must be > 0"),
     "ask_timeout negative": ({"ask_timeout": -1.0}, "ask_timeout must be > 0"),
     "shutdown_timeout negative": ({"shutdown_timeout": -1.0}, "shutdown_timeout must be >= 0"),
+    "idempotency_window negative": ({"idempotency_window": -1}, "idempotency_window must be"),
+    "idempotency_window a float": ({"idempotency_window": 2.5}, "idempotency_window must be"),
 }
 
 

@@ -14,6 +14,7 @@ LAYERS = {
     "_errors": 0,
     "_records": 1,
     "_ids": 1,
+    "_tracing": 1,
     "_decider": 1,
     "_aggregate": 1,
     "_codec": 2,

@@ -75,14 +75,20 @@ async def test_ask_returns_recorded_events_with_versions_and_positions(store: Ev
         (Deposited(20), 2, 3),
     ]
     assert first[0].stream_id == "Account-a"
-    assert first[0].metadata == {"user": "u1"}
+    command_id = first[0].metadata["command_id"]
+    assert first[0].metadata == {
+        "correlation_id": command_id,
+        "causation_id": command_id,
+        "command_id": command_id,
+        "user": "u1",
+    }
     assert first[0].recorded_at.tzinfo is not None
     stored = await stored_events(store, "Account-a")
     assert [(e.type, e.data, e.event_id) for e in stored] == [
         ("Deposited", {"amount": 10}, first[0].event_id),
         ("Deposited", {"amount": 20}, second[0].event_id),
     ]
-    assert stored[0].metadata == {"user": "u1"}
+    assert stored[0].metadata == first[0].metadata
 
 
 async def test_command_returning_none_stores_nothing_and_replies_empty(store: EventStore) -> None:

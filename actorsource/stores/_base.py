@@ -29,6 +29,13 @@ class EventStore(Protocol):
 
     ``expected_version`` is the version the stream must be at for an append to succeed (``0``
     for a stream with no events) or ``None`` to append wherever the stream is.
+
+    Appends are idempotent: appending events that are already stored, with the same ids, in
+    that stream, at the versions this append would give them (the same append, already
+    committed: a retry after a lost reply) stores nothing and returns the original result.
+    With ``expected_version=None``, "the versions this append would give them" are those
+    from the first event's stored version on. Any other reuse of a stored event id is an
+    error.
     """
 
     @property
@@ -58,9 +65,13 @@ class EventStore(Protocol):
     ) -> AppendResult:
         """Append ``events`` to a stream atomically, durable when this returns.
 
+        If exactly these events were already appended here (see the class docstring), return
+        that append's result and store nothing.
+
         :raises ConcurrencyError: if the stream is not at ``expected_version``
         :raises CodecError: if an event's data or metadata is not JSON-serializable
-        :raises StoreError: if the store fails; nothing of this append is stored then
+        :raises StoreError: if the store fails, or an event id is already stored in another
+            place or appears twice; nothing of this append is stored then
         """
         ...
 
@@ -96,6 +107,20 @@ class EventStore(Protocol):
         every lower one is committed. The filters keep only events of the given stored type
         names, of streams of the given categories (``f"{category}-..."`` stream ids), and
         recorded in ``[since, until)``.
+        """
+        ...
+
+    async def find_command_events(
+        self, stream_id: str, command_ids: Collection[str]
+    ) -> list[StoredEvent]:
+        """Return the events of a stream that commands with these ids produced, in version order.
+
+        An event belongs to the command whose id is its metadata's ``"command_id"`` (the
+        runtime stores it with every event). The runtime calls this only for commands sent
+        with an explicit id that an actor does not remember, to answer a repeat with the
+        original events.
+
+        :raises ValueError: if ``command_ids`` is a bare str or holds a non-str or empty str
         """
         ...
 
@@ -380,6 +405,23 @@ def check_filters(
         None if type_names is None else frozenset(type_names),
         None if category_names is None else tuple(f"{c}-" for c in category_names),
     )
+
+
+def check_command_ids(command_ids: Collection[str]) -> list[str]:
+    """Return the command ids ``find_command_events`` looks for, sorted, without repeats.
+
+    :raises ValueError: if ``command_ids`` is a bare str (a common slip for ``[str]``) or holds
+        a non-str, an empty str or a str that is not valid Unicode
+    """
+    if isinstance(command_ids, str):
+        msg = f"command_ids must be a collection of str, got the str {command_ids!r}"
+        raise ValueError(msg)
+    ids = set(command_ids)
+    for command_id in ids:
+        if not isinstance(command_id, str) or not command_id or not _is_utf8(command_id):
+            msg = f"command ids must be non-empty strs of valid Unicode, got {command_id!r}"
+            raise ValueError(msg)
+    return sorted(ids)
 
 
 def matches(

@@ -18,6 +18,7 @@ from ._base import (
     TransactionWork,
     check_append,
     check_checkpoint,
+    check_command_ids,
     check_filters,
     check_snapshot,
     check_stream_id,
@@ -107,10 +108,16 @@ class InMemoryEventStore(StoreLifecycle):
         stream = self._streams.get(stream_id, [])
         actual = len(stream)
         if expected_version is not None and expected_version != actual:
+            prior = _prior_append(stream, expected_version, events)
+            if prior is not None:
+                return prior  # this append was committed before: a retry
             raise ConcurrencyError(stream_id, expected_version, actual)
         seen: set[str] = set()
         for event in events:
             if event.event_id in self._event_ids:
+                prior = _prior_append(stream, expected_version, events)
+                if prior is not None:
+                    return prior
                 msg = (
                     f"event id {event.event_id!r} is already stored (appending to {stream_id!r}); "
                     "nothing of this append was stored"
@@ -207,6 +214,21 @@ class InMemoryEventStore(StoreLifecycle):
             ):
                 yield _stored(row)
 
+    async def find_command_events(
+        self, stream_id: str, command_ids: Collection[str]
+    ) -> list[StoredEvent]:
+        """Return the events that commands with these ids produced (see :class:`EventStore`)."""
+        self._check_open()
+        check_stream_id(stream_id)
+        wanted = set(check_command_ids(command_ids))
+        found = [
+            _stored(row)
+            for row in self._streams.get(stream_id, [])
+            if decode_json(row.metadata).get("command_id") in wanted
+        ]
+        await asyncio.sleep(0)  # a real checkpoint, as a durable store's read would be
+        return found
+
     async def stream_version(self, stream_id: str, *, at: datetime | None = None) -> int:
         """Return the version of a stream's last event (see :class:`EventStore`)."""
         self._check_open()
@@ -302,6 +324,30 @@ class InMemoryEventStore(StoreLifecycle):
             snapshot, state=decode_json(encode_snapshot_state(snapshot)), recorded_at=utc_now()
         )
         self._snapshots.setdefault(snapshot.stream_id, {})[snapshot.version] = stored
+
+
+def _prior_append(
+    stream: list[_Row], expected_version: int | None, events: Sequence[NewEvent]
+) -> AppendResult | None:
+    """The result of an earlier append of exactly these events at these versions, if any."""
+    ids = [event.event_id for event in events]
+    if expected_version is None:
+        start = next((row.version - 1 for row in stream if row.event_id == ids[0]), None)
+        if start is None:
+            return None
+    else:
+        start = expected_version
+    rows = stream[start : start + len(ids)]
+    if [row.event_id for row in rows] != ids:
+        return None
+    first = rows[0]
+    # one commit: positions in sequence and one commit time, as an AppendResult reports them
+    if any(
+        row.position != first.position + i or row.recorded_at != first.recorded_at
+        for i, row in enumerate(rows)
+    ):
+        return None
+    return AppendResult(start + len(ids), first.position, first.recorded_at)
 
 
 def _in_range(moment: datetime, since: datetime | None, until: datetime | None) -> bool:

@@ -18,6 +18,10 @@ Design (measured in ``shared/PERF_NOTES.md``):
   write transaction, which SQLite serializes across connections and processes: a transaction
   that takes position 10 starts after the one holding 9 committed, and a rolled-back append
   takes none. So a reader never sees position 10 before 9, and never a hole.
+- **Idempotent appends.** An append whose events are already stored, by id, at the versions it
+  would give them is the same append committed before (a retry after a lost reply): it returns
+  that append's result. Only the failure paths (a version conflict, a constraint violation) look
+  for it, so an ordinary append pays nothing.
 - **Read models in the same file.** Exactly-once and inline projections run their handlers on
   the writer's thread, inside the writer's transaction (see :meth:`commit_with_checkpoint` and
   :meth:`add_inline_projection`).
@@ -57,6 +61,7 @@ from ._base import (
     TransactionWork,
     check_append,
     check_checkpoint,
+    check_command_ids,
     check_filters,
     check_snapshot,
     check_stream_id,
@@ -122,6 +127,9 @@ _SAVE_CHECKPOINT: Final = (
 )
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+#: command ids per lookup query (SQLite binds at most 32,766 parameters, older builds 999)
+_IDS_PER_LOOKUP: Final = 500
 
 
 @attrs.define(slots=True)
@@ -656,6 +664,31 @@ class SQLiteEventStore(StoreLifecycle):
             if pending is not None:
                 pending.cancel()
 
+    async def find_command_events(
+        self, stream_id: str, command_ids: Collection[str]
+    ) -> list[StoredEvent]:
+        """Return the events that commands with these ids produced (see :class:`EventStore`).
+
+        Reads the stream's rows through the ``UNIQUE(stream_id, version)`` index and compares
+        each row's ``json_extract(metadata, '$.command_id')``: no index of its own, so that
+        appends (which all store a command id) pay nothing for it. The price is a scan of the
+        whole stream per call (reading each row dominates; about 1.4 µs per event measured).
+        """
+        check_stream_id(stream_id)
+        ids = check_command_ids(command_ids)
+        found: list[StoredEvent] = []
+        for start in range(0, len(ids), _IDS_PER_LOOKUP):
+            chunk = ids[start : start + _IDS_PER_LOOKUP]
+            sql = (
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND "
+                f"json_extract(metadata, '$.command_id') IN ({', '.join('?' * len(chunk))}) "
+                "ORDER BY version"
+            )
+            found.extend(self._stored(row) for row in await self._fetch(sql, (stream_id, *chunk)))
+        if len(ids) > _IDS_PER_LOOKUP:
+            found.sort(key=lambda stored: stored.version)
+        return found
+
     async def stream_version(self, stream_id: str, *, at: datetime | None = None) -> int:
         """Return the version of a stream's last event (see :class:`EventStore`)."""
         check_stream_id(stream_id)
@@ -913,7 +946,11 @@ def _commit_batch(
                 head = conn.execute(_STREAM_HEAD, (stream_id,)).fetchone()[0]
                 heads[stream_id] = head
                 if expected is not None and head != expected:
-                    results.append(ConcurrencyError(stream_id, expected, head))
+                    # the stream moved on: maybe by this very append, committed before
+                    prior = _prior_append(conn, stream_id, expected, op.rows)
+                    results.append(
+                        prior if prior is not None else ConcurrencyError(stream_id, expected, head)
+                    )
                     continue
             rows = [
                 (next_position + i, stream_id, head + i + 1, kind, data, meta, event_id, now_text)
@@ -934,7 +971,10 @@ def _commit_batch(
                     conn.execute("RELEASE append")
                 actual = conn.execute(_STREAM_HEAD, (stream_id,)).fetchone()[0]
                 heads[stream_id] = actual
-                if actual != head:  # another process appended since we last looked
+                prior = _prior_append(conn, stream_id, expected, op.rows)
+                if prior is not None:  # this append was committed before: a retry
+                    results.append(prior)
+                elif actual != head:  # another process appended since we last looked
                     results.append(ConcurrencyError(stream_id, head, actual))
                 else:
                     results.append(_append_refused(conn, stream_id, op.rows, exc))
@@ -1067,6 +1107,44 @@ def _catch_up_inline(
         conn.execute("ROLLBACK TO catch_up")
     conn.execute("RELEASE catch_up")
     return error
+
+
+def _prior_append(
+    conn: sqlite3.Connection,
+    stream_id: str,
+    expected: int | None,
+    rows: list[tuple[str, str, str, str]],
+) -> AppendResult | None:
+    """The result of an earlier append of exactly these events at these versions, if any.
+
+    "These versions" follow ``expected``, or for ``None`` the first event's stored version.
+    Only called on the failure paths of an append.
+    """
+    event_ids = [row[3] for row in rows]
+    if expected is None:
+        found = conn.execute(
+            "SELECT version FROM events WHERE event_id = ? AND stream_id = ?",
+            (event_ids[0], stream_id),
+        ).fetchone()
+        if found is None:
+            return None
+        start = found[0] - 1
+    else:
+        start = expected
+    if start + len(event_ids) > MAX_VERSION:
+        return None
+    stored = conn.execute(
+        "SELECT event_id, position, recorded_at FROM events "
+        "WHERE stream_id = ? AND version > ? AND version <= ? ORDER BY version",
+        (stream_id, start, start + len(event_ids)),
+    ).fetchall()
+    if [row[0] for row in stored] != event_ids:
+        return None
+    first_position, recorded_at = stored[0][1], stored[0][2]
+    # one commit: positions in sequence and one commit time, as an AppendResult reports them
+    if any(row[1] != first_position + i or row[2] != recorded_at for i, row in enumerate(stored)):
+        return None
+    return AppendResult(start + len(event_ids), first_position, datetime.fromisoformat(recorded_at))
 
 
 def _append_refused(

@@ -361,6 +361,111 @@ async def test_duplicate_event_id_within_one_append_is_refused(store: EventStore
     assert await everything(store) == []
 
 
+# -- idempotent appends (a retry of an append that was committed) ---------------------------------
+
+
+@pytest.mark.parametrize("expected", [0, None], ids=["expected-0", "expected-none"])
+async def test_appending_the_same_events_again_returns_the_original_result_and_stores_nothing(
+    store: EventStore, expected: int | None
+) -> None:
+    await store.append("other", 0, events(2))
+    batch = [event(event_id="e-1"), event(event_id="e-2")]
+    original = await store.append("Account-1", expected, batch)
+    await store.append("Account-1", 2, events(1))  # the stream moves on meanwhile
+    before = await everything(store)
+
+    again = await store.append("Account-1", expected, batch)
+
+    assert again == original
+    assert (again.version, again.first_position) == (2, 3)
+    assert await everything(store) == before
+    assert await store.stream_version("Account-1") == 3
+
+
+async def test_retrying_the_last_append_of_a_stream_is_idempotent_too(store: EventStore) -> None:
+    await store.append("Account-1", 0, events(1))
+    original = await store.append("Account-1", 1, [event(event_id="last")])
+
+    assert await store.append("Account-1", 1, [event(event_id="last")]) == original
+    assert versions(await collect(store.read_stream("Account-1"))) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("expected", "retried", "error"),
+    [
+        (0, ["a", "new"], ConcurrencyError),  # a partial overlap
+        (0, ["b"], ConcurrencyError),  # a stored id, but not at the version it would take
+        (1, ["a", "b"], ConcurrencyError),  # the stored ids, one version later
+        (0, ["b", "a"], ConcurrencyError),  # the stored ids in another order
+        (None, ["a", "new"], StoreError),
+        (None, ["b", "c"], StoreError),  # b then c, but c was not appended with b
+    ],
+    ids=["partial", "other-version", "shifted", "reordered", "none-partial", "none-two-appends"],
+)
+async def test_an_append_that_is_not_a_committed_one_stays_an_error_and_stores_nothing(
+    store: EventStore, expected: int | None, retried: list[str], error: type[Exception]
+) -> None:
+    await store.append("Account-1", 0, [event(event_id="a"), event(event_id="b")])
+    await store.append("other", 0, events(1))  # so that c is not next to b in the log
+    await store.append("Account-1", 2, [event(event_id="c")])
+    before = await everything(store)
+
+    with pytest.raises(error):
+        await store.append("Account-1", expected, [event(event_id=i) for i in retried])
+
+    assert await everything(store) == before
+
+
+async def test_the_same_event_ids_appended_to_another_stream_stay_an_error(
+    store: EventStore,
+) -> None:
+    batch = [event(event_id="x-1")]
+    await store.append("Account-1", 0, batch)
+
+    for expected in (0, None):
+        with pytest.raises(StoreError, match="x-1"):
+            await store.append("Account-2", expected, batch)
+
+    assert await store.stream_version("Account-2") == 0
+
+
+# -- finding a command's events -----------------------------------------------------------------
+
+
+async def test_find_command_events_returns_that_streams_events_of_those_commands_in_order(
+    store: EventStore,
+) -> None:
+    def of(command_id: str | None, n: int) -> NewEvent:
+        metadata = {} if command_id is None else {"command_id": command_id, "user": "u"}
+        return event(data={"n": n}, metadata=metadata)
+
+    await store.append("Account-1", 0, [of("c-1", 1), of("c-1", 2)])
+    await store.append("Account-1", 2, [of(None, 3)])
+    await store.append("Account-2", 0, [of("c-1", 4), of("c-2", 5)])  # another stream
+    await store.append("Account-1", 3, [of("c-2", 6)])
+    await store.append("Account-1", 4, [event(metadata={"nested": {"command_id": "c-3"}})])
+
+    found = await store.find_command_events("Account-1", ["c-2", "c-1", "c-3", "unknown"])
+
+    assert [(e.stream_id, e.version, e.data["n"]) for e in found] == [
+        ("Account-1", 1, 1),
+        ("Account-1", 2, 2),
+        ("Account-1", 4, 6),
+    ]
+    assert found[0] == (await collect(store.read_stream("Account-1")))[0]
+    assert await store.find_command_events("Account-1", ["unknown"]) == []
+    assert await store.find_command_events("Account-1", []) == []
+    assert await store.find_command_events("never-written", ["c-1"]) == []
+
+
+@pytest.mark.parametrize(
+    "bad", ["c-1", [""], [None], [1]], ids=["bare-str", "empty", "none", "int"]
+)
+async def test_find_command_events_refuses_bad_command_ids(store: EventStore, bad: Any) -> None:
+    with pytest.raises(ValueError, match="command"):
+        await store.find_command_events("Account-1", bad)
+
+
 # -- values JSON cannot hold ----------------------------------------------------------------------
 
 

@@ -329,6 +329,40 @@ async def test_a_stale_cached_head_raises_concurrency_error_not_a_gap(db_path: P
     assert [(e.version, e.position) for e in stored] == [(n, n) for n in range(1, 6)]
 
 
+async def test_a_retry_of_another_stores_append_is_idempotent_despite_a_stale_head(
+    db_path: Path,
+) -> None:
+    async with SQLiteEventStore(db_path) as a, SQLiteEventStore(db_path) as b:
+        assert (await a.append("s", 0, [event()])).version == 1  # a's writer now caches head 1
+        retried = [event(event_id="r-1"), event(event_id="r-2")]
+        original = await b.append("s", 1, retried)  # committed behind a's back
+        # a expects its cached head, inserts, collides: a constraint error, then the lookup
+        assert await a.append("s", 1, retried) == original
+        assert await a.append("s", None, retried[:1]) == AppendResult(
+            2, original.first_position, original.recorded_at
+        )
+        stored = await collect(a.read_stream("s"))
+
+    assert [e.event_id for e in stored][1:] == ["r-1", "r-2"]
+
+
+async def test_find_command_events_reads_the_stream_through_its_index(db_path: Path) -> None:
+    async with SQLiteEventStore(db_path):
+        pass
+    conn = sqlite3.connect(db_path)
+    try:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM events WHERE stream_id = ? AND "
+            "json_extract(metadata, '$.command_id') IN (?) ORDER BY version",
+            ("s", "c"),
+        ).fetchall()
+    finally:
+        conn.close()
+    details = " ".join(row[-1] for row in plan)
+    assert "USING INDEX" in details and "(stream_id=?)" in details, details
+    assert "TEMP B-TREE" not in details  # the index gives the version order
+
+
 # -- files that are not (or not yet) ours ---------------------------------------------------------
 
 
