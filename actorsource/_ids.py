@@ -6,8 +6,10 @@ the index outgrows the cache, and throughput falls as the store grows. Ids that 
 time land at the index's right edge.
 
 Cheap because ``str(uuid.uuid4())`` costs a system call and a UUID object per id (~3.5 µs here,
-a visible share of a command): the random part is cut from a buffer of ``os.urandom`` bytes,
-refilled every 256 ids, and dropped in a forked child so that two processes never share ids.
+a visible share of a command, and a command takes two ids: its events' and its own): the random
+ends are cut from ``os.urandom`` bytes and formatted 256 at a time, the time prefix is formatted
+once per millisecond, and the pool is dropped in a forked child so that two processes never
+share ids.
 """
 
 from __future__ import annotations
@@ -21,29 +23,44 @@ _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 class _Pool:
-    hex: str = ""
-    offset: int = 0
+    #: the random ends of ids to come, formatted ("7xxx-Vxxx-xxxxxxxxxxxx"), used from the back
+    tails: list[str]
+    #: the Unix millisecond the prefix was made for, and the prefix ("tttttttt-tttt-")
+    millisecond: int = -1
+    prefix: str = ""
+
+    def __init__(self) -> None:
+        self.tails = []
 
 
 _pool = _Pool()
 
 
 def _drop_pool() -> None:
-    _pool.hex = ""
-    _pool.offset = 0
+    _pool.tails = []
 
 
 os.register_at_fork(after_in_child=_drop_pool)
 
 
+def _refill() -> list[str]:
+    hex_digits = os.urandom(_HEX_PER_ID // 2 * _IDS_PER_REFILL).hex()
+    tails = []
+    for start in range(0, len(hex_digits), _HEX_PER_ID):
+        r = hex_digits[start : start + _HEX_PER_ID]
+        tails.append(f"7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}")
+    return tails
+
+
 def new_event_id() -> str:
     """Return a new UUID (version 7: Unix milliseconds, then random bits) as a string."""
     pool = _pool
-    offset = pool.offset
-    if offset >= len(pool.hex):
-        pool.hex = os.urandom(_HEX_PER_ID // 2 * _IDS_PER_REFILL).hex()
-        offset = 0
-    pool.offset = offset + _HEX_PER_ID
-    r = pool.hex[offset : offset + _HEX_PER_ID]
-    t = f"{time.time_ns() // 1_000_000:012x}"
-    return f"{t[:8]}-{t[8:]}-7{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}"
+    tails = pool.tails
+    if not tails:
+        tails = pool.tails = _refill()
+    millisecond = time.time_ns() // 1_000_000
+    if millisecond != pool.millisecond:
+        t = f"{millisecond:012x}"
+        pool.prefix = f"{t[:8]}-{t[8:]}-"
+        pool.millisecond = millisecond
+    return pool.prefix + tails.pop()
