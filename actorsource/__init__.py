@@ -6,7 +6,7 @@ General layout (lower layers never import higher ones)::
     _decider, _aggregate, _records
                        L1  the pure domain core (Decider, Aggregate sugar) and records
     _codec             L2  event/state <-> JSON-ready dicts, by stable type names; upcasters
-    stores/            L3  the EventStore contract; memory and SQLite stores
+    stores/            L3  the EventStore contract; memory, SQLite and PostgreSQL stores
     _actor             L4  one aggregate's mailbox loop
     _runtime, _projection
                        L5  live actors, activation, passivation, refs, statistics, time
@@ -53,6 +53,7 @@ from ._runtime import RuntimeStatistics as RuntimeStatistics
 from .stores._base import EventStore as EventStore
 from .stores._base import TransactionalStore as TransactionalStore
 from .stores.memory import InMemoryEventStore as InMemoryEventStore
+from .stores.postgres import PostgresEventStore as PostgresEventStore
 from .stores.sqlite import SQLiteEventStore as SQLiteEventStore
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "InvalidEventError",
     "MailboxFullError",
     "NewEvent",
+    "PostgresEventStore",
     "Projection",
     "ProjectionContext",
     "ProjectionError",
