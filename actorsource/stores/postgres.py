@@ -316,6 +316,51 @@ def redact_dsn(dsn: str) -> str:
     return text
 
 
+async def server_facts(dsn: str) -> dict[str, str]:
+    """Return the server's version and durability settings (for reports such as the bench).
+
+    :raises StoreError: if the server cannot be reached
+    """
+    driver = _driver()
+    try:
+        conn = await driver.connect(dsn, timeout=10.0)
+        try:
+            row = await conn.fetchrow(
+                "SELECT current_setting('server_version'), current_setting('synchronous_commit'), "
+                "current_setting('fsync')"
+            )
+        finally:
+            await conn.close()
+    except (OSError, TimeoutError, driver.PostgresError, driver.InterfaceError) as exc:
+        detail = " ".join(str(exc).split())
+        msg = f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {type(exc).__name__}: {detail}"
+        raise StoreError(msg) from exc
+    return {"server_version": row[0], "synchronous_commit": row[1], "fsync": row[2]}
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    """Drop a store's schema with everything in it: its events are gone for good.
+
+    For tools that make throwaway stores (the benchmark suite); never called by a store.
+
+    :raises StoreError: if the server cannot be reached or refuses
+    """
+    if not _SCHEMA_NAME.fullmatch(schema):
+        msg = f"not a schema name a store uses: {schema!r}"
+        raise ValueError(msg)
+    driver = _driver()
+    try:
+        conn = await driver.connect(dsn, timeout=10.0)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+    except (OSError, TimeoutError, driver.PostgresError, driver.InterfaceError) as exc:
+        detail = " ".join(str(exc).split())
+        msg = f"cannot drop schema {schema!r} at {redact_dsn(dsn)}: {type(exc).__name__}: {detail}"
+        raise StoreError(msg) from exc
+
+
 def _check_no_nul(what: str, value: str) -> None:
     if "\x00" in value:
         msg = f"{what} cannot hold NUL characters in PostgreSQL (text refuses them), got {value!r}"
@@ -673,7 +718,13 @@ class PostgresEventStore(StoreLifecycle):
             detail = " ".join(str(exc).split())
             msg = f"cannot read schema {self.schema!r} at {self._where}: {detail}"
             raise StoreError(msg) from exc
-        if version is None or version > SCHEMA_VERSION:
+        if version is None:
+            msg = (
+                f"schema {self.schema!r} at {self._where} has an empty actorsource_schema table, "
+                "so its version is unknown; refusing to touch it"
+            )
+            raise IncompatibleStoreError(msg)
+        if version > SCHEMA_VERSION:
             msg = (
                 f"schema {self.schema!r} at {self._where} has actorsource schema version "
                 f"{version}, newer than this version of actorsource reads ({SCHEMA_VERSION}); "
@@ -903,6 +954,7 @@ class PostgresEventStore(StoreLifecycle):
                 # the facts read under the lock
                 sent.value = False
             else:
+                self.batches_committed += 1
                 return (*_resolve(plan, first, at), first + len(plan.event_ids) - 1)
         try:
             plan, first, at = await self._commit_with_facts(conn, batch, sent)
@@ -959,6 +1011,7 @@ class PostgresEventStore(StoreLifecycle):
             if not plan.event_ids and not plan.snapshots:
                 return plan, 0, None
             first, at = await self._insert(conn, plan, sent)
+        self.batches_committed += 1
         return plan, first, at
 
     async def _insert(
@@ -984,7 +1037,6 @@ class PostgresEventStore(StoreLifecycle):
             [r[3] for r in snapshots],
             [r[4] for r in snapshots],
         )
-        self.batches_committed += 1
         return int(row[0]), row[1]
 
     async def _writer_connection(self) -> _Connection:
