@@ -34,7 +34,8 @@ Design (the SQLite store's, carried over to a server):
   ``metadata_text`` (and ``data`` is NULL if it holds a NUL), and reads prefer it. What is read is
   always exactly what was appended.
 - **Reads** use a connection pool, in pages by key (version or position), so a slow consumer of
-  ``read_all`` never holds a connection.
+  ``read_all`` never holds a connection. Every statement is prepared once per connection
+  (asyncpg's statement cache).
 - **LISTEN/NOTIFY.** The append function calls ``pg_notify`` with the new head position; Postgres
   delivers it at commit. Each store keeps one listening connection, so ``wait_for_events`` wakes
   in every process as soon as any process commits. Polling (the timeout) remains the fallback,
@@ -84,12 +85,15 @@ SCHEMA_VERSION: Final = 1
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 #: every connection: READ COMMITTED (the position mechanism relies on a fresh snapshot per
-#: statement), a name in pg_stat_activity, and no JIT (it costs hundreds of milliseconds on the
-#: first large read and buys nothing for these short statements)
+#: statement), a name in pg_stat_activity, no JIT (it costs hundreds of milliseconds on the first
+#: large read and buys nothing for these short statements), and a bound on how long a client
+#: that stalls inside a transaction (a frozen process holding the append lock while it decides a
+#: batch with the facts) can keep every other writer of the schema waiting
 _SERVER_SETTINGS: Final = {
     "application_name": "actorsource",
     "default_transaction_isolation": "read committed",
     "jit": "off",
+    "idle_in_transaction_session_timeout": "30s",
 }
 
 #: JSON text that JSONB would not give back as it was: NUL (JSONB refuses it), a number with an
