@@ -31,8 +31,9 @@ Design (the SQLite store's, carried over to a server):
   not keep every JSON text as it was: its numbers are ``numeric`` (``1e+16`` comes back as the
   integer ``10000000000000000``, ``-0.0`` as ``0.0``) and it cannot hold a NUL character. For the
   rare event whose JSON would change, the exact text is also kept in ``data_text`` /
-  ``metadata_text`` (and ``data`` is NULL if it holds a NUL), and reads prefer it. What is read is
-  always exactly what was appended.
+  ``metadata_text`` (and ``data`` is NULL if it holds a NUL), and reads prefer it. What is read
+  is always equal to what was appended, value for value and type for type (only the order of an
+  object's keys is JSONB's, which JSON gives no meaning).
 - **Reads** use a connection pool, in pages by key (version or position), so a slow consumer of
   ``read_all`` never holds a connection. Every statement is prepared once per connection
   (asyncpg's statement cache).
