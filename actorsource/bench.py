@@ -539,8 +539,8 @@ async def run_suite(
     }
     if on_postgres:
         results["baselines_skipped"] = (
-            "the baselines (raw SQLite ceiling, fsync floor, eventsourcing on SQLite) measure "
-            "SQLite: not run on PostgreSQL"
+            "the raw ceiling, the fsync floor and eventsourcing measure SQLite: not run on "
+            "PostgreSQL"
         )
     schemas: list[str] = []
     with tempfile.TemporaryDirectory(dir=directory, prefix="actorsource-bench-") as tmp:
@@ -665,7 +665,7 @@ def format_table(results: Result) -> str:
             rate = b.get("events_per_s", b.get("commands_per_s", 0.0))
             lines.append(f"{label:<22}{rate:>12,.0f}")
     if "baselines_skipped" in results:
-        lines.append(f"(baselines: {results['baselines_skipped']})")
+        lines.append(f"baselines: {results['baselines_skipped']}")
     w3 = results["workloads"].get("W3")
     if w3:
         lines.append("")
