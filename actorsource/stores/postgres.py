@@ -217,12 +217,12 @@ def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[s
                 p_event_ids text[], p_check_streams text[], p_check_heads bigint[],
                 p_snapshot_streams text[], p_snapshot_versions bigint[],
                 p_snapshot_schema_versions bigint[], p_snapshot_states text[],
-                p_snapshot_state_texts text[]
-            ) RETURNS TABLE (first_position bigint, committed_at timestamptz)
-            LANGUAGE plpgsql VOLATILE AS $fn$
+                p_snapshot_state_texts text[],
+                OUT first_position bigint, OUT committed_at timestamptz
+            ) LANGUAGE plpgsql VOLATILE AS $fn$
             DECLARE
-                v_head bigint;
-                v_now  timestamptz;
+                v_head  bigint;
+                v_stale boolean;
             BEGIN
                 IF current_setting('transaction_isolation') <> 'read committed' THEN
                     RAISE EXCEPTION 'actorsource appends need READ COMMITTED, not %',
@@ -230,26 +230,30 @@ def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[s
                 END IF;
                 -- appending transactions take turns, each until its commit is visible
                 PERFORM pg_advisory_xact_lock({append_lock});
-                -- a new statement: a fresh snapshot, holding every append committed before
-                IF EXISTS (
-                    SELECT 1 FROM unnest(p_check_streams, p_check_heads) AS c(stream_id, head)
-                    WHERE EXISTS (
-                            SELECT 1 FROM {s}.events e
-                            WHERE e.stream_id = c.stream_id AND e.version = c.head + 1)
-                       OR (c.head > 0 AND NOT EXISTS (
-                            SELECT 1 FROM {s}.events e
-                            WHERE e.stream_id = c.stream_id AND e.version = c.head))
-                ) THEN
+                -- a new statement: a fresh snapshot, holding every append committed before the
+                -- lock was granted; is every stream at the version the batch was planned for?
+                SELECT (SELECT coalesce(max(e.position), 0) FROM {s}.events e),
+                       EXISTS (
+                           SELECT 1 FROM unnest(p_check_streams, p_check_heads)
+                                AS c(stream_id, head)
+                           WHERE EXISTS (
+                                   SELECT 1 FROM {s}.events e
+                                   WHERE e.stream_id = c.stream_id AND e.version = c.head + 1)
+                              OR (c.head > 0 AND NOT EXISTS (
+                                   SELECT 1 FROM {s}.events e
+                                   WHERE e.stream_id = c.stream_id AND e.version = c.head)))
+                  INTO v_head, v_stale;
+                IF v_stale THEN
                     RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
                         MESSAGE = 'actorsource: a stream is not at the version the append '
                                   'was planned for';
                 END IF;
-                SELECT coalesce(max(e.position), 0) INTO v_head FROM {s}.events e;
-                v_now := clock_timestamp();
+                first_position := v_head + 1;
+                committed_at := clock_timestamp();
                 INSERT INTO {s}.events (position, stream_id, version, type, data, data_text,
                                         metadata, metadata_text, event_id, recorded_at)
                 SELECT v_head + r.n, r.stream_id, r.version, r.type, r.data::jsonb, r.data_text,
-                       r.metadata::jsonb, r.metadata_text, r.event_id, v_now
+                       r.metadata::jsonb, r.metadata_text, r.event_id, committed_at
                 FROM unnest(p_stream_ids, p_versions, p_types, p_data, p_data_text, p_metadata,
                             p_metadata_text, p_event_ids)
                      WITH ORDINALITY AS r(stream_id, version, type, data, data_text, metadata,
@@ -262,7 +266,7 @@ def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[s
                     INSERT INTO {s}.snapshots (stream_id, version, schema_version, state,
                                                state_text, recorded_at)
                     SELECT r.stream_id, r.version, r.schema_version, r.state::jsonb,
-                           r.state_text, v_now
+                           r.state_text, committed_at
                     FROM unnest(p_snapshot_streams, p_snapshot_versions,
                                 p_snapshot_schema_versions, p_snapshot_states,
                                 p_snapshot_state_texts)
@@ -271,7 +275,6 @@ def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[s
                         schema_version = excluded.schema_version, state = excluded.state,
                         state_text = excluded.state_text, recorded_at = excluded.recorded_at;
                 END IF;
-                RETURN QUERY SELECT v_head + 1, v_now;
             END
             $fn$""",
         ],
