@@ -7,7 +7,7 @@ General layout (lower layers never import higher ones)::
                        L1  the pure domain core (Decider, Aggregate sugar), records, event
                            ids, tracing metadata (command, correlation and causation ids)
     _codec             L2  event/state <-> JSON-ready dicts, by stable type names; upcasters
-    stores/            L3  the EventStore contract; memory and SQLite stores
+    stores/            L3  the EventStore contract; memory, SQLite and PostgreSQL stores
     _actor             L4  one aggregate's mailbox loop
     _runtime, _projection
                        L5  live actors, activation, passivation, refs, statistics, time
@@ -61,6 +61,7 @@ from .stores._base import EventStore as EventStore
 from .stores._base import TransactionalStore as TransactionalStore
 from .stores._subscription import subscribe as subscribe
 from .stores.memory import InMemoryEventStore as InMemoryEventStore
+from .stores.postgres import PostgresEventStore as PostgresEventStore
 from .stores.sqlite import SQLiteEventStore as SQLiteEventStore
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "MailboxFullError",
     "Metrics",
     "NewEvent",
+    "PostgresEventStore",
     "Projection",
     "ProjectionContext",
     "ProjectionError",

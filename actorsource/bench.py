@@ -1,9 +1,11 @@
 """The throughput benchmark suite behind ``actorsource bench``.
 
-Each workload runs on a fresh SQLite file at the default durability (WAL, synchronous=FULL).
-Baselines are measured in the same run, so that results read as ratios that survive a noisy
-machine: the raw batched-insert ceiling, the per-commit fsync floor, and (when installed) the
-``eventsourcing`` package as the Python peer.
+Each workload runs on a fresh SQLite file at the default durability (WAL, synchronous=FULL), or,
+given a PostgreSQL DSN, in a fresh schema of that database (dropped afterwards) at the server's
+durability settings. Baselines are measured in the same run, so that results read as ratios that
+survive a noisy machine: the raw batched-insert ceiling, the per-commit fsync floor, and (when
+installed) the ``eventsourcing`` package as the Python peer. The baselines are SQLite's, so they
+run only with the SQLite store.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import anyio
 import attrs
 import orjson
 
-from . import Aggregate, Runtime, SQLiteEventStore, apply, command
+from . import Aggregate, EventStore, PostgresEventStore, Runtime, SQLiteEventStore, apply, command
 from ._ids import new_event_id
+from .stores.postgres import drop_schema, redact_dsn, server_facts
 
 Result = dict[str, Any]
 
@@ -145,14 +148,31 @@ def _latency(latencies: list[float]) -> Result:
 
 
 def machine() -> Result:
-    """Describe the machine and settings the numbers were measured on."""
+    """Describe the machine and settings the numbers were measured on (the SQLite store)."""
     return {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "store": "SQLite",
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
         "durability": "WAL, synchronous=FULL",
     }
+
+
+async def postgres_machine(dsn: str) -> Result:
+    """Describe the machine and the PostgreSQL server the numbers were measured on."""
+    facts = await server_facts(dsn)
+    return {
+        **machine(),
+        "store": f"PostgreSQL {facts['server_version']}",
+        "dsn": redact_dsn(dsn),
+        "durability": (f"synchronous_commit={facts['synchronous_commit']}, fsync={facts['fsync']}"),
+    }
+
+
+def _batches(store: EventStore) -> int:
+    """The transactions a store's writer committed (its group commits)."""
+    return int(getattr(store, "batches_committed", 0))
 
 
 # -- actorsource workloads -------------------------------------------------------------------
@@ -195,16 +215,15 @@ async def _asks(
 
 
 async def workload_many(
-    path: Path, sizes: Sizes, progress: Progress, *, sequential: bool
+    store: EventStore, sizes: Sizes, progress: Progress, *, sequential: bool
 ) -> Result:
     """W1 (many aggregates, many callers) or W1-seq (one sequential caller)."""
     commands = sizes.seq_commands if sequential else sizes.w1_commands
     callers = 1 if sequential else sizes.w1_callers
-    store = SQLiteEventStore(path)
     async with Runtime(store) as runtime:
         elapsed, latencies = await _asks(runtime, sizes.w1_aggregates, commands, callers, progress)
         stats = runtime.statistics()
-        batches = store.batches_committed
+        batches = _batches(store)
     _check(stats.events_appended == commands, "W1 appended a wrong number of events")
     return {
         "commands": commands,
@@ -217,16 +236,15 @@ async def workload_many(
     }
 
 
-async def workload_hot(path: Path, sizes: Sizes, progress: Progress) -> Result:
+async def workload_hot(store: EventStore, sizes: Sizes, progress: Progress) -> Result:
     """W2: one hot aggregate, many concurrent callers."""
-    store = SQLiteEventStore(path)
     async with Runtime(store) as runtime:
         elapsed, latencies = await _asks(
             runtime, 1, sizes.w2_commands, sizes.w2_callers, progress, pick=lambda c, i: 0
         )
         stats = runtime.statistics()
         state = await runtime.ref(BenchAccount, "acc-0").state()
-        batches = store.batches_committed
+        batches = _batches(store)
     _check(state.deposits == sizes.w2_commands, "W2 lost commands")
     return {
         "commands": sizes.w2_commands,
@@ -239,11 +257,10 @@ async def workload_hot(path: Path, sizes: Sizes, progress: Progress) -> Result:
     }
 
 
-async def workload_rehydrate(path: Path, sizes: Sizes, progress: Progress) -> Result:
+async def workload_rehydrate(store: EventStore, sizes: Sizes, progress: Progress) -> Result:
     """W3: activate an aggregate of ``w3_events`` events, without and with snapshots."""
     total = sizes.w3_events
     tail = min(50, total // 4)
-    store = SQLiteEventStore(path)
     results: Result = {"events": total}
     async with store:
         for label, every in (("no_snapshot", None), ("snapshot_every_100", 100)):
@@ -274,10 +291,9 @@ async def workload_rehydrate(path: Path, sizes: Sizes, progress: Progress) -> Re
     return results
 
 
-async def workload_memory(path: Path, sizes: Sizes, progress: Progress) -> Result:
+async def workload_memory(store: EventStore, sizes: Sizes, progress: Progress) -> Result:
     """W4: bytes per live idle actor, bytes retained after passivation, churn rate."""
     count = sizes.w4_actors
-    store = SQLiteEventStore(path)
     async with store:
         async with Runtime(store) as runtime:
             await runtime.ref(BenchAccount, "warm-up").state()  # the codec, the reader
@@ -332,7 +348,7 @@ async def workload_memory(path: Path, sizes: Sizes, progress: Progress) -> Resul
     }
 
 
-async def workload_skew(path: Path, sizes: Sizes, progress: Progress) -> Result:
+async def workload_skew(store: EventStore, sizes: Sizes, progress: Progress) -> Result:
     """W5: Zipf-distributed commands over many aggregates with a cap on live actors."""
     n = sizes.w5_aggregates
     rng = random.Random(42)
@@ -345,7 +361,6 @@ async def workload_skew(path: Path, sizes: Sizes, progress: Progress) -> Result:
     targets = rng.choices(range(n), cum_weights=cumulative, k=sizes.w5_commands)
     callers = sizes.w5_callers
     per_caller = sizes.w5_commands // callers
-    store = SQLiteEventStore(path)
     peak = 0
 
     def pick(caller: int, i: int) -> int:
@@ -516,9 +531,25 @@ async def run_suite(
     *,
     directory: Path | None = None,
     peer: bool = True,
+    postgres_dsn: str | None = None,
 ) -> Result:
-    """Run the chosen workloads and their baselines; return every number measured."""
-    results: Result = {"machine": machine(), "workloads": {}, "baselines": {}}
+    """Run the chosen workloads and their baselines; return every number measured.
+
+    :param postgres_dsn: run the workloads on PostgreSQL, each in a fresh schema of this
+        database (dropped afterwards); the SQLite baselines are not run then
+    """
+    on_postgres = postgres_dsn is not None
+    results: Result = {
+        "machine": await postgres_machine(postgres_dsn) if postgres_dsn else machine(),
+        "workloads": {},
+        "baselines": {},
+    }
+    if on_postgres:
+        results["baselines_skipped"] = (
+            "the raw ceiling, the fsync floor and eventsourcing measure SQLite: not run on "
+            "PostgreSQL"
+        )
+    schemas: list[str] = []
     with tempfile.TemporaryDirectory(dir=directory, prefix="actorsource-bench-") as tmp:
         counter = 0
 
@@ -526,6 +557,12 @@ async def run_suite(
             nonlocal counter
             counter += 1
             return Path(tmp) / f"bench-{counter}.db"
+
+        def fresh_store() -> EventStore:
+            if postgres_dsn is None:
+                return SQLiteEventStore(fresh())
+            schemas.append(f"bench_{os.getpid()}_{int(time.time())}_{len(schemas) + 1}")
+            return PostgresEventStore(postgres_dsn, schema=schemas[-1])
 
         async def measure(name: str, job: Callable[[], Awaitable[Result | None]]) -> Any:
             gc.collect()  # no workload pays for the garbage of the one before
@@ -536,38 +573,53 @@ async def run_suite(
 
         base = results["baselines"]
         found = results["workloads"]
-        if "W1" in workloads:
-            base["ceiling"] = await measure(
-                "ceiling",
-                lambda: baseline_ceiling(fresh(), sizes.w1_commands, sizes.w1_callers),
-            )
-            found["W1"] = await measure(
-                "W1", lambda: workload_many(fresh(), sizes, progress, sequential=False)
-            )
-        if "W1-seq" in workloads:
-            base["fsync_floor"] = await measure(
-                "fsync floor", lambda: baseline_fsync_floor(fresh(), sizes.seq_commands)
-            )
-            found["W1-seq"] = await measure(
-                "W1-seq", lambda: workload_many(fresh(), sizes, progress, sequential=True)
-            )
-        if "W2" in workloads:
-            found["W2"] = await measure("W2", lambda: workload_hot(fresh(), sizes, progress))
-        if "W3" in workloads:
-            found["W3"] = await measure("W3", lambda: workload_rehydrate(fresh(), sizes, progress))
-        if "W4" in workloads:
-            found["W4"] = await measure("W4", lambda: workload_memory(fresh(), sizes, progress))
-        if "W5" in workloads:
-            found["W5"] = await measure("W5", lambda: workload_skew(fresh(), sizes, progress))
-        if peer and "W1" in workloads:
-            for cache in (False, True):
-                key = "peer_cached" if cache else "peer"
-                progress(f"{key}: running")
-                measured = baseline_peer(
-                    fresh(), sizes.peer_commands, sizes.w1_aggregates, cache=cache
+        try:
+            if "W1" in workloads:
+                if not on_postgres:
+                    base["ceiling"] = await measure(
+                        "ceiling",
+                        lambda: baseline_ceiling(fresh(), sizes.w1_commands, sizes.w1_callers),
+                    )
+                found["W1"] = await measure(
+                    "W1", lambda: workload_many(fresh_store(), sizes, progress, sequential=False)
                 )
-                if measured is not None:
-                    base[key] = measured
+            if "W1-seq" in workloads:
+                if not on_postgres:
+                    base["fsync_floor"] = await measure(
+                        "fsync floor", lambda: baseline_fsync_floor(fresh(), sizes.seq_commands)
+                    )
+                found["W1-seq"] = await measure(
+                    "W1-seq", lambda: workload_many(fresh_store(), sizes, progress, sequential=True)
+                )
+            if "W2" in workloads:
+                found["W2"] = await measure(
+                    "W2", lambda: workload_hot(fresh_store(), sizes, progress)
+                )
+            if "W3" in workloads:
+                found["W3"] = await measure(
+                    "W3", lambda: workload_rehydrate(fresh_store(), sizes, progress)
+                )
+            if "W4" in workloads:
+                found["W4"] = await measure(
+                    "W4", lambda: workload_memory(fresh_store(), sizes, progress)
+                )
+            if "W5" in workloads:
+                found["W5"] = await measure(
+                    "W5", lambda: workload_skew(fresh_store(), sizes, progress)
+                )
+            if peer and not on_postgres and "W1" in workloads:
+                for cache in (False, True):
+                    key = "peer_cached" if cache else "peer"
+                    progress(f"{key}: running")
+                    measured = baseline_peer(
+                        fresh(), sizes.peer_commands, sizes.w1_aggregates, cache=cache
+                    )
+                    if measured is not None:
+                        base[key] = measured
+        finally:
+            if postgres_dsn is not None:
+                for schema in schemas:
+                    await drop_schema(postgres_dsn, schema)
     results["ratios"] = ratios(results)
     return results
 
@@ -594,9 +646,9 @@ def ratios(results: Result) -> Result:
 def format_table(results: Result) -> str:
     """Render results as a plain-text report."""
     m = results["machine"]
+    store = m["store"] if m.get("store", "SQLite") != "SQLite" else f"SQLite {m['sqlite']}"
     lines = [
-        f"actorsource bench: {m['cpus']} CPUs, Python {m['python']}, SQLite {m['sqlite']}, "
-        f"{m['durability']}",
+        f"actorsource bench: {m['cpus']} CPUs, Python {m['python']}, {store}, {m['durability']}",
         "",
         f"{'workload':<22}{'commands/s':>12}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'p99.9 ms':>10}",
@@ -619,6 +671,8 @@ def format_table(results: Result) -> str:
         if b:
             rate = b.get("events_per_s", b.get("commands_per_s", 0.0))
             lines.append(f"{label:<22}{rate:>12,.0f}")
+    if "baselines_skipped" in results:
+        lines.append(f"baselines: {results['baselines_skipped']}")
     w3 = results["workloads"].get("W3")
     if w3:
         lines.append("")

@@ -18,7 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(prog="actorsource", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("bench", help="run the throughput benchmark suite (SQLite)")
+    run = commands.add_parser(
+        "bench", help="run the throughput benchmark suite (SQLite, or PostgreSQL with --store)"
+    )
     run.add_argument(
         "--workload",
         "-w",
@@ -30,10 +32,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--json", action="store_true", help="print machine-readable results")
     run.add_argument("--no-peer", action="store_true", help="skip the eventsourcing baseline")
     run.add_argument("--dir", type=Path, default=None, help="where to put the database files")
+    run.add_argument(
+        "--store",
+        default="sqlite",
+        metavar="sqlite|DSN",
+        help=(
+            "sqlite (the default), or a postgresql:// DSN: each workload then runs in a fresh "
+            "schema of that database, dropped afterwards (the SQLite baselines are not run)"
+        ),
+    )
     add_commands(commands)
     args = parser.parse_args(argv)
     if args.command in COMMANDS:
         return run_command(args)
+    postgres_dsn: str | None = None
+    if args.store != "sqlite":
+        if not args.store.startswith(("postgresql://", "postgres://")):
+            parser.error(f"--store must be sqlite or a postgresql:// DSN, got {args.store!r}")
+        postgres_dsn = args.store
     if args.command == "bench":
         sizes = bench.Sizes.quick() if args.quick else bench.Sizes()
         workloads = args.workload or list(bench.WORKLOADS)
@@ -45,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bench.stderr_progress,
                     directory=args.dir,
                     peer=not args.no_peer,
+                    postgres_dsn=postgres_dsn,
                 )
             )
         except Exception as exc:

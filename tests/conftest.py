@@ -1,13 +1,102 @@
-"""Shared fixtures: the anyio backend (asyncio only: aiosqlite is asyncio-bound) and stores."""
+"""Shared fixtures: the anyio backend (asyncio only: aiosqlite is asyncio-bound) and stores.
+
+The ``store`` fixture runs each test on every kind of store: memory, SQLite and, when
+``ACTORSOURCE_TEST_POSTGRES_DSN`` is set, PostgreSQL (each test in a fresh schema, dropped
+afterwards). Without the variable the PostgreSQL cases are skipped with that reason; with it
+set and the server unreachable, the run fails at once rather than skip.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from actorsource import EventStore, InMemoryEventStore, SQLiteEventStore
+from actorsource import EventStore, InMemoryEventStore, SQLiteEventStore, TransactionalStore
+
+#: a postgresql:// URI of a database the tests may create and drop schemas in
+POSTGRES_DSN = os.environ.get("ACTORSOURCE_TEST_POSTGRES_DSN", "")
+NO_POSTGRES = (
+    "PostgreSQL tests need ACTORSOURCE_TEST_POSTGRES_DSN (a postgresql:// URI of a test "
+    "database; see the README's PostgreSQL section)"
+)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fail the whole run at once if PostgreSQL was asked for but cannot be reached."""
+    if not POSTGRES_DSN:
+        return
+    try:
+        run_sync(_ping(POSTGRES_DSN))
+    except Exception as exc:
+        from actorsource.stores.postgres import redact_dsn
+
+        detail = " ".join(str(exc).split())
+        pytest.exit(
+            f"ACTORSOURCE_TEST_POSTGRES_DSN is set, but PostgreSQL at "
+            f"{redact_dsn(POSTGRES_DSN)} cannot be used: {type(exc).__name__}: {detail}",
+            returncode=3,
+        )
+
+
+async def _ping(dsn: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    await conn.close()
+
+
+def run_sync(coroutine: Any) -> Any:
+    """Run a coroutine to completion on a loop of its own, in a thread of its own.
+
+    For fixtures' set-up and tear-down, which may run while the test's loop exists.
+    """
+    outcome: list[Any] = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, asyncio.run(coroutine)))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def postgres_schema(tmp_path: Path) -> str:
+    """The schema a test's PostgreSQL stores use (the same for every store of one test)."""
+    return "t_" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:24]
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def need_transactional(store: EventStore) -> TransactionalStore:
+    """Return ``store`` if it runs read-model writes in its transactions, else skip the test."""
+    if not isinstance(store, TransactionalStore):
+        pytest.skip(
+            f"needs a TransactionalStore (exactly-once and inline read models: SQLite, memory); "
+            f"{type(store).__name__} is not one"
+        )
+    return store
 
 
 @pytest.fixture
@@ -15,9 +104,33 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture
+def postgres_dsn() -> str:
+    """The test database's DSN; skips the test when none is configured."""
+    if not POSTGRES_DSN:
+        pytest.skip(NO_POSTGRES)
+    return POSTGRES_DSN
+
+
+SKIP_WITHOUT_POSTGRES = () if POSTGRES_DSN else (pytest.mark.skip(reason=NO_POSTGRES),)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Report every skip for want of PostgreSQL at this file, so that -ra shows them as one
+    line ("SKIPPED [n] tests/conftest.py: PostgreSQL tests need ..."), not one per test."""
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple) and NO_POSTGRES in report.longrepr[2]:
+        report.longrepr = (__file__, None, report.longrepr[2])
+    return report
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=SKIP_WITHOUT_POSTGRES)])
+def store_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    kind = str(request.param)
+    yield kind
+    if kind == "postgres":
+        run_sync(drop_schema(POSTGRES_DSN, postgres_schema(tmp_path)))
 
 
 def make_store(kind: str, tmp_path: Path) -> EventStore:
@@ -26,6 +139,10 @@ def make_store(kind: str, tmp_path: Path) -> EventStore:
         return InMemoryEventStore()
     if kind == "sqlite":
         return SQLiteEventStore(tmp_path / "events.db")
+    if kind == "postgres":
+        from actorsource import PostgresEventStore
+
+        return PostgresEventStore(POSTGRES_DSN, schema=postgres_schema(tmp_path))
     raise AssertionError(f"unknown store kind {kind}")
 
 

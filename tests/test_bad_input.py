@@ -455,12 +455,18 @@ HOSTILE_IDS = {
 
 @pytest.mark.parametrize("aggregate_id", HOSTILE_IDS.values(), ids=HOSTILE_IDS.keys())
 async def test_hostile_aggregate_id_is_just_an_id_and_touches_no_other_stream(
-    store: EventStore, aggregate_id: str
+    store: EventStore, store_kind: str, aggregate_id: str
 ) -> None:
     async with Runtime(store, snapshot_every=2) as runtime:
         await runtime.ref(Account, "a").ask(Deposit(1))
         before = await contents(store)
         ref = runtime.ref(Account, aggregate_id)
+        if "\x00" in aggregate_id and store_kind == "postgres":
+            # PostgreSQL's text cannot hold NUL: the id is refused by name, nothing is stored
+            with pytest.raises(ActorFailedError, match="cannot hold NUL"):
+                await ref.ask(Deposit(2))
+            assert await contents(store) == before
+            return
         await ref.ask(Deposit(2))
         await ref.ask(Deposit(3))
         runtime.passivate_idle()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,37 @@ def test_percentile_uses_the_nearest_rank() -> None:
     assert bench.percentile(values, 0.5) == 50.0
     assert bench.percentile(values, 0.99) == 99.0
     assert bench.percentile([], 0.5) == 0.0
+
+
+async def test_every_workload_runs_on_postgresql_and_leaves_no_schema(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    results = await bench.run_suite(
+        bench.WORKLOADS, bench.Sizes.quick(), directory=tmp_path, postgres_dsn=postgres_dsn
+    )
+    found = results["workloads"]
+    assert set(found) == set(bench.WORKLOADS)
+    assert found["W1"]["commands"] == 400 and found["W1"]["commands_per_commit"] > 1
+    assert found["W3"]["no_snapshot"]["events_replayed"] == 300
+    assert results["machine"]["store"].startswith("PostgreSQL ")
+    assert results["baselines"] == {}  # SQLite's baselines: not run, and said so
+    assert "not run on PostgreSQL" in bench.format_table(results)
+    assert set(results["ratios"]) == {"W2_vs_W1"}
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        left = await conn.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", f"bench_{os.getpid()}_%"
+        )
+    finally:
+        await conn.close()
+    assert left == []
+
+
+def test_cli_refuses_a_store_that_is_neither_sqlite_nor_a_dsn(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--quick", "--store", "mysql://x"])
+    assert "--store must be sqlite or a postgresql:// DSN" in capsys.readouterr().err

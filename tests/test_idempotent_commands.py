@@ -33,7 +33,7 @@ async def stream(store: EventStore, stream_id: str = "Account-a") -> list[Stored
 
 def reopened(store: EventStore, kind: str, tmp_path: Path) -> EventStore:
     """The same data in a new, unopened store object: what a restarted process opens."""
-    if kind == "sqlite":
+    if kind in ("sqlite", "postgres"):  # the same file, or the same schema
         return make_store(kind, tmp_path)
     assert isinstance(store, InMemoryEventStore)
     fresh = InMemoryEventStore()  # memory stores cannot reopen: hand the data over

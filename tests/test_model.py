@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import attrs
+import pytest
 from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -27,12 +29,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from actorsource import (
     EventStore,
     InMemoryEventStore,
+    PostgresEventStore,
     Rejected,
     Runtime,
     SQLiteEventStore,
     StoredEvent,
 )
 
+from .conftest import NO_POSTGRES, POSTGRES_DSN, drop_schema, run_sync
 from .domain import Account, Deposit, Noop, Withdraw
 
 T = TypeVar("T")
@@ -164,7 +168,7 @@ class RuntimeMachine(RuleBasedStateMachine):
 
     async def _open_runtime(self) -> None:
         # SQLite: a new store object on the same file, opened and closed by the runtime
-        store = self.shared_store or SQLiteEventStore(self.path)
+        store = self.shared_store or self.durable_store()
         runtime = Runtime(store, snapshot_every=self.snapshot_every, max_active=self.max_active)
         await runtime.__aenter__()
         self.runtime = runtime
@@ -190,6 +194,10 @@ class RuntimeMachine(RuleBasedStateMachine):
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
             self.directory.cleanup()
+
+    def durable_store(self) -> EventStore:
+        """A new store object on the machine's database (SQLite unless a subclass says)."""
+        return SQLiteEventStore(self.path)
 
     @property
     def store(self) -> EventStore:
@@ -337,7 +345,7 @@ class RuntimeMachine(RuleBasedStateMachine):
 
     async def _check_snapshot_floors(self) -> None:
         """Once a runtime has closed, every snapshot it was due to take is stored."""
-        store = self.shared_store or SQLiteEventStore(self.path)
+        store = self.shared_store or self.durable_store()
         opened = not store.is_open
         if opened:
             await store.open()
@@ -408,6 +416,24 @@ class SQLiteMachine(RuntimeMachine):
     store_kind = "sqlite"
 
 
+class PostgresMachine(RuntimeMachine):
+    store_kind = "postgres"
+
+    def __init__(self) -> None:
+        # a schema per machine, dropped in teardown
+        self.schema = f"model_{uuid.uuid4().hex}"
+        super().__init__()
+
+    def durable_store(self) -> EventStore:
+        return PostgresEventStore(POSTGRES_DSN, schema=self.schema)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            run_sync(drop_schema(POSTGRES_DSN, self.schema))
+
+
 #: the explain phase re-runs a failing machine many times over for little news: leave it out
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
 
@@ -418,4 +444,10 @@ TestRuntimeMatchesModelOnMemoryStore.settings = settings(
 TestRuntimeMatchesModelOnSQLiteStore = SQLiteMachine.TestCase
 TestRuntimeMatchesModelOnSQLiteStore.settings = settings(
     max_examples=25, stateful_step_count=40, deadline=None, phases=PHASES
+)
+TestRuntimeMatchesModelOnPostgresStore = pytest.mark.skipif(not POSTGRES_DSN, reason=NO_POSTGRES)(
+    PostgresMachine.TestCase
+)
+TestRuntimeMatchesModelOnPostgresStore.settings = settings(
+    max_examples=15, stateful_step_count=40, deadline=None, phases=PHASES
 )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import actorsource
@@ -69,7 +71,7 @@ def test_no_module_imports_a_higher_layer() -> None:
     assert violations == []
 
 
-def test_only_the_sqlite_store_imports_aiosqlite_and_nothing_uses_pickle_or_eval() -> None:
+def test_only_the_stores_import_their_drivers_and_nothing_uses_pickle_or_eval() -> None:
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text())
@@ -84,6 +86,8 @@ def test_only_the_sqlite_store_imports_aiosqlite_and_nothing_uses_pickle_or_eval
                 # bench.py measures raw aiosqlite as the ceiling baseline, by design
                 if root == "aiosqlite" and path.name not in {"sqlite.py", "bench.py"}:
                     offenders.append(f"{path.name} imports aiosqlite")
+                if root == "asyncpg" and path.name != "postgres.py":
+                    offenders.append(f"{path.name} imports asyncpg")
                 if root in {"pickle", "marshal", "shelve"}:
                     offenders.append(f"{path.name} imports {root}")
             if (
@@ -119,3 +123,20 @@ def test_every_public_name_and_its_public_methods_have_docstrings() -> None:
                 if not (getattr(function, "__doc__", None) or "").strip():
                     missing.append(f"{name}.{attribute}")
     assert missing == []
+
+
+def test_importing_actorsource_does_not_need_asyncpg() -> None:
+    # a Python where asyncpg cannot be imported: actorsource still imports, and only making a
+    # PostgresEventStore says what to install
+    code = (
+        "import sys; sys.modules['asyncpg'] = None\n"
+        "import actorsource\n"
+        "try:\n"
+        "    actorsource.PostgresEventStore('postgresql:///x')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True, check=True
+    ).stdout
+    assert "pip install 'actorsource[postgres]'" in out

@@ -1,4 +1,5 @@
-"""Several runtimes and several OS processes on one SQLite file: nothing lost, nothing doubled.
+"""Several runtimes and several OS processes on one SQLite file, or one PostgreSQL schema:
+nothing lost, nothing doubled.
 
 The writer processes run ``tests/workers/writer.py``; it prints one JSON line per acknowledged
 ask (flushed as the ask returns), so what the test reads is exactly what was acknowledged.
@@ -25,8 +26,16 @@ from typing import Any
 import anyio
 import attrs
 
-from actorsource import RecordedEvent, Runtime, SQLiteEventStore, StoredEvent
+from actorsource import (
+    EventStore,
+    PostgresEventStore,
+    RecordedEvent,
+    Runtime,
+    SQLiteEventStore,
+    StoredEvent,
+)
 
+from .conftest import drop_schema, postgres_schema
 from .domain import Account, Deposit
 from .workers.writer import FEE, Pair
 
@@ -148,7 +157,7 @@ class Worker:
         return [line for line in self.output if line.startswith('{"error"')]
 
 
-def writer_args(db: Path, **options: object) -> list[str]:
+def writer_args(db: Path | str, **options: object) -> list[str]:
     args = [str(db)]
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
@@ -171,8 +180,9 @@ class Contents:
     by_id: dict[str, StoredEvent]
 
 
-async def read_contents(db: Path) -> Contents:
-    async with SQLiteEventStore(db) as store:
+async def read_contents(db: Path | EventStore) -> Contents:
+    """Everything in a SQLite file, or in the (unopened) store given."""
+    async with SQLiteEventStore(db) if isinstance(db, Path) else db as store:
         events = [event async for event in store.read_all()]
         streams = {
             stream_id: [event async for event in store.read_stream(stream_id)]
@@ -437,3 +447,89 @@ async def test_sigkill_of_a_writer_loses_no_acknowledged_command(tmp_path: Path)
                 assert (state.balance, state.credits) == expected, f"{where}: {ref.stream_id}"
                 assert state.fees == state.credits, f"{where}: {ref.stream_id}"
     assert acknowledged >= kills, f"seed {seed}"
+
+
+async def test_several_processes_hosting_the_same_aggregates_on_postgresql_lose_nothing(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    """Four processes with two runtimes each host the same two aggregates at once: conflicts
+    make them reload and decide again; meanwhile a reader follows the log as a subscription
+    does, from the last position it saw, and must never skip one."""
+    seed = _seed()
+    schema = postgres_schema(tmp_path)
+    processes, asks, concurrency = 4, 150, 16
+    where = f"seed {seed}, PostgreSQL"
+    workers: list[Worker] = []
+    followed: list[int] = []
+    retried = 0
+    try:
+        # the schema exists before the workers start (opening a new one at once is tested in
+        # tests/stores/test_postgres.py)
+        async with PostgresEventStore(postgres_dsn, schema=schema) as follower:
+            for index in range(processes):
+                workers.append(
+                    Worker(
+                        *writer_args(
+                            postgres_dsn,
+                            schema=schema,
+                            ids="a,b",
+                            aggregate="account",
+                            asks=asks,
+                            concurrency=concurrency,
+                            seed=seed + index,
+                            name=f"w{index}",
+                            wait_go=True,
+                            runtimes=2,
+                        ),
+                        stdin=True,
+                    )
+                )
+            for index, worker in enumerate(workers):
+                await worker.wait_for_line(lambda line: line == "ready\n", f"{where}, {index}")
+            finished = anyio.Event()
+
+            async def follow() -> None:
+                while True:
+                    last_round = finished.is_set()
+                    async for event in follower.read_all(len(followed) + 1):
+                        followed.append(event.position)
+                    if last_round:
+                        return
+                    await follower.wait_for_events(len(followed), 0.5)
+
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(follow)
+                for worker in workers:
+                    worker.send("go")
+                for index, worker in enumerate(workers):
+                    code = await worker.wait(f"{where}, worker {index}")
+                    assert code == 0, (
+                        f"{where}: worker {index} exited {code}; errors: {worker.errors()[:5]}; "
+                        f"stderr:\n{worker.stderr}"
+                    )
+                    last = worker.output[-1]
+                    assert last.startswith("done "), f"{where}: worker {index} ended with {last!r}"
+                    retried += json.loads(last.removeprefix("done "))["conflicts_retried"]
+                finished.set()
+        contents = await read_contents(PostgresEventStore(postgres_dsn, schema=schema))
+        async with Runtime(PostgresEventStore(postgres_dsn, schema=schema)) as runtime:
+            balances = {i: (await runtime.ref(Account, i).state()).balance for i in ("a", "b")}
+    finally:
+        for worker in workers:
+            worker.kill()
+        await drop_schema(postgres_dsn, schema)
+
+    acks = [ack for worker in workers for ack in worker.acks()]
+    assert len(acks) == processes * asks, where
+    where += f", {retried} conflicts retried"
+    assert retried > 0, f"{where}: the processes never raced for a stream: nothing was proved"
+    check_log(contents, where)
+    check_acks(acks, contents, where)
+    assert len(contents.events) == processes * asks, where
+    assert followed == list(range(1, len(contents.events) + 1)), f"{where}: the reader skipped"
+    acked_ids = Counter(event_id for ack in acks for event_id, _, _ in ack["events"])
+    assert max(acked_ids.values()) == 1, f"{where}: one event id acknowledged twice"
+    assert set(contents.by_id) == set(acked_ids), f"{where}: stored, never acknowledged"
+    for aggregate_id, balance in balances.items():
+        acked = sum(a["amount"] for a in acks if a["stream"] == f"Account-{aggregate_id}")
+        assert balance == acked, f"{where}: Account-{aggregate_id}"

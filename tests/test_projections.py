@@ -23,6 +23,7 @@ from actorsource import (
     handle,
 )
 
+from .conftest import need_transactional
 from .domain import Account, Deposit, Deposited, Withdraw, Withdrew
 
 
@@ -251,6 +252,7 @@ class InlineCount(Projection):
 
 
 async def test_inline_projection_is_up_to_date_when_ask_returns(store: EventStore) -> None:
+    need_transactional(store)
     async with Runtime(store) as runtime:
         ref = runtime.ref(Account, "a")
         await ref.ask(Deposit(2))  # before the projection: caught up when it starts
@@ -267,6 +269,7 @@ async def test_inline_projection_is_up_to_date_when_ask_returns(store: EventStor
 async def test_a_failing_inline_handler_fails_the_command_and_stores_nothing(
     store: EventStore,
 ) -> None:
+    need_transactional(store)
     async with Runtime(store) as runtime:
         view = InlineCount()
         runtime.add_projection(view)
@@ -297,7 +300,10 @@ class ExactlyOnceNoop(Projection):
         self.count += 1
 
 
-async def test_exactly_once_projection_runs_on_every_store(store: EventStore) -> None:
+async def test_exactly_once_projection_runs_on_every_transactional_store(
+    store: EventStore,
+) -> None:
+    need_transactional(store)
     async with Runtime(store) as runtime:
         view = ExactlyOnceNoop()
         runtime.add_projection(view, batch_size=3)

@@ -143,8 +143,10 @@ class EventStore(Protocol):
     async def wait_for_events(self, after_position: int, timeout: float) -> None:  # noqa: ASYNC109  # a poll interval, not a deadline
         """Return when an event beyond ``after_position`` may be readable, or after ``timeout``.
 
-        Appends through this store object wake waiters at once (after their commit); appends by
-        other processes are only found by reading again, which callers do after ``timeout``.
+        Appends through this store object wake waiters at once (after their commit). Appends by
+        other processes wake them too where the store is told of other commits (PostgreSQL's
+        LISTEN/NOTIFY); elsewhere they are found by reading again, which callers do after
+        ``timeout``.
         """
         ...
 

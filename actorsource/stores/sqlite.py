@@ -7,8 +7,8 @@ Design (measured in ``shared/PERF_NOTES.md``):
   thread, so a batch costs a constant number of thread hops and one fsync however many appends
   it holds. The writer is callback-driven, not a task: a batch goes straight onto the thread's
   queue, and the thread calls back on the loop when it is done (two task switches fewer per
-  batch, which a sequential caller feels). Each append runs in its own SAVEPOINT, so a conflict fails only that
-  append, never the batch.
+  batch, which a sequential caller feels). Each append runs in its own SAVEPOINT, so a conflict
+  fails only that append, never the batch.
 - **Known heads.** The writer remembers the head version of the streams it wrote or checked.
   When an append expects exactly that head, it inserts without a version query; the
   ``UNIQUE(stream_id, version)`` constraint stays the final guard against other processes

@@ -12,8 +12,8 @@ import anyio
 import pytest
 
 from actorsource import EventStore, SQLiteEventStore, StoredEvent, StoreError, subscribe
-from actorsource.stores._base import TransactionalStore
 
+from ..conftest import need_transactional
 from .test_contract import collect, event, everything, positions
 
 
@@ -165,7 +165,7 @@ async def test_wait_for_events_gives_up_after_its_timeout(store: EventStore) -> 
 async def test_commit_with_checkpoint_runs_the_work_and_moves_the_checkpoint(
     store: EventStore,
 ) -> None:
-    assert isinstance(store, TransactionalStore)
+    store = need_transactional(store)
     seen: list[Any] = []
 
     result = await store.commit_with_checkpoint("view", 4, lambda tx: seen.append(tx) or "done")
@@ -178,7 +178,7 @@ async def test_commit_with_checkpoint_runs_the_work_and_moves_the_checkpoint(
 async def test_commit_with_checkpoint_keeps_the_checkpoint_when_the_work_fails(
     store: EventStore,
 ) -> None:
-    assert isinstance(store, TransactionalStore)
+    store = need_transactional(store)
     await store.save_checkpoint("view", 2)
 
     def fail(_: Any) -> None:
@@ -193,7 +193,7 @@ async def test_commit_with_checkpoint_keeps_the_checkpoint_when_the_work_fails(
 async def test_an_inline_projection_sees_every_event_once_from_its_checkpoint(
     store: EventStore,
 ) -> None:
-    assert isinstance(store, TransactionalStore)
+    store = need_transactional(store)
     await store.append("Account-1", 0, [event("Opened")])  # before the projection existed
     seen: list[StoredEvent] = []
     await store.add_inline_projection("inline", lambda _tx, events: seen.extend(events))
@@ -217,7 +217,7 @@ async def test_an_inline_projection_sees_every_event_once_from_its_checkpoint(
 async def test_a_failing_inline_projection_fails_the_append_and_stores_nothing(
     store: EventStore,
 ) -> None:
-    assert isinstance(store, TransactionalStore)
+    store = need_transactional(store)
     await store.append("Account-1", 0, [event()])
 
     def refuse(_tx: Any, events: list[StoredEvent]) -> None:

@@ -4,6 +4,8 @@ Run from the repository root::
 
     python -m tests.workers.writer DB --ids a,b,c --aggregate pair --concurrency 16 --asks 0
 
+``DB`` is a SQLite file, or a ``postgresql://`` DSN (with ``--schema``) for the PostgreSQL store.
+
 It prints ``ready`` once its runtime is open (and, with ``--wait-go``, waits for a line on stdin
 before writing), then one JSON line per acknowledged ask, written and flushed right after the
 ask returns, then ``done`` and the runtime's statistics as JSON (unless it is killed first).
@@ -26,7 +28,15 @@ from pathlib import Path
 import anyio
 import attrs
 
-from actorsource import Aggregate, Runtime, SQLiteEventStore, apply, command
+from actorsource import (
+    Aggregate,
+    EventStore,
+    PostgresEventStore,
+    Runtime,
+    SQLiteEventStore,
+    apply,
+    command,
+)
 
 if __package__ in (None, ""):  # run by path: make ``tests`` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -81,17 +91,24 @@ def emit(line: str) -> None:
     sys.stdout.flush()
 
 
+def make_store(args: argparse.Namespace) -> EventStore:
+    """A store on the file, or on the PostgreSQL schema, the arguments name."""
+    if args.db.startswith(("postgresql://", "postgres://")):
+        return PostgresEventStore(args.db, schema=args.schema, pool_size=2)
+    return SQLiteEventStore(args.db)
+
+
 async def run(args: argparse.Namespace) -> int:
     ids: list[str] = args.ids.split(",")
     rng = random.Random(args.seed)
     remaining = args.asks  # 0: until killed
     failures = 0
     async with contextlib.AsyncExitStack() as stack:
-        # several runtimes in this one process, each with its own store on the same file
+        # several runtimes in this one process, each with its own store on the same database
         runtimes = [
             await stack.enter_async_context(
                 Runtime(
-                    SQLiteEventStore(args.db),
+                    make_store(args),
                     max_conflict_retries=args.max_conflict_retries,
                     snapshot_every=args.snapshot_every,
                 )
@@ -147,7 +164,8 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("db", help="the SQLite file")
+    parser.add_argument("db", help="the SQLite file, or a postgresql:// DSN")
+    parser.add_argument("--schema", default="actorsource", help="the PostgreSQL schema")
     parser.add_argument("--ids", default="a,b,c", help="aggregate ids, comma separated")
     parser.add_argument("--aggregate", choices=["account", "pair"], default="account")
     parser.add_argument("--asks", type=int, default=0, help="asks in all (0: until killed)")
