@@ -437,8 +437,10 @@ class SQLiteEventStore(StoreLifecycle):
         await future
 
     def _writer_alive(self) -> bool:
+        # aiosqlite clears _running when it stops the thread (a closed connection); asking the
+        # thread itself costs a lock per call, too much for every append
         conn = self._writer
-        return conn is not None and conn._running and conn._thread.is_alive()
+        return conn is not None and conn._running
 
     def _enqueue(self, op: _Op) -> None:
         if not self._writer_alive():
