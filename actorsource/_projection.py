@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("actorsource.projection")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 Mode = Literal["at_least_once", "exactly_once", "inline"]
 _MODES: Final = ("at_least_once", "exactly_once", "inline")
@@ -269,18 +270,12 @@ class ProjectionRunner:
         """
         store = cast(TransactionalStore, self.store)
         await self.run(until_caught_up=True)  # the bulk, in batches: not in one append
-        backoff = 0.0
         while True:
-            try:
-                # (again) caught up inside one transaction, then called by every append
-                await store.add_inline_projection(self.name, self.handle_inline)
-            except ProjectionError as exc:
-                backoff = min(max(backoff * 2, 0.05), self.max_backoff)
-                self._failed(exc, backoff)
-                await anyio.sleep(backoff)
-                continue
-            backoff = 0.0
-            self.state, self.last_error = "live", None
+            # (again) caught up inside one transaction, then called by every append
+            await self._until_it_succeeds(
+                lambda: store.add_inline_projection(self.name, self.handle_inline)
+            )
+            self.state = "live"
             self.on_progress()  # live: appends from now on run the handlers
             while True:
                 self._advanced(await store.load_checkpoint(self.name))
@@ -288,6 +283,21 @@ class ProjectionRunner:
                 if self.head > self.position:
                     break  # another process appended: catch up
                 await store.wait_for_events(self.position, self.poll_interval)
+
+    async def _until_it_succeeds(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until no handler fails it, backing off between tries (50 ms doubling
+        to ``max_backoff``); the checkpoint stays before the failing event meanwhile."""
+        backoff = 0.0
+        while True:
+            try:
+                result = await attempt()
+            except ProjectionError as exc:
+                backoff = min(max(backoff * 2, 0.05), self.max_backoff)
+                self._failed(exc, backoff)
+                await anyio.sleep(backoff)
+                continue
+            self.last_error = None
+            return result
 
     def _failed(self, exc: ProjectionError, backoff: float) -> None:
         self.state = "failing"
@@ -313,17 +323,8 @@ class ProjectionRunner:
                 "run read-model writes in its transactions"
             )
             raise DefinitionError(msg)
-        backoff = 0.0
         while True:
-            try:
-                caught_up = await self._catch_up()
-            except ProjectionError as exc:
-                backoff = min(max(backoff * 2, 0.05), self.max_backoff)
-                self._failed(exc, backoff)
-                await anyio.sleep(backoff)
-                continue
-            backoff = 0.0
-            self.last_error = None
+            caught_up = await self._until_it_succeeds(self._catch_up)
             if caught_up:
                 self._oldest_pending = None
                 if until_caught_up:
