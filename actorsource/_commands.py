@@ -91,7 +91,12 @@ def add_commands(commands: Any) -> None:
 
 
 def _db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("db", help="a SQLite file or a postgres:// DSN")
+    parser.add_argument("db", help="a SQLite file or a postgresql:// DSN")
+    parser.add_argument(
+        "--schema",
+        default="actorsource",
+        help="with a PostgreSQL DSN: the schema holding the store (default: actorsource)",
+    )
 
 
 def _json(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +121,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     command = handlers[args.command]
 
     async def main() -> None:
-        async with _open_store(args.db) as store:
+        async with _open_store(args.db, args.schema) as store:
             await command(store, args, stream)
 
     try:
@@ -129,7 +134,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-def _open_store(db: str) -> EventStore:
+def _open_store(db: str, schema: str) -> EventStore:
     if db.startswith(("postgres://", "postgresql://")):
         try:
             module = importlib.import_module("actorsource.stores.postgres")
@@ -138,7 +143,7 @@ def _open_store(db: str) -> EventStore:
                 f"PostgreSQL needs the postgres extra (pip install 'actorsource[postgres]'): {exc}"
             )
             raise CommandError(msg) from exc
-        store: EventStore = module.PostgresEventStore(db)
+        store: EventStore = module.PostgresEventStore(db, schema=schema)
         return store
     if not Path(db).is_file():
         # opening would create a new, empty database: surely not what was meant

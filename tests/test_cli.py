@@ -15,6 +15,7 @@ import pytest
 from actorsource import Runtime, SQLiteEventStore
 from actorsource.cli import main
 
+from .conftest import SKIP_WITHOUT_POSTGRES
 from .domain import Account, Deposit, Withdraw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,3 +203,26 @@ def test_tail_follows_events_another_process_appends(db: Path) -> None:
         {"amount": 2},
     )
     assert event["position"] > 4
+
+
+@pytest.mark.parametrize(
+    "store_kind", [pytest.param("postgres", marks=SKIP_WITHOUT_POSTGRES)], indirect=True
+)
+def test_streams_and_events_read_a_postgres_store_by_dsn(
+    store_kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .conftest import POSTGRES_DSN, make_store, postgres_schema
+
+    async def fill() -> None:
+        async with Runtime(make_store(store_kind, tmp_path)) as runtime:
+            await runtime.ref(Account, "pg").ask(Deposit(4))
+
+    anyio.run(fill)
+    schema = postgres_schema(tmp_path)
+
+    streams = _run(capsys, "streams", POSTGRES_DSN, "--schema", schema, "--json")
+    events = _run(capsys, "events", POSTGRES_DSN, "Account-pg", "--schema", schema, "--json")
+
+    assert streams[0] == 0, streams[2]
+    assert [json.loads(line)["stream_id"] for line in streams[1].splitlines()] == ["Account-pg"]
+    assert json.loads(events[1])["data"] == {"amount": 4}
