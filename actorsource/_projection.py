@@ -88,8 +88,10 @@ class ProjectionContext:
     #: the store's transaction in the exactly-once and inline modes (a ``sqlite3.Connection``
     #: for SQLite, ``None`` for the in-memory store); ``None`` in the at-least-once mode
     transaction: Any
-    #: the runtime running the projection (to send commands from a handler: they join the
-    #: event's conversation and name it as their cause, see :func:`~actorsource.caused_by`)
+    #: the runtime running the projection (to send commands from an at-least-once handler:
+    #: they join the event's conversation and name it as their cause, see
+    #: :func:`~actorsource.caused_by`); exactly-once and inline handlers run inside the store's
+    #: transaction, on SQLite on its writer thread, and must not use it
     runtime: Runtime
 
 
