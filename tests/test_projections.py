@@ -449,3 +449,31 @@ async def test_a_crash_between_handler_and_checkpoint_redelivers_only_at_least_o
     assert {p for p, count in seen.items() if count > 1} == (
         set(range(21, 26)) if redelivered else set()
     )
+
+
+class Forwarder(Projection):
+    """A process manager: every deposit to account a is also made to account b."""
+
+    @handle
+    async def deposited(self, event: Deposited, ctx: ProjectionContext) -> None:
+        if ctx.record.stream_id == "Account-a":
+            command_id = f"forward-{ctx.record.event_id}"  # the same on every redelivery
+            await ctx.runtime.ref(Account, "b").ask(Deposit(event.amount), command_id=command_id)
+
+
+async def test_a_redelivered_event_sends_its_command_again_and_it_takes_effect_once(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        runtime.add_projection(Forwarder())
+        for amount in (3, 4):
+            await runtime.ref(Account, "a").ask(Deposit(amount))
+        await runtime.wait_for_projection(Forwarder)
+        forwarded = await runtime.ref(Account, "b").state()
+
+        await runtime.rebuild_projection(Forwarder)  # every event delivered a second time
+        await runtime.wait_for_projection(Forwarder)
+
+        assert forwarded.balance == 7
+        assert (await runtime.ref(Account, "b").state()).balance == 7
+        assert await store.stream_version("Account-b") == 2
