@@ -100,8 +100,11 @@ _SERVER_SETTINGS: Final = {
 }
 
 #: JSON text that JSONB would not give back as it was: NUL (JSONB refuses it), a number with an
-#: exponent (``numeric`` prints ``1e+16`` as an integer) and negative zero (``numeric`` has none)
-_NOT_JSONB_EXACT: Final = re.compile(r"\\u0000|[0-9][eE]|-0\.0(?![0-9])")
+#: exponent (``numeric`` prints ``1e+16`` as an integer) and negative zero (``numeric`` has none).
+#: Numbers are matched as tokens (after ``:``, ``,`` or ``[`` in orjson's compact text), so that
+#: the hex digits of the UUIDs every event's metadata holds ("0195e3...") do not count as
+#: exponents; a string that happens to look like one only costs an exact copy.
+_NOT_JSONB_EXACT: Final = re.compile(r"\\u0000|[:,\[]-?[0-9][0-9.]*[eE]|[:,\[]-0\.0(?![0-9])")
 
 _COLUMNS: Final = (
     "stream_id, version, position, type, coalesce(data_text, data::text), "

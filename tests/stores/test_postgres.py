@@ -310,8 +310,11 @@ async def test_data_and_metadata_are_jsonb_that_sql_can_query(
         ({"zero": -0.0}, True, True),  # numeric has no negative zero
         ({"nul": "a\x00b"}, False, True),  # JSONB cannot hold NUL at all
         ({"text": "not a \\u0000 NUL"}, True, True),  # looks like one: kept both ways
+        # the hex digits of ids ("...5e3...") are no exponent: no exact copy for them
+        ({"command_id": "0195e3a0-7abc-7def-8123-4e5f6a7b8c9d", "n": 12}, True, False),
+        ({"list": [2, 1e-7]}, True, True),  # an exponent inside a list
     ],
-    ids=["plain", "exponent", "negative zero", "nul", "escaped backslash"],
+    ids=["plain", "exponent", "negative zero", "nul", "escaped backslash", "uuid", "in a list"],
 )
 async def test_values_jsonb_would_change_keep_their_exact_text(  # noqa: PLR0917
     postgres_dsn: str,
