@@ -126,7 +126,11 @@ class ConcurrencyError(ActorsourceError):
 class StoreError(ActorsourceError):
     """Raised when the event store fails (I/O error, disk full, locked too long, closed).
 
-    Nothing of the failed operation is stored; the original driver error is the ``__cause__``.
+    Nothing of the failed operation is stored, unless the message says the outcome is unknown:
+    when the connection to the database broke (or the store was stopped) after the write was
+    sent, it may or may not have committed. Retry an append with the same event ids (or a
+    command with the same ``command_id``) to find out: stores make such a retry idempotent.
+    The original driver error is the ``__cause__``.
     """
 
 
