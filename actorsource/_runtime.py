@@ -590,6 +590,9 @@ class Runtime:
         :param position: a global position (for example ``recorded[-1].position`` of an
             ``ask``), default: the store's head now
         :raises LookupError: if no such projection was added
+
+        It waits as long as it takes, also while a failing handler is being retried: bound it
+        with ``anyio.fail_after(...)`` where a caller must not wait forever.
         """
         entry = self._entry(projection)
         if position is None:
@@ -617,6 +620,9 @@ class Runtime:
         :param factory: makes the fresh instance (default: the projection's class, called
             with no arguments)
         :raises LookupError: if no such projection was added
+
+        A handler that keeps failing holds the rebuild at that event (retried with backoff, as
+        always); the current instance goes on serving meanwhile.
         """
         entry = self._entry(projection)
         if self._state is not RuntimeState.OPEN:
