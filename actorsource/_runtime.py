@@ -7,7 +7,7 @@ import enum
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar, overload
@@ -17,7 +17,7 @@ import attrs
 
 from ._actor import COMMAND, GET_STATE, Actor, ActorContext, Counters, Message, Supervisor
 from ._aggregate import Aggregate, decider_of
-from ._codec import Codec
+from ._codec import Codec, event_type_spec
 from ._decider import Decider
 from ._errors import (
     AskTimeoutError,
@@ -31,6 +31,7 @@ from ._projection import Projection, ProjectionRunner, ProjectionStatus, compile
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
 from ._tracing import COMMAND_ID, command_metadata
 from .stores._base import EventStore, TransactionalStore
+from .stores._subscription import subscribe
 
 logger = logging.getLogger("actorsource.runtime")
 
@@ -404,6 +405,10 @@ class Runtime:
         if not isinstance(aggregate_id, str) or not aggregate_id:
             msg = f"an aggregate id must be a non-empty str, got {aggregate_id!r}"
             raise ValueError(msg)
+        return self._decider_for(aggregate)
+
+    def _decider_for(self, aggregate: Any) -> Decider[Any, Any, Any]:
+        """The Decider of an aggregate class (or the Decider itself), its events registered."""
         decider = self._deciders.get(aggregate)
         if decider is None:
             decider = aggregate if isinstance(aggregate, Decider) else decider_of(aggregate)
@@ -469,6 +474,82 @@ class Runtime:
                 raise ValueError(msg)
         assert version is not None
         return await Actor(self._context, decider, stream_id).state_at(version)
+
+    # -- reading the log as domain events --------------------------------------------------------
+
+    async def subscribe(
+        self,
+        from_position: int = 1,
+        *,
+        event_types: Iterable[type] | None = None,
+        aggregates: Iterable[Any] | None = None,
+        live: bool = True,
+    ) -> AsyncIterator[RecordedEvent[Any]]:
+        """Yield the log's events as domain events, from ``from_position`` on, in commit order.
+
+        A catch-up subscription (see :func:`actorsource.subscribe` for the raw records): the
+        history first, then, with ``live``, every new commit as it happens (this process's
+        appends wake it at once, other processes' are polled every ``poll_interval``);
+        without ``live`` it stops at the head it saw when it started.
+
+        :param event_types: only events of these classes (their stored names and aliases)
+        :param aggregates: only events of these aggregates' streams (``Aggregate`` classes or
+            ``Decider`` objects); their event types are decoded too
+        :raises ValueError: unless at least one of ``event_types`` and ``aggregates`` is given
+            (to read every event whatever its type, use :func:`actorsource.subscribe`)
+        :raises CodecError: for a stored event whose type is not among those known here
+        """
+        classes = list(event_types) if event_types is not None else None
+        deciders = [self._decider_for(a) for a in aggregates] if aggregates is not None else None
+        if classes is None and deciders is None:
+            msg = (
+                "Runtime.subscribe needs event_types= or aggregates= (to decode what it reads); "
+                "actorsource.subscribe(store) reads every event as a raw record"
+            )
+            raise ValueError(msg)
+        if classes is not None:
+            self._codec.register_events(classes)
+        type_names = (
+            sorted(
+                {
+                    name
+                    for cls in classes
+                    for spec in (event_type_spec(cls),)
+                    for name in (spec.name, *spec.aliases)
+                }
+            )
+            if classes is not None
+            else None
+        )
+        categories = [d.name for d in deciders] if deciders is not None else None
+        records = (
+            subscribe(
+                self.store,
+                from_position,
+                types=type_names,
+                categories=categories,
+                poll_interval=self.poll_interval,
+            )
+            if live
+            else self.store.read_all(
+                from_position,
+                to_position=await self.store.head_position(),
+                types=type_names,
+                categories=categories,
+            )
+        )
+        decode = self._codec.decode_event
+        async for stored in records:
+            event = decode(stored.type, stored.data, where=f" at position {stored.position}")
+            yield RecordedEvent(
+                event,
+                stored.stream_id,
+                stored.version,
+                stored.position,
+                stored.event_id,
+                stored.recorded_at,
+                stored.metadata,
+            )
 
     # -- projections ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import pytest
 from actorsource import (
     DefinitionError,
     EventStore,
+    NewEvent,
     Projection,
     ProjectionContext,
     ProjectionError,
@@ -477,3 +478,48 @@ async def test_a_redelivered_event_sends_its_command_again_and_it_takes_effect_o
         assert forwarded.balance == 7
         assert (await runtime.ref(Account, "b").state()).balance == 7
         assert await store.stream_version("Account-b") == 2
+
+
+# -- the log as domain events ----------------------------------------------------------------
+
+
+async def test_runtime_subscribe_yields_domain_events_of_history_then_live(
+    store: EventStore,
+) -> None:
+    async with Runtime(store, poll_interval=60) as runtime:
+        await runtime.ref(Account, "a").ask(Deposit(1))
+        await runtime.ref(Account, "a").ask(Withdraw(1))
+        seen: list[Any] = []
+        caught_up = anyio.Event()
+
+        async def follow() -> None:
+            async for record in runtime.subscribe(event_types=[Deposited]):
+                seen.append((record.stream_id, record.version, record.event))
+                if record.position == 1:
+                    caught_up.set()
+                if len(seen) == 2:
+                    return
+
+        with anyio.fail_after(10):  # woken by the commit, not by the 60 s poll
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                await caught_up.wait()
+                await runtime.ref(Account, "b").ask(Deposit(5))
+
+    assert seen == [("Account-a", 1, Deposited(1)), ("Account-b", 1, Deposited(5))]
+
+
+async def test_runtime_subscribe_filters_by_aggregate_and_stops_at_the_head_unless_live(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        await runtime.ref(Account, "a").ask(Deposit(2))
+        await runtime.ref(Account, "a").ask(Withdraw(1))
+        await store.append("Other-1", 0, [NewEvent("x-1", "Unknown", {}, {})])
+
+        found = [r async for r in runtime.subscribe(aggregates=[Account], live=False)]
+
+        assert [type(r.event) for r in found] == [Deposited, Withdrew]
+        assert [r.position for r in found] == [1, 2]
+        with pytest.raises(ValueError, match="needs event_types= or aggregates="):
+            _ = [r async for r in runtime.subscribe(live=False)]
