@@ -159,15 +159,26 @@ def _styled(out: TextIO) -> bool:
     return out.isatty() and not os.environ.get("NO_COLOR")
 
 
+#: ANSI styles (used only on a terminal, and never with NO_COLOR set)
+_HEADER, _KEY, _TYPE, _DIM = "1;36", "1", "32", "2"
+
+
+def _paint(text: str, style: str, styled: bool) -> str:
+    return f"\033[{style}m{text}\033[0m" if styled and text else text
+
+
 def _table(out: TextIO, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print aligned columns: the header in bold cyan and the first column in bold on a TTY."""
     cells = [[str(h) for h in headers], *[[_cell(v) for v in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    bold = _styled(out)
+    styled = _styled(out)
     for index, row in enumerate(cells):
-        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        line = line.rstrip()
-        if index == 0 and bold:
-            line = f"\033[1m{line}\033[0m"
+        padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        padded[-1] = padded[-1].rstrip()
+        if index == 0:
+            line = _paint("  ".join(padded).rstrip(), _HEADER, styled)
+        else:
+            line = "  ".join([_paint(padded[0], _KEY, styled), *padded[1:]]).rstrip()
         out.write(line + "\n")
 
 
@@ -250,9 +261,11 @@ async def _tail(store: EventStore, args: argparse.Namespace, out: TextIO) -> Non
             if args.json:
                 out.write(_dumps(_event_json(event)) + "\n")
             else:
+                styled = _styled(out)
                 out.write(
-                    f"{event.position}  {event.stream_id}@{event.version}  {event.type}  "
-                    f"{_cell(event.data)}\n"
+                    f"{_paint(str(event.position), _DIM, styled)}  "
+                    f"{_paint(f'{event.stream_id}@{event.version}', _KEY, styled)}  "
+                    f"{_paint(event.type, _TYPE, styled)}  {_cell(event.data)}\n"
                 )
             out.flush()
             printed += 1

@@ -14,8 +14,8 @@ from . import bench
 from ._commands import COMMANDS, add_commands, run_command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+def parser() -> argparse.ArgumentParser:
+    """Return the command line's argument parser."""
     parser = argparse.ArgumentParser(prog="actorsource", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
@@ -42,13 +42,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     add_commands(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    line = parser()
+    args = line.parse_args(argv)
     if args.command in COMMANDS:
         return run_command(args)
     postgres_dsn: str | None = None
     if args.store != "sqlite":
         if not args.store.startswith(("postgresql://", "postgres://")):
-            parser.error(f"--store must be sqlite or a postgresql:// DSN, got {args.store!r}")
+            line.error(f"--store must be sqlite or a postgresql:// DSN, got {args.store!r}")
         postgres_dsn = args.store
     if args.command == "bench":
         sizes = bench.Sizes.quick() if args.quick else bench.Sizes()

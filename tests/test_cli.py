@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -226,3 +227,27 @@ def test_streams_and_events_read_a_postgres_store_by_dsn(
     assert streams[0] == 0, streams[2]
     assert [json.loads(line)["stream_id"] for line in streams[1].splitlines()] == ["Account-pg"]
     assert json.loads(events[1])["data"] == {"amount": 4}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_colours_unless_no_color_is_set(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actorsource._commands import run_command
+    from actorsource.cli import parser
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    coloured = _Terminal()
+    assert run_command(parser().parse_args(["streams", str(db)]), coloured) == 0
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = _Terminal()
+    assert run_command(parser().parse_args(["streams", str(db)]), plain) == 0
+
+    assert coloured.getvalue().startswith("\033[1;36mstream")
+    assert "\033[1mAccount-a" in coloured.getvalue()
+    assert "\033[" not in plain.getvalue()
+    assert plain.getvalue().splitlines()[1].split()[:2] == ["Account-a", "3"]
