@@ -16,8 +16,8 @@ from ._commands import COMMANDS, add_commands, run_command
 
 def parser() -> argparse.ArgumentParser:
     """Return the command line's argument parser."""
-    parser = argparse.ArgumentParser(prog="actorsource", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    top = argparse.ArgumentParser(prog="actorsource", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "bench", help="run the throughput benchmark suite (SQLite, or PostgreSQL with --store)"
     )
@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     add_commands(commands)
-    return parser
+    return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
