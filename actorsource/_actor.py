@@ -667,15 +667,7 @@ class Actor:
         for command_id, stored_events in by_command.items():
             try:
                 recorded = [
-                    RecordedEvent(
-                        decode(s.type, s.data, where=self._where(s.version)),
-                        s.stream_id,
-                        s.version,
-                        s.position,
-                        s.event_id,
-                        s.recorded_at,
-                        s.metadata,
-                    )
+                    RecordedEvent.of(decode(s.type, s.data, where=self._where(s.version)), s)
                     for s in stored_events
                 ]
             except CodecError as exc:

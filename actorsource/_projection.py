@@ -425,15 +425,7 @@ class ProjectionRunner:
                 handler = cast(_Handler, found)
                 self._lookup_cache[type(event)] = handler
             if handler.takes_context:
-                record = RecordedEvent(
-                    event,
-                    stored.stream_id,
-                    stored.version,
-                    stored.position,
-                    stored.event_id,
-                    stored.recorded_at,
-                    stored.metadata,
-                )
+                record = RecordedEvent.of(event, stored)
                 arguments: tuple[Any, ...] = (
                     event,
                     ProjectionContext(record, transaction, self.runtime),

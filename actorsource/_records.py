@@ -111,3 +111,16 @@ class RecordedEvent(Generic[E]):
     recorded_at: datetime
     #: the event's metadata
     metadata: JSONDict
+
+    @classmethod
+    def of(cls, event: E, stored: StoredEvent) -> RecordedEvent[E]:
+        """Return the recorded form of a stored event, decoded into ``event``."""
+        return cls(
+            event,
+            stored.stream_id,
+            stored.version,
+            stored.position,
+            stored.event_id,
+            stored.recorded_at,
+            stored.metadata,
+        )

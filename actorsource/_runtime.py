@@ -541,15 +541,7 @@ class Runtime:
         decode = self._codec.decode_event
         async for stored in records:
             event = decode(stored.type, stored.data, where=f" at position {stored.position}")
-            yield RecordedEvent(
-                event,
-                stored.stream_id,
-                stored.version,
-                stored.position,
-                stored.event_id,
-                stored.recorded_at,
-                stored.metadata,
-            )
+            yield RecordedEvent.of(event, stored)
 
     # -- projections ---------------------------------------------------------------------------
 
