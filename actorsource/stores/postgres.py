@@ -1369,7 +1369,9 @@ class PostgresEventStore(StoreLifecycle):
         version, schema_version, state, recorded_at = rows[0]
         return SnapshotRecord(stream_id, version, decode_json(state), schema_version, recorded_at)
 
-    async def _fetch(self, sql: str, *params: object, check: bool = True) -> list[Any]:
+    async def _fetch(
+        self, sql: str, *params: object, check: bool = True, doing: str = "reading from"
+    ) -> list[Any]:
         if check:  # not while opening, nor for the listener's catch-up
             self._check_open()
         pool = self._pool
@@ -1387,27 +1389,11 @@ class PostgresEventStore(StoreLifecycle):
             self._driver.InterfaceError,
         ) as exc:
             detail = " ".join(str(exc).split())
-            msg = f"reading from PostgreSQL at {self._where} failed: {type(exc).__name__}: {detail}"
+            msg = f"{doing} PostgreSQL at {self._where} failed: {type(exc).__name__}: {detail}"
             raise StoreError(msg) from exc
 
     async def _execute(self, sql: str, *params: object) -> None:
-        self._check_open()
-        pool = self._pool
-        if pool is None:
-            msg = f"{self!r} is not connected"
-            raise StoreError(msg)
-        try:
-            async with pool.acquire() as conn:
-                await conn.execute(sql, *params)
-        except (
-            OSError,
-            TimeoutError,
-            self._driver.PostgresError,
-            self._driver.InterfaceError,
-        ) as exc:
-            detail = " ".join(str(exc).split())
-            msg = f"writing to PostgreSQL at {self._where} failed: {type(exc).__name__}: {detail}"
-            raise StoreError(msg) from exc
+        await self._fetch(sql, *params, doing="writing to")
 
 
 class _Statements:
