@@ -861,7 +861,15 @@ class SQLiteEventStore(StoreLifecycle):
                 stream_id, version, decode_json(state), schema_version, self._time(recorded_at)
             )
         events = [(row[0], row[1], decode_json(row[2])) for row in rows]
-        return snapshot, events, len(rows) < self.read_page_size
+        complete = len(rows) < self.read_page_size
+        if complete and stream_id not in self._heads:
+            # the head as of this read: the actor's first append then skips the writer's head
+            # query (a head that another process has moved on since is caught by the
+            # insert's UNIQUE constraint, as for any known head)
+            self._heads[stream_id] = (
+                rows[-1][0] if rows else snapshot_row[0] if snapshot_row is not None else 0
+            )
+        return snapshot, events, complete
 
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         self._check_open()
@@ -953,84 +961,359 @@ def _commit_batch(
     after the batch. Raises if the transaction fails as a whole; then nothing of the batch is
     stored.
     """
-    results: list[Any] = []
-    heads: dict[str, int] = {}
+    commit = _BatchCommit(conn, known_heads, now=now, now_text=now_text, inline=inline)
+    if commit.all_at_once(batch):
+        return commit.results, commit.heads, commit.position - 1
     conn.execute("BEGIN IMMEDIATE")
     try:
-        next_position = (
+        commit.position = (
             conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0] + 1
         )
-        for op in batch:
-            if isinstance(op, _SaveSnapshot):
-                conn.execute(_SAVE_SNAPSHOT, (*op.row, now_text))
-                results.append(None)
-                continue
-            if isinstance(op, _Transact):
-                results.append(_transact(conn, op, now_text))
-                continue
-            if isinstance(op, _CatchUpInline):
-                results.append(_catch_up_inline(conn, op, next_position, now, now_text))
-                continue
-            stream_id, expected = op.stream_id, op.expected_version
-            head = heads.get(stream_id)
-            if head is None:
-                head = known_heads.get(stream_id)
-            if expected is None or head != expected:
-                head = conn.execute(_STREAM_HEAD, (stream_id,)).fetchone()[0]
-                heads[stream_id] = head
-                if expected is not None and head != expected:
-                    # the stream moved on: maybe by this very append, committed before
-                    prior = _prior_append(conn, stream_id, expected, op.rows)
-                    results.append(
-                        prior if prior is not None else ConcurrencyError(stream_id, expected, head)
-                    )
-                    continue
-            rows = [
-                (next_position + i, stream_id, head + i + 1, kind, data, meta, event_id, now_text)
-                for i, (kind, data, meta, event_id) in enumerate(op.rows)
-            ]
-            # one statement undoes itself when it fails; several (or inline projections, which
-            # write too) need a savepoint around them
-            single = len(rows) == 1 and not inline
-            try:
-                if single:
-                    conn.execute(_INSERT_EVENT, rows[0])
-                else:
-                    conn.execute("SAVEPOINT append")
-                    conn.executemany(_INSERT_EVENT, rows)
-            except sqlite3.IntegrityError as exc:
-                if not single:
-                    conn.execute("ROLLBACK TO append")
-                    conn.execute("RELEASE append")
-                actual = conn.execute(_STREAM_HEAD, (stream_id,)).fetchone()[0]
-                heads[stream_id] = actual
-                prior = _prior_append(conn, stream_id, expected, op.rows)
-                if prior is not None:  # this append was committed before: a retry
-                    results.append(prior)
-                elif actual != head:  # another process appended since we last looked
-                    results.append(ConcurrencyError(stream_id, head, actual))
-                else:
-                    results.append(_append_refused(conn, stream_id, op.rows, exc))
-                continue
-            if inline:
-                refused = _run_inline(conn, inline, rows, now, now_text)
-                if refused is not None:
-                    conn.execute("ROLLBACK TO append")
-                    conn.execute("RELEASE append")
-                    results.append(refused)
-                    continue
-            if not single:
-                conn.execute("RELEASE append")
-            count = len(rows)
-            heads[stream_id] = head + count
-            results.append(AppendResult(head + count, next_position, now))
-            next_position += count
+        commit.run(batch)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return results, heads, next_position - 1
+    return commit.results, commit.heads, commit.position - 1
+
+
+#: stream ids per head query (SQLite binds at most 32,766 parameters, older builds 999)
+_STREAMS_PER_HEAD_QUERY: Final = 500
+
+#: rows per multi-row INSERT (a power of two; at 8 parameters a row it stays under the 999
+#: parameters a statement of older SQLite builds allows)
+_ROWS_PER_INSERT: Final = 64
+
+#: parameters per events row
+_EVENT_COLUMNS: Final = 8
+
+#: the most rows one autocommit statement inserts (a bigger batch goes the general way)
+_MAX_ROWS_AT_ONCE: Final = 1024
+
+
+@functools.cache
+def _insert_rows_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        "INSERT INTO events (position, stream_id, version, type, data, metadata, event_id, "
+        f"recorded_at) VALUES {values}"
+    )
+
+
+@functools.cache
+def _insert_all_sql(rows: int) -> str:
+    """One statement inserting up to ``rows`` rows and taking their positions itself.
+
+    Each row gives its offset (1, 2, ...) in place of a position; rows of NULLs pad the
+    parameters up to ``rows``, so that a few statement sizes serve every batch.
+    """
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return (
+        "INSERT INTO events (position, stream_id, version, type, data, metadata, event_id, "
+        "recorded_at) SELECT (SELECT coalesce(max(position), 0) FROM events) + column1, "
+        "column2, column3, column4, column5, column6, column7, column8 "
+        f"FROM (VALUES {values}) WHERE column1 IS NOT NULL"
+    )
+
+
+def _chunks(rows: int) -> list[int]:
+    """Split ``rows`` into statement sizes from a small fixed set, so that every statement
+    stays in the connection's statement cache: full chunks, then powers of two."""
+    sizes = [_ROWS_PER_INSERT] * (rows // _ROWS_PER_INSERT)
+    rest = rows % _ROWS_PER_INSERT
+    size = _ROWS_PER_INSERT // 2
+    while rest:
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+        size //= 2
+    return sizes
+
+
+class _BatchCommit:
+    """The ops of one batch, inside the writer's transaction, on the connection's thread.
+
+    **The fast way.** Consecutive appends that expect the head the writer knows form a run whose
+    rows are inserted by a few multi-row statements, not one statement per append. Each
+    statement is one release of the GIL while SQLite works; getting the GIL back can take up
+    to a switch interval while the loop thread decides the next commands, so a statement per
+    append made the writer wait more than it worked. The run's results are given as if every
+    insert succeeds; if a constraint refuses a statement (another process appended, an event
+    id is stored already), the run is rolled back to its savepoint and its appends go one at a
+    time, which finds out which one failed and why. The heads of streams the writer does not
+    know are queried first, in one query for the batch.
+
+    Every other op (snapshots, read-model transactions, appends with no expected version or an
+    unexpected one, and all appends while inline projections run) goes one at a time.
+    """
+
+    __slots__ = (
+        "conn",
+        "heads",
+        "inline",
+        "known_heads",
+        "now",
+        "now_text",
+        "position",
+        "results",
+        "run_ops",
+        "run_params",
+        "run_results_from",
+        "run_saved_heads",
+        "run_start",
+    )
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        known_heads: dict[str, int],
+        *,
+        now: datetime,
+        now_text: str,
+        inline: dict[str, InlineHook] | None,
+    ) -> None:
+        self.conn = conn
+        self.known_heads = known_heads
+        #: the next free position (known once the transaction began)
+        self.position = 0
+        self.now = now
+        self.now_text = now_text
+        self.inline = inline
+        #: one per op so far
+        self.results: list[Any] = []
+        #: stream heads this batch wrote or checked
+        self.heads: dict[str, int] = {}
+        self.run_ops: list[_Append] = []
+        self.run_params: list[Any] = []
+        self.run_start = 0
+        self.run_results_from = 0
+        #: the heads before the run, to restore if it falls back (None: not in ``heads``)
+        self.run_saved_heads: dict[str, int | None] = {}
+
+    def all_at_once(self, batch: list[_Op]) -> bool:
+        """Commit a batch of appends that all expect the heads known, with one statement in
+        SQLite's autocommit mode; return False (having stored nothing) if it cannot.
+
+        The statement is the whole transaction: it takes the write lock, gives the positions
+        (``max + 1`` on), inserts, and commits, in one release of the GIL and one fsync. A
+        refusal by a constraint rolls it back, and the batch then goes the general way, which
+        finds out which append failed and why.
+        """
+        conn = self.conn
+        if self.inline or conn.in_transaction:
+            return False
+        if any(type(op) is not _Append for op in batch):
+            return False
+        appends = cast(list[_Append], batch)
+        if any(op.expected_version is None for op in appends):
+            return False
+        rows = sum(len(op.rows) for op in appends)
+        size = 1 << (rows - 1).bit_length()  # the next power of two
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _EVENT_COLUMNS
+        if not rows or size > min(limit, _MAX_ROWS_AT_ONCE):
+            return False
+        self._learn_heads(batch)
+        heads, known_heads = self.heads, self.known_heads
+        planned: list[tuple[int, int]] = []  # per append: its new version, its first offset
+        after: dict[str, int] = {}  # the heads once the batch is stored
+        params: list[Any] = []
+        now_text = self.now_text
+        offset = 0
+        for op in appends:
+            stream_id, version = op.stream_id, op.expected_version
+            head = after.get(stream_id)
+            if head is None:
+                head = heads.get(stream_id)
+                if head is None:
+                    head = known_heads.get(stream_id)
+            if version is None or head != version:
+                return False
+            first = offset
+            for kind, data, meta, event_id in op.rows:
+                offset += 1
+                version += 1
+                params += (offset, stream_id, version, kind, data, meta, event_id, now_text)
+            planned.append((version, first))
+            after[stream_id] = version
+        params += (None,) * ((size - offset) * _EVENT_COLUMNS)
+        try:
+            cursor = conn.execute(_insert_all_sql(size), params)
+        except sqlite3.IntegrityError:
+            return False
+        heads.update(after)
+        # rows go in as listed: the last one took position base + offset
+        base = cast(int, cursor.lastrowid) - offset
+        now = self.now
+        self.results = [AppendResult(version, base + first + 1, now) for version, first in planned]
+        self.position = base + offset + 1
+        return True
+
+    def run(self, batch: list[_Op]) -> None:
+        """Carry out every op of the batch, in order."""
+        # inline projections run per append, each in a savepoint: no fast way for them
+        fast = not self.inline
+        if fast:
+            self._learn_heads(batch)
+        conn, results, heads, known_heads = self.conn, self.results, self.heads, self.known_heads
+        for op in batch:
+            if fast and type(op) is _Append and op.expected_version is not None:
+                head = heads.get(op.stream_id)
+                if head is None:
+                    head = known_heads.get(op.stream_id)
+                if head == op.expected_version:
+                    self._add_to_run(op, head)
+                    continue
+            if self.run_ops:
+                self._flush_run()
+            if isinstance(op, _SaveSnapshot):
+                conn.execute(_SAVE_SNAPSHOT, (*op.row, self.now_text))
+                results.append(None)
+            elif isinstance(op, _Transact):
+                results.append(_transact(conn, op, self.now_text))
+            elif isinstance(op, _CatchUpInline):
+                results.append(_catch_up_inline(conn, op, self.position, self.now, self.now_text))
+            else:
+                results.append(self._append_one(op))
+        if self.run_ops:
+            self._flush_run()
+
+    def _learn_heads(self, batch: list[_Op]) -> None:
+        """Query, in one query, the heads of the streams appended to that the writer does not
+        know: a burst to cold streams (after a restart, to new aggregates) then takes the fast
+        way as well."""
+        known = self.known_heads
+        unknown = list(
+            {
+                op.stream_id: None
+                for op in batch
+                if type(op) is _Append
+                and op.expected_version is not None
+                and op.stream_id not in known
+            }
+        )
+        heads = self.heads
+        for start in range(0, len(unknown), _STREAMS_PER_HEAD_QUERY):
+            chunk = unknown[start : start + _STREAMS_PER_HEAD_QUERY]
+            for stream_id in chunk:
+                heads[stream_id] = 0  # no row: an empty stream
+            marks = ", ".join("?" * len(chunk))
+            sql = (
+                f"SELECT stream_id, max(version) FROM events WHERE stream_id IN ({marks}) "
+                "GROUP BY stream_id"
+            )
+            heads.update(self.conn.execute(sql, chunk).fetchall())
+
+    def _add_to_run(self, op: _Append, head: int) -> None:
+        """Take an append that expects ``head`` into the run, giving its result now."""
+        if not self.run_ops:
+            self.run_start = self.position
+            self.run_results_from = len(self.results)
+        self.run_ops.append(op)
+        stream_id = op.stream_id
+        heads = self.heads
+        if stream_id not in self.run_saved_heads:
+            self.run_saved_heads[stream_id] = heads.get(stream_id)
+        params = self.run_params
+        now_text = self.now_text
+        position = first = self.position
+        version = head
+        for kind, data, meta, event_id in op.rows:
+            version += 1
+            params += (position, stream_id, version, kind, data, meta, event_id, now_text)
+            position += 1
+        self.position = position
+        heads[stream_id] = version
+        self.results.append(AppendResult(version, first, self.now))
+
+    def _flush_run(self) -> None:
+        """Insert the run's rows, or if a constraint refuses them, its appends one at a time."""
+        conn = self.conn
+        params = self.run_params
+        chunks = _chunks(len(params) // _EVENT_COLUMNS)
+        guarded = len(chunks) > 1  # a single statement undoes itself when it fails
+        if guarded:
+            conn.execute("SAVEPOINT fast_run")
+        offset = 0
+        try:
+            for rows in chunks:
+                end = offset + rows * _EVENT_COLUMNS
+                conn.execute(_insert_rows_sql(rows), params[offset:end])
+                offset = end
+        except sqlite3.IntegrityError:
+            if guarded:
+                conn.execute("ROLLBACK TO fast_run")
+                conn.execute("RELEASE fast_run")
+            self._one_at_a_time()
+        else:
+            if guarded:
+                conn.execute("RELEASE fast_run")
+        self.run_ops, self.run_params, self.run_saved_heads = [], [], {}
+
+    def _one_at_a_time(self) -> None:
+        heads = self.heads
+        for stream_id, saved in self.run_saved_heads.items():
+            if saved is None:
+                heads.pop(stream_id, None)
+            else:
+                heads[stream_id] = saved
+        del self.results[self.run_results_from :]
+        self.position = self.run_start
+        for op in self.run_ops:
+            self.results.append(self._append_one(op))
+
+    def _append_one(self, op: _Append) -> AppendResult | BaseException:
+        """Append one op's events, checking its expected version, and return its result or
+        the error for this append alone (nothing of it stays stored)."""
+        conn, heads = self.conn, self.heads
+        stream_id, expected = op.stream_id, op.expected_version
+        head = heads.get(stream_id)
+        if head is None:
+            head = self.known_heads.get(stream_id)
+        if expected is None or head != expected:
+            head = conn.execute(_STREAM_HEAD, (stream_id,)).fetchone()[0]
+            heads[stream_id] = head
+            if expected is not None and head != expected:
+                # the stream moved on: maybe by this very append, committed before
+                prior = _prior_append(conn, stream_id, expected, op.rows)
+                return prior if prior is not None else ConcurrencyError(stream_id, expected, head)
+        position, now, now_text, inline = self.position, self.now, self.now_text, self.inline
+        rows = [
+            (position + i, stream_id, head + i + 1, kind, data, meta, event_id, now_text)
+            for i, (kind, data, meta, event_id) in enumerate(op.rows)
+        ]
+        # one statement undoes itself when it fails; several (or inline projections, which
+        # write too) need a savepoint around them
+        single = len(rows) == 1 and not inline
+        try:
+            if single:
+                conn.execute(_INSERT_EVENT, rows[0])
+            else:
+                conn.execute("SAVEPOINT append")
+                conn.executemany(_INSERT_EVENT, rows)
+        except sqlite3.IntegrityError as exc:
+            if not single:
+                conn.execute("ROLLBACK TO append")
+                conn.execute("RELEASE append")
+            actual = conn.execute(_STREAM_HEAD, (stream_id,)).fetchone()[0]
+            heads[stream_id] = actual
+            prior = _prior_append(conn, stream_id, expected, op.rows)
+            if prior is not None:  # this append was committed before: a retry
+                return prior
+            if actual != head:  # another process appended since we last looked
+                return ConcurrencyError(stream_id, head, actual)
+            return _append_refused(conn, stream_id, op.rows, exc)
+        if inline:
+            refused = _run_inline(conn, inline, rows, now, now_text)
+            if refused is not None:
+                conn.execute("ROLLBACK TO append")
+                conn.execute("RELEASE append")
+                return refused
+        if not single:
+            conn.execute("RELEASE append")
+        heads[stream_id] = head + len(rows)
+        self.position = position + len(rows)
+        return AppendResult(head + len(rows), position, now)
 
 
 def _transact(conn: sqlite3.Connection, op: _Transact, now_text: str) -> Any:

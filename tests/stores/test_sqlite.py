@@ -259,6 +259,221 @@ async def test_a_failing_commit_fails_every_append_of_the_batch_and_stores_nothi
         assert store.batches_committed == 1
 
 
+# -- the writer's fast way: few statements a batch -------------------------------------------
+
+
+class _CountingConnection:
+    """A writer connection that records every statement it runs (the first word, and whether
+    it inserted several rows at once)."""
+
+    def __init__(self, conn: sqlite3.Connection, statements: list[str]) -> None:
+        self._conn = conn
+        self._statements = statements
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._statements.append(sql.split(None, 1)[0])
+        return self._conn.execute(sql, *args)
+
+    def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        self._statements.append("executemany")
+        return self._conn.executemany(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+@pytest.fixture
+def writer_statements(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The statements of each batch the writer commits, one list a batch."""
+    real_commit_batch = sqlite_module._commit_batch
+    batches: list[list[str]] = []
+
+    def counting(conn: sqlite3.Connection, batch: list[Any], *args: Any, **kwargs: Any) -> Any:
+        batches.append([])
+        return real_commit_batch(_CountingConnection(conn, batches[-1]), batch, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite_module, "_commit_batch", counting)
+    return batches
+
+
+async def append_concurrently(
+    store: SQLiteEventStore, appends: list[tuple[str, int, list[NewEvent]]]
+) -> list[AppendResult | Exception]:
+    """Append all at once (so that they share a batch); return each outcome, in order."""
+    outcomes: list[AppendResult | Exception] = [StoreError("not run")] * len(appends)
+
+    async def append(index: int) -> None:
+        stream_id, expected, events = appends[index]
+        try:
+            outcomes[index] = await store.append(stream_id, expected, events)
+        except (ConcurrencyError, StoreError) as exc:
+            outcomes[index] = exc
+
+    async with anyio.create_task_group() as tg:
+        for index in range(len(appends)):
+            tg.start_soon(append, index)
+    return outcomes
+
+
+async def test_a_batch_of_appends_to_known_heads_is_one_insert_statement(
+    db_path: Path, writer_statements: list[list[str]]
+) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        await append_concurrently(store, [(f"s-{n}", 0, [event()]) for n in range(50)])
+        writer_statements.clear()
+        outcomes = await append_concurrently(
+            store, [(f"s-{n}", 1, [event(), event()]) for n in range(50)]
+        )
+        stored = await collect(store.read_all(51))
+
+    # no BEGIN, no version query, no COMMIT: the statement is its own transaction
+    assert writer_statements == [["INSERT"]]
+    results = [o for o in outcomes if isinstance(o, AppendResult)]
+    assert len(results) == 50
+    assert sorted(r.first_position for r in results) == list(range(51, 151, 2))
+    assert all(r.version == 3 for r in results)
+    assert [e.position for e in stored] == list(range(51, 151))
+    for result in results:  # each append's events took its two positions, in version order
+        first, second = (
+            e for e in stored if e.position in (result.first_position, result.first_position + 1)
+        )
+        assert first.stream_id == second.stream_id
+        assert (first.version, second.version) == (2, 3)
+
+
+async def test_heads_of_unknown_streams_are_queried_once_per_batch(
+    db_path: Path, writer_statements: list[list[str]]
+) -> None:
+    async with SQLiteEventStore(db_path) as other:
+        await append_concurrently(other, [(f"s-{n}", 0, [event()]) for n in range(20)])
+    writer_statements.clear()
+    async with SQLiteEventStore(db_path) as store:
+        outcomes = await append_concurrently(
+            store,
+            [(f"s-{n}", 1, [event()]) for n in range(20)]
+            + [(f"new-{n}", 0, [event()]) for n in range(20)],
+        )
+
+    assert all(isinstance(o, AppendResult) for o in outcomes)
+    assert writer_statements == [["SELECT", "INSERT"]]
+
+
+async def test_loading_a_stream_teaches_the_writer_its_head(
+    db_path: Path, writer_statements: list[list[str]]
+) -> None:
+    async with SQLiteEventStore(db_path) as other:
+        await other.append("s", 0, [event(), event()])
+    writer_statements.clear()
+    async with SQLiteEventStore(db_path) as store:
+        _, loaded, complete = await store.load_latest("s")
+        assert complete
+        assert [version for version, _, _ in loaded] == [1, 2]
+        await store.append("s", 2, [event()])
+
+    assert writer_statements == [["INSERT"]]
+
+
+async def test_one_stale_head_in_a_fast_batch_fails_only_its_append_and_leaves_no_gap(
+    db_path: Path,
+) -> None:
+    async with SQLiteEventStore(db_path) as store, SQLiteEventStore(db_path) as other:
+        await append_concurrently(store, [(f"s-{n}", 0, [event()]) for n in range(30)])
+        await other.append("s-7", 1, [event({"by": "other"})])  # behind store's back
+        outcomes = await append_concurrently(
+            store, [(f"s-{n}", 1, [event({"n": n})]) for n in range(30)]
+        )
+        stored = await collect(store.read_all())
+
+    failed = [(n, o) for n, o in enumerate(outcomes) if isinstance(o, Exception)]
+    assert len(failed) == 1
+    n, error = failed[0]
+    assert n == 7
+    assert isinstance(error, ConcurrencyError)
+    assert (error.stream_id, error.expected_version, error.actual_version) == ("s-7", 1, 2)
+    assert [e.position for e in stored] == list(range(1, 61))
+    assert {e.data.get("n") for e in stored if e.version == 2} == set(range(30)) - {7} | {None}
+    for n, outcome in enumerate(outcomes):
+        if isinstance(outcome, AppendResult):
+            assert next(e for e in stored if e.position == outcome.first_position).data == {"n": n}
+
+
+async def test_a_batch_larger_than_one_statement_is_one_transaction_with_contiguous_positions(
+    db_path: Path, writer_statements: list[list[str]]
+) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        outcomes = await append_concurrently(
+            store, [(f"s-{n}", 0, [event() for _ in range(10)]) for n in range(150)]
+        )
+        stored = await collect(store.read_all())
+
+    assert all(isinstance(o, AppendResult) for o in outcomes)
+    assert [e.position for e in stored] == list(range(1, 1501))
+    (statements,) = writer_statements
+    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
+    # 1,500 rows in multi-row statements, not one statement per append
+    assert statements.count("INSERT") < 150 // 4
+
+
+async def test_a_refused_run_in_a_mixed_batch_goes_one_append_at_a_time(
+    db_path: Path,
+) -> None:
+    async with SQLiteEventStore(db_path) as store, SQLiteEventStore(db_path) as other:
+        await append_concurrently(store, [(f"s-{n}", 0, [event()]) for n in range(100)])
+        await other.append("s-99", 1, [event()])
+        await other.append("dup", 0, [event(event_id="taken")])
+        outcomes: list[AppendResult | Exception | None] = []
+
+        async def snapshot() -> None:
+            await store.save_snapshot(SnapshotRecord("s-0", 1, {"balance": 1}))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(snapshot)  # a snapshot in the batch: the general way, with runs
+            outcomes.extend(
+                await append_concurrently(
+                    store,
+                    [(f"s-{n}", 1, [event({"n": n})]) for n in range(100)]
+                    + [("fresh", 0, [event(event_id="taken")])],
+                )
+            )
+        stored = await collect(store.read_all())
+        snapshot_record = await store.load_snapshot("s-0")
+
+    errors = {n: o for n, o in enumerate(outcomes) if isinstance(o, Exception)}
+    assert set(errors) == {99, 100}
+    assert isinstance(errors[99], ConcurrencyError)
+    assert isinstance(errors[100], StoreError) and "'taken'" in str(errors[100])
+    assert [e.position for e in stored] == list(range(1, len(stored) + 1))
+    assert len(stored) == 100 + 2 + 99
+    assert snapshot_record is not None and snapshot_record.state == {"balance": 1}
+
+
+async def test_a_failing_fast_insert_stores_nothing_and_the_next_batch_works(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_commit_batch = sqlite_module._commit_batch
+    calls: list[int] = []
+
+    class _FailingInsert(_FailingCommit):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            if sql.startswith("INSERT INTO events"):
+                raise sqlite3.OperationalError("disk I/O error")
+            return self._conn.execute(sql, *args)
+
+    def failing_once(conn: sqlite3.Connection, batch: list[Any], *args: Any, **kw: Any) -> Any:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            return real_commit_batch(_FailingInsert(conn), batch, *args, **kw)  # type: ignore[arg-type]
+        return real_commit_batch(conn, batch, *args, **kw)
+
+    monkeypatch.setattr(sqlite_module, "_commit_batch", failing_once)
+    async with SQLiteEventStore(db_path) as store:
+        outcomes = await append_concurrently(store, [(f"s-{n}", 0, [event()]) for n in range(5)])
+        assert all(isinstance(o, StoreError) and "disk I/O error" in str(o) for o in outcomes)
+        assert await collect(store.read_all()) == []
+        result = await store.append("s-0", 0, [event()])
+        assert (result.version, result.first_position) == (1, 1)
+
+
 async def test_a_store_whose_writer_stopped_refuses_writes_instead_of_hanging(
     db_path: Path,
 ) -> None:
