@@ -22,7 +22,6 @@ processed it), in one read for the whole batch; commands without an explicit id 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import copy
 import logging
 import random
@@ -61,9 +60,6 @@ from ._tracing import CAUSATION_ID, COMMAND_ID, CORRELATION_ID
 from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.actor")
-
-#: the context variables actor callbacks run in (none set)
-_ACTOR_CONTEXT: Final = contextvars.Context()
 
 # message kinds (a mailbox holds small tuples: cheap to make, cheap to keep)
 COMMAND: Final = 0
@@ -158,8 +154,10 @@ class ActorContext:
     ]
     #: yield (version, type, data) of a stream's events from a version on
     read_stream_data: Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]
-    #: hand events to the store; the future resolves at commit
-    submit_append: Callable[[str, int, list[NewEvent]], asyncio.Future[AppendResult]]
+    #: hand events to the store, which calls back with the result or the error at commit
+    append_then: Callable[
+        [str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None
+    ]
     #: the events of a stream that commands with the given ids produced, in version order
     find_command_events: Callable[[str, Collection[str]], Coroutine[Any, Any, list[StoredEvent]]]
     #: how many recent idempotent commands (with an explicit id) each actor remembers
@@ -516,43 +514,26 @@ class Actor:
                 self.unload()
             return False
         start_version = self.version
-        try:
-            future = self.context.submit_append(self.stream_id, start_version, outcome.new_events)
-        except Exception as exc:
-            self._append_failed(batch, exc)
-            return False
         # at most one append is in flight per actor: keep its context here, not in a closure
         self.in_flight = (batch, outcome, start_version, retries)
-        # a fixed context: the actor's work never runs in a caller's context variables, and
-        # registering the callback copies no context
-        future.add_done_callback(self._appended, context=_ACTOR_CONTEXT)
+        try:
+            self.context.append_then(
+                self.stream_id, start_version, outcome.new_events, self._appended
+            )
+        except Exception as exc:
+            self.in_flight = None
+            self._append_failed(batch, exc)
+            return False
         return True
 
-    def _appended(self, future: asyncio.Future[AppendResult]) -> None:
+    def _appended(self, appended: AppendResult | BaseException) -> None:
+        """The store's call back at commit (the result, or this append's error): reply, then
+        drain on."""
         assert self.in_flight is not None
         batch, outcome, start_version, retries = self.in_flight
         self.in_flight = None
         try:
-            error = (
-                future.exception()
-                if not future.cancelled()
-                else StoreError(f"the append to {self.stream_id!r} was cancelled")
-            )
-            if error is None:
-                result = future.result()
-                self.context.supervisor.succeeded(self.stream_id)
-                self.version = result.version
-                self.context.counters.events_appended += len(outcome.new_events)
-                if logger.isEnabledFor(logging.DEBUG):
-                    self._log_appended(outcome.new_events, result)
-                self._reply(batch, outcome, result)
-                if self.context.metrics is not None:
-                    self._report(outcome, result.version)
-                if outcome.corrupted:
-                    self.unload()
-                else:
-                    self._maybe_snapshot(start_version)
-            elif isinstance(error, ConcurrencyError):
+            if isinstance(appended, ConcurrencyError):
                 # another writer appended first: reload and decide again, a bounded number of times
                 self.unload()
                 if retries < self.context.max_conflict_retries:
@@ -563,11 +544,27 @@ class Actor:
                     self.context.start_task(self._retry(batch, retries + 1))
                     return
                 final = ConcurrencyError(
-                    error.stream_id, error.expected_version, error.actual_version, retries=retries
+                    appended.stream_id,
+                    appended.expected_version,
+                    appended.actual_version,
+                    retries=retries,
                 )
                 self._reply_error(batch, final)
+            elif isinstance(appended, BaseException):
+                self._append_failed(batch, appended)
             else:
-                self._append_failed(batch, error)
+                self.context.supervisor.succeeded(self.stream_id)
+                self.version = appended.version
+                self.context.counters.events_appended += len(outcome.new_events)
+                if logger.isEnabledFor(logging.DEBUG):
+                    self._log_appended(outcome.new_events, appended)
+                self._reply(batch, outcome, appended)
+                if self.context.metrics is not None:
+                    self._report(outcome, appended.version)
+                if outcome.corrupted:
+                    self.unload()
+                else:
+                    self._maybe_snapshot(start_version)
         except BaseException as exc:
             self._crash(exc)
             raise

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
+import functools
 import logging
 import time
 from collections import OrderedDict, deque
@@ -15,7 +17,15 @@ from typing import Any, Final, Generic, Self, TypeVar, overload
 import anyio
 import attrs
 
-from ._actor import COMMAND, GET_STATE, Actor, ActorContext, Counters, Message, Supervisor
+from ._actor import (
+    COMMAND,
+    GET_STATE,
+    Actor,
+    ActorContext,
+    Counters,
+    Message,
+    Supervisor,
+)
 from ._aggregate import Aggregate, decider_of
 from ._codec import Codec, event_type_spec
 from ._decider import Decider
@@ -228,7 +238,7 @@ class Runtime:
             supervisor=Supervisor(),
             load_latest=_latest_loader(store),
             read_stream_data=_data_reader(store),
-            submit_append=_submitter(store),
+            append_then=_appender(store),
             find_command_events=_command_finder(store),
             idempotency_window=idempotency_window,
             admit=self._admit,
@@ -1062,20 +1072,49 @@ def _data_reader(
     return from_records
 
 
-def _submitter(
+#: the context variables actor callbacks run in (none set)
+_ACTOR_CONTEXT: Final = contextvars.Context()
+
+
+def _appender(
     store: EventStore,
-) -> Callable[[str, int, list[NewEvent]], asyncio.Future[AppendResult]]:
-    """Return the store's non-async append if it has one, else one made from ``append``."""
+) -> Callable[[str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None]:
+    """Return the store's callback append if it has one (``append_then``), else one made from
+    its non-async ``submit_append`` or from ``append``, calling back when the future is done."""
+    append_then = getattr(store, "append_then", None)
+    if append_then is not None:
+        return append_then  # type: ignore[no-any-return]
     submit = getattr(store, "submit_append", None)
-    if submit is not None:
-        return submit  # type: ignore[no-any-return]
 
-    def submit_via_task(
-        stream_id: str, expected_version: int, events: list[NewEvent]
-    ) -> asyncio.Future[AppendResult]:
-        return asyncio.ensure_future(store.append(stream_id, expected_version, events))
+    def via_future(
+        stream_id: str,
+        expected_version: int,
+        events: list[NewEvent],
+        on_done: Callable[[AppendResult | BaseException], None],
+    ) -> None:
+        future: asyncio.Future[AppendResult] = (
+            submit(stream_id, expected_version, events)
+            if submit is not None
+            else asyncio.ensure_future(store.append(stream_id, expected_version, events))
+        )
+        # the actor's work never runs in a caller's context variables
+        future.add_done_callback(
+            functools.partial(_call_back, stream_id, on_done), context=_ACTOR_CONTEXT
+        )
 
-    return submit_via_task
+    return via_future
+
+
+def _call_back(
+    stream_id: str,
+    on_done: Callable[[AppendResult | BaseException], None],
+    future: asyncio.Future[AppendResult],
+) -> None:
+    if future.cancelled():
+        on_done(StoreError(f"the append to {stream_id!r} was cancelled"))
+        return
+    error = future.exception()
+    on_done(error if error is not None else future.result())
 
 
 def _command_finder(

@@ -38,7 +38,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal, cast
@@ -136,12 +136,40 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _IDS_PER_LOOKUP: Final = 500
 
 
+class _Callback:
+    """Stands in for an append's future when the caller gave a callback (``append_then``):
+    the commit calls it at once, with the result or the error, with no future and no loop
+    step in between."""
+
+    __slots__ = ("_callback", "_called")
+
+    def __init__(self, callback: Callable[[AppendResult | BaseException], None]) -> None:
+        self._callback = callback
+        self._called = False
+
+    def done(self) -> bool:
+        return self._called
+
+    def set_result(self, result: AppendResult) -> None:
+        self._call(result)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._call(error)
+
+    def _call(self, outcome: AppendResult | BaseException) -> None:
+        self._called = True
+        try:
+            self._callback(outcome)
+        except Exception:  # the other writers of the batch must still hear back
+            logger.exception("an append's callback failed")
+
+
 @attrs.define(slots=True)
 class _Append:
     stream_id: str
     expected_version: int | None
     rows: list[tuple[str, str, str, str]]  # (type, data json, metadata json, event_id)
-    future: asyncio.Future[AppendResult]
+    future: asyncio.Future[AppendResult] | _Callback
 
 
 @attrs.define(slots=True)
@@ -405,11 +433,37 @@ class SQLiteEventStore(StoreLifecycle):
     ) -> asyncio.Future[AppendResult]:
         """Queue an append for the writer's next transaction; the future resolves at commit.
 
-        The runtime's fast path: no coroutine per append. Bad arguments raise here, at once.
+        No coroutine per append. Bad arguments raise here, at once.
         """
+        rows = self._rows(stream_id, expected_version, events)
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Append(stream_id, expected_version, rows, future))
+        return future
+
+    def append_then(
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        on_done: Callable[[AppendResult | BaseException], None],
+    ) -> None:
+        """Queue an append; once its batch is committed (or failed), call ``on_done`` on the
+        loop with the result, or the error for this append.
+
+        The runtime's path: no future, and the commit calls the actor back in the same loop
+        step. ``on_done`` must not raise (what it raises is logged). Bad arguments raise here,
+        at once.
+        """
+        rows = self._rows(stream_id, expected_version, events)
+        self._enqueue(_Append(stream_id, expected_version, rows, _Callback(on_done)))
+
+    def _rows(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> list[tuple[str, str, str, str]]:
+        """Check an append and encode its events as (type, data, metadata, event id) rows."""
         self._check_open()
         check_append(stream_id, expected_version, events)
-        rows = [
+        return [
             (
                 e.type,
                 encode_json(e.data, "data", e),
@@ -418,9 +472,6 @@ class SQLiteEventStore(StoreLifecycle):
             )
             for e in events
         ]
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Append(stream_id, expected_version, rows, future))
-        return future
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""

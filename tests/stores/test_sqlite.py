@@ -8,7 +8,7 @@ import re
 import sqlite3
 import stat
 import uuid
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -472,6 +472,41 @@ async def test_a_failing_fast_insert_stores_nothing_and_the_next_batch_works(
         assert await collect(store.read_all()) == []
         result = await store.append("s-0", 0, [event()])
         assert (result.version, result.first_position) == (1, 1)
+
+
+async def test_append_then_calls_back_at_commit_with_the_result_or_this_appends_error(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        await store.append("taken", 0, [event()])
+        outcomes: dict[str, AppendResult | BaseException] = {}
+        all_called = anyio.Event()
+
+        def on_done(name: str) -> Callable[[AppendResult | BaseException], None]:
+            def record(outcome: AppendResult | BaseException) -> None:
+                outcomes[name] = outcome
+                if len(outcomes) == 3:
+                    all_called.set()
+                if name == "raises":
+                    raise RuntimeError("a broken callback")
+
+            return record
+
+        store.append_then("raises", 0, [event()], on_done("raises"))
+        store.append_then("conflict", 0, [event()], on_done("conflict"))  # fine: new stream
+        store.append_then("taken", 0, [event()], on_done("taken"))
+        assert outcomes == {}  # nothing is called before the commit
+        with anyio.fail_after(5):
+            await all_called.wait()
+        stored = await collect(store.read_all(2))
+
+    assert isinstance(outcomes["raises"], AppendResult)
+    assert isinstance(outcomes["conflict"], AppendResult)
+    taken = outcomes["taken"]
+    assert isinstance(taken, ConcurrencyError)
+    assert (taken.stream_id, taken.expected_version, taken.actual_version) == ("taken", 0, 1)
+    assert [e.stream_id for e in stored] == ["raises", "conflict"]
+    assert "an append's callback failed" in caplog.text
 
 
 async def test_a_store_whose_writer_stopped_refuses_writes_instead_of_hanging(
