@@ -209,6 +209,7 @@ class Runtime:
             msg = f"idempotency_window must be an int >= 0, got {idempotency_window!r}"
             raise ValueError(msg)
         self.store = store
+        self._flush_writes: Callable[[], None] | None = getattr(store, "flush", None)
         if ask_timeout is not None and ask_timeout <= 0:
             msg = f"ask_timeout must be > 0 seconds or None, got {ask_timeout!r}"
             raise ValueError(msg)
@@ -789,6 +790,10 @@ class Runtime:
                 actor.drain()
             except Exception:  # the actor crashed, logged, and failed its callers; go on
                 continue
+        if self._flush_writes is not None:
+            # the burst of appends these actors made is complete: an idle writer may start on
+            # it now rather than on the next loop step
+            self._flush_writes()
 
     def _send(self, ref: AggregateRef[Any], message: Message) -> asyncio.Future[None] | None:
         """Enqueue a message; if the mailbox is full, return a future to await for room.

@@ -508,6 +508,15 @@ class SQLiteEventStore(StoreLifecycle):
             self._drained.clear()
             asyncio.get_running_loop().call_soon(self._start_batch)
 
+    def flush(self) -> None:
+        """Hand the pending writes to the writer now if it is idle, not on the next loop step.
+
+        For a caller that knows its burst of appends is complete (the runtime, once it drained
+        the actors that were ready): a sequential caller then waits one loop step less.
+        """
+        if self._start_scheduled and self._committing is None and self._writer_alive():
+            self._start_batch()
+
     def writer_lag(self) -> float:
         """Return how long (s) the oldest write not yet committed has waited (0: none waits).
 

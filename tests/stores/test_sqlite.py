@@ -509,6 +509,30 @@ async def test_append_then_calls_back_at_commit_with_the_result_or_this_appends_
     assert "an append's callback failed" in caplog.text
 
 
+async def test_flush_hands_the_pending_appends_to_an_idle_writer_in_the_same_step(
+    db_path: Path,
+) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        before = store.batches_committed
+        outcomes: list[AppendResult | BaseException] = []
+        three_done = anyio.Event()
+
+        def record(outcome: AppendResult | BaseException) -> None:
+            outcomes.append(outcome)
+            if len(outcomes) == 3:
+                three_done.set()
+
+        store.append_then("a", 0, [event()], record)
+        store.append_then("b", 0, [event()], record)
+        store.flush()  # the writer takes these two now...
+        store.append_then("c", 0, [event()], record)  # ...so this one waits for the next batch
+        with anyio.fail_after(5):
+            await three_done.wait()
+
+    assert all(isinstance(o, AppendResult) for o in outcomes)
+    assert store.batches_committed - before == 2
+
+
 async def test_a_store_whose_writer_stopped_refuses_writes_instead_of_hanging(
     db_path: Path,
 ) -> None:
