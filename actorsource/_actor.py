@@ -172,6 +172,8 @@ class ActorContext:
     spawn: Callable[[Coroutine[Any, Any, None]], None]
     #: where counters and histograms go (None: no metrics work at all)
     metrics: Metrics | None = None
+    #: hand the appends made so far to an idle writer now (None: the store has no such call)
+    flush_writes: Callable[[], None] | None = None
 
 
 class Actor:
@@ -268,6 +270,9 @@ class Actor:
             self._crash(exc)
             raise
         self.drain()
+        if self.context.flush_writes is not None:
+            # this task's append is all there is to wait for: an idle writer may start now
+            self.context.flush_writes()
 
     def _accept_overflow(self) -> None:
         overflow = self.overflow

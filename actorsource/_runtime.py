@@ -209,7 +209,6 @@ class Runtime:
             msg = f"idempotency_window must be an int >= 0, got {idempotency_window!r}"
             raise ValueError(msg)
         self.store = store
-        self._flush_writes: Callable[[], None] | None = getattr(store, "flush", None)
         if ask_timeout is not None and ask_timeout <= 0:
             msg = f"ask_timeout must be > 0 seconds or None, got {ask_timeout!r}"
             raise ValueError(msg)
@@ -247,6 +246,7 @@ class Runtime:
             start_task=self._start_task,
             spawn=self._spawn,
             metrics=metrics,
+            flush_writes=getattr(store, "flush", None),
         )
         #: where counters and histograms go (None: nowhere)
         self.metrics = metrics
@@ -790,10 +790,11 @@ class Runtime:
                 actor.drain()
             except Exception:  # the actor crashed, logged, and failed its callers; go on
                 continue
-        if self._flush_writes is not None:
+        flush = self._context.flush_writes
+        if flush is not None:
             # the burst of appends these actors made is complete: an idle writer may start on
             # it now rather than on the next loop step
-            self._flush_writes()
+            flush()
 
     def _send(self, ref: AggregateRef[Any], message: Message) -> asyncio.Future[None] | None:
         """Enqueue a message; if the mailbox is full, return a future to await for room.
@@ -1234,7 +1235,11 @@ class AggregateRef(Generic[S]):
         started = time.perf_counter() if metrics is not None else 0.0
         try:
             if limit is None:
-                return await self._deliver(message, future)
+                # _deliver inlined: one coroutine fewer alive per waiting ask
+                waiting = self._runtime._send(self, message)
+                if waiting is not None:
+                    await waiting
+                return await future
             with anyio.move_on_after(limit):
                 return await self._deliver(message, future)
         except asyncio.CancelledError:

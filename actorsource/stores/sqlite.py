@@ -136,40 +136,15 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _IDS_PER_LOOKUP: Final = 500
 
 
-class _Callback:
-    """Stands in for an append's future when the caller gave a callback (``append_then``):
-    the commit calls it at once, with the result or the error, with no future and no loop
-    step in between."""
-
-    __slots__ = ("_callback", "_called")
-
-    def __init__(self, callback: Callable[[AppendResult | BaseException], None]) -> None:
-        self._callback = callback
-        self._called = False
-
-    def done(self) -> bool:
-        return self._called
-
-    def set_result(self, result: AppendResult) -> None:
-        self._call(result)
-
-    def set_exception(self, error: BaseException) -> None:
-        self._call(error)
-
-    def _call(self, outcome: AppendResult | BaseException) -> None:
-        self._called = True
-        try:
-            self._callback(outcome)
-        except Exception:  # the other writers of the batch must still hear back
-            logger.exception("an append's callback failed")
-
-
 @attrs.define(slots=True)
 class _Append:
     stream_id: str
     expected_version: int | None
     rows: list[tuple[str, str, str, str]]  # (type, data json, metadata json, event_id)
-    future: asyncio.Future[AppendResult] | _Callback
+    #: resolved at commit, unless the appender gave ``on_done``
+    future: asyncio.Future[AppendResult] | None
+    #: called at commit with the result or the error (``append_then``), instead of a future
+    on_done: Callable[[AppendResult | BaseException], None] | None = None
 
 
 @attrs.define(slots=True)
@@ -198,6 +173,28 @@ class _CatchUpInline:
 
 
 _Op = _Append | _SaveSnapshot | _Transact | _CatchUpInline
+
+
+def _answer_op(op: _Op, outcome: Any) -> None:
+    """Tell a write's caller its outcome (an exception is its error), unless it gave up.
+
+    A callback (``append_then``) must not raise: what it raises is logged, and the other
+    writers of the batch still hear back.
+    """
+    if type(op) is _Append and op.on_done is not None:
+        on_done, op.on_done = op.on_done, None  # at most once
+        try:
+            on_done(outcome)
+        except Exception:
+            logger.exception("an append's callback failed", extra={"stream_id": op.stream_id})
+        return
+    future = op.future
+    if future is None or future.done():  # the caller was cancelled; the write stands regardless
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class SQLiteEventStore(StoreLifecycle):
@@ -455,7 +452,7 @@ class SQLiteEventStore(StoreLifecycle):
         at once.
         """
         rows = self._rows(stream_id, expected_version, events)
-        self._enqueue(_Append(stream_id, expected_version, rows, _Callback(on_done)))
+        self._enqueue(_Append(stream_id, expected_version, rows, None, on_done))
 
     def _rows(
         self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
@@ -602,12 +599,11 @@ class SQLiteEventStore(StoreLifecycle):
                 "nothing of them was stored"
             )
             for op in batch:
-                if not op.future.done():
-                    # one error object per caller: a shared one would collect every caller's
-                    # traceback
-                    error = StoreError(msg)
-                    error.__cause__ = exc
-                    op.future.set_exception(error)
+                # one error object per caller: a shared one would collect every caller's
+                # traceback
+                error = StoreError(msg)
+                error.__cause__ = exc
+                _answer_op(op, error)
             # what we believed about stream heads may be wrong now
             self._heads.clear()
             return
@@ -615,20 +611,13 @@ class SQLiteEventStore(StoreLifecycle):
         self.batches_committed += 1
         self._remember_heads(heads)
         for op, result in zip(batch, results, strict=True):
-            if op.future.done():  # the caller was cancelled; the write stands regardless
-                continue
-            if isinstance(result, BaseException):
-                op.future.set_exception(result)
-            else:
-                op.future.set_result(result)
+            _answer_op(op, result)
         self._watch.advance(head_position)
 
     def _fail_pending(self, reason: str) -> None:
         pending, self._pending = self._pending, []
         for op in pending:
-            if not op.future.done():
-                msg = f"{self!r} {reason}; nothing of it was stored"
-                op.future.set_exception(StoreError(msg))
+            _answer_op(op, StoreError(f"{self!r} {reason}; nothing of it was stored"))
 
     def _remember_heads(self, heads: dict[str, int]) -> None:
         known = self._heads
