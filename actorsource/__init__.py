@@ -3,6 +3,7 @@
 General layout (lower layers never import higher ones)::
 
     _errors            L0  the error tree
+    _gc                L0  tuning the garbage collector for a busy runtime (opt-in)
     _decider, _aggregate, _records, _ids, _tracing
                        L1  the pure domain core (Decider, Aggregate sugar), records, event
                            ids, tracing metadata (command, correlation and causation ids)
@@ -38,6 +39,7 @@ from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownCommandError as UnknownCommandError
+from ._gc import tune_gc as tune_gc
 from ._metrics import Metrics as Metrics
 from ._metrics import RecordingMetrics as RecordingMetrics
 from ._projection import Projection as Projection
@@ -110,6 +112,7 @@ __all__ = [
     "event_type",
     "handle",
     "subscribe",
+    "tune_gc",
 ]
 
 __version__ = "0.1.0"

@@ -30,7 +30,17 @@ import anyio
 import attrs
 import orjson
 
-from . import Aggregate, EventStore, PostgresEventStore, Runtime, SQLiteEventStore, apply, command
+from . import (
+    Aggregate,
+    EventStore,
+    PostgresEventStore,
+    Runtime,
+    SQLiteEventStore,
+    apply,
+    command,
+    tune_gc,
+)
+from ._gc import DEFAULT_GEN0_THRESHOLD
 from ._ids import new_event_id
 from .stores.postgres import drop_schema, redact_dsn, server_facts
 
@@ -532,18 +542,49 @@ async def run_suite(
     directory: Path | None = None,
     peer: bool = True,
     postgres_dsn: str | None = None,
+    gc_tuned: bool = False,
 ) -> Result:
     """Run the chosen workloads and their baselines; return every number measured.
 
     :param postgres_dsn: run the workloads on PostgreSQL, each in a fresh schema of this
         database (dropped afterwards); the SQLite baselines are not run then
+    :param gc_tuned: run everything (workloads and baselines alike) after :func:`tune_gc`,
+        as a service that calls it at startup would; the collector is restored afterwards
     """
-    on_postgres = postgres_dsn is not None
     results: Result = {
         "machine": await postgres_machine(postgres_dsn) if postgres_dsn else machine(),
         "workloads": {},
         "baselines": {},
     }
+    results["machine"]["gc"] = (
+        f"tuned (tune_gc: first threshold {DEFAULT_GEN0_THRESHOLD:,}, startup objects frozen)"
+        if gc_tuned
+        else "default thresholds {}, {}, {}".format(*gc.get_threshold())
+    )
+    previous = tune_gc() if gc_tuned else None
+    try:
+        await _run_suite(
+            results, workloads, sizes, progress, directory, peer=peer, postgres_dsn=postgres_dsn
+        )
+    finally:
+        if previous is not None:
+            gc.unfreeze()
+            gc.set_threshold(*previous)
+    results["ratios"] = ratios(results)
+    return results
+
+
+async def _run_suite(
+    results: Result,
+    workloads: Sequence[str],
+    sizes: Sizes,
+    progress: Progress,
+    directory: Path | None,
+    *,
+    peer: bool,
+    postgres_dsn: str | None,
+) -> None:
+    on_postgres = postgres_dsn is not None
     if on_postgres:
         results["baselines_skipped"] = (
             "the raw ceiling, the fsync floor and eventsourcing measure SQLite: not run on "
@@ -620,8 +661,6 @@ async def run_suite(
             if postgres_dsn is not None:
                 for schema in schemas:
                     await drop_schema(postgres_dsn, schema)
-    results["ratios"] = ratios(results)
-    return results
 
 
 def ratios(results: Result) -> Result:
@@ -649,6 +688,7 @@ def format_table(results: Result) -> str:
     store = m["store"] if m.get("store", "SQLite") != "SQLite" else f"SQLite {m['sqlite']}"
     lines = [
         f"actorsource bench: {m['cpus']} CPUs, Python {m['python']}, {store}, {m['durability']}",
+        f"garbage collector: {m['gc']}",
         "",
         f"{'workload':<22}{'commands/s':>12}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'p99.9 ms':>10}",

@@ -33,6 +33,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--no-peer", action="store_true", help="skip the eventsourcing baseline")
     run.add_argument("--dir", type=Path, default=None, help="where to put the database files")
     run.add_argument(
+        "--tune-gc",
+        action="store_true",
+        help="run after actorsource.tune_gc(), as a service that calls it at startup would "
+        "(the baselines too)",
+    )
+    run.add_argument(
         "--store",
         default="sqlite",
         metavar="sqlite|DSN",
@@ -68,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     directory=args.dir,
                     peer=not args.no_peer,
                     postgres_dsn=postgres_dsn,
+                    gc_tuned=args.tune_gc,
                 )
             )
         except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -34,6 +35,19 @@ def test_cli_bench_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
     printed = json.loads(capsys.readouterr().out)
     assert printed["workloads"]["W2"]["commands"] == 200
     assert printed["machine"]["durability"] == "WAL, synchronous=FULL"
+
+
+def test_cli_bench_with_tune_gc_says_so_and_restores_the_collector(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = gc.get_threshold()
+    status = main(
+        ["bench", "--quick", "--no-peer", "-w", "W1", "--tune-gc", "--dir", str(tmp_path)]
+    )
+    assert status == 0
+    assert "garbage collector: tuned" in capsys.readouterr().out
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
 
 
 def test_percentile_uses_the_nearest_rank() -> None:
