@@ -270,9 +270,6 @@ class Actor:
             self._crash(exc)
             raise
         self.drain()
-        if self.context.flush_writes is not None:
-            # this task's append is all there is to wait for: an idle writer may start now
-            self.context.flush_writes()
 
     def _accept_overflow(self) -> None:
         overflow = self.overflow

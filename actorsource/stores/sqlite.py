@@ -7,14 +7,18 @@ Design (measured in ``shared/PERF_NOTES.md``):
   thread, so a batch costs a constant number of thread hops and one fsync however many appends
   it holds. The writer is callback-driven, not a task: a batch goes straight onto the thread's
   queue, and the thread calls back on the loop when it is done (two task switches fewer per
-  batch, which a sequential caller feels). Each append runs in its own SAVEPOINT, so a conflict
-  fails only that append, never the batch.
-- **Known heads.** The writer remembers the head version of the streams it wrote or checked.
-  When an append expects exactly that head, it inserts without a version query; the
+  batch, which a sequential caller feels). A conflict fails only its append, never the batch:
+  rows go in with few multi-row statements, and when a constraint refuses one, its appends are
+  redone one at a time (each in a savepoint when it has several rows) to find the one at fault.
+- **Known heads.** The writer remembers the head version of the streams it wrote, checked or
+  loaded. When an append expects exactly that head, it inserts without a version query; the
   ``UNIQUE(stream_id, version)`` constraint stays the final guard against other processes
-  (a stale head can only be too low, and then the insert collides).
+  (a stale head can only be too low, and then the insert collides). A batch whose appends all
+  expect known heads is one autocommit INSERT statement: one release of the GIL and one fsync
+  for the whole batch (see :class:`_BatchCommit`).
 - **Reads off the write path.** Reads use their own connection (a WAL reader), so activating
-  actors never queues behind the writer.
+  actors never queues behind the writer. Activation loads coalesce like appends: the loads
+  waiting at one moment go to the reader's thread as one job.
 - **Durability.** WAL with ``synchronous=FULL`` by default: an append is on disk when it returns.
 - **Gap-free positions in commit order.** The writer gives positions (``max + 1``) inside its
   write transaction, which SQLite serializes across connections and processes: a transaction
@@ -131,6 +135,9 @@ _SAVE_CHECKPOINT: Final = (
 )
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+#: activation loads one job on the reader's thread takes at most (later ones wait for the next)
+_LOADS_PER_JOB: Final = 256
 
 #: command ids per lookup query (SQLite binds at most 32,766 parameters, older builds 999)
 _IDS_PER_LOOKUP: Final = 500
@@ -257,6 +264,9 @@ class SQLiteEventStore(StoreLifecycle):
         # when the oldest pending write was queued, and when the batch in commit was
         self._pending_since: float | None = None
         self._committing_since: float | None = None
+        #: activation loads waiting for the reader (see _start_loads), and whether one runs
+        self._loads: list[tuple[str, asyncio.Future[tuple[Any, list[Any]]]]] = []
+        self._loading = False
 
     def __repr__(self) -> str:
         return f"SQLiteEventStore({str(self.path)!r})"
@@ -894,12 +904,12 @@ class SQLiteEventStore(StoreLifecycle):
         """
         check_stream_id(stream_id)
         self._check_open()
-        assert self._reader is not None
+        future: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
+        self._loads.append((stream_id, future))
+        if not self._loading:
+            self._start_loads()
         try:
-            # aiosqlite has no public call for running a function on its thread
-            snapshot_row, rows = await self._reader._execute(  # type: ignore[no-untyped-call]
-                _latest, self._reader._conn, stream_id, self.read_page_size
-            )
+            snapshot_row, rows = await future
         except sqlite3.Error as exc:
             msg = f"reading {str(self.path)!r} failed: {exc}"
             raise StoreError(msg) from exc
@@ -919,6 +929,55 @@ class SQLiteEventStore(StoreLifecycle):
                 rows[-1][0] if rows else snapshot_row[0] if snapshot_row is not None else 0
             )
         return snapshot, events, complete
+
+    def _start_loads(self) -> None:
+        """Hand every waiting load to the reader's thread as one job.
+
+        Loads coalesce as appends do: when many actors activate at once (a restart under load,
+        a burst to cold aggregates), one thread hop and one loop wake-up serve all the loads
+        that waited, not one each. A load with the reader idle starts at once.
+        """
+        conn = self._reader
+        loads, self._loads = self._loads[:_LOADS_PER_JOB], self._loads[_LOADS_PER_JOB:]
+        if conn is None or not conn._running:
+            for _, future in loads:
+                if not future.done():
+                    future.set_exception(StoreError(f"{self!r} cannot read: it is closed"))
+            return
+        self._loading = True
+        loop = asyncio.get_running_loop()
+        raw, page_size, done = conn._conn, self.read_page_size, self._loads_done
+
+        def run_on_thread() -> None:
+            outcomes: list[Any] = []
+            for stream_id, _ in loads:
+                try:
+                    outcomes.append(_latest(raw, stream_id, page_size))
+                except sqlite3.Error as exc:  # this load's error, not the others'
+                    outcomes.append(exc)
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(done, loads, outcomes)
+
+        # one hop to the reader's thread for all of them (aiosqlite has no public call for
+        # running a function on its thread without a future per call)
+        conn._tx.put_nowait((None, run_on_thread))
+
+    #: loads one job takes at most (later ones wait for the next job)
+    _MAX_LOADS: Final = 256
+
+    def _loads_done(
+        self, loads: list[tuple[str, asyncio.Future[Any]]], outcomes: list[Any]
+    ) -> None:
+        self._loading = False
+        for (_, future), outcome in zip(loads, outcomes, strict=True):
+            if future.done():  # the loader was cancelled
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        if self._loads:
+            self._start_loads()
 
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         self._check_open()

@@ -801,3 +801,68 @@ async def test_load_latest_reads_the_snapshot_and_the_page_after_it_at_once(
         assert snapshot is not None and (snapshot.version, snapshot.state) == (7, {"state": 7})
         assert [(v, d) for v, _, d in page] == [(8, {"i": 7}), (9, {"i": 8}), (10, {"i": 9})]
         assert complete
+
+
+async def test_concurrent_loads_share_reader_jobs_and_each_gets_its_own_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with SQLiteEventStore(tmp_path / "loads.db") as store:
+        await append_concurrently(
+            store, [(f"s-{n}", 0, [event({"n": n}) for _ in range(n % 3 + 1)]) for n in range(100)]
+        )
+        jobs: list[int] = []
+        real_done = store._loads_done
+
+        def counting_done(loads: list[Any], outcomes: list[Any]) -> None:
+            jobs.append(len(loads))
+            real_done(loads, outcomes)
+
+        monkeypatch.setattr(store, "_loads_done", counting_done)
+        loaded: dict[int, Any] = {}
+
+        async def load(n: int) -> None:
+            loaded[n] = await store.load_latest(f"s-{n}")
+
+        async with anyio.create_task_group() as tg:
+            for n in range(100):
+                tg.start_soon(load, n)
+
+    assert sum(jobs) == 100
+    assert len(jobs) < 10  # the first load alone, then the others together
+    for n, (snapshot, page, complete) in loaded.items():
+        assert snapshot is None and complete
+        assert [(version, data) for version, _, data in page] == [
+            (v, {"n": n}) for v in range(1, n % 3 + 2)
+        ]
+
+
+async def test_a_load_that_fails_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_latest = sqlite_module._latest
+
+    def latest_failing_for_bad(conn: sqlite3.Connection, stream_id: str, page: int) -> Any:
+        if stream_id == "bad":
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_latest(conn, stream_id, page)
+
+    monkeypatch.setattr(sqlite_module, "_latest", latest_failing_for_bad)
+    async with SQLiteEventStore(tmp_path / "loads.db") as store:
+        await store.append("good", 0, [event()])
+        outcomes: dict[str, Any] = {}
+
+        async def load(stream_id: str) -> None:
+            try:
+                outcomes[stream_id] = await store.load_latest(stream_id)
+            except StoreError as exc:
+                outcomes[stream_id] = exc
+
+        async with anyio.create_task_group() as tg:
+            for stream_id in ("warm-up", "good", "bad", "other"):
+                tg.start_soon(load, stream_id)
+
+    bad = outcomes["bad"]
+    assert isinstance(bad, StoreError)
+    assert "disk I/O error" in str(bad) and str(tmp_path / "loads.db") in str(bad)
+    assert [version for version, _, _ in outcomes["good"][1]] == [1]
+    assert outcomes["other"] == (None, [], True)
