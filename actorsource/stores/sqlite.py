@@ -10,8 +10,8 @@ Design (measured in ``shared/PERF_NOTES.md``):
   batch, which a sequential caller feels). A conflict fails only its append, never the batch:
   rows go in with few multi-row statements, and when a constraint refuses one, its appends are
   redone one at a time (each in a savepoint when it has several rows) to find the one at fault.
-- **Known heads.** The writer remembers the head version of the streams it wrote, checked or
-  loaded. When an append expects exactly that head, it inserts without a version query; the
+- **Known heads.** The writer remembers the head version of the streams it wrote or checked.
+  When an append expects exactly that head, it inserts without a version query; the
   ``UNIQUE(stream_id, version)`` constraint stays the final guard against other processes
   (a stale head can only be too low, and then the insert collides). A batch whose appends all
   expect known heads is one autocommit INSERT statement: one release of the GIL and one fsync
@@ -920,15 +920,10 @@ class SQLiteEventStore(StoreLifecycle):
                 stream_id, version, decode_json(state), schema_version, self._time(recorded_at)
             )
         events = [(row[0], row[1], decode_json(row[2])) for row in rows]
-        complete = len(rows) < self.read_page_size
-        if complete and stream_id not in self._heads:
-            # the head as of this read: the actor's first append then skips the writer's head
-            # query (a head that another process has moved on since is caught by the
-            # insert's UNIQUE constraint, as for any known head)
-            self._heads[stream_id] = (
-                rows[-1][0] if rows else snapshot_row[0] if snapshot_row is not None else 0
-            )
-        return snapshot, events, complete
+        # the head it read is not remembered for the writer: a load of every aggregate (a
+        # restart, a scan) would fill the known heads with streams nobody writes, and keep them
+        # after the actors passivate; the writer asks for unknown heads once a batch instead
+        return snapshot, events, len(rows) < self.read_page_size
 
     def _start_loads(self) -> None:
         """Hand every waiting load to the reader's thread as one job.

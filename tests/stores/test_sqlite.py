@@ -358,21 +358,6 @@ async def test_heads_of_unknown_streams_are_queried_once_per_batch(
     assert writer_statements == [["SELECT", "INSERT"]]
 
 
-async def test_loading_a_stream_teaches_the_writer_its_head(
-    db_path: Path, writer_statements: list[list[str]]
-) -> None:
-    async with SQLiteEventStore(db_path) as other:
-        await other.append("s", 0, [event(), event()])
-    writer_statements.clear()
-    async with SQLiteEventStore(db_path) as store:
-        _, loaded, complete = await store.load_latest("s")
-        assert complete
-        assert [version for version, _, _ in loaded] == [1, 2]
-        await store.append("s", 2, [event()])
-
-    assert writer_statements == [["INSERT"]]
-
-
 async def test_one_stale_head_in_a_fast_batch_fails_only_its_append_and_leaves_no_gap(
     db_path: Path,
 ) -> None:
