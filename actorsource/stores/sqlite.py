@@ -1106,18 +1106,29 @@ def _insert_rows_sql(rows: int) -> str:
 
 @functools.cache
 def _insert_all_sql(rows: int) -> str:
-    """One statement inserting up to ``rows`` rows and taking their positions itself.
+    """One statement inserting up to ``rows`` rows, taking their positions and checking the
+    heads the writer did not know.
 
-    Each row gives its offset (1, 2, ...) in place of a position; rows of NULLs pad the
-    parameters up to ``rows``, so that a few statement sizes serve every batch.
+    Each row gives its offset (1, 2, ...) in place of a position, and last the head its stream
+    must have now (NULL: the writer knows it). A stream at another head makes the row's
+    stream id NULL, which the NOT NULL constraint refuses, so the statement stores nothing.
+    Rows of NULLs pad the parameters up to ``rows``, so that a few statement sizes serve every
+    batch. The SELECT reads the table it inserts into, so SQLite runs it to the end before the
+    first insert: every check sees the heads from before the statement.
     """
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     return (
         "INSERT INTO events (position, stream_id, version, type, data, metadata, event_id, "
         "recorded_at) SELECT (SELECT coalesce(max(position), 0) FROM events) + column1, "
-        "column2, column3, column4, column5, column6, column7, column8 "
+        "CASE WHEN column9 IS NULL OR column9 = (SELECT coalesce(max(version), 0) FROM events "
+        "WHERE stream_id = column2) THEN column2 END, "
+        "column3, column4, column5, column6, column7, column8 "
         f"FROM (VALUES {values}) WHERE column1 IS NOT NULL"
     )
+
+
+#: parameters per row of the all-at-once statement: the row, and the head to check
+_ALL_AT_ONCE_COLUMNS: Final = 9
 
 
 def _chunks(rows: int) -> list[int]:
@@ -1198,10 +1209,10 @@ class _BatchCommit:
         """Commit a batch of appends that all expect the heads known, with one statement in
         SQLite's autocommit mode; return False (having stored nothing) if it cannot.
 
-        The statement is the whole transaction: it takes the write lock, gives the positions
-        (``max + 1`` on), inserts, and commits, in one release of the GIL and one fsync. A
-        refusal by a constraint rolls it back, and the batch then goes the general way, which
-        finds out which append failed and why.
+        The statement is the whole transaction: it takes the write lock, checks the heads the
+        writer does not know, gives the positions (``max + 1`` on), inserts, and commits, in one
+        release of the GIL and one fsync. A refusal by a constraint (or a check) rolls it back,
+        and the batch then goes the general way, which finds out which append failed and why.
         """
         conn = self.conn
         if self.inline or conn.in_transaction:
@@ -1213,33 +1224,37 @@ class _BatchCommit:
             return False
         rows = sum(len(op.rows) for op in appends)
         size = 1 << (rows - 1).bit_length()  # the next power of two
-        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _EVENT_COLUMNS
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _ALL_AT_ONCE_COLUMNS
         if not rows or size > min(limit, _MAX_ROWS_AT_ONCE):
             return False
-        self._learn_heads(batch)
         heads, known_heads = self.heads, self.known_heads
         planned: list[tuple[int, int]] = []  # per append: its new version, its first offset
         after: dict[str, int] = {}  # the heads once the batch is stored
+        unknown: dict[str, int] = {}  # streams whose head the statement checks: that head
         params: list[Any] = []
         now_text = self.now_text
         offset = 0
         for op in appends:
             stream_id, version = op.stream_id, op.expected_version
+            assert version is not None  # checked above
             head = after.get(stream_id)
             if head is None:
                 head = heads.get(stream_id)
                 if head is None:
                     head = known_heads.get(stream_id)
-            if version is None or head != version:
+                    if head is None:  # not known: take the expected one, the statement checks
+                        head = unknown[stream_id] = version
+            if head != version:
                 return False
+            check = unknown.get(stream_id)
             first = offset
             for kind, data, meta, event_id in op.rows:
                 offset += 1
                 version += 1
-                params += (offset, stream_id, version, kind, data, meta, event_id, now_text)
+                params += (offset, stream_id, version, kind, data, meta, event_id, now_text, check)
             planned.append((version, first))
             after[stream_id] = version
-        params += (None,) * ((size - offset) * _EVENT_COLUMNS)
+        params += (None,) * ((size - offset) * _ALL_AT_ONCE_COLUMNS)
         try:
             cursor = conn.execute(_insert_all_sql(size), params)
         except sqlite3.IntegrityError:

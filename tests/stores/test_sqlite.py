@@ -341,7 +341,7 @@ async def test_a_batch_of_appends_to_known_heads_is_one_insert_statement(
         assert (first.version, second.version) == (2, 3)
 
 
-async def test_heads_of_unknown_streams_are_queried_once_per_batch(
+async def test_heads_of_unknown_streams_are_checked_by_the_insert_itself(
     db_path: Path, writer_statements: list[list[str]]
 ) -> None:
     async with SQLiteEventStore(db_path) as other:
@@ -353,9 +353,40 @@ async def test_heads_of_unknown_streams_are_queried_once_per_batch(
             [(f"s-{n}", 1, [event()]) for n in range(20)]
             + [(f"new-{n}", 0, [event()]) for n in range(20)],
         )
+        stored = await collect(store.read_all(21))
 
     assert all(isinstance(o, AppendResult) for o in outcomes)
-    assert writer_statements == [["SELECT", "INSERT"]]
+    assert writer_statements == [["INSERT"]]
+    assert sorted((e.stream_id, e.version) for e in stored) == sorted(
+        [(f"s-{n}", 2) for n in range(20)] + [(f"new-{n}", 1) for n in range(20)]
+    )
+
+
+async def test_an_unknown_stream_behind_the_expected_version_is_refused_with_no_gap(
+    db_path: Path,
+) -> None:
+    async with SQLiteEventStore(db_path) as other:
+        await other.append("behind", 0, [event()])
+        await other.append("ahead", 0, [event(), event(), event()])
+    async with SQLiteEventStore(db_path) as store:  # knows no head
+        outcomes = await append_concurrently(
+            store,
+            [
+                ("behind", 3, [event()]),  # the stream is at 1: storing version 4 leaves a gap
+                ("ahead", 1, [event()]),  # the stream is at 3: version 2 is taken
+                ("fine", 0, [event({"ok": True})]),
+            ],
+        )
+        stored = await collect(store.read_all(5))
+        assert await store.stream_version("behind") == 1
+
+    behind, ahead, fine = outcomes
+    assert isinstance(behind, ConcurrencyError)
+    assert (behind.expected_version, behind.actual_version) == (3, 1)
+    assert isinstance(ahead, ConcurrencyError)
+    assert (ahead.expected_version, ahead.actual_version) == (1, 3)
+    assert isinstance(fine, AppendResult)
+    assert [(e.stream_id, e.version, e.position) for e in stored] == [("fine", 1, 5)]
 
 
 async def test_one_stale_head_in_a_fast_batch_fails_only_its_append_and_leaves_no_gap(
