@@ -172,8 +172,6 @@ class ActorContext:
     spawn: Callable[[Coroutine[Any, Any, None]], None]
     #: where counters and histograms go (None: no metrics work at all)
     metrics: Metrics | None = None
-    #: hand the appends made so far to an idle writer now (None: the store has no such call)
-    flush_writes: Callable[[], None] | None = None
 
 
 class Actor:

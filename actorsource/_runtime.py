@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import functools
@@ -209,6 +210,10 @@ class Runtime:
             msg = f"idempotency_window must be an int >= 0, got {idempotency_window!r}"
             raise ValueError(msg)
         self.store = store
+        #: the store's burst of writes (SQLite): see _drain_ready
+        self._burst: Callable[[], contextlib.AbstractContextManager[None]] | None = getattr(
+            store, "burst", None
+        )
         if ask_timeout is not None and ask_timeout <= 0:
             msg = f"ask_timeout must be > 0 seconds or None, got {ask_timeout!r}"
             raise ValueError(msg)
@@ -246,7 +251,6 @@ class Runtime:
             start_task=self._start_task,
             spawn=self._spawn,
             metrics=metrics,
-            flush_writes=getattr(store, "flush", None),
         )
         #: where counters and histograms go (None: nowhere)
         self.metrics = metrics
@@ -783,18 +787,15 @@ class Runtime:
     def _drain_ready(self) -> None:
         self._ready_scheduled = False
         ready = self._ready
-        # only those ready now: actors made ready while draining wait for the next step
-        for _ in range(len(ready)):
-            actor = ready.popleft()
-            try:
-                actor.drain()
-            except Exception:  # the actor crashed, logged, and failed its callers; go on
-                continue
-        flush = self._context.flush_writes
-        if flush is not None:
-            # the burst of appends these actors made is complete: an idle writer may start on
-            # it now rather than on the next loop step
-            flush()
+        # the appends of all these actors go to the writer together, as soon as they are made
+        with self._burst() if self._burst is not None else _NO_BURST:
+            # only those ready now: actors made ready while draining wait for the next step
+            for _ in range(len(ready)):
+                actor = ready.popleft()
+                try:
+                    actor.drain()
+                except Exception:  # the actor crashed, logged, and failed its callers; go on
+                    continue
 
     def _send(self, ref: AggregateRef[Any], message: Message) -> asyncio.Future[None] | None:
         """Enqueue a message; if the mailbox is full, return a future to await for room.
@@ -1077,6 +1078,9 @@ def _data_reader(
 
     return from_records
 
+
+#: the burst of a store without bursts
+_NO_BURST: Final = contextlib.nullcontext()
 
 #: the context variables actor callbacks run in (none set)
 _ACTOR_CONTEXT: Final = contextvars.Context()

@@ -182,6 +182,24 @@ class _CatchUpInline:
 _Op = _Append | _SaveSnapshot | _Transact | _CatchUpInline
 
 
+class _Burst:
+    """The context :meth:`SQLiteEventStore.burst` returns (one per store, re-entered)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: SQLiteEventStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        self._store._bursts += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        store = self._store
+        store._bursts -= 1
+        if not store._bursts:
+            store._burst_ended()
+
+
 def _answer_op(op: _Op, outcome: Any) -> None:
     """Tell a write's caller its outcome (an exception is its error), unless it gave up.
 
@@ -252,6 +270,9 @@ class SQLiteEventStore(StoreLifecycle):
         #: set whenever the writer has nothing pending or committing (close waits for it)
         self._drained = asyncio.Event()
         self._start_scheduled = False
+        #: bursts under way (see burst()): writes wait for the last one to end
+        self._bursts = 0
+        self._burst = _Burst(self)
         self._pending: list[_Op] = []
         self._closing = False
         # stream id -> head version, as last written or checked by this store's writer
@@ -508,20 +529,25 @@ class SQLiteEventStore(StoreLifecycle):
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.append(op)
-        if self._committing is None and not self._start_scheduled:
+        if self._committing is None and not self._start_scheduled and not self._bursts:
             # on the next loop step, so that every write of a burst (all the appends this
             # step's callbacks make) goes into one transaction
             self._start_scheduled = True
             self._drained.clear()
             asyncio.get_running_loop().call_soon(self._start_batch)
 
-    def flush(self) -> None:
-        """Hand the pending writes to the writer now if it is idle, not on the next loop step.
+    def burst(self) -> _Burst:
+        """A context for a burst of writes: they wait for its end, then go to the writer at
+        once if it is idle (not on the next loop step).
 
-        For a caller that knows its burst of appends is complete (the runtime, once it drained
-        the actors that were ready): a sequential caller then waits one loop step less.
+        For a caller that knows when its burst is complete: the runtime wraps its draining of
+        the ready actors in one, so that a sequential caller waits one loop step less and a
+        crowd of actors still shares a batch. Bursts nest.
         """
-        if self._start_scheduled and self._committing is None and self._writer_alive():
+        return self._burst
+
+    def _burst_ended(self) -> None:
+        if self._pending and self._committing is None and self._writer_alive():
             self._start_batch()
 
     def writer_lag(self) -> float:
@@ -586,12 +612,15 @@ class SQLiteEventStore(StoreLifecycle):
         conn._tx.put_nowait((None, run_on_thread))
 
     def _batch_done(self, batch: list[_Op], outcome: Any) -> None:
-        """Answer a batch's writers (on the loop), then start the next batch."""
+        """Answer a batch's writers (on the loop), then start the next batch with what they
+        and the others wrote meanwhile."""
         self._committing = None
         self._committing_since = None
+        self._bursts += 1  # the writes the answers make are started below
         try:
             self._answer(batch, outcome)
         finally:
+            self._bursts -= 1
             if self._pending and self._writer_alive():
                 self._start_batch()
             else:

@@ -525,8 +525,8 @@ async def test_append_then_calls_back_at_commit_with_the_result_or_this_appends_
     assert "an append's callback failed" in caplog.text
 
 
-async def test_flush_hands_the_pending_appends_to_an_idle_writer_in_the_same_step(
-    db_path: Path,
+async def test_a_burst_hands_its_appends_to_an_idle_writer_together_as_it_ends(
+    db_path: Path, writer_statements: list[list[str]]
 ) -> None:
     async with SQLiteEventStore(db_path) as store:
         before = store.batches_committed
@@ -538,15 +538,19 @@ async def test_flush_hands_the_pending_appends_to_an_idle_writer_in_the_same_ste
             if len(outcomes) == 3:
                 three_done.set()
 
-        store.append_then("a", 0, [event()], record)
-        store.append_then("b", 0, [event()], record)
-        store.flush()  # the writer takes these two now...
-        store.append_then("c", 0, [event()], record)  # ...so this one waits for the next batch
+        with store.burst():
+            store.append_then("a", 0, [event()], record)
+            with store.burst():  # bursts nest: the outer one's end counts
+                store.append_then("b", 0, [event()], record)
+            assert writer_statements == []  # nothing started yet
+        # the burst's end started the writer: this one waits for the next batch
+        store.append_then("c", 0, [event()], record)
         with anyio.fail_after(5):
             await three_done.wait()
 
     assert all(isinstance(o, AppendResult) for o in outcomes)
     assert store.batches_committed - before == 2
+    assert writer_statements == [["INSERT"], ["INSERT"]]
 
 
 async def test_a_store_whose_writer_stopped_refuses_writes_instead_of_hanging(
