@@ -28,6 +28,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from contextlib import AbstractContextManager
 from typing import Any, Final
 
 import anyio
@@ -170,6 +171,9 @@ class ActorContext:
     start_task: Callable[[Coroutine[Any, Any, None]], None]
     #: run a background coroutine that the runtime finishes before it closes
     spawn: Callable[[Coroutine[Any, Any, None]], None]
+    #: a burst of the store's writes: appends made inside go to the writer together when it
+    #: ends (a no-op context for stores without bursts)
+    burst: Callable[[], AbstractContextManager[None]]
     #: where counters and histograms go (None: no metrics work at all)
     metrics: Metrics | None = None
 
@@ -267,7 +271,8 @@ class Actor:
         except BaseException as exc:
             self._crash(exc)
             raise
-        self.drain()
+        with self.context.burst():  # its append is all there is: an idle writer starts now
+            self.drain()
 
     def _accept_overflow(self) -> None:
         overflow = self.overflow

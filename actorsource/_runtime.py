@@ -210,10 +210,6 @@ class Runtime:
             msg = f"idempotency_window must be an int >= 0, got {idempotency_window!r}"
             raise ValueError(msg)
         self.store = store
-        #: the store's burst of writes (SQLite): see _drain_ready
-        self._burst: Callable[[], contextlib.AbstractContextManager[None]] | None = getattr(
-            store, "burst", None
-        )
         if ask_timeout is not None and ask_timeout <= 0:
             msg = f"ask_timeout must be > 0 seconds or None, got {ask_timeout!r}"
             raise ValueError(msg)
@@ -250,6 +246,7 @@ class Runtime:
             on_idle=self._on_idle,
             start_task=self._start_task,
             spawn=self._spawn,
+            burst=getattr(store, "burst", _no_burst),
             metrics=metrics,
         )
         #: where counters and histograms go (None: nowhere)
@@ -788,7 +785,7 @@ class Runtime:
         self._ready_scheduled = False
         ready = self._ready
         # the appends of all these actors go to the writer together, as soon as they are made
-        with self._burst() if self._burst is not None else _NO_BURST:
+        with self._context.burst():
             # only those ready now: actors made ready while draining wait for the next step
             for _ in range(len(ready)):
                 actor = ready.popleft()
@@ -1079,8 +1076,10 @@ def _data_reader(
     return from_records
 
 
-#: the burst of a store without bursts
-_NO_BURST: Final = contextlib.nullcontext()
+def _no_burst() -> contextlib.AbstractContextManager[None]:
+    """The burst of a store without bursts: nothing to wait for."""
+    return contextlib.nullcontext()
+
 
 #: the context variables actor callbacks run in (none set)
 _ACTOR_CONTEXT: Final = contextvars.Context()

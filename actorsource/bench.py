@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import itertools
 import os
 import platform
 import random
@@ -470,6 +471,75 @@ async def baseline_fsync_floor(path: Path, count: int) -> Result:
     return {"rows": count, "events_per_s": count / elapsed}
 
 
+#: rounds W1-seq and the fsync floor alternate in (see workload_sequential_with_floor)
+SEQ_ROUNDS = 10
+
+
+async def workload_sequential_with_floor(
+    store: EventStore, floor_path: Path | None, sizes: Sizes, progress: Progress
+) -> tuple[Result, Result | None]:
+    """W1-seq, and the fsync floor (when ``floor_path`` is given), run in alternating rounds.
+
+    Both are latency-bound and take seconds; run one after the other, a shared machine's
+    speed drifts between them and their ratio swings by 20 points. In :data:`SEQ_ROUNDS`
+    alternating rounds each sees the same drift. W1-seq's commands go in the same order as
+    one uninterrupted run's, through one runtime; only the clock stops between rounds.
+    """
+    commands, aggregates = sizes.seq_commands, sizes.w1_aggregates
+    rounds = min(SEQ_ROUNDS, commands)
+    bounds = [commands * r // rounds for r in range(rounds + 1)]
+    floor_rows: list[tuple[Any, ...]] = []
+    floor_seconds = 0.0
+    floor_conn: aiosqlite.Connection | None = None
+    if floor_path is not None:
+        await _schema(floor_path)
+        floor_rows = _rows(commands)
+        floor_conn = await aiosqlite.connect(floor_path)
+    latencies: list[float] = []
+    seconds = 0.0
+    clock = time.perf_counter
+    try:
+        if floor_conn is not None:
+            await floor_conn.execute("PRAGMA journal_mode = WAL")
+            await floor_conn.execute("PRAGMA synchronous = FULL")
+        async with Runtime(store) as runtime:
+            refs = [runtime.ref(BenchAccount, f"acc-{i}") for i in range(aggregates)]
+            for first, end in itertools.pairwise(bounds):
+                if floor_conn is not None:
+                    started = clock()
+                    for row in floor_rows[first:end]:
+                        await floor_conn.execute(_INSERT, row)
+                        await floor_conn.commit()
+                    floor_seconds += clock() - started
+                started = clock()
+                for i in range(first, end):
+                    asked = clock()
+                    await refs[i % aggregates].ask(Deposit(1))
+                    latencies.append(clock() - asked)
+                seconds += clock() - started
+                progress(f"{end:,}/{commands:,} commands")
+            stats = runtime.statistics()
+    finally:
+        if floor_conn is not None:
+            await floor_conn.close()
+    _check(stats.events_appended == commands, "W1-seq appended a wrong number of events")
+    seq: Result = {
+        "commands": commands,
+        "callers": 1,
+        "seconds": seconds,
+        "commands_per_s": commands / seconds,
+        "events_per_s": stats.events_appended / seconds,
+        "rounds_alternated_with_floor": rounds if floor_conn is not None else 0,
+        **_latency(latencies),
+    }
+    floor = (
+        {"rows": commands, "events_per_s": commands / floor_seconds, "rounds": rounds}
+        if floor_conn is not None
+        else None
+    )
+    return seq, floor
+
+
 _peer_classes: dict[str, Any] = {}
 
 
@@ -605,7 +675,7 @@ async def _run_suite(
             schemas.append(f"bench_{os.getpid()}_{int(time.time())}_{len(schemas) + 1}")
             return PostgresEventStore(postgres_dsn, schema=schemas[-1])
 
-        async def measure(name: str, job: Callable[[], Awaitable[Result | None]]) -> Any:
+        async def measure(name: str, job: Callable[[], Awaitable[Any]]) -> Any:
             gc.collect()  # no workload pays for the garbage of the one before
             progress(f"{name}: running")
             value = await job()
@@ -625,13 +695,15 @@ async def _run_suite(
                     "W1", lambda: workload_many(fresh_store(), sizes, progress, sequential=False)
                 )
             if "W1-seq" in workloads:
-                if not on_postgres:
-                    base["fsync_floor"] = await measure(
-                        "fsync floor", lambda: baseline_fsync_floor(fresh(), sizes.seq_commands)
-                    )
-                found["W1-seq"] = await measure(
-                    "W1-seq", lambda: workload_many(fresh_store(), sizes, progress, sequential=True)
+                seq, floor = await measure(
+                    "W1-seq and the fsync floor, alternating",
+                    lambda: workload_sequential_with_floor(
+                        fresh_store(), None if on_postgres else fresh(), sizes, progress
+                    ),
                 )
+                found["W1-seq"] = seq
+                if floor is not None:
+                    base["fsync_floor"] = floor
             if "W2" in workloads:
                 found["W2"] = await measure(
                     "W2", lambda: workload_hot(fresh_store(), sizes, progress)
