@@ -686,14 +686,24 @@ async def _run_suite(
         found = results["workloads"]
         try:
             if "W1" in workloads:
-                if not on_postgres:
-                    base["ceiling"] = await measure(
-                        "ceiling",
-                        lambda: baseline_ceiling(fresh(), sizes.w1_commands, sizes.w1_callers),
-                    )
+
+                async def ceiling() -> Result:
+                    return await baseline_ceiling(fresh(), sizes.w1_commands, sizes.w1_callers)
+
+                # the ceiling before and after W1, so that a drift of the machine's speed
+                # during W1 weighs on both sides of the ratio
+                before = None if on_postgres else await measure("ceiling", ceiling)
                 found["W1"] = await measure(
                     "W1", lambda: workload_many(fresh_store(), sizes, progress, sequential=False)
                 )
+                if before is not None:
+                    after = await measure("ceiling again", ceiling)
+                    rates = [before["events_per_s"], after["events_per_s"]]
+                    base["ceiling"] = {
+                        **before,
+                        "events_per_s": sum(rates) / 2,
+                        "before_and_after_W1": rates,
+                    }
             if "W1-seq" in workloads:
                 seq, floor = await measure(
                     "W1-seq and the fsync floor, alternating",

@@ -21,6 +21,9 @@ async def test_every_workload_runs_and_checks_its_own_results(tmp_path: Path) ->
     assert set(found) == set(bench.WORKLOADS)
     assert found["W1"]["commands"] == 400 and found["W1"]["commands_per_s"] > 0
     assert found["W2"]["commands_per_commit"] > 1  # the hot actor batches its commands
+    # the ceiling was measured before and after W1; its rate is their mean
+    before, after = results["baselines"]["ceiling"]["before_and_after_W1"]
+    assert results["baselines"]["ceiling"]["events_per_s"] == (before + after) / 2
     # W1-seq and the fsync floor ran in alternating rounds, the same number of rows each
     assert found["W1-seq"]["rounds_alternated_with_floor"] == bench.SEQ_ROUNDS
     assert results["baselines"]["fsync_floor"]["rows"] == found["W1-seq"]["commands"] == 50
