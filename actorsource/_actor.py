@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import random
 import time
@@ -131,6 +132,54 @@ class Supervisor:
             self._failing.pop(stream_id, None)
 
 
+#: what an activation load returns: the latest snapshot, the first page of (version, type,
+#: data) after it, and whether that page is all
+Latest = tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]
+
+
+class ActivationSlots:
+    """How many activation loads may run at once (``max_activations``).
+
+    A semaphore that can also be taken without waiting (:meth:`try_take`), so that an actor
+    whose load need not wait starts it from a callback, with no task.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        """Take a slot if one is free and nobody waits for one; return whether it was."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Take a slot, waiting in turn for one."""
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give_back()  # handed to us as we were cancelled: pass it on
+            raise
+
+    def give_back(self) -> None:
+        """Return a slot: to the first waiter still waiting, else to the free ones."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 @attrs.define(slots=True, eq=False)
 class ActorContext:
     """What every actor of one runtime shares: the store, the codec, settings and hooks."""
@@ -143,16 +192,15 @@ class ActorContext:
     max_batch: int
     max_conflict_retries: int
     #: limits loads running at once (a burst to many cold aggregates must not stampede)
-    activation_slots: asyncio.Semaphore
+    activation_slots: ActivationSlots
     #: seconds a load may take (None: no limit)
     activation_timeout: float | None
     #: remembers aggregates whose loads keep failing
     supervisor: Supervisor
     #: the latest snapshot, the first page of events after it, whether that page is all
-    load_latest: Callable[
-        [str],
-        Coroutine[Any, Any, tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]],
-    ]
+    load_latest: Callable[[str], Coroutine[Any, Any, Latest]]
+    #: the same load with a callback, no task (None: the store has no such call)
+    load_latest_then: Callable[[str, Callable[[Latest | BaseException], None]], None] | None
     #: yield (version, type, data) of a stream's events from a version on
     read_stream_data: Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]
     #: hand events to the store, which calls back with the result or the error at commit
@@ -165,6 +213,8 @@ class ActorContext:
     idempotency_window: int
     #: wait until the actor may hold state in memory (max_active); counts it as active
     admit: Callable[[Actor], Coroutine[Any, Any, None]]
+    #: admit the actor if it need not wait; return whether it was
+    try_admit: Callable[[Actor], bool]
     #: called when the actor has drained its mailbox
     on_idle: Callable[[Actor], None]
     #: run a step of an actor that waits (loading, backoff) as a task
@@ -233,7 +283,8 @@ class Actor:
         mailbox = self.mailbox
         while mailbox:
             if not (self.admitted and self.loaded):
-                context.start_task(self._activate_then_drain())
+                if not self._load_at_once():
+                    context.start_task(self._activate_then_drain())
                 return
             if mailbox[0][0] == GET_STATE:
                 _, _, future, _, _ = mailbox.popleft()
@@ -305,6 +356,71 @@ class Actor:
 
     # -- loading ------------------------------------------------------------------------------
 
+    def _load_at_once(self) -> bool:
+        """Start loading with a callback when nothing has to wait; return False if something
+        does (then the task path, :meth:`_activate_then_drain`, loads).
+
+        The usual activation: no task, no coroutines, and the load's reply reaches the actor in
+        the loop step that receives it (one step and a task switch fewer than a task's).
+        """
+        context = self.context
+        load_then = context.load_latest_then
+        if load_then is None or context.activation_timeout is not None:
+            return False
+        if context.supervisor.backoff_left(self.stream_id) > 0:
+            return False  # the task path fails the messages, saying why
+        if not self.admitted and not context.try_admit(self):
+            return False
+        if not context.activation_slots.try_take():
+            return False
+        self.loaded = False
+        started = time.perf_counter()
+        try:
+            load_then(self.stream_id, functools.partial(self._loaded, started))
+        except Exception:  # the store cannot read: the task path meets the error and reports it
+            context.activation_slots.give_back()
+            return False
+        return True
+
+    def _loaded(self, started: float, outcome: Latest | BaseException) -> None:
+        """The store's call back with what :meth:`_load_at_once` asked for."""
+        context = self.context
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            state, version, start, complete = self._begin_load(*outcome)
+            if not complete:  # a long stream with no usable snapshot: read the rest in a task
+                context.start_task(self._load_rest_then_drain(state, version, start, started))
+                return
+            replayed = self._end_load(state, version, start)
+        except Exception as exc:
+            context.activation_slots.give_back()
+            self._load_failed(exc)
+        else:
+            context.activation_slots.give_back()
+            self._load_succeeded(started, replayed)
+        with context.burst():  # its append is all there is: an idle writer starts now
+            self.drain()
+
+    async def _load_rest_then_drain(
+        self, state: Any, version: int, start: int, started: float
+    ) -> None:
+        try:
+            try:
+                state, version = await self._read_rest(state, version)
+                replayed = self._end_load(state, version, start)
+            finally:
+                self.context.activation_slots.give_back()
+        except Exception as exc:
+            self._load_failed(exc)
+        except BaseException as exc:
+            self._crash(exc)
+            raise
+        else:
+            self._load_succeeded(started, replayed)
+        with self.context.burst():
+            self.drain()
+
     async def _activate(self) -> bool:
         """Load the snapshot and the events after it; on failure fail the queued messages.
 
@@ -326,28 +442,38 @@ class Actor:
             return False
         started = time.perf_counter()
         try:
-            async with context.activation_slots:
+            await context.activation_slots.take()
+            try:
                 if context.activation_timeout is None:
                     # no cancel scope to enter and leave: a measurable share of an activation
                     replayed = await self._load()
                 else:
                     with anyio.fail_after(context.activation_timeout):
                         replayed = await self._load()
+            finally:
+                context.activation_slots.give_back()
         except Exception as exc:
-            context.counters.actor_failures += 1
-            if isinstance(exc, TimeoutError):
-                reason = f"loading took longer than {context.activation_timeout} s"
-            else:
-                reason = f"loading the aggregate failed: {exc}"
-            supervisor.failed(self.stream_id, reason)
-            logger.warning(
-                "actor failed to load",
-                extra={"stream_id": self.stream_id, "error": reason},
-            )
-            error = ActorFailedError(self.stream_id, reason)
-            error.__cause__ = exc
-            self._fail_all(error)
+            self._load_failed(exc)
             return False
+        self._load_succeeded(started, replayed)
+        return True
+
+    def _load_failed(self, exc: Exception) -> None:
+        """A load failed: count it, back off, and fail the queued messages with the reason."""
+        context = self.context
+        context.counters.actor_failures += 1
+        if isinstance(exc, TimeoutError):
+            reason = f"loading took longer than {context.activation_timeout} s"
+        else:
+            reason = f"loading the aggregate failed: {exc}"
+        context.supervisor.failed(self.stream_id, reason)
+        logger.warning("actor failed to load", extra={"stream_id": self.stream_id, "error": reason})
+        error = ActorFailedError(self.stream_id, reason)
+        error.__cause__ = exc
+        self._fail_all(error)
+
+    def _load_succeeded(self, started: float, replayed: int) -> None:
+        context = self.context
         context.counters.activations += 1
         metrics = context.metrics
         if metrics is not None:
@@ -355,16 +481,29 @@ class Actor:
             metrics.add(ACTIVATIONS, 1, labels)
             metrics.record(REPLAY_DURATION, time.perf_counter() - started, labels)
             metrics.record(REPLAY_EVENTS, replayed, labels)
-        return True
 
     async def _load(self) -> int:
         """Load the state; return how many events were replayed."""
         self.loaded = False
-        context = self.context
-        decider = self.decider
-        state = decider.initial_state
+        loaded = await self.context.load_latest(self.stream_id)
+        state, version, start, complete = self._begin_load(*loaded)
+        if not complete:
+            state, version = await self._read_rest(state, version)
+        return self._end_load(state, version, start)
+
+    def _begin_load(
+        self,
+        snapshot: SnapshotRecord | None,
+        first_page: list[tuple[int, str, JSONDict]],
+        complete: bool,  # one of the three parts of a load, as returned
+    ) -> tuple[Any, int, int, bool]:
+        """Start from the snapshot (if usable) and replay the first page.
+
+        Returns the state, its version, the version replaying started after, and whether the
+        stream has no more events.
+        """
+        state = self.decider.initial_state
         version = 0
-        snapshot, first_page, complete = await context.load_latest(self.stream_id)
         if snapshot is not None:
             decoded = self._decode_snapshot(snapshot)
             if decoded is not None:
@@ -374,16 +513,22 @@ class Actor:
                 first_page, complete = [], False
         start = version
         state, version = self._replay(state, version, first_page)
-        if not complete:
-            page: list[tuple[int, str, JSONDict]] = []
-            async for item in context.read_stream_data(self.stream_id, version + 1):
-                page.append(item)
-                if len(page) == 1000:
-                    state, version = self._replay(state, version, page)
-                    page = []
-            state, version = self._replay(state, version, page)
+        return state, version, start, complete
+
+    async def _read_rest(self, state: Any, version: int) -> tuple[Any, int]:
+        """Replay the events after ``version``, read page by page."""
+        page: list[tuple[int, str, JSONDict]] = []
+        async for item in self.context.read_stream_data(self.stream_id, version + 1):
+            page.append(item)
+            if len(page) == 1000:
+                state, version = self._replay(state, version, page)
+                page = []
+        return self._replay(state, version, page)
+
+    def _end_load(self, state: Any, version: int, start: int) -> int:
+        """Take the loaded state; return how many events were replayed."""
         replayed = version - start
-        context.counters.events_replayed += replayed
+        self.context.counters.events_replayed += replayed
         if replayed and logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "events replayed",

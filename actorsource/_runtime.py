@@ -21,6 +21,7 @@ import attrs
 from ._actor import (
     COMMAND,
     GET_STATE,
+    ActivationSlots,
     Actor,
     ActorContext,
     Counters,
@@ -234,15 +235,17 @@ class Runtime:
             mailbox_size=mailbox_size,
             max_batch=max_batch,
             max_conflict_retries=max_conflict_retries,
-            activation_slots=asyncio.Semaphore(max_activations),
+            activation_slots=ActivationSlots(max_activations),
             activation_timeout=activation_timeout,
             supervisor=Supervisor(),
             load_latest=_latest_loader(store),
+            load_latest_then=getattr(store, "load_latest_then", None),
             read_stream_data=_data_reader(store),
             append_then=_appender(store),
             find_command_events=_command_finder(store),
             idempotency_window=idempotency_window,
             admit=self._admit,
+            try_admit=self._try_admit,
             on_idle=self._on_idle,
             start_task=self._start_task,
             spawn=self._spawn,
@@ -840,25 +843,31 @@ class Runtime:
 
     # -- activation limits and passivation -------------------------------------------------------
 
-    async def _admit(self, actor: Actor) -> None:
+    def _try_admit(self, actor: Actor) -> bool:
+        """Admit the actor if it need not wait (under ``max_active``, or an idle actor makes
+        room); return whether it was."""
         limit = self.max_active
         if limit is not None and self._active >= limit:
-            if self._idle:
-                _, victim = next(iter(self._idle.items()))
-                self._passivate(victim)
-            else:
-                # every active actor is busy: wait for one to go idle and hand us its place
-                ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._admission.append(ticket)
-                try:
-                    await ticket
-                except BaseException:
-                    if ticket.done() and not ticket.cancelled():
-                        self._release_slot()
-                    raise
-                actor.admitted = True
-                return
+            if not self._idle:
+                return False
+            _, victim = next(iter(self._idle.items()))
+            self._passivate(victim)
         self._active += 1
+        actor.admitted = True
+        return True
+
+    async def _admit(self, actor: Actor) -> None:
+        if self._try_admit(actor):
+            return
+        # every active actor is busy: wait for one to go idle and hand us its place
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._admission.append(ticket)
+        try:
+            await ticket
+        except BaseException:
+            if ticket.done() and not ticket.cancelled():
+                self._release_slot()
+            raise
         actor.admitted = True
 
     def _on_idle(self, actor: Actor) -> None:

@@ -181,6 +181,11 @@ class _CatchUpInline:
 
 _Op = _Append | _SaveSnapshot | _Transact | _CatchUpInline
 
+#: what load_latest returns: the latest snapshot, the first page of (version, type, data) after
+#: it, and whether that page is all
+Latest = tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]
+_OnLoaded = Callable[[Latest | BaseException], None]
+
 
 class _Burst:
     """The context :meth:`SQLiteEventStore.burst` returns (one per store, re-entered)."""
@@ -286,7 +291,7 @@ class SQLiteEventStore(StoreLifecycle):
         self._pending_since: float | None = None
         self._committing_since: float | None = None
         #: activation loads waiting for the reader (see _start_loads), and whether one runs
-        self._loads: list[tuple[str, asyncio.Future[tuple[Any, list[Any]]]]] = []
+        self._loads: list[tuple[str, _OnLoaded]] = []
         self._loading = False
 
     def __repr__(self) -> str:
@@ -921,9 +926,7 @@ class SQLiteEventStore(StoreLifecycle):
             stream_id, version, decode_json(state), schema_version, self._time(recorded_at)
         )
 
-    async def load_latest(
-        self, stream_id: str
-    ) -> tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]:
+    async def load_latest(self, stream_id: str) -> Latest:
         """Return the latest snapshot and the first page of events after it, in one read.
 
         The runtime's fast path for activating an actor: one thread hop instead of two.
@@ -931,17 +934,36 @@ class SQLiteEventStore(StoreLifecycle):
         ``complete`` is false, more events follow the page (read them with
         :meth:`read_stream_data`).
         """
+        future: asyncio.Future[Latest] = asyncio.get_running_loop().create_future()
+
+        def resolve(outcome: Latest | BaseException) -> None:
+            if future.done():  # the loader was cancelled
+                return
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self.load_latest_then(stream_id, resolve)
+        return await future
+
+    def load_latest_then(
+        self, stream_id: str, on_loaded: Callable[[Latest | BaseException], None]
+    ) -> None:
+        """Like :meth:`load_latest`, but call ``on_loaded`` on the loop with what it returns,
+        or the StoreError, instead of returning it.
+
+        The runtime's path for activating an actor: no task and no future, and the load's
+        reply reaches the actor in the loop step that receives it. ``on_loaded`` must not
+        raise (what it raises is logged). Bad arguments raise here, at once.
+        """
         check_stream_id(stream_id)
         self._check_open()
-        future: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
-        self._loads.append((stream_id, future))
+        self._loads.append((stream_id, on_loaded))
         if not self._loading:
             self._start_loads()
-        try:
-            snapshot_row, rows = await future
-        except sqlite3.Error as exc:
-            msg = f"reading {str(self.path)!r} failed: {exc}"
-            raise StoreError(msg) from exc
+
+    def _latest(self, stream_id: str, snapshot_row: Any, rows: list[Any]) -> Latest:
         snapshot = None
         if snapshot_row is not None:
             version, schema_version, state, recorded_at = snapshot_row
@@ -964,9 +986,9 @@ class SQLiteEventStore(StoreLifecycle):
         conn = self._reader
         loads, self._loads = self._loads[:_LOADS_PER_JOB], self._loads[_LOADS_PER_JOB:]
         if conn is None or not conn._running:
-            for _, future in loads:
-                if not future.done():
-                    future.set_exception(StoreError(f"{self!r} cannot read: it is closed"))
+            self._loads_done(
+                loads, [StoreError(f"{self!r} cannot read: it is closed")] * len(loads)
+            )
             return
         self._loading = True
         loop = asyncio.get_running_loop()
@@ -986,21 +1008,25 @@ class SQLiteEventStore(StoreLifecycle):
         # running a function on its thread without a future per call)
         conn._tx.put_nowait((None, run_on_thread))
 
-    #: loads one job takes at most (later ones wait for the next job)
-    _MAX_LOADS: Final = 256
-
-    def _loads_done(
-        self, loads: list[tuple[str, asyncio.Future[Any]]], outcomes: list[Any]
-    ) -> None:
+    def _loads_done(self, loads: list[tuple[str, _OnLoaded]], outcomes: list[Any]) -> None:
         self._loading = False
-        for (_, future), outcome in zip(loads, outcomes, strict=True):
-            if future.done():  # the loader was cancelled
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
+        for (stream_id, on_loaded), outcome in zip(loads, outcomes, strict=True):
+            result: Latest | BaseException
+            if isinstance(outcome, sqlite3.Error):
+                result = StoreError(f"reading {str(self.path)!r} failed: {outcome}")
+                result.__cause__ = outcome
+            elif isinstance(outcome, BaseException):
+                result = outcome
             else:
-                future.set_result(outcome)
-        if self._loads:
+                try:
+                    result = self._latest(stream_id, *outcome)
+                except Exception as exc:  # a stored value that no longer decodes
+                    result = exc
+            try:
+                on_loaded(result)
+            except Exception:  # the other loaders must still hear back
+                logger.exception("a load's callback failed", extra={"stream_id": stream_id})
+        if self._loads and not self._loading:
             self._start_loads()
 
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
