@@ -137,28 +137,40 @@ class Supervisor:
 Latest = tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]
 
 
-class ActivationSlots:
-    """How many activation loads may run at once (``max_activations``).
+class Slots:
+    """A count of places (activation loads at once, actors in memory), taken in turn.
 
     A semaphore that can also be taken without waiting (:meth:`try_take`), so that an actor
-    whose load need not wait starts it from a callback, with no task.
+    that need not wait goes on from a callback, with no task; and one that counts the places
+    taken. ``count=None`` is no limit.
     """
 
-    __slots__ = ("_free", "_waiters")
+    __slots__ = ("_free", "_waiters", "taken")
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int | None) -> None:
         self._free = count
         self._waiters: deque[asyncio.Future[None]] = deque()
+        #: places taken now
+        self.taken = 0
+
+    @property
+    def waiting(self) -> bool:
+        """Whether someone waits for a place."""
+        return bool(self._waiters)
 
     def try_take(self) -> bool:
-        """Take a slot if one is free and nobody waits for one; return whether it was."""
-        if self._free > 0 and not self._waiters:
+        """Take a place if one is free and nobody waits for one; return whether it was."""
+        if self._waiters:
+            return False
+        if self._free is not None:
+            if self._free <= 0:
+                return False
             self._free -= 1
-            return True
-        return False
+        self.taken += 1
+        return True
 
     async def take(self) -> None:
-        """Take a slot, waiting in turn for one."""
+        """Take a place, waiting in turn for one."""
         if self.try_take():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -171,13 +183,15 @@ class ActivationSlots:
             raise
 
     def give_back(self) -> None:
-        """Return a slot: to the first waiter still waiting, else to the free ones."""
+        """Return a place: to the first waiter still waiting, else to the free ones."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(None)  # the place passes on: still taken
                 return
-        self._free += 1
+        self.taken -= 1
+        if self._free is not None:
+            self._free += 1
 
 
 @attrs.define(slots=True, eq=False)
@@ -192,7 +206,7 @@ class ActorContext:
     max_batch: int
     max_conflict_retries: int
     #: limits loads running at once (a burst to many cold aggregates must not stampede)
-    activation_slots: ActivationSlots
+    activation_slots: Slots
     #: seconds a load may take (None: no limit)
     activation_timeout: float | None
     #: remembers aggregates whose loads keep failing

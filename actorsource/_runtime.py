@@ -21,11 +21,11 @@ import attrs
 from ._actor import (
     COMMAND,
     GET_STATE,
-    ActivationSlots,
     Actor,
     ActorContext,
     Counters,
     Message,
+    Slots,
     Supervisor,
 )
 from ._aggregate import Aggregate, decider_of
@@ -235,7 +235,7 @@ class Runtime:
             mailbox_size=mailbox_size,
             max_batch=max_batch,
             max_conflict_retries=max_conflict_retries,
-            activation_slots=ActivationSlots(max_activations),
+            activation_slots=Slots(max_activations),
             activation_timeout=activation_timeout,
             supervisor=Supervisor(),
             load_latest=_latest_loader(store),
@@ -259,8 +259,8 @@ class Runtime:
         self._actors_high = 0  # the most actors held since the maps were last compacted
         #: loaded actors with no task and an empty mailbox, least recently used first
         self._idle: OrderedDict[str, Actor] = OrderedDict()
-        self._active = 0
-        self._admission: deque[asyncio.Future[None]] = deque()
+        #: places of actors in memory (max_active): taken by an admitted actor
+        self._admission = Slots(max_active)
         self._tasks: set[asyncio.Task[None]] = set()
         #: actors with messages to drain on the next loop step (see _schedule)
         self._ready: deque[Actor] = deque()
@@ -280,7 +280,7 @@ class Runtime:
         self._projections: dict[str, _ProjectionEntry] = {}
 
     def __repr__(self) -> str:
-        return f"<Runtime {self._state.value} store={self.store!r} active={self._active}>"
+        return f"<Runtime {self._state.value} store={self.store!r} active={self._admission.taken}>"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -846,28 +846,21 @@ class Runtime:
     def _try_admit(self, actor: Actor) -> bool:
         """Admit the actor if it need not wait (under ``max_active``, or an idle actor makes
         room); return whether it was."""
-        limit = self.max_active
-        if limit is not None and self._active >= limit:
-            if not self._idle:
+        admission = self._admission
+        if not admission.try_take():
+            if not self._idle or admission.waiting:
                 return False
             _, victim = next(iter(self._idle.items()))
-            self._passivate(victim)
-        self._active += 1
+            self._passivate(victim)  # gives its place back
+            if not admission.try_take():
+                return False
         actor.admitted = True
         return True
 
     async def _admit(self, actor: Actor) -> None:
-        if self._try_admit(actor):
-            return
-        # every active actor is busy: wait for one to go idle and hand us its place
-        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._admission.append(ticket)
-        try:
-            await ticket
-        except BaseException:
-            if ticket.done() and not ticket.cancelled():
-                self._release_slot()
-            raise
+        if not self._try_admit(actor):
+            # every active actor is busy: wait for one to go idle and hand us its place
+            await self._admission.take()
         actor.admitted = True
 
     def _on_idle(self, actor: Actor) -> None:
@@ -878,7 +871,7 @@ class Runtime:
         self._busy -= 1
         if not self._busy:
             self._all_idle.set()
-        if not actor.loaded or self._state is not RuntimeState.OPEN or self._admission:
+        if not actor.loaded or self._state is not RuntimeState.OPEN or self._admission.waiting:
             self._passivate(actor)
             return
         if not self._track_idle:
@@ -903,7 +896,7 @@ class Runtime:
                 if self.metrics is not None:
                     self.metrics.add(PASSIVATIONS, 1, {"category": actor.decider.name})
             actor.unload()
-            self._release_slot()
+            self._admission.give_back()
 
     def _compact(self) -> None:
         # Python dicts never shrink when keys are deleted: after a mass passivation the tables
@@ -911,14 +904,6 @@ class Runtime:
         self._actors = dict(self._actors)
         self._idle = OrderedDict(self._idle)
         self._actors_high = len(self._actors)
-
-    def _release_slot(self) -> None:
-        while self._admission:
-            ticket = self._admission.popleft()
-            if not ticket.done():
-                ticket.set_result(None)  # the place passes to the waiting actor
-                return
-        self._active -= 1
 
     async def _run_timer(self) -> None:
         with self._timer_scope:
@@ -1028,7 +1013,7 @@ class Runtime:
         """Return an immutable copy of this runtime's counters."""
         c = self._counters
         return RuntimeStatistics(
-            active_actors=self._active,
+            active_actors=self._admission.taken,
             activations=c.activations,
             passivations=c.passivations,
             commands_processed=c.commands_processed,
