@@ -3,10 +3,12 @@
 An idle actor owns no task: it is its state, its version and an empty deque (PERF_NOTES: most of
 an idle actor's memory would otherwise be a task parked on a queue). A message to an idle actor
 schedules :meth:`Actor.drain` on the event loop. Draining is synchronous: it decides a batch of
-commands and hands their events to the store, whose future calls the actor back at commit
-(:meth:`Actor._appended`), which replies and drains on. Only the steps that truly wait
-(loading from the store, admission under ``max_active``, conflict backoff) run as short tasks.
-This keeps the per-command cost to a few callbacks: no task, no coroutine chain per command.
+commands and hands their events to the store, which calls the actor back at commit
+(:meth:`Actor._appended`), which replies and drains on. Loading is a callback too when nothing
+has to wait (:meth:`Actor._load_at_once`). Only the steps that truly wait (admission under
+``max_active``, a full set of activation slots, an activation timeout, conflict backoff, stores
+without callback calls) run as short tasks. This keeps the per-command cost to a few
+callbacks: no task, no coroutine chain per command.
 
 Per batch of commands: decide each against the evolving state, encode and apply the new events
 ("validate before storing"), append all of them with one expected-version check, then reply.
