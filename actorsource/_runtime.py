@@ -265,6 +265,8 @@ class Runtime:
         #: actors with messages to drain on the next loop step (see _schedule)
         self._ready: deque[Actor] = deque()
         self._ready_scheduled = False
+        #: actors are draining now (a message sent meanwhile waits for the next step)
+        self._draining = False
         #: actors with work scheduled or under way; leaving the context waits for zero
         self._busy = 0
         self._all_idle = asyncio.Event()
@@ -773,6 +775,22 @@ class Runtime:
             self._idle.pop(actor.stream_id, None)
             self._schedule(actor)
 
+    def _drain_now(self, actor: Actor, message: Message) -> None:
+        """Give an idle actor a message and drain it at once, in a context of its own (not the
+        sender's context variables), as one burst of writes."""
+        actor.mailbox.append(message)
+        actor.running = True
+        self._busy += 1
+        self._idle.pop(actor.stream_id, None)
+        self._draining = True
+        try:
+            with self._context.burst():
+                contextvars.Context().run(actor.drain)
+        except Exception:  # the actor crashed, logged, and failed its callers
+            pass
+        finally:
+            self._draining = False
+
     def _schedule(self, actor: Actor) -> None:
         """Drain ``actor`` on the next loop step, so that messages sent meanwhile join its batch.
 
@@ -788,7 +806,7 @@ class Runtime:
         self._ready_scheduled = False
         ready = self._ready
         # the appends of all these actors go to the writer together, as soon as they are made
-        with self._context.burst():
+        with self._context.burst(), _Draining(self):
             # only those ready now: actors made ready while draining wait for the next step
             for _ in range(len(ready)):
                 actor = ready.popleft()
@@ -797,14 +815,23 @@ class Runtime:
                 except Exception:  # the actor crashed, logged, and failed its callers; go on
                     continue
 
-    def _send(self, ref: AggregateRef[Any], message: Message) -> asyncio.Future[None] | None:
+    def _send(
+        self, ref: AggregateRef[Any], message: Message, *, waiting: bool = False
+    ) -> asyncio.Future[None] | None:
         """Enqueue a message; if the mailbox is full, return a future to await for room.
 
         Not a coroutine: the common case (room in the mailbox) costs no coroutine object.
+
+        :param waiting: the sender waits for the outcome (``ask``): an idle actor then takes
+            the message in the sender's step, not on the next loop step (nothing could join its
+            batch meanwhile that the sender would not wait for anyway)
         """
         actor = self._actor_for(ref)
         if len(actor.mailbox) < self._context.mailbox_size and not actor.overflow:
-            self._enqueue(actor, message)
+            if waiting and not actor.running and not self._draining:
+                self._drain_now(actor, message)
+            else:
+                self._enqueue(actor, message)
             return None
         # full: wait for room, in arrival order, behind the senders already waiting
         entered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -1070,6 +1097,21 @@ def _data_reader(
     return from_records
 
 
+class _Draining:
+    """Marks a runtime as draining actors (see Runtime._send)."""
+
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def __enter__(self) -> None:
+        self._runtime._draining = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._runtime._draining = False
+
+
 def _no_burst() -> contextlib.AbstractContextManager[None]:
     """The burst of a store without bursts: nothing to wait for."""
     return contextlib.nullcontext()
@@ -1233,9 +1275,13 @@ class AggregateRef(Generic[S]):
         try:
             if limit is None:
                 # _deliver inlined: one coroutine fewer alive per waiting ask
-                waiting = self._runtime._send(self, message)
+                waiting = self._runtime._send(self, message, waiting=True)
                 if waiting is not None:
                     await waiting
+                elif future.done():
+                    # answered in this step (a rejection): still let other tasks run, as an
+                    # await on the runtime always does
+                    await asyncio.sleep(0)
                 return await future
             with anyio.move_on_after(limit):
                 return await self._deliver(message, future)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from functools import partial
 from pathlib import Path
@@ -965,3 +966,65 @@ async def test_shutdown_within_the_deadline_processes_everything(tmp_path: Path)
             runtime.ref(Account, f"a{n % 5}").tell_nowait(Deposit(1))
     async with SQLiteEventStore(path) as store:
         assert len(await all_events(store)) == 50
+
+
+# -- asks to idle actors are decided in the sender's step -------------------------------------
+
+_CALLER_VALUE: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="unset")
+
+
+@attrs.frozen
+class Peek:
+    pass
+
+
+@attrs.frozen
+class Peeked:
+    seen: str
+
+
+@attrs.define
+class ContextPeeker(Aggregate):
+    seen: list[str] = attrs.Factory(list)
+
+    @command
+    def peek(self, cmd: Peek) -> Peeked:
+        return Peeked(_CALLER_VALUE.get())
+
+    @apply
+    def peeked(self, event: Peeked) -> None:
+        self.seen.append(event.seen)
+
+
+async def test_command_handlers_never_see_the_callers_context_variables(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(ContextPeeker, "p")
+        token = _CALLER_VALUE.set("the caller's")
+        try:
+            await ref.ask(Peek())  # cold: activates first
+            await ref.ask(Peek())  # warm and idle: decided in the sender's step
+        finally:
+            _CALLER_VALUE.reset(token)
+        assert (await ref.state()).seen == ["unset", "unset"]
+
+
+async def test_a_caller_whose_asks_are_all_rejected_still_lets_other_tasks_run(
+    store: EventStore,
+) -> None:
+    other_ran = anyio.Event()
+
+    async def other() -> None:
+        other_ran.set()
+
+    async with Runtime(store) as runtime, anyio.create_task_group() as tg:
+        ref = runtime.ref(Account, "a")
+        await ref.ask(Deposit(1))  # loaded and idle: later asks are answered in their step
+        tg.start_soon(other)
+        for _ in range(20):
+            with pytest.raises(Rejected):
+                await ref.ask(Deposit(0))
+            if other_ran.is_set():
+                break
+        assert other_ran.is_set()
