@@ -963,7 +963,8 @@ class SQLiteEventStore(StoreLifecycle):
         if not self._loading:
             self._start_loads()
 
-    def _latest(self, stream_id: str, snapshot_row: Any, rows: list[Any]) -> Latest:
+    def _latest_result(self, stream_id: str, snapshot_row: Any, rows: list[Any]) -> Latest:
+        """Turn the rows a load read into what load_latest returns (on the loop)."""
         snapshot = None
         if snapshot_row is not None:
             version, schema_version, state, recorded_at = snapshot_row
@@ -1019,7 +1020,7 @@ class SQLiteEventStore(StoreLifecycle):
                 result = outcome
             else:
                 try:
-                    result = self._latest(stream_id, *outcome)
+                    result = self._latest_result(stream_id, *outcome)
                 except Exception as exc:  # a stored value that no longer decodes
                     result = exc
             try:
