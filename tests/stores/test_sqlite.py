@@ -362,6 +362,26 @@ async def test_heads_of_unknown_streams_are_checked_by_the_insert_itself(
     )
 
 
+async def test_several_events_to_an_unknown_stream_are_checked_against_its_head_before_the_insert(
+    db_path: Path, writer_statements: list[list[str]]
+) -> None:
+    async with SQLiteEventStore(db_path) as other:
+        await other.append("s", 0, [event()])
+    writer_statements.clear()
+    async with SQLiteEventStore(db_path) as store:  # knows no head
+        result = await store.append("s", 1, [event({"i": i}) for i in range(3)])
+        stored = await collect(store.read_stream("s"))
+
+    # every row's check saw the head from before the statement, not the rows it inserted
+    assert writer_statements == [["INSERT"]]
+    assert (result.version, result.first_position) == (4, 2)
+    assert [(e.version, e.position, e.data) for e in stored[1:]] == [
+        (2, 2, {"i": 0}),
+        (3, 3, {"i": 1}),
+        (4, 4, {"i": 2}),
+    ]
+
+
 async def test_an_unknown_stream_behind_the_expected_version_is_refused_with_no_gap(
     db_path: Path,
 ) -> None:
