@@ -267,6 +267,7 @@ class Runtime:
         self._ready_scheduled = False
         #: actors are draining now (a message sent meanwhile waits for the next step)
         self._draining = False
+        self._drain_scope = _Draining(self)
         #: actors with work scheduled or under way; leaving the context waits for zero
         self._busy = 0
         self._all_idle = asyncio.Event()
@@ -770,26 +771,25 @@ class Runtime:
     def _enqueue(self, actor: Actor, message: Message) -> None:
         actor.mailbox.append(message)
         if not actor.running:
-            actor.running = True
-            self._busy += 1
-            self._idle.pop(actor.stream_id, None)
+            self._mark_running(actor)
             self._schedule(actor)
+
+    def _mark_running(self, actor: Actor) -> None:
+        """Count an idle actor as busy (it has a message to drain) and no longer idle."""
+        actor.running = True
+        self._busy += 1
+        self._idle.pop(actor.stream_id, None)
 
     def _drain_now(self, actor: Actor, message: Message) -> None:
         """Give an idle actor a message and drain it at once, in a context of its own (not the
         sender's context variables), as one burst of writes."""
         actor.mailbox.append(message)
-        actor.running = True
-        self._busy += 1
-        self._idle.pop(actor.stream_id, None)
-        self._draining = True
+        self._mark_running(actor)
         try:
-            with self._context.burst():
+            with self._context.burst(), self._drain_scope:
                 contextvars.Context().run(actor.drain)
         except Exception:  # the actor crashed, logged, and failed its callers
             pass
-        finally:
-            self._draining = False
 
     def _schedule(self, actor: Actor) -> None:
         """Drain ``actor`` on the next loop step, so that messages sent meanwhile join its batch.
@@ -806,7 +806,7 @@ class Runtime:
         self._ready_scheduled = False
         ready = self._ready
         # the appends of all these actors go to the writer together, as soon as they are made
-        with self._context.burst(), _Draining(self):
+        with self._context.burst(), self._drain_scope:
             # only those ready now: actors made ready while draining wait for the next step
             for _ in range(len(ready)):
                 actor = ready.popleft()
