@@ -39,7 +39,6 @@ from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownCommandError as UnknownCommandError
-from ._gc import tune_gc as tune_gc
 from ._metrics import Metrics as Metrics
 from ._metrics import RecordingMetrics as RecordingMetrics
 from ._projection import Projection as Projection
@@ -59,6 +58,8 @@ from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeState as RuntimeState
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._tracing import caused_by as caused_by
+from ._tuning import tune_gc as tune_gc
+from ._tuning import tune_switch_interval as tune_switch_interval
 from .stores._base import EventStore as EventStore
 from .stores._base import TransactionalStore as TransactionalStore
 from .stores._subscription import subscribe as subscribe
@@ -113,6 +114,7 @@ __all__ = [
     "handle",
     "subscribe",
     "tune_gc",
+    "tune_switch_interval",
 ]
 
 __version__ = "0.1.0"

@@ -40,9 +40,10 @@ from . import (
     apply,
     command,
     tune_gc,
+    tune_switch_interval,
 )
-from ._gc import DEFAULT_GEN0_THRESHOLD
 from ._ids import new_event_id
+from ._tuning import DEFAULT_GEN0_THRESHOLD, DEFAULT_SWITCH_INTERVAL
 from .stores.postgres import drop_schema, redact_dsn, server_facts
 
 Result = dict[str, Any]
@@ -613,6 +614,7 @@ async def run_suite(
     peer: bool = True,
     postgres_dsn: str | None = None,
     gc_tuned: bool = False,
+    switch_tuned: bool = False,
 ) -> Result:
     """Run the chosen workloads and their baselines; return every number measured.
 
@@ -620,6 +622,7 @@ async def run_suite(
         database (dropped afterwards); the SQLite baselines are not run then
     :param gc_tuned: run everything (workloads and baselines alike) after :func:`tune_gc`,
         as a service that calls it at startup would; the collector is restored afterwards
+    :param switch_tuned: the same with :func:`tune_switch_interval` (restored afterwards)
     """
     results: Result = {
         "machine": await postgres_machine(postgres_dsn) if postgres_dsn else machine(),
@@ -631,7 +634,13 @@ async def run_suite(
         if gc_tuned
         else "default thresholds {}, {}, {}".format(*gc.get_threshold())
     )
+    results["machine"]["switch_interval"] = (
+        f"tuned (tune_switch_interval: {DEFAULT_SWITCH_INTERVAL * 1000:g} ms)"
+        if switch_tuned
+        else f"{sys.getswitchinterval() * 1000:g} ms"
+    )
     previous = tune_gc() if gc_tuned else None
+    previous_interval = tune_switch_interval() if switch_tuned else None
     try:
         await _run_suite(
             results, workloads, sizes, progress, directory, peer=peer, postgres_dsn=postgres_dsn
@@ -640,6 +649,8 @@ async def run_suite(
         if previous is not None:
             gc.unfreeze()
             gc.set_threshold(*previous)
+        if previous_interval is not None:
+            sys.setswitchinterval(previous_interval)
     results["ratios"] = ratios(results)
     return results
 
@@ -770,7 +781,7 @@ def format_table(results: Result) -> str:
     store = m["store"] if m.get("store", "SQLite") != "SQLite" else f"SQLite {m['sqlite']}"
     lines = [
         f"actorsource bench: {m['cpus']} CPUs, Python {m['python']}, {store}, {m['durability']}",
-        f"garbage collector: {m['gc']}",
+        f"garbage collector: {m['gc']}; switch interval: {m['switch_interval']}",
         "",
         f"{'workload':<22}{'commands/s':>12}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'p99.9 ms':>10}",

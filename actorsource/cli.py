@@ -39,6 +39,12 @@ def parser() -> argparse.ArgumentParser:
         "(the baselines too)",
     )
     run.add_argument(
+        "--tune-switch-interval",
+        action="store_true",
+        help="run after actorsource.tune_switch_interval(), as a service that calls it at "
+        "startup would (the baselines too)",
+    )
+    run.add_argument(
         "--store",
         default="sqlite",
         metavar="sqlite|DSN",
@@ -75,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     peer=not args.no_peer,
                     postgres_dsn=postgres_dsn,
                     gc_tuned=args.tune_gc,
+                    switch_tuned=args.tune_switch_interval,
                 )
             )
         except Exception as exc:

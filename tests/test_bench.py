@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,22 @@ def test_cli_bench_with_tune_gc_says_so_and_restores_the_collector(
     assert "garbage collector: tuned" in capsys.readouterr().out
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_cli_bench_with_tune_switch_interval_says_so_and_restores_the_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sys.getswitchinterval()
+    status = main(
+        [
+            "bench",
+            *("--quick", "--no-peer", "-w", "W1", "--tune-switch-interval"),
+            *("--dir", str(tmp_path)),
+        ]
+    )
+    assert status == 0
+    assert "switch interval: tuned (tune_switch_interval: 1 ms)" in capsys.readouterr().out
+    assert sys.getswitchinterval() == before
 
 
 def test_percentile_uses_the_nearest_rank() -> None:

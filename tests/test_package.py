@@ -30,7 +30,7 @@ LAYERS = {
     "testing": 6,
     "otel": 6,
     "_metrics": 1,
-    "_gc": 0,
+    "_tuning": 0,
 }
 
 
