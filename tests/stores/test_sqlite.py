@@ -341,6 +341,34 @@ async def test_a_batch_of_appends_to_known_heads_is_one_insert_statement(
         assert (first.version, second.version) == (2, 3)
 
 
+def test_all_at_once_statements_come_in_few_sizes_and_pad_at_most_63_rows() -> None:
+    sizes = {sqlite_module._statement_rows(rows) for rows in range(1, 1025)}
+    # each size stays compiled in the connection's statement cache (128 statements)
+    assert len(sizes) <= 24
+    for rows in range(1, 1025):
+        size = sqlite_module._statement_rows(rows)
+        assert rows <= size <= 1024
+        assert size - rows < 64
+
+
+async def test_a_batch_of_a_size_between_statement_sizes_stores_every_row_in_order(
+    db_path: Path, writer_statements: list[list[str]]
+) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        await append_concurrently(store, [(f"s-{n}", 0, [event()]) for n in range(100)])
+        writer_statements.clear()
+        # 100 appends of one event: the 128-row statement with 28 rows of padding
+        outcomes = await append_concurrently(store, [(f"s-{n}", 1, [event()]) for n in range(100)])
+        stored = await collect(store.read_all(101))
+
+    assert writer_statements == [["INSERT"]]
+    assert sorted(o.first_position for o in outcomes if isinstance(o, AppendResult)) == list(
+        range(101, 201)
+    )
+    assert [e.position for e in stored] == list(range(101, 201))
+    assert {(e.stream_id, e.version) for e in stored} == {(f"s-{n}", 2) for n in range(100)}
+
+
 async def test_heads_of_unknown_streams_are_checked_by_the_insert_itself(
     db_path: Path, writer_statements: list[list[str]]
 ) -> None:
