@@ -1120,9 +1120,11 @@ def _commit_batch(
     after the batch. Raises if the transaction fails as a whole; then nothing of the batch is
     stored.
     """
+    if inline is None and not conn.in_transaction:
+        done = _all_at_once(conn, batch, known_heads, now, now_text)
+        if done is not None:
+            return done
     commit = _BatchCommit(conn, known_heads, now=now, now_text=now_text, inline=inline)
-    if commit.all_at_once(batch):
-        return commit.results, commit.heads, commit.position - 1
     conn.execute("BEGIN IMMEDIATE")
     try:
         commit.position = (
@@ -1215,6 +1217,79 @@ def _chunks(rows: int) -> list[int]:
     return sizes
 
 
+def _all_at_once(
+    conn: sqlite3.Connection,
+    batch: list[_Op],
+    known_heads: dict[str, int],
+    now: datetime,
+    now_text: str,
+) -> tuple[list[Any], dict[str, int], int] | None:
+    """Commit a batch of appends that all expect the heads known, with one statement in
+    SQLite's autocommit mode; return what :func:`_commit_batch` returns, or None (having
+    stored nothing) if it cannot.
+
+    The statement is the whole transaction: it takes the write lock, checks the heads the
+    writer does not know, gives the positions (``max + 1`` on), inserts, and commits, in one
+    release of the GIL and one fsync. A refusal by a constraint (or a check) rolls it back, and
+    the batch then goes the general way, which finds out which append failed and why.
+
+    One pass over the batch, and no object for the general way: with one caller asking in
+    sequence, every batch is one append, and this is the writer's Python while the caller
+    waits.
+    """
+    max_rows = min(
+        conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _ALL_AT_ONCE_COLUMNS,
+        _MAX_ROWS_AT_ONCE,
+    )
+    planned: list[tuple[int, int]] = []  # per append: its new version, its first offset
+    after: dict[str, int] = {}  # the heads once the batch is stored
+    unknown: dict[str, int] | None = None  # streams whose head the statement checks
+    params: list[Any] = []
+    offset = 0
+    for op in batch:
+        if type(op) is not _Append:
+            return None
+        version = op.expected_version
+        if version is None:
+            return None
+        stream_id = op.stream_id
+        check = None
+        head = after.get(stream_id)
+        if head is None:
+            head = known_heads.get(stream_id)
+            if head is None:  # not known: take the expected one, the statement checks it
+                if unknown is None:
+                    unknown = {}
+                head = unknown[stream_id] = version
+        if head != version:
+            return None
+        if unknown is not None:
+            check = unknown.get(stream_id)
+        first = offset
+        for kind, data, meta, event_id in op.rows:
+            offset += 1
+            version += 1
+            params += (offset, stream_id, version, kind, data, meta, event_id, now_text, check)
+        if offset > max_rows:
+            return None
+        planned.append((version, first))
+        after[stream_id] = version
+    if not offset:
+        return None
+    size = _statement_rows(offset)
+    if size > max_rows:
+        return None
+    params += (None,) * ((size - offset) * _ALL_AT_ONCE_COLUMNS)
+    try:
+        cursor = conn.execute(_insert_all_sql(size), params)
+    except sqlite3.IntegrityError:
+        return None
+    # rows go in as listed: the last one took position base + offset
+    base = cast(int, cursor.lastrowid) - offset
+    results: list[Any] = [AppendResult(v, base + first + 1, now) for v, first in planned]
+    return results, after, base + offset
+
+
 class _BatchCommit:
     """The ops of one batch, inside the writer's transaction, on the connection's thread.
 
@@ -1274,68 +1349,6 @@ class _BatchCommit:
         self.run_results_from = 0
         #: the heads before the run, to restore if it falls back (None: not in ``heads``)
         self.run_saved_heads: dict[str, int | None] = {}
-
-    def all_at_once(self, batch: list[_Op]) -> bool:
-        """Commit a batch of appends that all expect the heads known, with one statement in
-        SQLite's autocommit mode; return False (having stored nothing) if it cannot.
-
-        The statement is the whole transaction: it takes the write lock, checks the heads the
-        writer does not know, gives the positions (``max + 1`` on), inserts, and commits, in one
-        release of the GIL and one fsync. A refusal by a constraint (or a check) rolls it back,
-        and the batch then goes the general way, which finds out which append failed and why.
-        """
-        conn = self.conn
-        if self.inline or conn.in_transaction:
-            return False
-        if any(type(op) is not _Append for op in batch):
-            return False
-        appends = cast(list[_Append], batch)
-        if any(op.expected_version is None for op in appends):
-            return False
-        rows = sum(len(op.rows) for op in appends)
-        size = _statement_rows(rows)
-        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _ALL_AT_ONCE_COLUMNS
-        if not rows or size > min(limit, _MAX_ROWS_AT_ONCE):
-            return False
-        heads, known_heads = self.heads, self.known_heads
-        planned: list[tuple[int, int]] = []  # per append: its new version, its first offset
-        after: dict[str, int] = {}  # the heads once the batch is stored
-        unknown: dict[str, int] = {}  # streams whose head the statement checks: that head
-        params: list[Any] = []
-        now_text = self.now_text
-        offset = 0
-        for op in appends:
-            stream_id, version = op.stream_id, op.expected_version
-            assert version is not None  # checked above
-            head = after.get(stream_id)
-            if head is None:
-                head = heads.get(stream_id)
-                if head is None:
-                    head = known_heads.get(stream_id)
-                    if head is None:  # not known: take the expected one, the statement checks
-                        head = unknown[stream_id] = version
-            if head != version:
-                return False
-            check = unknown.get(stream_id)
-            first = offset
-            for kind, data, meta, event_id in op.rows:
-                offset += 1
-                version += 1
-                params += (offset, stream_id, version, kind, data, meta, event_id, now_text, check)
-            planned.append((version, first))
-            after[stream_id] = version
-        params += (None,) * ((size - offset) * _ALL_AT_ONCE_COLUMNS)
-        try:
-            cursor = conn.execute(_insert_all_sql(size), params)
-        except sqlite3.IntegrityError:
-            return False
-        heads.update(after)
-        # rows go in as listed: the last one took position base + offset
-        base = cast(int, cursor.lastrowid) - offset
-        now = self.now
-        self.results = [AppendResult(version, base + first + 1, now) for version, first in planned]
-        self.position = base + offset + 1
-        return True
 
     def run(self, batch: list[_Op]) -> None:
         """Carry out every op of the batch, in order."""
