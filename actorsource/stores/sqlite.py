@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import sqlite3
@@ -670,7 +671,9 @@ class SQLiteEventStore(StoreLifecycle):
             known[stream_id] = version
         excess = len(known) - self._known_heads_limit
         if excess > 0:
-            for stream_id in list(known)[:excess]:
+            # the oldest first; islice, not list(known): once the limit is reached every batch
+            # evicts, and copying all 100,000 keys a batch would cost more than the batch
+            for stream_id in list(itertools.islice(known, excess)):
                 del known[stream_id]
 
     # -- reading ---------------------------------------------------------------------------

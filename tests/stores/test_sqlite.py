@@ -369,6 +369,23 @@ async def test_a_batch_of_a_size_between_statement_sizes_stores_every_row_in_ord
     assert {(e.stream_id, e.version) for e in stored} == {(f"s-{n}", 2) for n in range(100)}
 
 
+async def test_the_writer_remembers_only_the_newest_heads_and_still_checks_the_forgotten(
+    db_path: Path,
+) -> None:
+    async with SQLiteEventStore(db_path, known_heads=3) as store:
+        for n in range(10):
+            await store.append(f"s-{n}", 0, [event()])
+        # the three streams written last are remembered, oldest forgotten first
+        assert list(store._heads) == ["s-7", "s-8", "s-9"]
+        # a forgotten head is checked by the statement: a stale version still fails
+        with pytest.raises(ConcurrencyError) as caught:
+            await store.append("s-0", 0, [event()])
+        assert (caught.value.expected_version, caught.value.actual_version) == (0, 1)
+        result = await store.append("s-0", 1, [event()])
+        assert result.version == 2
+        assert len(store._heads) == 3
+
+
 async def test_heads_of_unknown_streams_are_checked_by_the_insert_itself(
     db_path: Path, writer_statements: list[list[str]]
 ) -> None:
