@@ -921,6 +921,84 @@ async def test_concurrent_loads_share_reader_jobs_and_each_gets_its_own_stream(
         ]
 
 
+async def test_a_job_of_loads_reads_every_stream_with_one_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_stream_by_stream(*args: Any) -> Any:
+        raise sqlite3.OperationalError("read stream by stream")
+
+    async with SQLiteEventStore(tmp_path / "loads.db", read_page_size=4) as store:
+        await append_concurrently(
+            store,
+            [
+                (f"s-{n}", 0, [event({"n": n, "i": i}) for i in range(n % 6)])
+                for n in range(1, 40)
+                if n % 6  # the others are never written
+            ],
+        )
+        await store.save_snapshot(SnapshotRecord("s-5", 3, {"at": 3}, 2))
+        await store.save_snapshot(SnapshotRecord("s-5", 2, {"at": 2}, 1))
+        await store.append(
+            'we"ird\\type-1',
+            0,
+            [NewEvent(str(uuid.uuid4()), 'a "quoted"\ttype', {"x": [1, None]}, {})],
+        )
+        monkeypatch.setattr(sqlite_module, "_latest", no_stream_by_stream)
+        loaded: dict[str, Any] = {}
+
+        async def load(stream_id: str) -> None:
+            loaded[stream_id] = await store.load_latest(stream_id)
+
+        wanted = [f"s-{n}" for n in range(1, 40)] + ['we"ird\\type-1', "never-written"]
+        async with anyio.create_task_group() as tg:
+            for stream_id in wanted:
+                tg.start_soon(load, stream_id)
+
+    for n in range(1, 40):
+        snapshot, page, complete = loaded[f"s-{n}"]
+        if n == 5:  # the latest snapshot, and the events after it
+            assert snapshot == SnapshotRecord("s-5", 3, {"at": 3}, 2, snapshot.recorded_at)
+            assert [(v, d) for v, _, d in page] == [(4, {"n": 5, "i": 3}), (5, {"n": 5, "i": 4})]
+            assert complete
+            continue
+        assert snapshot is None
+        count = n % 6
+        # the first page only: at most read_page_size events, and whether more follow
+        assert [(v, t, d) for v, t, d in page] == [
+            (i + 1, "Deposited", {"n": n, "i": i}) for i in range(min(count, 4))
+        ]
+        assert complete == (count < 4)
+    assert loaded['we"ird\\type-1'][1] == [(1, 'a "quoted"\ttype', {"x": [1, None]})]
+    assert loaded["never-written"] == (None, [], True)
+
+
+async def test_a_stored_event_that_is_not_json_fails_only_the_load_of_its_stream(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "loads.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append("good", 0, [event()])
+        await store.append("bad", 0, [event()])
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE events SET data = '{broken' WHERE stream_id = 'bad'")
+    async with SQLiteEventStore(path) as store:
+        outcomes: dict[str, Any] = {}
+
+        async def load(stream_id: str) -> None:
+            try:
+                outcomes[stream_id] = await store.load_latest(stream_id)
+            except Exception as exc:
+                outcomes[stream_id] = exc
+
+        async with anyio.create_task_group() as tg:
+            for stream_id in ("warm-up", "good", "bad", "other"):
+                tg.start_soon(load, stream_id)
+
+    assert isinstance(outcomes["bad"], ValueError)
+    assert [version for version, _, _ in outcomes["good"][1]] == [1]
+    assert outcomes["other"] == (None, [], True)
+
+
 async def test_a_load_that_fails_fails_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -931,6 +1009,8 @@ async def test_a_load_that_fails_fails_alone(
             raise sqlite3.OperationalError("disk I/O error")
         return real_latest(conn, stream_id, page)
 
+    # the job's one statement could not be run (it then reads stream by stream)
+    monkeypatch.setattr(sqlite_module, "_latest_many", lambda *args: None)
     monkeypatch.setattr(sqlite_module, "_latest", latest_failing_for_bad)
     async with SQLiteEventStore(tmp_path / "loads.db") as store:
         await store.append("good", 0, [event()])
