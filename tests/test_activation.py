@@ -91,3 +91,18 @@ async def test_a_long_stream_loads_its_later_pages_and_a_bad_event_there_fails_c
             with pytest.raises(ActorFailedError) as caught:
                 await runtime.ref(Account, "bad").ask(Deposit(1))
     assert "'Account-bad'" in str(caught.value) and "version 8" in str(caught.value)
+
+
+async def test_an_aggregate_longer_than_a_load_jobs_page_replays_every_event(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    async with SQLiteEventStore(path) as store:
+        async with Runtime(store) as runtime:
+            ref = runtime.ref(Account, "long")
+            for amount in range(1, 301):  # more than the 128 events a load job reads
+                await ref.ask(Deposit(amount))
+        async with Runtime(store) as runtime:
+            state = await runtime.ref(Account, "long").state()
+            assert state.history == list(range(1, 301))
+            assert runtime.statistics().events_replayed == 300

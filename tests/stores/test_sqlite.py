@@ -972,6 +972,20 @@ async def test_a_job_of_loads_reads_every_stream_with_one_statement(
     assert loaded["never-written"] == (None, [], True)
 
 
+async def test_a_load_in_a_job_reads_128_events_and_says_more_follow(tmp_path: Path) -> None:
+    async with SQLiteEventStore(tmp_path / "loads.db") as store:
+        await store.append("long", 0, [event({"i": i}) for i in range(130)])
+        await store.append("short", 0, [event({"i": i}) for i in range(128)])
+        snapshot, page, complete = await store.load_latest("long")
+        assert snapshot is None and not complete
+        assert [(v, d) for v, _, d in page] == [(i + 1, {"i": i}) for i in range(128)]
+        rest = [row async for row in store.read_stream_data("long", 129)]
+        assert [v for v, _, _ in rest] == [129, 130]
+        # exactly 128: whether more follow is read as it is for a full page of read_page_size
+        _, page, complete = await store.load_latest("short")
+        assert len(page) == 128 and not complete
+
+
 async def test_a_stored_event_that_is_not_json_fails_only_the_load_of_its_stream(
     tmp_path: Path,
 ) -> None:
