@@ -112,13 +112,14 @@ def _compile(cls: type[A]) -> Decider[Any, Any, A]:
     known_commands = sorted(t.__name__ for t in commands)
 
     def decide(command: Any, state: A) -> Any:
-        handler = _lookup(commands, type(command))
+        # the table's own lookup first: _lookup caches what an MRO walk finds in it
+        handler = commands.get(type(command)) or _lookup(commands, type(command))
         if handler is None:
             raise UnknownCommandError(name, type(command).__name__, known_commands)
         return handler(state, command)
 
     def evolve(state: A, event: Any) -> A:
-        applier = _lookup(appliers, type(event))
+        applier = appliers.get(type(event)) or _lookup(appliers, type(event))
         if applier is None:
             msg = f"{cls.__qualname__} has no @apply handler for event type {type(event).__name__}"
             raise DefinitionError(msg)
