@@ -315,6 +315,23 @@ async def append_concurrently(
     return outcomes
 
 
+async def load_concurrently(store: SQLiteEventStore, stream_ids: list[str]) -> dict[str, Any]:
+    """Load these streams all at once (so that they share reader jobs); return each outcome:
+    what ``load_latest`` returned, or the exception it raised."""
+    outcomes: dict[str, Any] = {}
+
+    async def load(stream_id: str) -> None:
+        try:
+            outcomes[stream_id] = await store.load_latest(stream_id)
+        except Exception as exc:
+            outcomes[stream_id] = exc
+
+    async with anyio.create_task_group() as tg:
+        for stream_id in stream_ids:
+            tg.start_soon(load, stream_id)
+    return outcomes
+
+
 async def test_a_batch_of_appends_to_known_heads_is_one_insert_statement(
     db_path: Path, writer_statements: list[list[str]]
 ) -> None:
@@ -944,15 +961,8 @@ async def test_a_job_of_loads_reads_every_stream_with_one_statement(
             [NewEvent(str(uuid.uuid4()), 'a "quoted"\ttype', {"x": [1, None]}, {})],
         )
         monkeypatch.setattr(sqlite_module, "_latest", no_stream_by_stream)
-        loaded: dict[str, Any] = {}
-
-        async def load(stream_id: str) -> None:
-            loaded[stream_id] = await store.load_latest(stream_id)
-
         wanted = [f"s-{n}" for n in range(1, 40)] + ['we"ird\\type-1', "never-written"]
-        async with anyio.create_task_group() as tg:
-            for stream_id in wanted:
-                tg.start_soon(load, stream_id)
+        loaded = await load_concurrently(store, wanted)
 
     for n in range(1, 40):
         snapshot, page, complete = loaded[f"s-{n}"]
@@ -996,17 +1006,7 @@ async def test_a_stored_event_that_is_not_json_fails_only_the_load_of_its_stream
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE events SET data = '{broken' WHERE stream_id = 'bad'")
     async with SQLiteEventStore(path) as store:
-        outcomes: dict[str, Any] = {}
-
-        async def load(stream_id: str) -> None:
-            try:
-                outcomes[stream_id] = await store.load_latest(stream_id)
-            except Exception as exc:
-                outcomes[stream_id] = exc
-
-        async with anyio.create_task_group() as tg:
-            for stream_id in ("warm-up", "good", "bad", "other"):
-                tg.start_soon(load, stream_id)
+        outcomes = await load_concurrently(store, ["warm-up", "good", "bad", "other"])
 
     assert isinstance(outcomes["bad"], ValueError)
     assert [version for version, _, _ in outcomes["good"][1]] == [1]
@@ -1028,17 +1028,7 @@ async def test_a_load_that_fails_fails_alone(
     monkeypatch.setattr(sqlite_module, "_latest", latest_failing_for_bad)
     async with SQLiteEventStore(tmp_path / "loads.db") as store:
         await store.append("good", 0, [event()])
-        outcomes: dict[str, Any] = {}
-
-        async def load(stream_id: str) -> None:
-            try:
-                outcomes[stream_id] = await store.load_latest(stream_id)
-            except StoreError as exc:
-                outcomes[stream_id] = exc
-
-        async with anyio.create_task_group() as tg:
-            for stream_id in ("warm-up", "good", "bad", "other"):
-                tg.start_soon(load, stream_id)
+        outcomes = await load_concurrently(store, ["warm-up", "good", "bad", "other"])
 
     bad = outcomes["bad"]
     assert isinstance(bad, StoreError)
