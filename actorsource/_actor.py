@@ -277,7 +277,8 @@ class Actor:
         self.running = False
         self.idle_since = 0.0
         #: the batch whose append is in flight: (batch, outcome, start version, retries)
-        self.in_flight: tuple[list[Message], _BatchOutcome, int, int] | None = None
+        #: the decided batch whose append the store has not answered yet (at most one)
+        self.in_flight: _BatchOutcome | None = None
         #: explicit command id -> the events it recorded, oldest first (None until one comes)
         self.recent: dict[str, list[RecordedEvent[Any]]] | None = None
 
@@ -685,7 +686,9 @@ class Actor:
             return False
         start_version = self.version
         # at most one append is in flight per actor: keep its context here, not in a closure
-        self.in_flight = (batch, outcome, start_version, retries)
+        # (nor in a tuple: the outcome, made for the batch anyway, holds it)
+        outcome.batch, outcome.start_version, outcome.retries = batch, start_version, retries
+        self.in_flight = outcome
         try:
             self.context.append_then(
                 self.stream_id, start_version, outcome.new_events, self._appended
@@ -699,8 +702,9 @@ class Actor:
     def _appended(self, appended: AppendResult | BaseException) -> None:
         """The store's call back at commit (the result, or this append's error): reply, then
         drain on."""
-        assert self.in_flight is not None
-        batch, outcome, start_version, retries = self.in_flight
+        outcome = self.in_flight
+        assert outcome is not None
+        batch, start_version, retries = outcome.batch, outcome.start_version, outcome.retries
         self.in_flight = None
         try:
             if isinstance(appended, ConcurrencyError):
@@ -1055,7 +1059,16 @@ class Actor:
 class _BatchOutcome:
     """What deciding a batch produced (a plain slotted class: one is made per batch)."""
 
-    __slots__ = ("corrupted", "keyed", "new_events", "rest", "results")
+    __slots__ = (
+        "batch",
+        "corrupted",
+        "keyed",
+        "new_events",
+        "rest",
+        "results",
+        "retries",
+        "start_version",
+    )
 
     def __init__(self) -> None:
         #: per decided message: its events, () for no change, or the error to reply with
@@ -1067,6 +1080,11 @@ class _BatchOutcome:
         self.rest: list[Message] = _NO_MESSAGES
         #: explicit command ids decided in this batch -> their recorded events (once replied)
         self.keyed: dict[str, list[RecordedEvent[Any]]] | None = None
+        #: once its events are handed to the store: the messages decided (in order), the
+        #: version the append expects, and how often it was retried after a conflict
+        self.batch: list[Message] = _NO_MESSAGES
+        self.start_version = 0
+        self.retries = 0
 
 
 class _Repeat:

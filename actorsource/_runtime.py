@@ -387,7 +387,7 @@ class Runtime:
         for actor in list(self._actors.values()):
             if actor.in_flight is not None:
                 streams.append(actor.stream_id)
-                batch = actor.in_flight[0]
+                batch = actor.in_flight.batch
                 error = StoreError(
                     f"the runtime closed while an append to {actor.stream_id!r} was in flight; "
                     "the store did not answer in time, so the outcome is unknown"
