@@ -276,7 +276,6 @@ class Actor:
         self.admitted = False
         self.running = False
         self.idle_since = 0.0
-        #: the batch whose append is in flight: (batch, outcome, start version, retries)
         #: the decided batch whose append the store has not answered yet (at most one)
         self.in_flight: _BatchOutcome | None = None
         #: explicit command id -> the events it recorded, oldest first (None until one comes)
