@@ -515,6 +515,22 @@ def encode_json(value: JSONDict, what: str, event: NewEvent) -> str:
     return text
 
 
+def stored_event(row: Any, recorded_at: datetime) -> StoredEvent:
+    """The event of a row selected as ``stream_id, version, position, type, data, metadata,
+    event_id, ...`` (data and metadata as stored JSON text; the commit time given by the
+    caller, as each store keeps it its own way)."""
+    return StoredEvent(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        decode_json(row[4]),
+        decode_json(row[5]),
+        row[6],
+        recorded_at,
+    )
+
+
 def encode_snapshot_state(snapshot: SnapshotRecord) -> str:
     """Return a snapshot's state as JSON text; a state JSON cannot hold raises a CodecError."""
     try:

@@ -77,6 +77,7 @@ from ._base import (
     decode_json,
     encode_json,
     encode_snapshot_state,
+    stored_event,
 )
 
 logger = logging.getLogger("actorsource.stores.postgres")
@@ -1167,7 +1168,7 @@ class PostgresEventStore(StoreLifecycle):
         where += _time_range(start, end, params)
         sql = f"SELECT {_COLUMNS} FROM {self._sql.events} WHERE {where} ORDER BY version LIMIT "
         async for row in self._pages(sql, params, 1, key=1):
-            yield _stored(row)
+            yield stored_event(row, row[7])
 
     async def read_all(
         self,
@@ -1205,7 +1206,7 @@ class PostgresEventStore(StoreLifecycle):
             where += f" AND stream_id ^@ ANY(${len(params)}::text[])"
         sql = f"SELECT {_COLUMNS} FROM {self._sql.events} WHERE {where} ORDER BY position LIMIT "
         async for row in self._pages(sql, params, 0, key=2):
-            yield _stored(row)
+            yield stored_event(row, row[7])
 
     async def read_stream_data(
         self, stream_id: str, from_version: int = 1
@@ -1320,7 +1321,7 @@ class PostgresEventStore(StoreLifecycle):
         _check_no_nul("a stream id", stream_id)
         ids = check_command_ids(command_ids)
         rows = await self._fetch(self._sql.command_events, stream_id, ids)
-        return [_stored(row) for row in rows]
+        return [stored_event(row, row[7]) for row in rows]
 
     async def list_streams(self, category: str | None = None) -> list[StreamInfo]:
         """Return the streams with their versions (see :class:`EventStore`)."""
@@ -1491,16 +1492,3 @@ def _time_range(since: datetime | None, until: datetime | None, params: list[Any
         params.append(until)
         sql += f" AND recorded_at < ${len(params)}"
     return sql
-
-
-def _stored(row: Any) -> StoredEvent:
-    return StoredEvent(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        decode_json(row[4]),
-        decode_json(row[5]),
-        row[6],
-        row[7],
-    )

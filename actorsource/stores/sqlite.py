@@ -78,6 +78,7 @@ from ._base import (
     decode_json,
     encode_json,
     encode_snapshot_state,
+    stored_event,
     utc_now,
 )
 
@@ -1064,7 +1065,7 @@ class SQLiteEventStore(StoreLifecycle):
             raise StoreError(msg) from exc
 
     def _stored(self, row: Any) -> StoredEvent:
-        return _stored_event(row, self._time(row[7]))
+        return stored_event(row, self._time(row[7]))
 
     def _time(self, text: str) -> datetime:
         # events of one batch share one commit time: parse each distinct text once
@@ -1091,20 +1092,6 @@ def _time_range(since: datetime | None, until: datetime | None) -> tuple[str, tu
         sql += " AND recorded_at < ?"
         params += (end.isoformat(),)
     return sql, params
-
-
-def _stored_event(row: Any, recorded_at: datetime) -> StoredEvent:
-    """The event of a row selected as ``_COLUMNS`` (its commit time parsed by the caller)."""
-    return StoredEvent(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        decode_json(row[4]),
-        decode_json(row[5]),
-        row[6],
-        recorded_at,
-    )
 
 
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> int:
@@ -1675,7 +1662,7 @@ def _feed_inline(
     found = conn.execute("SELECT position FROM checkpoints WHERE name = ?", (name,)).fetchone()
     done = found[0] if found is not None else 0
     unseen = [
-        _stored_event(r, datetime.fromisoformat(r[7]))
+        stored_event(r, datetime.fromisoformat(r[7]))
         for r in conn.execute(
             f"SELECT {_COLUMNS} FROM events WHERE position > ? AND position < ? ORDER BY position",
             (done, first_new),
