@@ -7,7 +7,10 @@ Design (measured in ``shared/PERF_NOTES.md``):
   thread, so a batch costs a constant number of thread hops and one fsync however many appends
   it holds. The writer is callback-driven, not a task: a batch goes straight onto the thread's
   queue, and the thread calls back on the loop when it is done (two task switches fewer per
-  batch, which a sequential caller feels). A conflict fails only its append, never the batch:
+  batch, which a sequential caller feels). Under load the thread takes the writes queued during
+  its commit itself, as the next batch, so only an idle writer is handed a batch by the loop
+  (a handover costs a wait for the GIL: see :meth:`SQLiteEventStore._write_on_thread`).
+  A conflict fails only its append, never the batch:
   rows go in with few multi-row statements, and when a constraint refuses one, its appends are
   redone one at a time (each in a savepoint when it has several rows) to find the one at fault.
 - **Known heads.** The writer remembers the head version of the streams it wrote or checked.
@@ -42,10 +45,13 @@ import itertools
 import logging
 import os
 import sqlite3
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any, Final, Literal, cast
 
 import aiosqlite
@@ -272,15 +278,22 @@ class SQLiteEventStore(StoreLifecycle):
         self.cache_kib = cache_kib
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        #: the batch on the writer's thread now (None: the writer is idle)
-        self._committing: list[_Op] | None = None
+        #: held while the writer's thread owns a batch (taken on the loop to hand one over,
+        #: released on the thread when it finds nothing more queued: see _write_on_thread)
+        self._busy = threading.Lock()
         #: set whenever the writer has nothing pending or committing (close waits for it)
         self._drained = asyncio.Event()
         self._start_scheduled = False
         #: bursts under way (see burst()): writes wait for the last one to end
         self._bursts = 0
         self._burst = _Burst(self)
-        self._pending: list[_Op] = []
+        #: writes not yet taken into a batch: appended on the loop, taken (popleft) by whoever
+        #: holds _busy, the loop or the writer's thread (both deque calls are atomic)
+        self._queued: deque[_Op] = deque()
+        #: batches taken (by the holder of _busy) and answered (on the loop): close waits for
+        #: the answers, which reach the loop after the thread let go of _busy
+        self._batches_taken = 0
+        self._batches_answered = 0
         self._closing = False
         # stream id -> head version, as last written or checked by this store's writer
         self._heads: dict[str, int] = {}
@@ -442,7 +455,10 @@ class SQLiteEventStore(StoreLifecycle):
         # every write queued before close() is committed first (cancelling close() does not
         # cancel them: they are not tasks)
         while (
-            self._committing is not None or self._pending or self._start_scheduled
+            self._busy.locked()
+            or self._queued
+            or self._start_scheduled
+            or self._batches_taken != self._batches_answered
         ) and self._writer_alive():
             self._drained.clear()
             await self._drained.wait()
@@ -533,10 +549,11 @@ class SQLiteEventStore(StoreLifecycle):
             # nobody would ever answer the write
             msg = f"{self!r} cannot write: its writer thread has stopped; make a new store"
             raise StoreError(msg)
-        if not self._pending:
+        if not self._queued:
             self._pending_since = time.monotonic()
-        self._pending.append(op)
-        if self._committing is None and not self._start_scheduled and not self._bursts:
+        self._queued.append(op)
+        # a busy writer's thread takes what is queued when its batch is done
+        if not self._busy.locked() and not self._start_scheduled and not self._bursts:
             # on the next loop step, so that every write of a burst (all the appends this
             # step's callbacks make) goes into one transaction
             self._start_scheduled = True
@@ -554,7 +571,7 @@ class SQLiteEventStore(StoreLifecycle):
         return self._burst
 
     def _burst_ended(self) -> None:
-        if self._pending and self._committing is None and self._writer_alive():
+        if self._queued and not self._busy.locked() and self._writer_alive():
             self._start_batch()
 
     def writer_lag(self) -> float:
@@ -573,62 +590,109 @@ class SQLiteEventStore(StoreLifecycle):
         return time.monotonic() - min(since) if since else 0.0
 
     def _start_batch(self) -> None:
-        """Hand the pending writes (up to ``max_batch``) to the writer's thread as one batch.
+        """Hand the queued writes (up to ``max_batch``) to an idle writer's thread as one batch.
 
         No writer task: the batch goes straight onto the connection's thread queue, and the
         thread calls :meth:`_batch_done` back on the loop when the transaction is over. That
-        saves two task switches per batch, a visible share of one sequential append.
+        saves two task switches per batch, a visible share of one sequential append. A busy
+        thread needs no start: it takes the next batch itself (see :meth:`_write_on_thread`).
         """
         self._start_scheduled = False
         conn = self._writer
-        if self._committing is not None:
-            return  # the batch in commit starts the next one when it is done
-        if conn is None or not self._pending:
-            self._drained.set()
+        if conn is None or not self._queued:
+            if not self._busy.locked():
+                self._drained.set()
             return
-        batch = self._pending[: self.max_batch]
-        del self._pending[: self.max_batch]
-        self._committing = batch
-        self._committing_since = self._pending_since
-        self._pending_since = time.monotonic() if self._pending else None
+        if not self._busy.acquire(blocking=False):
+            return  # the thread is busy: it takes what is queued when its batch is done
+        batch = self._take()
         self._drained.clear()
-        now = utc_now()
         work = functools.partial(
-            _commit_batch,
-            conn._conn,
-            batch,
-            self._heads,
-            now,
-            now.isoformat(),
-            inline=dict(self._inline) if self._inline else None,
+            self._write_on_thread, conn._conn, conn._tx, asyncio.get_running_loop(), batch
         )
-        loop = asyncio.get_running_loop()
-        done = self._batch_done
+        # one hop to the connection's thread (see the module docstring); aiosqlite has no
+        # public call for running a function on its thread without a task
+        conn._tx.put_nowait((None, work))
 
-        def run_on_thread() -> None:
+    def _take(self) -> list[_Op]:
+        """Take up to ``max_batch`` queued writes (only the holder of ``_busy`` calls this)."""
+        queued = self._queued
+        # the loop only appends meanwhile, so this many are there to take
+        batch = [queued.popleft() for _ in range(min(len(queued), self.max_batch))]
+        if batch:
+            self._batches_taken += 1
+        self._committing_since = self._pending_since
+        self._pending_since = time.monotonic() if queued else None
+        return batch
+
+    def _write_on_thread(
+        self,
+        conn: sqlite3.Connection,
+        tx: SimpleQueue[Any],
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Op],
+    ) -> None:
+        """Commit batches on the writer's thread, while writes are queued; hold ``_busy``.
+
+        When a batch is done, the thread takes the next one itself (the writes queued while it
+        committed) before it hands the outcome to the loop, and lets go of ``_busy`` only when
+        nothing is queued (or another call waits for the connection's thread). Why: a batch
+        handed over by the loop waited for the GIL before it could start, since the thread
+        wakes while the loop runs Python; measured in W1 (issue #3), 5 ms on average at
+        CPython's default switch interval and 15 ms at the 90th percentile (behind garbage
+        collections), a third of a batch's cycle. At the end of its commit the thread holds the
+        GIL anyway. Stream heads are remembered here, before the next batch relies on them.
+        """
+        while True:
+            now = utc_now()
+            # after the take: a projection's catch-up in this batch has its hook here
+            inline = dict(self._inline) if self._inline else None
             outcome: Any
             try:
-                outcome = work()
+                outcome = _commit_batch(
+                    conn, batch, self._heads, now, now.isoformat(), inline=inline
+                )
+                self._remember_heads(outcome[1])
             except BaseException as exc:  # reported on the loop, where callers wait
                 outcome = exc
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(done, batch, outcome)
-
-        # one hop to the connection's thread for the whole batch (see the module docstring);
-        # aiosqlite has no public call for running a function on its thread without a task
-        conn._tx.put_nowait((None, run_on_thread))
+                self._heads.clear()  # what we believed about stream heads may be wrong now
+            following: list[_Op] = []
+            if tx.empty():  # nothing else waits for the connection's thread
+                following = self._take()
+                if not following:
+                    self._committing_since = None
+                    self._busy.release()
+                    # a write queued after the take, while the loop still saw this thread
+                    # busy (so it started nothing): take it, unless the loop already has
+                    if self._queued and self._busy.acquire(blocking=False):
+                        following = self._take()
+                        if not following:
+                            self._busy.release()
+            else:
+                self._committing_since = None
+                self._busy.release()
+            try:
+                loop.call_soon_threadsafe(self._batch_done, batch, outcome)
+            except RuntimeError:  # a closed loop: nobody waits any more
+                if following:
+                    self._busy.release()
+                return
+            if not following:
+                return
+            batch = following
 
     def _batch_done(self, batch: list[_Op], outcome: Any) -> None:
         """Answer a batch's writers (on the loop), then start the next batch with what they
-        and the others wrote meanwhile."""
-        self._committing = None
-        self._committing_since = None
+        and the others wrote meanwhile, unless the writer's thread already has."""
+        self._batches_answered += 1
         self._bursts += 1  # the writes the answers make are started below
         try:
             self._answer(batch, outcome)
         finally:
             self._bursts -= 1
-            if self._pending and self._writer_alive():
+            if self._busy.locked():
+                pass  # the thread commits the next batch and calls back again
+            elif self._queued and self._writer_alive():
                 self._start_batch()
             else:
                 self._drained.set()
@@ -650,18 +714,16 @@ class SQLiteEventStore(StoreLifecycle):
                 error = StoreError(msg)
                 error.__cause__ = exc
                 _answer_op(op, error)
-            # what we believed about stream heads may be wrong now
-            self._heads.clear()
             return
-        results, heads, head_position = outcome
+        results, _, head_position = outcome
         self.batches_committed += 1
-        self._remember_heads(heads)
         for op, result in zip(batch, results, strict=True):
             _answer_op(op, result)
         self._watch.advance(head_position)
 
     def _fail_pending(self, reason: str) -> None:
-        pending, self._pending = self._pending, []
+        pending = list(self._queued)
+        self._queued.clear()
         for op in pending:
             _answer_op(op, StoreError(f"{self!r} {reason}; nothing of it was stored"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -633,6 +634,113 @@ async def test_a_burst_hands_its_appends_to_an_idle_writer_together_as_it_ends(
     assert all(isinstance(o, AppendResult) for o in outcomes)
     assert store.batches_committed - before == 2
     assert writer_statements == [["INSERT"], ["INSERT"]]
+
+
+class CountingQueue:
+    """Stands in for the queue of aiosqlite's thread and counts what is put on it (all puts
+    come from the loop: batches handed over, and aiosqlite's own calls)."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+        self.puts = 0
+        self._put = anyio.Event()
+
+    def put_nowait(self, item: Any) -> None:
+        self.puts += 1
+        self.queue.put_nowait(item)
+        self._put.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+    async def wait_for_puts(self, expected: int) -> None:
+        # the loop hands a batch over in a callback of its next step
+        with anyio.fail_after(5):
+            while self.puts < expected:
+                self._put = anyio.Event()
+                await self._put.wait()
+
+
+def count_handovers(store: SQLiteEventStore) -> CountingQueue:
+    """Count the batches the loop hands to the writer's thread (and other calls queued there)."""
+    assert store._writer is not None
+    counting = CountingQueue(store._writer._tx)
+    store._writer._tx = counting  # type: ignore[assignment]
+    return counting
+
+
+async def test_writes_queued_during_a_commit_are_taken_by_the_writers_thread_itself(
+    db_path: Path,
+) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        await store.append("warm-up", 0, [event()])
+        before = store.batches_committed
+        handovers = count_handovers(store)
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the writer's next commit waits for this lock
+        try:
+            first = store.submit_append("a", 0, [event()])
+            await handovers.wait_for_puts(1)
+            # the writer's thread is busy with "a": these wait for it, and it takes them
+            later = [store.submit_append(name, 0, [event()]) for name in ("b", "c", "d")]
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
+        with anyio.fail_after(5):
+            results = [await first] + [await f for f in later]
+        stored = await collect(store.read_all(2))
+        assert handovers.puts == 1  # no second handover: the thread went on by itself
+
+    assert store.batches_committed - before == 2
+    assert [r.first_position for r in results] == [2, 3, 4, 5]
+    assert [(e.stream_id, e.position) for e in stored] == [("a", 2), ("b", 3), ("c", 4), ("d", 5)]
+
+
+async def test_closing_answers_every_write_the_writers_thread_took_by_itself(
+    db_path: Path,
+) -> None:
+    store = SQLiteEventStore(db_path)
+    async with store:
+        handovers = count_handovers(store)
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            first = store.submit_append("a", 0, [event()])
+            await handovers.wait_for_puts(1)
+            later = [store.submit_append(name, 0, [event()]) for name in ("b", "c")]
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
+        # leaving the block closes the store at once, while the writer commits
+
+    assert [f.result().version for f in [first, *later]] == [1, 1, 1]
+    async with SQLiteEventStore(db_path) as reopened:
+        assert [e.stream_id for e in await collect(reopened.read_all())] == ["a", "b", "c"]
+
+
+async def test_another_call_on_the_writers_connection_is_not_held_back_by_queued_writes(
+    db_path: Path,
+) -> None:
+    async with SQLiteEventStore(db_path) as store:
+        assert store._writer is not None
+        handovers = count_handovers(store)
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            first = store.submit_append("a", 0, [event()])
+            await handovers.wait_for_puts(1)
+            # queued on the connection's thread behind the batch in commit
+            query = asyncio.ensure_future(store._writer.execute_fetchall("SELECT 41 + 1"))
+            await handovers.wait_for_puts(2)
+            later = store.submit_append("b", 0, [event()])
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
+        with anyio.fail_after(5):
+            assert list(await query) == [(42,)]
+            assert (await first).version == (await later).version == 1
+        # the thread let the query run before "b": the loop handed "b" over after it
+        assert handovers.puts == 3
 
 
 async def test_a_store_whose_writer_stopped_refuses_writes_instead_of_hanging(
