@@ -48,7 +48,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from queue import SimpleQueue
@@ -1252,7 +1252,7 @@ def _commit_batch(
     now_text: str,
     *,
     inline: dict[str, InlineHook] | None,
-) -> tuple[list[Any], dict[str, int], int]:
+) -> tuple[_Results, dict[str, int], int]:
     """Commit a batch in one transaction, on the connection's thread.
 
     Returns one result per op (an AppendResult, an error for that op alone, or what a
@@ -1371,7 +1371,7 @@ def _all_at_once(
     known_heads: dict[str, int],
     now: datetime,
     now_text: str,
-) -> tuple[list[Any], dict[str, int], int] | None:
+) -> tuple[_Results, dict[str, int], int] | None:
     """Commit a batch of appends that all expect the heads known, with one statement in
     SQLite's autocommit mode; return what :func:`_commit_batch` returns, or None (having
     stored nothing) if it cannot.
@@ -1434,8 +1434,34 @@ def _all_at_once(
         return None
     # rows go in as listed: the last one took position base + offset
     base = cast(int, cursor.lastrowid) - offset
-    results: list[Any] = [AppendResult(v, base + first + 1, now) for v, first in planned]
-    return results, after, base + offset
+    return _Planned(planned, base, now), after, base + offset
+
+
+class _Planned:
+    """The results of an all-at-once batch, made one by one as the loop answers its appends.
+
+    Not a list of them made on the writer's thread: each result would then stay alive until
+    the whole batch is answered, one more object per command for the garbage collector (W1:
+    young collections 559-576 -> 466-479 a run, full ones 5 -> 4). Iterated once, by _answer.
+    """
+
+    __slots__ = ("base", "now", "planned")
+
+    def __init__(self, planned: list[tuple[int, int]], base: int, now: datetime) -> None:
+        self.planned, self.base, self.now = planned, base, now
+
+    def __len__(self) -> int:
+        return len(self.planned)
+
+    def __iter__(self) -> Iterator[AppendResult]:
+        base, now = self.base + 1, self.now
+        for version, first in self.planned:
+            yield AppendResult(version, base + first, now)
+
+
+#: one result per op of a batch: an AppendResult, an error for that op alone, or what a
+#: transaction's work returned (all-at-once batches make theirs as they are answered)
+_Results = list[Any] | _Planned
 
 
 class _BatchCommit:
