@@ -318,7 +318,12 @@ class Actor:
             if self._unknown_ids(batch):
                 context.start_task(self._look_up_then_submit(batch, 0))
                 return  # the lookup goes on with the batch
-            if self._submit(batch, 0):
+            try:
+                submitted = self._submit(batch, 0)
+            except BaseException as exc:
+                _fail_unanswered(self.stream_id, batch, exc)  # then the actor crashes
+                raise
+            if submitted:
                 return  # the store calls us back
         self.running = False
         context.on_idle(self)
@@ -361,7 +366,7 @@ class Actor:
         self._fail_all(error)
 
     def _fail_all(self, exc: BaseException) -> None:
-        error = exc if isinstance(exc, Exception) else ActorFailedError(self.stream_id, "stopped")
+        error = _crash_error(self.stream_id, exc)
         while self.mailbox:
             _, _, future, _, _ = self.mailbox.popleft()
             if future is not None and not future.done():
@@ -741,6 +746,7 @@ class Actor:
                     self._maybe_snapshot(start_version)
             self._recycle(outcome)
         except BaseException as exc:
+            _fail_unanswered(self.stream_id, batch, exc)
             self._crash(exc)
             raise
         self.drain()
@@ -1134,6 +1140,20 @@ _NO_EVENTS: list[NewEvent] = []
 
 #: the most replied outcomes a runtime keeps for reuse (about the batches in flight at once)
 _SPARE_OUTCOMES: Final = 4096
+
+
+def _crash_error(stream_id: str, exc: BaseException) -> Exception:
+    """What the callers of a crashed actor get: the error, or that it stopped."""
+    return exc if isinstance(exc, Exception) else ActorFailedError(stream_id, "stopped")
+
+
+def _fail_unanswered(stream_id: str, batch: list[Message], exc: BaseException) -> None:
+    """A bug stopped the actor while it decided or answered a batch: its callers not yet
+    answered get the error, rather than waiting for ever."""
+    error = _crash_error(stream_id, exc)
+    for _, _, future, _, _ in batch:
+        if future is not None and not future.done():
+            future.set_exception(error)
 
 
 def _log_told_failure(stream_id: str, command: object, error: BaseException) -> None:

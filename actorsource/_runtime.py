@@ -1148,10 +1148,16 @@ def _call_back(
     future: asyncio.Future[AppendResult],
 ) -> None:
     if future.cancelled():
-        on_done(StoreError(f"the append to {stream_id!r} was cancelled"))
-        return
-    error = future.exception()
-    on_done(error if error is not None else future.result())
+        outcome: AppendResult | BaseException = StoreError(
+            f"the append to {stream_id!r} was cancelled"
+        )
+    else:
+        error = future.exception()
+        outcome = error if error is not None else future.result()
+    try:
+        on_done(outcome)
+    except Exception:  # a crashed actor, logged by it too: logged, as the SQLite store does
+        logger.exception("an append's callback failed", extra={"stream_id": stream_id})
 
 
 def _command_finder(

@@ -13,6 +13,7 @@ import anyio.lowlevel
 import attrs
 import pytest
 
+import actorsource._actor as actor_module
 from actorsource import (
     ActorFailedError,
     Aggregate,
@@ -96,6 +97,47 @@ async def test_command_returning_none_stores_nothing_and_replies_empty(store: Ev
     async with Runtime(store) as runtime:
         assert await runtime.ref(Account, "a").ask(Noop()) == []
     assert await all_events(store) == []
+
+
+async def test_a_batch_outcome_used_again_carries_nothing_of_the_batch_before(
+    store: EventStore,
+) -> None:
+    with anyio.fail_after(10):
+        async with Runtime(store) as runtime:
+            ref = runtime.ref(Account, "a")
+            await ref.ask(Deposit(1))  # its outcome, replied, is kept for the next batch
+            spare = runtime._context.spare_outcomes
+            assert len(spare) == 1
+            kept = spare[0]
+            with pytest.raises(Rejected):
+                await ref.ask(Withdraw(100))  # an error in the results
+            assert spare == [kept]
+            keyed = await ref.ask(Deposit(2), command_id="c-1")  # an explicit id
+            assert await ref.ask(Noop()) == []  # no events at all
+            plain = await ref.ask(Deposit(3))
+            assert spare == [kept]  # the same outcome served every batch
+
+    assert [(r.event, r.version, r.metadata["command_id"]) for r in keyed] == [
+        (Deposited(2), 2, "c-1")
+    ]
+    assert [(r.event, r.version) for r in plain] == [(Deposited(3), 3)]
+    assert plain[0].metadata["command_id"] != "c-1"
+    assert [e.type for e in await all_events(store)] == ["Deposited"] * 3
+
+
+@pytest.mark.parametrize("broken", ["_decide_batch", "_reply"])
+async def test_a_bug_while_deciding_or_answering_fails_the_caller_instead_of_leaving_it_waiting(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    def bug(*_: object) -> None:
+        raise RuntimeError(f"a bug in {broken}")
+
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Account, "a")
+        await ref.ask(Deposit(1))  # loaded and working
+        monkeypatch.setattr(actor_module.Actor, broken, bug)
+        with anyio.fail_after(10), pytest.raises(RuntimeError, match=f"a bug in {broken}"):
+            await ref.ask(Deposit(2))
 
 
 async def test_ref_exposes_stream_id_and_does_no_io(tmp_path: Path) -> None:
