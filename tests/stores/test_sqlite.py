@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -669,6 +670,18 @@ def count_handovers(store: SQLiteEventStore) -> CountingQueue:
     return counting
 
 
+@contextlib.contextmanager
+def write_lock_held(db_path: Path) -> Iterator[None]:
+    """Another connection holds the file's write lock: the writer's next commit waits for it."""
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+
+
 async def test_writes_queued_during_a_commit_are_taken_by_the_writers_thread_itself(
     db_path: Path,
 ) -> None:
@@ -676,16 +689,11 @@ async def test_writes_queued_during_a_commit_are_taken_by_the_writers_thread_its
         await store.append("warm-up", 0, [event()])
         before = store.batches_committed
         handovers = count_handovers(store)
-        blocker = sqlite3.connect(db_path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")  # the writer's next commit waits for this lock
-        try:
+        with write_lock_held(db_path):  # the writer's next commit waits for it
             first = store.submit_append("a", 0, [event()])
             await handovers.wait_for_puts(1)
             # the writer's thread is busy with "a": these wait for it, and it takes them
             later = [store.submit_append(name, 0, [event()]) for name in ("b", "c", "d")]
-        finally:
-            blocker.execute("COMMIT")
-            blocker.close()
         with anyio.fail_after(5):
             results = [await first] + [await f for f in later]
         stored = await collect(store.read_all(2))
@@ -702,15 +710,10 @@ async def test_closing_answers_every_write_the_writers_thread_took_by_itself(
     store = SQLiteEventStore(db_path)
     async with store:
         handovers = count_handovers(store)
-        blocker = sqlite3.connect(db_path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
+        with write_lock_held(db_path):  # the writer's next commit waits for it
             first = store.submit_append("a", 0, [event()])
             await handovers.wait_for_puts(1)
             later = [store.submit_append(name, 0, [event()]) for name in ("b", "c")]
-        finally:
-            blocker.execute("COMMIT")
-            blocker.close()
         # leaving the block closes the store at once, while the writer commits
 
     assert [f.result().version for f in [first, *later]] == [1, 1, 1]
@@ -724,18 +727,13 @@ async def test_another_call_on_the_writers_connection_is_not_held_back_by_queued
     async with SQLiteEventStore(db_path) as store:
         assert store._writer is not None
         handovers = count_handovers(store)
-        blocker = sqlite3.connect(db_path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
+        with write_lock_held(db_path):  # the writer's next commit waits for it
             first = store.submit_append("a", 0, [event()])
             await handovers.wait_for_puts(1)
             # queued on the connection's thread behind the batch in commit
             query = asyncio.ensure_future(store._writer.execute_fetchall("SELECT 41 + 1"))
             await handovers.wait_for_puts(2)
             later = store.submit_append("b", 0, [event()])
-        finally:
-            blocker.execute("COMMIT")
-            blocker.close()
         with anyio.fail_after(5):
             assert list(await query) == [(42,)]
             assert (await first).version == (await later).version == 1
