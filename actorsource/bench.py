@@ -159,6 +159,17 @@ def _latency(latencies: list[float]) -> Result:
     }
 
 
+def _ask_split(latencies: list[float]) -> Result | None:
+    """How many asks, their mean and median latency (None: there were none)."""
+    if not latencies:
+        return None
+    return {
+        "count": len(latencies),
+        "mean_ms": sum(latencies) / len(latencies) * 1000,
+        "p50_ms": percentile(sorted(latencies), 0.50) * 1000,
+    }
+
+
 def machine() -> Result:
     """Describe the machine and settings the numbers were measured on (the SQLite store)."""
     return {
@@ -524,6 +535,8 @@ async def workload_sequential_with_floor(
         if floor_conn is not None:
             await floor_conn.close()
     _check(stats.events_appended == commands, "W1-seq appended a wrong number of events")
+    # the first ask to each aggregate loads it first (one read); the later ones only commit
+    first_asks, later_asks = latencies[:aggregates], latencies[aggregates:]
     seq: Result = {
         "commands": commands,
         "callers": 1,
@@ -531,6 +544,8 @@ async def workload_sequential_with_floor(
         "commands_per_s": commands / seconds,
         "events_per_s": stats.events_appended / seconds,
         "rounds_alternated_with_floor": rounds if floor_conn is not None else 0,
+        "first_asks": _ask_split(first_asks),
+        "later_asks": _ask_split(later_asks),
         **_latency(latencies),
     }
     floor = (
@@ -806,6 +821,10 @@ def format_table(results: Result) -> str:
             lines.append(f"{label:<22}{rate:>12,.0f}")
     if "baselines_skipped" in results:
         lines.append(f"baselines: {results['baselines_skipped']}")
+    seq = results["workloads"].get("W1-seq")
+    if seq and seq.get("first_asks"):
+        lines.append("")
+        lines.append(_sequential_asks_line(seq, base.get("fsync_floor")))
     w3 = results["workloads"].get("W3")
     if w3:
         lines.append("")
@@ -838,6 +857,23 @@ def format_table(results: Result) -> str:
             text = f"{value:.1f}x" if key.endswith("peer_best") else f"{value:.0%}"
             lines.append(f"{key:<22}{text:>12}")
     return "\n".join(lines)
+
+
+def _sequential_asks_line(seq: Result, floor: Result | None) -> str:
+    """W1-seq's first asks (a load, then a commit) apart from the later ones (a commit)."""
+    first, later = seq["first_asks"], seq.get("later_asks")
+    text = (
+        f"W1-seq {first['count']:,} first asks (load, then commit): mean "
+        f"{first['mean_ms']:.2f} ms, p50 {first['p50_ms']:.2f} ms"
+    )
+    if later:
+        text += (
+            f"; {later['count']:,} later asks: mean {later['mean_ms']:.2f} ms, "
+            f"p50 {later['p50_ms']:.2f} ms"
+        )
+    if floor:
+        text += f"; the fsync floor: {1000 / floor['events_per_s']:.2f} ms a row"
+    return text
 
 
 def stderr_progress(message: str) -> None:

@@ -28,12 +28,19 @@ async def test_every_workload_runs_and_checks_its_own_results(tmp_path: Path) ->
     # W1-seq and the fsync floor ran in alternating rounds, the same number of rows each
     assert found["W1-seq"]["rounds_alternated_with_floor"] == bench.SEQ_ROUNDS
     assert results["baselines"]["fsync_floor"]["rows"] == found["W1-seq"]["commands"] == 50
+    # its first ask to each of the 20 aggregates loads it; the 30 later ones only commit
+    assert found["W1-seq"]["first_asks"]["count"] == 20
+    assert found["W1-seq"]["later_asks"]["count"] == 30
+    assert found["W1-seq"]["first_asks"]["mean_ms"] > 0
     assert found["W3"]["no_snapshot"]["events_replayed"] == 300
     assert found["W3"]["snapshot_every_100"]["events_replayed"] < 100
     assert found["W4"]["bytes_per_idle_actor"] > 0
     assert found["W5"]["activations"] >= found["W5"]["passivations"] > 0
     assert set(results["ratios"]) == {"W1_vs_ceiling", "W1seq_vs_fsync_floor", "W2_vs_W1"}
-    assert "W1_vs_ceiling" in bench.format_table(results)
+    table = bench.format_table(results)
+    assert "W1_vs_ceiling" in table
+    assert "W1-seq 20 first asks (load, then commit)" in table
+    assert "30 later asks" in table and "the fsync floor:" in table
 
 
 def test_cli_bench_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
