@@ -1450,9 +1450,6 @@ class _Planned:
     def __init__(self, planned: list[tuple[int, int]], base: int, now: datetime) -> None:
         self.planned, self.base, self.now = planned, base, now
 
-    def __len__(self) -> int:
-        return len(self.planned)
-
     def __iter__(self) -> Iterator[AppendResult]:
         base, now = self.base + 1, self.now
         for version, first in self.planned:
