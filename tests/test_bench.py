@@ -36,11 +36,23 @@ async def test_every_workload_runs_and_checks_its_own_results(tmp_path: Path) ->
     assert found["W3"]["snapshot_every_100"]["events_replayed"] < 100
     assert found["W4"]["bytes_per_idle_actor"] > 0
     assert found["W5"]["activations"] >= found["W5"]["passivations"] > 0
-    assert set(results["ratios"]) == {"W1_vs_ceiling", "W1seq_vs_fsync_floor", "W2_vs_W1"}
+    ratios = results["ratios"]
+    assert set(ratios) == {
+        "W1_vs_ceiling",
+        "W1seq_vs_fsync_floor",
+        "W1seq_later_asks_vs_fsync_floor",
+        "W2_vs_W1",
+    }
+    # the later asks' mean latency against the floor's time a row (higher is better, as the
+    # target ratio beside it)
+    floor_ms = 1000 / results["baselines"]["fsync_floor"]["events_per_s"]
+    later_ms = found["W1-seq"]["later_asks"]["mean_ms"]
+    assert ratios["W1seq_later_asks_vs_fsync_floor"] == pytest.approx(floor_ms / later_ms)
     table = bench.format_table(results)
     assert "W1_vs_ceiling" in table
     assert "W1-seq 20 first asks (load, then commit)" in table
     assert "30 later asks" in table and "the fsync floor:" in table
+    assert "W1seq_later_asks_vs_fsync_floor" in table
 
 
 def test_cli_bench_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
