@@ -334,16 +334,29 @@ async def load_concurrently(store: SQLiteEventStore, stream_ids: list[str]) -> d
     return outcomes
 
 
+async def append_to_known_heads(
+    store: SQLiteEventStore,
+    writer_statements: list[list[str]],
+    streams: int,
+    events_per_append: int,
+) -> tuple[list[AppendResult | Exception], list[StoredEvent]]:
+    """Append an event to each of ``streams`` new streams (the writer learns their heads), then,
+    with the writer's statements recorded from there on, ``events_per_append`` events to each,
+    all at once; return that second round's outcomes and the events it stored."""
+    await append_concurrently(store, [(f"s-{n}", 0, [event()]) for n in range(streams)])
+    writer_statements.clear()
+    outcomes = await append_concurrently(
+        store,
+        [(f"s-{n}", 1, [event() for _ in range(events_per_append)]) for n in range(streams)],
+    )
+    return outcomes, await collect(store.read_all(streams + 1))
+
+
 async def test_a_batch_of_appends_to_known_heads_is_one_insert_statement(
     db_path: Path, writer_statements: list[list[str]]
 ) -> None:
     async with SQLiteEventStore(db_path) as store:
-        await append_concurrently(store, [(f"s-{n}", 0, [event()]) for n in range(50)])
-        writer_statements.clear()
-        outcomes = await append_concurrently(
-            store, [(f"s-{n}", 1, [event(), event()]) for n in range(50)]
-        )
-        stored = await collect(store.read_all(51))
+        outcomes, stored = await append_to_known_heads(store, writer_statements, 50, 2)
 
     # no BEGIN, no version query, no COMMIT: the statement is its own transaction
     assert writer_statements == [["INSERT"]]
@@ -374,11 +387,8 @@ async def test_a_batch_of_a_size_between_statement_sizes_stores_every_row_in_ord
     db_path: Path, writer_statements: list[list[str]]
 ) -> None:
     async with SQLiteEventStore(db_path) as store:
-        await append_concurrently(store, [(f"s-{n}", 0, [event()]) for n in range(100)])
-        writer_statements.clear()
         # 100 appends of one event: the 128-row statement with 28 rows of padding
-        outcomes = await append_concurrently(store, [(f"s-{n}", 1, [event()]) for n in range(100)])
-        stored = await collect(store.read_all(101))
+        outcomes, stored = await append_to_known_heads(store, writer_statements, 100, 1)
 
     assert writer_statements == [["INSERT"]]
     assert sorted(o.first_position for o in outcomes if isinstance(o, AppendResult)) == list(
