@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -771,6 +772,59 @@ async def _run_suite(
                     await drop_schema(postgres_dsn, schema)
 
 
+async def run_repeated(
+    runs: int,
+    workloads: Sequence[str],
+    sizes: Sizes,
+    progress: Progress = _quiet,
+    **options: Any,
+) -> Result:
+    """Run the suite ``runs`` times over (fresh files each time); return every run and, per
+    ratio and per workload's rate, the median and the range over the runs.
+
+    On a shared machine one run's ratios swing by several points (see the README), so a
+    claim about a ratio is better read off the median of a few runs than off any one of them.
+
+    :param options: the keyword arguments of :func:`run_suite`
+    :raises ValueError: if ``runs`` is not a positive int
+    """
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+        msg = f"runs must be a positive int, got {runs!r}"
+        raise ValueError(msg)
+    results: list[Result] = []
+    for number in range(1, runs + 1):
+        progress(f"run {number} of {runs}")
+        results.append(await run_suite(workloads, sizes, progress, **options))
+    return {"machine": results[0]["machine"], "runs": results, "over_runs": over_runs(results)}
+
+
+#: the workloads whose commands/s the summary over runs reports
+_RATED: tuple[str, ...] = ("W1", "W1-seq", "W2", "W5")
+
+
+def over_runs(results: Sequence[Result]) -> Result:
+    """The median, lowest and highest of each ratio, and of each workload's commands/s, over
+    several runs (a ratio or workload missing from a run is left out for that run)."""
+    series: dict[str, list[float]] = {}
+    for result in results:
+        for name, value in result["ratios"].items():
+            series.setdefault(name, []).append(value)
+    for result in results:
+        for name in _RATED:
+            workload = result["workloads"].get(name)
+            if workload:
+                series.setdefault(f"{name} commands/s", []).append(workload["commands_per_s"])
+    return {
+        name: {
+            "median": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+            "values": values,
+        }
+        for name, values in series.items()
+    }
+
+
 def ratios(results: Result) -> Result:
     """Derive the ratios the targets are stated in from one run's numbers."""
     found, base = results["workloads"], results["baselines"]
@@ -862,6 +916,27 @@ def format_table(results: Result) -> str:
         for key, value in results["ratios"].items():
             text = f"{value:.1f}x" if key.endswith("peer_best") else f"{value:.0%}"
             lines.append(f"{key:<32}{text:>8}")
+    return "\n".join(lines)
+
+
+def format_repeated(repeated: Result) -> str:
+    """Render :func:`run_repeated`'s results: the summary over the runs, each ratio as a
+    median with its range."""
+    runs = repeated["runs"]
+    first_lines = format_table(runs[0]).splitlines()[:2]  # the machine and its settings
+    lines = [
+        *first_lines,
+        "",
+        f"{f'over {len(runs)} runs':<32}{'median':>12}{'min':>12}{'max':>12}",
+    ]
+    for name, spread in repeated["over_runs"].items():
+        if name.endswith("commands/s"):
+            cells = [f"{spread[k]:>12,.0f}" for k in ("median", "min", "max")]
+        elif name.endswith("peer_best"):
+            cells = [f"{spread[k]:>11.1f}x" for k in ("median", "min", "max")]
+        else:
+            cells = [f"{spread[k]:>12.0%}" for k in ("median", "min", "max")]
+        lines.append(f"{name:<32}{''.join(cells)}")
     return "\n".join(lines)
 
 

@@ -29,6 +29,13 @@ def parser() -> argparse.ArgumentParser:
         help="run only these workloads (repeatable; default: all)",
     )
     run.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    run.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run the suite N times over and report each ratio's median and range (default: 1)",
+    )
     run.add_argument("--json", action="store_true", help="print machine-readable results")
     run.add_argument("--no-peer", action="store_true", help="skip the eventsourcing baseline")
     run.add_argument("--dir", type=Path, default=None, help="where to put the database files")
@@ -57,6 +64,17 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"must be a positive whole number, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     line = parser()
@@ -71,25 +89,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         sizes = bench.Sizes.quick() if args.quick else bench.Sizes()
         workloads = args.workload or list(bench.WORKLOADS)
+        options = {
+            "directory": args.dir,
+            "peer": not args.no_peer,
+            "postgres_dsn": postgres_dsn,
+            "gc_tuned": args.tune_gc,
+            "switch_tuned": args.tune_switch_interval,
+        }
+        progress = bench.stderr_progress
         try:
-            results = anyio.run(
-                lambda: bench.run_suite(
-                    workloads,
-                    sizes,
-                    bench.stderr_progress,
-                    directory=args.dir,
-                    peer=not args.no_peer,
-                    postgres_dsn=postgres_dsn,
-                    gc_tuned=args.tune_gc,
-                    switch_tuned=args.tune_switch_interval,
+            if args.repeat == 1:
+                results = anyio.run(lambda: bench.run_suite(workloads, sizes, progress, **options))
+                text = bench.format_table(results)
+            else:
+                results = anyio.run(
+                    lambda: bench.run_repeated(args.repeat, workloads, sizes, progress, **options)
                 )
-            )
+                text = bench.format_repeated(results)
         except Exception as exc:
             sys.stderr.write(f"actorsource bench: error: {type(exc).__name__}: {exc}\n")
             return 1
-        sys.stdout.write(
-            json.dumps(results, indent=2) if args.json else bench.format_table(results)
-        )
+        sys.stdout.write(json.dumps(results, indent=2) if args.json else text)
         sys.stdout.write("\n")
     return 0
 

@@ -131,3 +131,62 @@ def test_cli_refuses_a_store_that_is_neither_sqlite_nor_a_dsn(
     with pytest.raises(SystemExit):
         main(["bench", "--quick", "--store", "mysql://x"])
     assert "--store must be sqlite or a postgresql:// DSN" in capsys.readouterr().err
+
+
+def test_over_runs_reports_each_ratio_and_rate_as_its_median_and_range() -> None:
+    def run(w1_ratio: float, w1_rate: float, *, with_w2: bool) -> bench.Result:
+        workloads: bench.Result = {"W1": {"commands_per_s": w1_rate}}
+        found_ratios = {"W1_vs_ceiling": w1_ratio}
+        if with_w2:
+            workloads["W2"] = {"commands_per_s": 2 * w1_rate}
+            found_ratios["W2_vs_W1"] = 2.0
+        return {"workloads": workloads, "ratios": found_ratios}
+
+    summary = bench.over_runs(
+        [
+            run(0.30, 20_000, with_w2=True),
+            run(0.40, 30_000, with_w2=False),
+            run(0.35, 26_000, with_w2=True),
+        ]
+    )
+
+    assert summary["W1_vs_ceiling"] == {
+        "median": 0.35,
+        "min": 0.30,
+        "max": 0.40,
+        "values": [0.30, 0.40, 0.35],
+    }
+    assert summary["W1 commands/s"]["median"] == 26_000
+    # a workload missing from a run is left out for that run, not counted as zero
+    assert summary["W2 commands/s"]["values"] == [40_000, 52_000]
+    assert summary["W2 commands/s"]["median"] == 46_000
+    assert summary["W2_vs_W1"]["values"] == [2.0, 2.0]
+
+
+def test_cli_bench_repeat_runs_the_suite_that_many_times_and_reports_medians(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--quick", "--no-peer", "-w", "W2", "--dir", str(tmp_path), "--repeat", "2"]
+    assert main([*argv, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    runs = printed["runs"]
+    assert len(runs) == 2
+    rates = [run["workloads"]["W2"]["commands_per_s"] for run in runs]
+    assert printed["over_runs"]["W2 commands/s"]["values"] == rates
+    assert printed["over_runs"]["W2 commands/s"]["median"] == pytest.approx(sum(rates) / 2)
+
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "over 2 runs" in table and "median" in table and "W2 commands/s" in table
+
+
+def test_cli_bench_refuses_a_repeat_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "--quick", "--repeat", "0"])
+    assert exited.value.code == 2
+    assert "--repeat: must be a positive whole number, got '0'" in capsys.readouterr().err
+
+
+async def test_run_repeated_refuses_a_count_below_one() -> None:
+    with pytest.raises(ValueError, match="runs must be a positive int, got 0"):
+        await bench.run_repeated(0, ["W2"], bench.Sizes.quick())
