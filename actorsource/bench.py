@@ -175,12 +175,21 @@ def machine() -> Result:
     """Describe the machine and settings the numbers were measured on (the SQLite store)."""
     return {
         "cpus": os.cpu_count(),
+        # fewer under taskset or a container's CPU set: it changes the numbers (see the README)
+        "cpus_usable": _usable_cpus(),
         "python": platform.python_version(),
         "store": "SQLite",
         "sqlite": sqlite3.sqlite_version,
         "platform": platform.platform(),
         "durability": "WAL, synchronous=FULL",
     }
+
+
+def _usable_cpus() -> int | None:
+    """The CPUs this process may run on (its affinity), where the platform says."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
 
 
 async def postgres_machine(dsn: str) -> Result:
@@ -854,8 +863,11 @@ def format_table(results: Result) -> str:
     """Render results as a plain-text report."""
     m = results["machine"]
     store = m["store"] if m.get("store", "SQLite") != "SQLite" else f"SQLite {m['sqlite']}"
+    cpus = f"{m['cpus']} CPUs"
+    if m.get("cpus_usable") not in (None, m["cpus"]):
+        cpus += f" ({m['cpus_usable']} usable by this process)"
     lines = [
-        f"actorsource bench: {m['cpus']} CPUs, Python {m['python']}, {store}, {m['durability']}",
+        f"actorsource bench: {cpus}, Python {m['python']}, {store}, {m['durability']}",
         f"garbage collector: {m['gc']}; switch interval: {m['switch_interval']}",
         "",
         f"{'workload':<22}{'commands/s':>12}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}"

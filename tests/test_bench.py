@@ -190,3 +190,23 @@ def test_cli_bench_refuses_a_repeat_below_one(capsys: pytest.CaptureFixture[str]
 async def test_run_repeated_refuses_a_count_below_one() -> None:
     with pytest.raises(ValueError, match="runs must be a positive int, got 0"):
         await bench.run_repeated(0, ["W2"], bench.Sizes.quick())
+
+
+def test_the_header_says_when_the_process_may_use_fewer_cpus_than_the_machine_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # under taskset (or a container's CPU set) the numbers change: the report must say so
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+
+    def report() -> bench.Result:
+        settings = {"gc": "default", "switch_interval": "5 ms"}  # as run_suite adds them
+        machine = {**bench.machine(), **settings}
+        return {"machine": machine, "workloads": {}, "baselines": {}, "ratios": {}}
+
+    pinned = report()
+    assert pinned["machine"]["cpus_usable"] == 1
+    assert bench.format_table(pinned).startswith("actorsource bench: 4 CPUs (1 usable by this")
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert bench.format_table(report()).startswith("actorsource bench: 4 CPUs, Python")
