@@ -807,7 +807,7 @@ async def run_repeated(
     return {"machine": results[0]["machine"], "runs": results, "over_runs": over_runs(results)}
 
 
-#: the workloads whose commands/s the summary over runs reports
+#: the workloads measured in commands/s (a row each in the table, and in the summary over runs)
 _RATED: tuple[str, ...] = ("W1", "W1-seq", "W2", "W5")
 
 
@@ -873,7 +873,7 @@ def format_table(results: Result) -> str:
         f"{'workload':<22}{'commands/s':>12}{'events/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'p99.9 ms':>10}",
     ]
-    for name in ("W1", "W1-seq", "W2", "W5"):
+    for name in _RATED:
         r = results["workloads"].get(name)
         if r:
             lines.append(
