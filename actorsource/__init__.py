@@ -27,6 +27,7 @@ from ._decider import Decider as Decider
 from ._errors import ActorFailedError as ActorFailedError
 from ._errors import ActorsourceError as ActorsourceError
 from ._errors import AskTimeoutError as AskTimeoutError
+from ._errors import CheckpointConflictError as CheckpointConflictError
 from ._errors import CodecError as CodecError
 from ._errors import ConcurrencyError as ConcurrencyError
 from ._errors import DefinitionError as DefinitionError
@@ -39,6 +40,7 @@ from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownCommandError as UnknownCommandError
+from ._errors import WaitTimeoutError as WaitTimeoutError
 from ._metrics import Metrics as Metrics
 from ._metrics import RecordingMetrics as RecordingMetrics
 from ._projection import Projection as Projection
@@ -74,6 +76,7 @@ __all__ = [
     "AggregateRef",
     "AppendResult",
     "AskTimeoutError",
+    "CheckpointConflictError",
     "CodecError",
     "ConcurrencyError",
     "Decider",
@@ -107,6 +110,7 @@ __all__ = [
     "StreamInfo",
     "TransactionalStore",
     "UnknownCommandError",
+    "WaitTimeoutError",
     "apply",
     "caused_by",
     "command",

@@ -28,7 +28,7 @@ from ._decider import Decider
 from ._errors import ActorsourceError
 from ._records import StoredEvent
 from ._runtime import Runtime
-from .stores._base import EventStore
+from .stores._base import EventStore, poll_for_events
 from .stores.sqlite import SQLiteEventStore
 
 #: exit status of a command that failed in an expected way (bad argument, missing database)
@@ -272,7 +272,7 @@ async def _tail(store: EventStore, args: argparse.Namespace, out: TextIO) -> Non
             if args.count is not None and printed >= args.count:
                 return
         position = max(position, head)
-        await store.wait_for_events(position, args.poll)
+        await poll_for_events(store, position, args.poll)
 
 
 async def _state(store: EventStore, args: argparse.Namespace, out: TextIO) -> None:

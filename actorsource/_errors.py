@@ -15,6 +15,9 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     ├── RuntimeClosedError        the runtime is not open
     ├── MailboxFullError          tell_nowait() on a full mailbox
     ├── AskTimeoutError           ask() got no outcome in time (also a TimeoutError)
+    ├── WaitTimeoutError          a wait (for a projection, for events) passed its deadline
+    │                             (also a TimeoutError)
+    ├── CheckpointConflictError   another runner moved a projection's checkpoint first
     ├── ActorFailedError          the actor could not load its aggregate from the store
     └── ProjectionError           a projection's handler failed on an event
 
@@ -174,6 +177,46 @@ class AskTimeoutError(ActorsourceError, TimeoutError):
             else "it was withdrawn from the mailbox and will not run"
         )
         msg = f"{command_type} to {stream_id!r} got no outcome within {timeout} s; {outcome}"
+        super().__init__(msg)
+
+
+class WaitTimeoutError(ActorsourceError, TimeoutError):
+    """Raised when a wait (``wait_for_projection``, ``store.wait_for_events``) passed its deadline.
+
+    ``awaited`` says what was waited for, ``target`` the position it waited for and ``reached``
+    where it stood when the time was up.
+    """
+
+    def __init__(
+        self, awaited: str, *, target: int, reached: int, timeout: float, detail: str = ""
+    ) -> None:
+        self.awaited = awaited
+        self.target = target
+        self.reached = reached
+        self.timeout = timeout
+        msg = (
+            f"{awaited} did not reach position {target} within {timeout} s: "
+            f"it stood at {reached}{detail}"
+        )
+        super().__init__(msg)
+
+
+class CheckpointConflictError(ActorsourceError):
+    """Raised when a checkpoint is not where a batch that moves it expected it to be.
+
+    Another runner of the same projection (another runtime or process on the same store)
+    committed first; nothing of this batch was kept. The projection reloads its checkpoint and
+    goes on from there, so that each event reaches an exactly-once read model once.
+    """
+
+    def __init__(self, name: str, expected: int, actual: int) -> None:
+        self.name = name
+        self.expected = expected
+        self.actual = actual
+        msg = (
+            f"checkpoint {name!r} is at position {actual}, expected {expected}: another runner "
+            "of this projection committed first; nothing of this batch was kept"
+        )
         super().__init__(msg)
 
 

@@ -12,10 +12,25 @@ A projection is a class with ``@handle`` methods, dispatched on the annotated ev
 - ``"inline"``: the handlers run inside the transaction of every append, so that the read model
   is up to date when ``ask`` returns (read-your-writes); a failing handler fails the append.
 
+Where the read model lives decides where a projection starts (``durable``):
+
+- a durable read model (SQL tables written through the transaction, another database, a search
+  index) outlives the process: the projection resumes from its stored checkpoint. Exactly-once
+  and inline projections are durable;
+- an in-memory read model (``durable = False``, the default of at-least-once projections) is
+  built again from the start of the log at every start; no checkpoint is stored for it.
+
+A rebuild clears what it rebuilds: a durable projection defines ``reset(self, ctx)``, called
+before the events are delivered again (in the transaction that resets the checkpoint, for
+exactly-once and inline projections).
+
 Background projections wake when this process commits (no polling) and poll for other
 processes' appends every ``poll_interval`` seconds. A failing handler stops its projection at
 that event (the checkpoint never passes an event that was not handled), logs the position,
-event and exception, and retries with backoff.
+event and exception, and retries with backoff; so does a failing store (a restart, a full
+disk), and the projection's status says ``failing`` meanwhile. Several runners of one
+exactly-once or inline projection (runtimes or processes on one store) never apply an event
+twice: each batch commits only if the checkpoint is still where the batch began.
 
 A handler runs as caused by its event (see :func:`~actorsource.caused_by`): commands it sends
 join the event's conversation and name the event as their cause.
@@ -36,11 +51,11 @@ import attrs
 
 from ._aggregate import _handlers, _lookup
 from ._codec import Codec, event_type_spec
-from ._errors import DefinitionError, ProjectionError
+from ._errors import CheckpointConflictError, DefinitionError, ProjectionError
 from ._metrics import PROJECTION_DURATION, PROJECTION_EVENTS, Metrics
 from ._records import RecordedEvent, StoredEvent
 from ._tracing import CORRELATION_ID, cause_of, current_cause
-from .stores._base import EventStore, TransactionalStore
+from .stores._base import EventStore, TransactionalStore, check_checkpoint, poll_for_events
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -73,10 +88,20 @@ class Projection:
     - ``name``: the projection's name and checkpoint key (default: the class name); renaming a
       projection starts it from the beginning
     - ``mode``: ``"at_least_once"`` (default), ``"exactly_once"`` or ``"inline"``
+    - ``durable``: whether the read model outlives the process. ``True`` (SQL tables, another
+      database, a search index): it resumes from its stored checkpoint. ``False`` (Python
+      objects): it is built again from the start of the log at every start. Default: ``False``
+      for at-least-once projections; exactly-once and inline ones are always durable.
+
+    A durable projection that can be rebuilt in place defines ``reset(self, ctx)`` (a
+    :class:`ResetContext`): it clears the read model. Exactly-once and inline projections get the
+    store's transaction in ``ctx.transaction`` and reset plainly (no ``async``); an at-least-once
+    projection's ``reset`` may be ``async``.
     """
 
     name: ClassVar[str | None] = None
     mode: ClassVar[Mode] = "at_least_once"
+    durable: ClassVar[bool | None] = None
 
 
 @attrs.frozen(slots=True)
@@ -96,6 +121,20 @@ class ProjectionContext:
 
 
 @attrs.frozen(slots=True)
+class ResetContext:
+    """What a projection's ``reset`` gets: which rebuild it is, and the transaction."""
+
+    #: the name of the checkpoint being reset (the projection's name, or a temporary name while
+    #: a fresh instance is built beside the serving one)
+    name: str
+    #: the first position the rebuild delivers again
+    from_position: int
+    #: the store's transaction for exactly-once and inline projections (as handlers get it);
+    #: ``None`` for at-least-once ones
+    transaction: Any
+
+
+@attrs.frozen(slots=True)
 class ProjectionStatus:
     """A projection's progress, as ``Runtime.statistics()`` reports it."""
 
@@ -103,8 +142,8 @@ class ProjectionStatus:
     name: str
     #: its delivery mode
     mode: str
-    #: ``"catching_up"``, ``"live"``, ``"failing"`` (retrying after a handler error),
-    #: ``"rebuilding"`` or ``"stopped"``
+    #: ``"loading"`` (its checkpoint), ``"catching_up"``, ``"live"``, ``"failing"`` (retrying
+    #: after a handler or store error), ``"rebuilding"`` or ``"stopped"``
     state: str
     #: the last position it handled (its checkpoint)
     position: int
@@ -116,6 +155,8 @@ class ProjectionStatus:
     lag_seconds: float
     #: the error it is retrying after, if any
     last_error: str | None
+    #: whether its read model outlives the process (it resumes from a stored checkpoint)
+    durable: bool = True
 
 
 @attrs.frozen(slots=True)
@@ -132,6 +173,10 @@ class CompiledProjection:
     name: str
     mode: Mode
     handlers: dict[type, _Handler]
+    #: whether the read model outlives the process
+    durable: bool
+    #: the class's ``reset`` (clears the read model before a rebuild), if it has one
+    reset: _Handler | None
 
     @property
     def event_types(self) -> tuple[type, ...]:
@@ -159,12 +204,22 @@ def _compile(cls: type[Projection]) -> CompiledProjection:
         msg = f"{cls!r} is not a Projection subclass"
         raise DefinitionError(msg)
     name = cls.name if cls.name is not None else cls.__name__
-    if not isinstance(name, str) or not name:
-        msg = f"{cls.__qualname__}.name must be a non-empty str, got {name!r}"
+    try:
+        check_checkpoint(name)
+    except ValueError:
+        msg = (
+            f"{cls.__qualname__}.name must be a non-empty str of valid Unicode without NUL "
+            f"(it keys the projection's checkpoint), got {name!r}"
+        )
+        raise DefinitionError(msg) from None
+    if name.endswith(_REBUILDING):
+        msg = f"{cls.__qualname__}.name must not end with {_REBUILDING!r} (rebuilds use it)"
         raise DefinitionError(msg)
     if cls.mode not in _MODES:
         msg = f"{cls.__qualname__}.mode must be one of {', '.join(_MODES)}, got {cls.mode!r}"
         raise DefinitionError(msg)
+    durable = _durable(cls)
+    reset = _reset_of(cls)
     methods = _handlers(cls, _HANDLE_MARK, "@handle", optional_arguments=1)
     if not methods:
         msg = f"{cls.__qualname__} has no @handle methods: it would handle no event"
@@ -180,7 +235,89 @@ def _compile(cls: type[Projection]) -> CompiledProjection:
             raise DefinitionError(msg)
         takes_context = len(inspect.signature(method).parameters) == 3
         handlers[event_class] = _Handler(method, takes_context, is_async)
-    return CompiledProjection(name, cls.mode, handlers)
+    return CompiledProjection(name, cls.mode, handlers, durable, reset)
+
+
+#: the suffix of the checkpoint a fresh instance is built under beside the serving one
+_REBUILDING: Final = ":rebuild"
+
+
+def _durable(cls: type[Projection]) -> bool:
+    durable = cls.durable
+    if durable is not None and not isinstance(durable, bool):
+        msg = f"{cls.__qualname__}.durable must be True, False or None, got {durable!r}"
+        raise DefinitionError(msg)
+    if cls.mode == "at_least_once":
+        return bool(durable)
+    if durable is False:
+        msg = (
+            f"{cls.__qualname__} is {cls.mode} and sets durable = False, but {cls.mode} read "
+            "models are written in the store's transaction and kept with it; for a read model "
+            "in memory use mode 'at_least_once' (wait_for_projection gives read-your-writes)"
+        )
+        raise DefinitionError(msg)
+    return True
+
+
+def _reset_of(cls: type[Projection]) -> _Handler | None:
+    reset = getattr(cls, "reset", None)
+    if reset is None:
+        return None
+    if not callable(reset) or len(inspect.signature(reset).parameters) != 2:
+        msg = f"{cls.__qualname__}.reset must be a method taking (self, ctx), got {reset!r}"
+        raise DefinitionError(msg)
+    is_async = inspect.iscoroutinefunction(reset)
+    if is_async and cls.mode != "at_least_once":
+        msg = (
+            f"{cls.__qualname__}.reset is async, but a {cls.mode} projection resets inside the "
+            "store's transaction (with its checkpoint) and must be a plain method"
+        )
+        raise DefinitionError(msg)
+    return _Handler(reset, True, is_async)
+
+
+def rebuild_refusal(compiled: CompiledProjection) -> str:
+    """Why a durable projection without ``reset`` cannot be rebuilt in place."""
+    return (
+        f"projection {compiled.name!r} is durable (its read model outlives the process) and "
+        "has no reset(self, ctx): rebuilt in place, every event would be delivered again into "
+        "a read model that already holds it. Add reset(self, ctx) clearing the read model, or "
+        "rebuild with factory= making an instance that writes to new tables"
+    )
+
+
+async def reset_read_model(
+    store: EventStore,
+    projection: Projection,
+    *,
+    name: str,
+    from_position: int,
+) -> None:
+    """Clear a durable read model with its ``reset`` and move checkpoint ``name`` before
+    ``from_position``: in one transaction for exactly-once and inline projections; for
+    at-least-once ones the checkpoint first, so that a crash between the two redelivers into a
+    read model not yet cleared (as at-least-once handlers expect) rather than resume past it.
+
+    :raises DefinitionError: if the projection is durable and has no ``reset``
+    """
+    compiled = compile_projection(type(projection))
+    reset = compiled.reset
+    if reset is None:
+        raise DefinitionError(rebuild_refusal(compiled))
+    if compiled.mode != "at_least_once":
+        if not isinstance(store, TransactionalStore):
+            msg = f"projection {name!r} is {compiled.mode}, but {store!r} has no transactions"
+            raise DefinitionError(msg)
+
+        def work(transaction: Any) -> None:
+            reset.function(projection, ResetContext(name, from_position, transaction))
+
+        await store.commit_with_checkpoint(name, from_position - 1, work)
+        return
+    await store.save_checkpoint(name, from_position - 1)
+    result = reset.function(projection, ResetContext(name, from_position, None))
+    if reset.is_async:
+        await result
 
 
 class ProjectionRunner:
@@ -198,10 +335,13 @@ class ProjectionRunner:
         poll_interval: float,
         max_backoff: float,
         metrics: Metrics | None = None,
+        from_position: int = 1,
     ) -> None:
         self.projection = projection
         self.compiled = compile_projection(type(projection))
         self.name = name
+        #: where an in-memory read model starts (a durable one starts from its checkpoint)
+        self.from_position = from_position
         self.store = store
         self.codec = codec
         self.runtime = runtime
@@ -223,7 +363,9 @@ class ProjectionRunner:
         self.position = 0
         #: the store's last position, as last seen
         self.head = 0
-        self.state = "catching_up"
+        self.state = "loading"
+        #: whether the start position is known (a waiter may compare with ``position`` then)
+        self.loaded = False
         self.last_error: str | None = None
         self._oldest_pending: datetime | None = None
         #: called whenever the position moves (the runtime wakes its waiters)
@@ -250,6 +392,7 @@ class ProjectionRunner:
             lag_events=lag,
             lag_seconds=seconds,
             last_error=self.last_error,
+            durable=self.compiled.durable,
         )
 
     def _advanced(self, position: int) -> None:
@@ -260,7 +403,17 @@ class ProjectionRunner:
     # -- running ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the checkpoint (the position to go on from)."""
+        """Find the position to go on from: the stored checkpoint of a durable read model, just
+        before ``from_position`` for one in memory (built again at every start)."""
+        if self.compiled.durable:
+            await self._until_it_succeeds(self._load_checkpoint)
+        else:
+            self._advanced(self.from_position - 1)
+        self.loaded = True
+        self.state = "catching_up"
+        self.on_progress()
+
+    async def _load_checkpoint(self) -> None:
         self.position = await self.store.load_checkpoint(self.name)
         self.head = max(self.head, self.position)
 
@@ -279,42 +432,77 @@ class ProjectionRunner:
             )
             self.state = "live"
             self.on_progress()  # live: appends from now on run the handlers
-            while True:
-                self._advanced(await store.load_checkpoint(self.name))
-                self.head = max(self.head, await store.head_position())
-                if self.head > self.position:
-                    break  # another process appended: catch up
-                await store.wait_for_events(self.position, self.poll_interval)
+            await self._until_it_succeeds(self._follow_inline)
+
+    async def _follow_inline(self) -> None:
+        """Return when another process appended (this process's appends run the hook)."""
+        store = self.store
+        while True:
+            self._advanced(await store.load_checkpoint(self.name))
+            self.head = max(self.head, await store.head_position())
+            if self.head > self.position:
+                return
+            await poll_for_events(store, self.position, self.poll_interval)
 
     async def _until_it_succeeds(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt`` until no handler fails it, backing off between tries (50 ms doubling
-        to ``max_backoff``); the checkpoint stays before the failing event meanwhile."""
+        """Run ``attempt`` until it succeeds, backing off between tries (50 ms doubling to
+        ``max_backoff``); the checkpoint stays before the failing event meanwhile.
+
+        Whatever fails (a handler, the store, a damaged event) is retried: a projection never
+        takes its runtime down. A checkpoint another runner moved is reloaded at once.
+        """
         backoff = 0.0
+        resumed = self.state
         while True:
             try:
                 result = await attempt()
-            except ProjectionError as exc:
+            except CheckpointConflictError as exc:
+                await self._reload(exc)
+                continue
+            except Exception as exc:
+                if self.state != "failing":
+                    resumed = self.state
                 backoff = min(max(backoff * 2, 0.05), self.max_backoff)
                 self._failed(exc, backoff)
                 await anyio.sleep(backoff)
                 continue
+            if self.state == "failing":
+                self.state = resumed
             self.last_error = None
             return result
 
-    def _failed(self, exc: ProjectionError, backoff: float) -> None:
+    async def _reload(self, conflict: CheckpointConflictError) -> None:
+        """Go on from where another runner left the checkpoint (its batch was committed)."""
+        logger.info(
+            "projection checkpoint moved by another runner; going on from there",
+            extra={"projection": self.name, "expected": conflict.expected, "at": conflict.actual},
+        )
+        self.position = conflict.actual
+        self.head = max(self.head, self.position)
+        self.on_progress()
+
+    def _failed(self, exc: Exception, backoff: float) -> None:
         self.state = "failing"
-        self.last_error = str(exc)
+        self.last_error = str(exc) or type(exc).__name__
+        if isinstance(exc, ProjectionError):
+            logger.error(
+                "projection handler failed; retrying",
+                exc_info=exc.__cause__,
+                extra={
+                    "projection": self.name,
+                    "position": exc.position,
+                    "stream_id": exc.stream_id,
+                    "version": exc.version,
+                    "event_type": exc.event_type,
+                    "retry_in": backoff,
+                },
+            )
+            return
+        self.last_error = f"{type(exc).__name__}: {exc}"
         logger.error(
-            "projection handler failed; retrying",
-            exc_info=exc.__cause__,
-            extra={
-                "projection": self.name,
-                "position": exc.position,
-                "stream_id": exc.stream_id,
-                "version": exc.version,
-                "event_type": exc.event_type,
-                "retry_in": backoff,
-            },
+            "projection failed; retrying",
+            exc_info=exc,
+            extra={"projection": self.name, "position": self.position, "retry_in": backoff},
         )
 
     async def run(self, *, until_caught_up: bool = False) -> None:
@@ -333,7 +521,9 @@ class ProjectionRunner:
                     return
                 if self.state != "rebuilding":
                     self.state = "live"
-                await self.store.wait_for_events(self.position, self.poll_interval)
+                await self._until_it_succeeds(
+                    lambda: poll_for_events(self.store, self.position, self.poll_interval)
+                )
 
     async def _catch_up(self) -> bool:
         """Handle the events up to the head seen now; return True if there were none."""
@@ -368,7 +558,8 @@ class ProjectionRunner:
                 for stored in batch:
                     self._call_sync(stored, transaction)
 
-            await store.commit_with_checkpoint(self.name, through, work)
+            # only if no other runner committed since this batch began (no event twice)
+            await store.commit_with_checkpoint(self.name, through, work, expected=self.position)
         else:
             handled = self.position
             try:
@@ -379,13 +570,19 @@ class ProjectionRunner:
                     handled = stored.position
             except BaseException:
                 if handled > self.position:  # keep what was handled: less to redeliver
-                    await self.store.save_checkpoint(self.name, handled)
+                    await self._save(handled)
                     self._advanced(handled)
                 raise
-            await self.store.save_checkpoint(self.name, through)
+            await self._save(through)
         self._advanced(through)
         self.head = max(self.head, through)
         self._report(len(batch), time.perf_counter() - started)
+
+    async def _save(self, position: int) -> None:
+        """Store the checkpoint of a durable read model (one in memory is built again at every
+        start: a stored checkpoint would only cost a write)."""
+        if self.compiled.durable:
+            await self.store.save_checkpoint(self.name, position)
 
     def _report(self, events: int, seconds: float) -> None:
         """Count handled events and time the batch, and log it (both only when asked for)."""

@@ -37,9 +37,17 @@ from ._errors import (
     MailboxFullError,
     RuntimeClosedError,
     StoreError,
+    WaitTimeoutError,
 )
 from ._metrics import ASK_DURATION, PASSIVATIONS, Metrics
-from ._projection import Projection, ProjectionRunner, ProjectionStatus, compile_projection
+from ._projection import (
+    Projection,
+    ProjectionRunner,
+    ProjectionStatus,
+    compile_projection,
+    rebuild_refusal,
+    reset_read_model,
+)
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
 from ._tracing import COMMAND_ID, command_metadata
 from .stores._base import EventStore, TransactionalStore
@@ -598,11 +606,18 @@ class Runtime:
             self._start_projection(entry)
 
     def _runner(
-        self, projection: Projection, name: str, batch_size: int, poll_interval: float | None
+        self,
+        projection: Projection,
+        name: str,
+        batch_size: int,
+        poll_interval: float | None,
+        *,
+        from_position: int = 1,
     ) -> ProjectionRunner:
         return ProjectionRunner(
             projection,
             name=name,
+            from_position=from_position,
             store=self.store,
             codec=self._codec,
             runtime=self,
@@ -633,6 +648,7 @@ class Runtime:
                 self.store.remove_inline_projection(runner.name)
             runner.state = "stopped"
             entry.done.set()
+            entry.changed.set()  # waiters look again: the runtime may be closing
 
     async def _stop_projections(self) -> None:
         for entry in self._projections.values():
@@ -640,6 +656,9 @@ class Runtime:
         for entry in self._projections.values():
             if entry.started:
                 await entry.done.wait()
+            else:
+                entry.done.set()
+            entry.changed.set()  # waiters learn that the runtime closed
 
     def _entry(self, projection: str | type[Projection] | Projection) -> _ProjectionEntry:
         if isinstance(projection, str):
@@ -670,29 +689,56 @@ class Runtime:
         return self._entry(projection).runner.projection
 
     async def wait_for_projection(
-        self, projection: str | type[Projection] | Projection, position: int | None = None
+        self,
+        projection: str | type[Projection] | Projection,
+        position: int | None = None,
+        *,
+        timeout: float | None = 30.0,  # noqa: ASYNC109  # the error names where it stood
     ) -> None:
         """Wait until a projection handled every event up to ``position``.
 
         For an inline projection, also until appends run its handlers (so that every later
-        ``ask`` returns with the read model up to date).
+        ``ask`` returns with the read model up to date). A position already reached returns at
+        once (right after :meth:`add_projection` too, once its checkpoint is loaded).
 
         :param position: a global position (for example ``recorded[-1].position`` of an
             ``ask``), default: the store's head now
+        :param timeout: seconds to wait at most (``None``: as long as it takes, also while a
+            failing handler is retried)
         :raises LookupError: if no such projection was added
-
-        It waits as long as it takes, also while a failing handler is being retried: bound it
-        with ``anyio.fail_after(...)`` where a caller must not wait forever.
+        :raises WaitTimeoutError: if the projection did not get there in time (the error says
+            where it stood, and why if it is failing)
+        :raises RuntimeClosedError: if the runtime closes while waiting
         """
+        if timeout is not None and not timeout > 0:
+            msg = f"timeout must be > 0 seconds or None, got {timeout!r}"
+            raise ValueError(msg)
         entry = self._entry(projection)
         if position is None:
             position = await self.store.head_position()
-        while entry.runner.position < position or (
-            # an inline projection serves reads-after-writes only once appends call it
-            entry.runner.compiled.mode == "inline" and entry.runner.state != "live"
-        ):
-            entry.changed.clear()
-            await entry.changed.wait()
+        with anyio.move_on_after(timeout) as deadline:
+            while not _reached(entry.runner, position):
+                if entry.done.is_set() and self._state is not RuntimeState.OPEN:
+                    msg = (
+                        f"the runtime closed while waiting for projection {entry.runner.name!r} "
+                        f"to reach position {position} (it stood at {entry.runner.position})"
+                    )
+                    raise RuntimeClosedError(msg)
+                entry.changed.clear()
+                await entry.changed.wait()
+        if deadline.cancelled_caught and not _reached(entry.runner, position):
+            status = entry.runner.status()
+            detail = f"; state {status.state}"
+            if status.last_error is not None:
+                detail += f", last error: {status.last_error}"
+            assert timeout is not None
+            raise WaitTimeoutError(
+                f"projection {status.name!r}",
+                target=position,
+                reached=status.position,
+                timeout=timeout,
+                detail=detail,
+            )
 
     async def rebuild_projection(
         self,
@@ -701,15 +747,23 @@ class Runtime:
         factory: Callable[[], P] | None = None,
         from_position: int = 1,
     ) -> Projection:
-        """Build a projection again from ``from_position`` into a fresh instance, then swap.
+        """Build a projection again from ``from_position``; return the instance serving then.
 
-        The current instance keeps serving (and following new events) until the new one has
-        caught up with the head; then the new one takes its place and its checkpoint.
-        Returns the new instance.
+        - An in-memory read model, or any projection given a ``factory``: a fresh instance is
+          built beside the current one, which keeps serving (and following new events) until
+          the fresh one has caught up with the head; then the fresh one takes its place and
+          its checkpoint. A durable fresh instance writes elsewhere (new tables), and is
+          ``reset`` first if it defines ``reset``.
+        - A durable read model without a ``factory`` is rebuilt in place: the projection
+          stops, its ``reset(self, ctx)`` clears the read model (with the checkpoint's reset, in
+          one transaction for exactly-once and inline projections), and it starts again from
+          ``from_position``. Reads meanwhile see the read model filling up.
 
         :param factory: makes the fresh instance (default: the projection's class, called
             with no arguments)
         :raises LookupError: if no such projection was added
+        :raises DefinitionError: if the projection is durable, has no ``reset`` and no
+            ``factory`` was given (a rebuild in place would count every event twice)
 
         A handler that keeps failing holds the rebuild at that event (retried with backoff, as
         always); the current instance goes on serving meanwhile.
@@ -724,38 +778,71 @@ class Runtime:
         if not isinstance(from_position, int) or from_position < 1:
             msg = f"from_position must be an int >= 1, got {from_position!r}"
             raise ValueError(msg)
+        if factory is None and old.compiled.durable:
+            if old.compiled.reset is None:
+                raise DefinitionError(rebuild_refusal(old.compiled))
+            return await self._rebuild_in_place(entry, from_position)
         fresh: Projection = factory() if factory is not None else type(old.projection)()
-        if compile_projection(type(fresh)).name != old.name:
+        compiled = compile_projection(type(fresh))
+        if compiled.name != old.name:
             msg = f"the factory made a {type(fresh).__qualname__}, not a {old.name!r} projection"
             raise DefinitionError(msg)
         temporary = f"{old.name}:rebuild"
-        await self.store.save_checkpoint(temporary, from_position - 1)
-        runner = self._runner(fresh, temporary, old.batch_size, old.poll_interval)
+        if compiled.durable:
+            if compiled.reset is not None:
+                await reset_read_model(
+                    self.store, fresh, name=temporary, from_position=from_position
+                )
+            else:
+                await self.store.save_checkpoint(temporary, from_position - 1)
+        runner = self._runner(
+            fresh, temporary, old.batch_size, old.poll_interval, from_position=from_position
+        )
         runner.state = "rebuilding"
         entry.rebuild = runner
         try:
             await runner.start()
+            runner.state = "rebuilding"
             await runner.run(until_caught_up=True)
             # swap: stop the old one first, so that its last checkpoint save comes before ours
-            entry.scope.cancel()
-            if entry.started:
-                await entry.done.wait()
-            await self.store.save_checkpoint(old.name, runner.position)
+            await self._stop_projection(entry)
+            if compiled.durable:
+                await self.store.save_checkpoint(old.name, runner.position)
         finally:
             entry.rebuild = None
         runner.name = old.name
         runner.state = "catching_up"
         entry.wire(runner)
         self._start_projection(entry)
-        logger.info(
-            "projection rebuilt",
-            extra={
-                "projection": old.name,
-                "from_position": from_position,
-                "position": runner.position,
-            },
-        )
+        self._log_rebuilt(old.name, from_position, runner.position, in_place=False)
         return fresh
+
+    async def _rebuild_in_place(self, entry: _ProjectionEntry, from_position: int) -> Projection:
+        """Stop a durable projection, reset its read model and checkpoint, start it again."""
+        old = entry.runner
+        await self._stop_projection(entry)
+        try:
+            await reset_read_model(
+                self.store, old.projection, name=old.name, from_position=from_position
+            )
+        finally:
+            # reset or not, the projection goes on from its stored checkpoint
+            runner = self._runner(old.projection, old.name, old.batch_size, old.poll_interval)
+            entry.wire(runner)
+            self._start_projection(entry)
+        self._log_rebuilt(old.name, from_position, from_position - 1, in_place=True)
+        return old.projection
+
+    async def _stop_projection(self, entry: _ProjectionEntry) -> None:
+        entry.scope.cancel()
+        if entry.started:
+            await entry.done.wait()
+
+    def _log_rebuilt(self, name: str, from_position: int, position: int, *, in_place: bool) -> None:
+        logger.info(
+            "projection rebuilt" if not in_place else "projection reset; rebuilding in place",
+            extra={"projection": name, "from_position": from_position, "position": position},
+        )
 
     def _actor_for(self, ref: AggregateRef[Any]) -> Actor:
         if self._state is not RuntimeState.OPEN:
@@ -1181,6 +1268,14 @@ def _command_finder(
 
 async def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
     await coroutine
+
+
+def _reached(runner: ProjectionRunner, position: int) -> bool:
+    """Whether a projection handled every event up to ``position`` (and, inline, is live)."""
+    if not runner.loaded or runner.position < position:
+        return False
+    # an inline projection serves reads-after-writes only once appends call it
+    return runner.compiled.mode != "inline" or runner.state == "live"
 
 
 def _check_optional_positive(name: str, value: int | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import math
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -12,7 +13,7 @@ from typing import Any, Final, Protocol, Self, TypeVar, runtime_checkable
 
 import orjson
 
-from .._errors import CodecError, StoreError
+from .._errors import CodecError, StoreError, WaitTimeoutError
 from .._records import (
     AppendResult,
     JSONDict,
@@ -140,13 +141,16 @@ class EventStore(Protocol):
         """Return every stream (of ``category``, if given) with its version and last write."""
         ...
 
-    async def wait_for_events(self, after_position: int, timeout: float) -> None:  # noqa: ASYNC109  # a poll interval, not a deadline
-        """Return when an event beyond ``after_position`` may be readable, or after ``timeout``.
+    async def wait_for_events(self, after_position: int, timeout: float) -> None:  # noqa: ASYNC109  # the deadline is the contract's
+        """Return when an event beyond ``after_position`` may be readable.
 
         Appends through this store object wake waiters at once (after their commit). Appends by
         other processes wake them too where the store is told of other commits (PostgreSQL's
-        LISTEN/NOTIFY); elsewhere they are found by reading again, which callers do after
-        ``timeout``.
+        LISTEN/NOTIFY); elsewhere they are found by reading again, which callers do when the
+        wait times out (use the timeout as a poll interval).
+
+        :raises WaitTimeoutError: after ``timeout`` seconds with no such event seen
+        :raises StoreError: if the store is closed (also while waiting)
         """
         ...
 
@@ -190,11 +194,18 @@ class TransactionalStore(EventStore, Protocol):
     in Python objects, changed in one step of the event loop).
     """
 
-    async def commit_with_checkpoint(self, name: str, position: int, work: TransactionWork[T]) -> T:
+    async def commit_with_checkpoint(
+        self, name: str, position: int, work: TransactionWork[T], *, expected: int | None = None
+    ) -> T:
         """Run ``work(transaction)`` and set checkpoint ``name`` to ``position``, atomically.
 
         If ``work`` raises, nothing it wrote is kept, the checkpoint is unchanged, and the
         error is raised here.
+
+        :param expected: where the checkpoint must stand for the commit to go ahead (checked
+            inside the transaction); ``None``: anywhere
+        :raises CheckpointConflictError: if the checkpoint was not at ``expected`` (``work``
+            did not run)
         """
         ...
 
@@ -220,12 +231,13 @@ class HeadWatch:
     of polling.
     """
 
-    __slots__ = ("_waiters", "head")
+    __slots__ = ("_closed", "_waiters", "head")
 
     def __init__(self) -> None:
         #: the highest position known to be committed
         self.head = 0
         self._waiters: list[asyncio.Future[None]] = []
+        self._closed: StoreError | None = None
 
     def advance(self, head: int) -> None:
         """Record that ``head`` is committed and wake every waiter if it is new."""
@@ -237,21 +249,53 @@ class HeadWatch:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait_beyond(self, position: int, timeout: float) -> None:  # noqa: ASYNC109  # a poll interval
-        """Return when the head passes ``position``, or after ``timeout`` seconds."""
+    def close(self, error: StoreError) -> None:
+        """Fail every waiter, and every later wait, with ``error`` (the store closed)."""
+        self._closed = error
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    async def wait_beyond(self, position: int, timeout: float) -> None:  # noqa: ASYNC109  # the deadline is the contract's
+        """Return when the head passes ``position``.
+
+        :raises WaitTimeoutError: after ``timeout`` seconds
+        :raises StoreError: when the store closes (given to :meth:`close`)
+        """
         if self.head > position:
             return
+        if self._closed is not None:
+            raise self._closed
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:
-            pass
+            if waiter.done() and not waiter.cancelled():
+                waiter.result()  # woken (or closed) as the time ran out: that counts
+                return
+            raise WaitTimeoutError(
+                "the store's log",
+                target=position + 1,
+                reached=self.head,
+                timeout=timeout,
+                detail=" (the newest commit this store object has seen)",
+            ) from None
         finally:
             if not waiter.done():
                 waiter.cancel()
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+
+
+async def poll_for_events(store: EventStore, after_position: int, interval: float) -> None:
+    """Wait up to ``interval`` seconds for an event beyond ``after_position`` (then read again).
+
+    For readers that poll: a timeout is their next round, not an error.
+    """
+    with contextlib.suppress(WaitTimeoutError):
+        await store.wait_for_events(after_position, interval)
 
 
 class StoreState(enum.Enum):
@@ -269,6 +313,8 @@ class StoreLifecycle:
     """Open/close bookkeeping and the async context manager, shared by the stores."""
 
     _state: StoreState = StoreState.UNOPENED
+    #: the newest commit seen, and its waiters (every store keeps one; closing fails waiters)
+    _watch: HeadWatch
 
     @property
     def is_open(self) -> bool:
@@ -294,6 +340,7 @@ class StoreLifecycle:
             self._state = StoreState.CLOSED
             return
         self._state = StoreState.CLOSED
+        self._watch.close(StoreError(f"{self!r} was closed while waiting for events"))
         await self._close()
 
     async def __aenter__(self) -> Self:
@@ -379,9 +426,16 @@ def check_append(stream_id: str, expected_version: int | None, events: Sequence[
 
 
 def check_checkpoint(name: object, position: object = 0) -> str:
-    """Return a checkpoint ``name`` if it and ``position`` are valid, else raise a ValueError."""
-    if not isinstance(name, str) or not name or not _is_utf8(name):
-        msg = f"a checkpoint name must be a non-empty str of valid Unicode, got {name!r}"
+    """Return a checkpoint ``name`` if it and ``position`` are valid, else raise a ValueError.
+
+    A name is what every store can hold and find again exactly: a non-empty str of valid
+    Unicode without NUL (PostgreSQL's text cannot hold NUL).
+    """
+    if not isinstance(name, str) or not name or not _is_utf8(name) or "\x00" in name:
+        msg = (
+            "a checkpoint name (a projection's name) must be a non-empty str of valid Unicode "
+            f"without NUL, got {name!r}"
+        )
         raise ValueError(msg)
     if not _is_int(position) or not 0 <= position <= MAX_VERSION:  # type: ignore[operator]
         msg = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection
 
 from .._records import StoredEvent
-from ._base import EventStore
+from ._base import EventStore, poll_for_events
 
 
 async def subscribe(
@@ -41,4 +41,4 @@ async def subscribe(
             ):
                 yield event
             done = head
-        await store.wait_for_events(done, poll_interval)
+        await poll_for_events(store, done, poll_interval)

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import attrs
 
-from .._errors import ActorsourceError, ConcurrencyError, StoreError
+from .._errors import ActorsourceError, CheckpointConflictError, ConcurrencyError, StoreError
 from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent, StreamInfo
 from ._base import (
     HeadWatch,
@@ -278,10 +278,17 @@ class InMemoryEventStore(StoreLifecycle):
         self._check_open()
         return dict(sorted(self._checkpoints.items()))
 
-    async def commit_with_checkpoint(self, name: str, position: int, work: TransactionWork[T]) -> T:
+    async def commit_with_checkpoint(
+        self, name: str, position: int, work: TransactionWork[T], *, expected: int | None = None
+    ) -> T:
         """Run ``work(None)`` and set the checkpoint in one step (see TransactionalStore)."""
         self._check_open()
         check_checkpoint(name, position)
+        if expected is not None:
+            check_checkpoint(name, expected)
+            actual = self._checkpoints.get(name, 0)
+            if actual != expected:
+                raise CheckpointConflictError(name, expected, actual)
         result = work(None)  # no await in between: nothing can come between the two
         self._checkpoints[name] = position
         await asyncio.sleep(0)

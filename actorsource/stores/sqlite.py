@@ -58,7 +58,13 @@ import aiosqlite
 import anyio
 import attrs
 
-from .._errors import ActorsourceError, ConcurrencyError, IncompatibleStoreError, StoreError
+from .._errors import (
+    ActorsourceError,
+    CheckpointConflictError,
+    ConcurrencyError,
+    IncompatibleStoreError,
+    StoreError,
+)
 from .._records import (
     AppendResult,
     JSONDict,
@@ -176,6 +182,7 @@ class _Transact:
     position: int
     work: TransactionWork[Any] | None  # None: only save the checkpoint
     future: asyncio.Future[Any]
+    expected: int | None = None  # where the checkpoint must stand (None: anywhere)
 
 
 @attrs.define(slots=True)
@@ -926,21 +933,34 @@ class SQLiteEventStore(StoreLifecycle):
         """Save the checkpoint ``name`` in the writer's next transaction."""
         await self._transact(name, position, None)
 
-    async def commit_with_checkpoint(self, name: str, position: int, work: TransactionWork[T]) -> T:
+    async def commit_with_checkpoint(
+        self, name: str, position: int, work: TransactionWork[T], *, expected: int | None = None
+    ) -> T:
         """Run ``work(connection)`` and set checkpoint ``name`` to ``position`` atomically.
 
         ``work`` runs on the writer's thread inside the writer's transaction (in a savepoint of
         its own), with the ``sqlite3.Connection`` to write the read model through. It must not
         commit, roll back or touch the event loop. If it raises, its writes are rolled back,
         the checkpoint is unchanged and the error is raised here.
-        """
-        return cast(T, await self._transact(name, position, work))
 
-    async def _transact(self, name: str, position: int, work: TransactionWork[Any] | None) -> Any:
+        :raises CheckpointConflictError: if ``expected`` is given and the checkpoint is not
+            there (checked in the same transaction; ``work`` did not run)
+        """
+        if expected is not None:
+            check_checkpoint(name, expected)
+        return cast(T, await self._transact(name, position, work, expected))
+
+    async def _transact(
+        self,
+        name: str,
+        position: int,
+        work: TransactionWork[Any] | None,
+        expected: int | None = None,
+    ) -> Any:
         self._check_open()
         check_checkpoint(name, position)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Transact(name, position, work, future))
+        self._enqueue(_Transact(name, position, work, future, expected))
         return await future
 
     async def add_inline_projection(self, name: str, hook: InlineHook) -> None:
@@ -1693,6 +1713,12 @@ def _transact(conn: sqlite3.Connection, op: _Transact, now_text: str) -> Any:
 
     A failure of the work is the op's result (the savepoint is rolled back), not the batch's.
     """
+    if op.expected is not None:
+        found = conn.execute("SELECT position FROM checkpoints WHERE name = ?", (op.name,))
+        row = found.fetchone()
+        actual = int(row[0]) if row is not None else 0
+        if actual != op.expected:
+            return CheckpointConflictError(op.name, op.expected, actual)
     if op.work is None:
         conn.execute(_SAVE_CHECKPOINT, (op.name, op.position, now_text))
         return None

@@ -11,7 +11,14 @@ from typing import Any
 import anyio
 import pytest
 
-from actorsource import EventStore, SQLiteEventStore, StoredEvent, StoreError, subscribe
+from actorsource import (
+    EventStore,
+    SQLiteEventStore,
+    StoredEvent,
+    StoreError,
+    WaitTimeoutError,
+    subscribe,
+)
 
 from ..conftest import need_transactional
 from .test_contract import collect, event, everything, positions
@@ -154,9 +161,37 @@ async def test_wait_for_events_returns_at_once_when_events_are_already_there(
         await store.wait_for_events(0, timeout=60)
 
 
-async def test_wait_for_events_gives_up_after_its_timeout(store: EventStore) -> None:
+async def test_wait_for_events_raises_a_timeout_error_naming_where_the_log_stood(
+    store: EventStore,
+) -> None:
+    await store.append("Account-1", 0, [event()])
+    with anyio.fail_after(10), pytest.raises(WaitTimeoutError) as raised:
+        await store.wait_for_events(1, timeout=0.01)
+    assert isinstance(raised.value, TimeoutError)
+    assert (raised.value.target, raised.value.reached) == (2, 1)
+    assert "did not reach position 2 within 0.01 s: it stood at 1" in str(raised.value)
+
+
+async def test_closing_the_store_wakes_its_waiters_with_a_store_error(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    await store.open()
+    failed: list[BaseException] = []
+
+    async def wait() -> None:
+        try:
+            await store.wait_for_events(0, timeout=60)
+        except StoreError as exc:
+            failed.append(exc)
+
     with anyio.fail_after(10):
-        await store.wait_for_events(0, timeout=0.01)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await store.close()
+    assert len(failed) == 1
+    assert "closed" in str(failed[0])
+    with pytest.raises(StoreError):
+        await store.wait_for_events(0, timeout=60)
 
 
 # -- read-model transactions ---------------------------------------------------------------------
@@ -311,7 +346,8 @@ async def test_another_process_appends_are_seen_by_polling_not_by_notification(
         await writer.append("Account-1", 0, [event()])
 
         with anyio.fail_after(10):
-            await reader.wait_for_events(0, timeout=0.01)  # not woken: the poll interval ends
+            with pytest.raises(WaitTimeoutError):  # not woken: the poll interval ends
+                await reader.wait_for_events(0, timeout=0.01)
         assert positions(await everything(reader)) == [1]
         assert await reader.head_position() == 1
 

@@ -43,6 +43,7 @@ class _Seen(Projection):
 
 class AtLeastOnce(_Seen):
     mode: ClassVar[Any] = "at_least_once"
+    durable: ClassVar[Any] = True  # its table outlives the process
 
     def __init__(self, view: Path) -> None:
         self.conn = sqlite3.connect(view, isolation_level=None)
