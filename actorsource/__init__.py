@@ -46,6 +46,7 @@ from ._metrics import RecordingMetrics as RecordingMetrics
 from ._projection import Projection as Projection
 from ._projection import ProjectionContext as ProjectionContext
 from ._projection import ProjectionStatus as ProjectionStatus
+from ._projection import ResetContext as ResetContext
 from ._projection import handle as handle
 from ._records import AppendResult as AppendResult
 from ._records import NewEvent as NewEvent
@@ -99,6 +100,7 @@ __all__ = [
     "RecordedEvent",
     "RecordingMetrics",
     "Rejected",
+    "ResetContext",
     "Runtime",
     "RuntimeClosedError",
     "RuntimeState",

@@ -26,6 +26,7 @@ from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
 from ._errors import ActorsourceError
+from ._projection import Projection, compile_projection, rebuild_refusal, reset_read_model
 from ._records import StoredEvent
 from ._runtime import Runtime
 from .stores._base import EventStore, poll_for_events
@@ -87,6 +88,12 @@ def add_commands(commands: Any) -> None:
     projections.add_argument("action", nargs="?", choices=["rebuild"], default=None)
     projections.add_argument("name", nargs="?", default=None, help="the projection to rebuild")
     projections.add_argument("--from-position", type=int, default=1)
+    projections.add_argument(
+        "--app",
+        default=None,
+        help="rebuild: where the projection class is (module, module:Class, or "
+        "module:collection); its reset(self, ctx) clears the read model",
+    )
     _json(projections)
 
 
@@ -302,22 +309,7 @@ async def _projections(store: EventStore, args: argparse.Namespace, out: TextIO)
         if not name.endswith(":rebuild")  # a rebuild in progress, under a temporary name
     }
     if args.action == "rebuild":
-        if args.name is None:
-            msg = "projections rebuild needs the projection's name"
-            raise CommandError(msg)
-        if args.name not in checkpoints:
-            known = ", ".join(sorted(checkpoints)) or "none"
-            msg = f"no projection named {args.name!r} has a checkpoint (known: {known})"
-            raise CommandError(msg)
-        if args.from_position < 1:
-            msg = f"--from-position must be >= 1, got {args.from_position}"
-            raise CommandError(msg)
-        await store.save_checkpoint(args.name, args.from_position - 1)
-        out.write(
-            f"{args.name}: checkpoint reset to {args.from_position - 1}; it is rebuilt from "
-            f"position {args.from_position} when its runtime next starts (stop it first; "
-            "runtime.rebuild_projection rebuilds without stopping)\n"
-        )
+        await _rebuild(store, args, out)
         return
     head = await store.head_position()
     now = datetime.now(UTC)
@@ -346,6 +338,45 @@ async def _projections(store: EventStore, args: argparse.Namespace, out: TextIO)
     _table(out, ["projection", "position", "head", "lag (events)", "lag (s)"], rows)
 
 
+async def _rebuild(store: EventStore, args: argparse.Namespace, out: TextIO) -> None:
+    """Reset a durable read model and its checkpoint; the runtime rebuilds it when next started."""
+    if args.name is None:
+        msg = "projections rebuild needs the projection's name"
+        raise CommandError(msg)
+    if args.from_position < 1:
+        msg = f"--from-position must be >= 1, got {args.from_position}"
+        raise CommandError(msg)
+    if args.app is None:
+        msg = (
+            f"rebuilding {args.name!r} needs the application to clear its read model: pass "
+            "--app module:Class naming the projection (whose reset(self, ctx) clears it); "
+            "resetting the checkpoint alone would deliver every event again into a read model "
+            "that holds them"
+        )
+        raise CommandError(msg)
+    cls = _find_projection(args.app, args.name)
+    compiled = compile_projection(cls)
+    if not compiled.durable:
+        out.write(
+            f"{args.name}: its read model lives in memory and is built again from the start "
+            "whenever its runtime starts; nothing to rebuild here\n"
+        )
+        return
+    if compiled.reset is None:
+        raise CommandError(rebuild_refusal(compiled))
+    try:
+        projection = cls()
+    except TypeError as exc:
+        msg = f"cannot make a {cls.__qualname__} with no arguments to call its reset: {exc}"
+        raise CommandError(msg) from exc
+    await reset_read_model(store, projection, name=args.name, from_position=args.from_position)
+    out.write(
+        f"{args.name}: read model reset and checkpoint set to {args.from_position - 1}; it is "
+        f"rebuilt from position {args.from_position} when its runtime next starts (stop it "
+        "first; runtime.rebuild_projection rebuilds without stopping)\n"
+    )
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -360,6 +391,32 @@ def _parse_time(text: str) -> datetime:
 
 def _find_aggregate(app: str, category: str) -> Any:
     """Return the aggregate class or Decider of ``category`` found at ``app``."""
+    candidates = _aggregates_in(_load_app(app))
+    by_category = {_category(c): c for c in candidates}
+    if category not in by_category:
+        known = ", ".join(sorted(by_category)) or "none"
+        msg = f"no aggregate of category {category!r} at --app {app!r} (found: {known})"
+        raise CommandError(msg)
+    return by_category[category]
+
+
+def _find_projection(app: str, name: str) -> type[Projection]:
+    """Return the projection class named ``name`` found at ``app``."""
+    classes = [
+        v
+        for v in _members(_load_app(app))
+        if isinstance(v, type) and issubclass(v, Projection) and v is not Projection
+    ]
+    by_name = {compile_projection(c).name: c for c in classes}
+    if name not in by_name:
+        known = ", ".join(sorted(by_name)) or "none"
+        msg = f"no projection named {name!r} at --app {app!r} (found: {known})"
+        raise CommandError(msg)
+    return by_name[name]
+
+
+def _load_app(app: str) -> Any:
+    """Import ``module`` or ``module:attribute.path`` from the working directory."""
     module_name, _, attribute = app.partition(":")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # as python -m would: the user's own modules
@@ -374,25 +431,22 @@ def _find_aggregate(app: str, category: str) -> Any:
         except AttributeError as exc:
             msg = f"{module_name!r} has no {attribute!r} (from --app {app!r})"
             raise CommandError(msg) from exc
-    candidates = _aggregates_in(found)
-    by_category = {_category(c): c for c in candidates}
-    if category not in by_category:
-        known = ", ".join(sorted(by_category)) or "none"
-        msg = f"no aggregate of category {category!r} at --app {app!r} (found: {known})"
-        raise CommandError(msg)
-    return by_category[category]
+    return found
 
 
 def _aggregates_in(found: Any) -> list[Any]:
-    if _is_aggregate(found):
-        return [found]
+    return [v for v in _members(found) if _is_aggregate(v)]
+
+
+def _members(found: Any) -> list[Any]:
+    """What ``--app`` names: a module's or a collection's values, or the one object itself."""
     if isinstance(found, types.ModuleType):
-        return [v for v in vars(found).values() if _is_aggregate(v)]
+        return list(vars(found).values())
     if isinstance(found, dict):
-        return [v for v in found.values() if _is_aggregate(v)]
+        return list(found.values())
     if isinstance(found, list | tuple | set | frozenset):
-        return [v for v in found if _is_aggregate(v)]
-    return []
+        return list(found)
+    return [found]
 
 
 def _is_aggregate(value: object) -> bool:

@@ -2,13 +2,16 @@
 
 - ``Balances`` is an exactly-once projection: its handlers write a SQL table in the event
   store's own SQLite file, in the same transaction as the projection's checkpoint, so that a
-  crash can neither lose nor repeat an update.
-- ``RecentActivity`` is an at-least-once projection kept in memory (rebuilt from the log on
-  every start): the last few movements across all accounts. Its handler is idempotent (it keys
-  entries by event id), as at-least-once handlers must be.
+  crash can neither lose nor repeat an update. The table outlives the process, so the
+  projection goes on from its checkpoint at the next start; its ``reset`` clears the table for
+  a rebuild (``actorsource projections read_side.db rebuild Balances --app read_side``).
+- ``RecentActivity`` is an at-least-once projection kept in memory, built again from the log
+  at every start: the last few movements across all accounts. Its handler is idempotent (it
+  keys entries by event id), as at-least-once handlers must be.
 - ``runtime.state_at`` answers "what was the balance then?".
 
-Run it twice: the second run starts afresh (it deletes ``read_side.db`` first).
+Run it twice: the second run gives the same answers. Its commands carry ids, so repeating them
+is answered from the log instead of being applied again, and both read models come back whole.
 """
 
 import sqlite3
@@ -24,6 +27,7 @@ from actorsource import (
     Projection,
     ProjectionContext,
     Rejected,
+    ResetContext,
     Runtime,
     SQLiteEventStore,
     apply,
@@ -95,6 +99,11 @@ class Balances(Projection):
     def withdrew(self, event: Withdrew, ctx: ProjectionContext) -> None:
         self._add(ctx, -event.amount)
 
+    def reset(self, ctx: ResetContext) -> None:
+        """Clear the table before a rebuild (in the transaction that resets the checkpoint)."""
+        conn: sqlite3.Connection = ctx.transaction
+        conn.execute("DROP TABLE IF EXISTS balances")
+
     def _add(self, ctx: ProjectionContext, amount: int) -> None:
         conn: sqlite3.Connection = ctx.transaction  # the store's transaction: no commit here
         conn.execute(
@@ -131,24 +140,23 @@ class RecentActivity(Projection):
 
 async def main() -> None:
     path = Path("read_side.db")
-    for leftover in (path, Path("read_side.db-wal"), Path("read_side.db-shm")):
-        leftover.unlink(missing_ok=True)
-
     async with Runtime(SQLiteEventStore(path)) as runtime:
         runtime.add_projection(Balances())
         activity = RecentActivity()
         runtime.add_projection(activity)
 
+        # a command id makes a command safe to send again (on a second run too): a repeat is
+        # answered with the events it stored the first time, not applied twice
         alice, bob = runtime.ref(Account, "alice"), runtime.ref(Account, "bob")
-        await alice.ask(Deposit(100))
-        await bob.ask(Deposit(50))
-        (withdrawal,) = await alice.ask(Withdraw(30))
-        await bob.ask(Withdraw(20))
-        last = await alice.ask(Deposit(5))
+        await alice.ask(Deposit(100), command_id="alice-1")
+        await bob.ask(Deposit(50), command_id="bob-1")
+        (withdrawal,) = await alice.ask(Withdraw(30), command_id="alice-2")
+        await bob.ask(Withdraw(20), command_id="bob-2")
+        last = await alice.ask(Deposit(5), command_id="alice-3")
 
-        # projections run in the background: wait until they handled the last event
-        await runtime.wait_for_projection(Balances, last[-1].position)
-        await runtime.wait_for_projection(RecentActivity, last[-1].position)
+        # projections run in the background: wait (with a deadline) until they handled it
+        await runtime.wait_for_projection(Balances, last[-1].position, timeout=10)
+        await runtime.wait_for_projection(RecentActivity, last[-1].position, timeout=10)
 
         with sqlite3.connect(path) as conn:
             for account, balance in conn.execute(

@@ -8,8 +8,10 @@ commands to aggregates and read a projection::
     GET  /accounts/{id}                               -> 200 {"balance": 70, "version": 2}
     GET  /balances                                    -> 200 {"Account-a": 70, ...}
 
-The balances read model is an inline projection: it is updated in the transaction of each
-append, so a GET right after a POST sees the POST (read-your-writes).
+The balances read model lives in memory: an at-least-once projection, built again from the
+log whenever the service starts, so it is whole after a restart. The lifespan waits (with a
+deadline) until it has caught up before serving; a POST waits until it has seen the POST's own
+events before answering, so a GET right after it sees them (read-your-writes).
 
 Run it with ``python examples/web_service.py [PORT]`` (needs ``pip install starlette uvicorn``).
 """
@@ -17,7 +19,7 @@ Run it with ``python examples/web_service.py [PORT]`` (needs ``pip install starl
 import contextlib
 import sys
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 import uvicorn
@@ -85,9 +87,7 @@ class Account(Aggregate):
 
 
 class Balances(Projection):
-    """Balances by stream, updated inside each append's transaction (read-your-writes)."""
-
-    mode: ClassVar = "inline"
+    """Balances by stream, in memory (built again from the log at every start)."""
 
     def __init__(self) -> None:
         self.by_account: dict[str, int] = {}
@@ -103,14 +103,19 @@ class Balances(Projection):
         self.by_account[key] = self.by_account.get(key, 0) - event.amount
 
 
-def create_app(database: str = "web.db") -> Starlette:
-    """Return the application; its runtime lives as long as the application runs."""
+def create_app(database: str = "web.db", *, catch_up_timeout: float = 30.0) -> Starlette:
+    """Return the application; its runtime lives as long as the application runs.
+
+    :param catch_up_timeout: seconds the start may take to bring the read model up to date;
+        past it the start fails (and the server stops) instead of hanging
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with Runtime(SQLiteEventStore(database), passivate_after=60.0) as runtime:
             runtime.add_projection(Balances())
-            await runtime.wait_for_projection(Balances)  # caught up before serving
+            # caught up before serving, within a deadline: a start never hangs
+            await runtime.wait_for_projection(Balances, timeout=catch_up_timeout)
             yield {"runtime": runtime}
 
     async def move(request: Request, make: Any) -> JSONResponse:
@@ -125,6 +130,8 @@ def create_app(database: str = "web.db") -> Starlette:
         except Rejected as exc:
             return JSONResponse({"error": str(exc)}, 409)
         last = recorded[-1]
+        # read-your-writes: answer once the read model has seen this write
+        await runtime.wait_for_projection(Balances, last.position, timeout=5.0)
         return JSONResponse({"version": last.version, "position": last.position}, 201)
 
     async def deposit(request: Request) -> JSONResponse:
