@@ -38,10 +38,31 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+class _CommandParser(_Parser):
+    """A command's parser: its options may come before, between or after its positionals.
+
+    Plain parsing fills optional positionals (``projections DB [rebuild [NAME]]``) with nothing
+    as soon as an option follows the first one, and then refuses the rest. (Intermixed parsing
+    allows a command no subcommands of its own.)
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        if self._intermixing:  # parse_known_intermixed_args calls back (in some Pythons)
+            return super().parse_known_args(*args, **kwargs)
+        self._remember(args, kwargs)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(*args, **kwargs)
+        finally:
+            self._intermixing = False
+
+
 def parser() -> argparse.ArgumentParser:
     """Return the command line's argument parser."""
     top = _Parser(prog="actorsource", description=__doc__)
-    commands = top.add_subparsers(dest="command", required=True)
+    commands = top.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     run = commands.add_parser(
         "bench", help="run the throughput benchmark suite (SQLite, or PostgreSQL with --store)"
     )
