@@ -30,6 +30,7 @@ from ._projection import Projection, compile_projection, rebuild_refusal, reset_
 from ._records import StoredEvent
 from ._runtime import Runtime
 from .stores._base import EventStore, poll_for_events
+from .stores.postgres import redact_dsn
 from .stores.sqlite import SQLiteEventStore
 
 #: exit status of a command that failed in an expected way (bad argument, missing database)
@@ -153,8 +154,9 @@ def _open_store(db: str, schema: str) -> EventStore:
         store: EventStore = module.PostgresEventStore(db, schema=schema)
         return store
     if not Path(db).is_file():
-        # opening would create a new, empty database: surely not what was meant
-        msg = f"no database at {db!r}"
+        # opening would create a new, empty database: surely not what was meant (and a
+        # mistyped DSN lands here too, so its password is hidden)
+        msg = f"no database at {redact_dsn(db)!r}"
         raise CommandError(msg)
     return SQLiteEventStore(db)
 

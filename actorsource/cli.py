@@ -7,17 +7,62 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 import anyio
 
 from . import bench
 from ._commands import COMMANDS, add_commands, run_command
+from .stores.postgres import redact_dsn
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose error messages never echo a DSN's password."""
+
+    _given: Sequence[str] = ()
+
+    def _remember(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        given = args[0] if args else kwargs.get("args")
+        self._given = list(sys.argv[1:] if given is None else given)
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        self._remember(args, kwargs)
+        return super().parse_known_args(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes what it refuses, and a DSN given in the wrong place is refused
+        for text in self._given:
+            safe = redact_dsn(text)
+            if safe != text:
+                message = message.replace(repr(text), repr(safe)).replace(text, safe)
+        super().error(message)
+
+
+class _CommandParser(_Parser):
+    """A command's parser: its options may come before, between or after its positionals.
+
+    Plain parsing fills optional positionals (``projections DB [rebuild [NAME]]``) with nothing
+    as soon as an option follows the first one, and then refuses the rest. (Intermixed parsing
+    allows a command no subcommands of its own.)
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        if self._intermixing:  # parse_known_intermixed_args calls back (in some Pythons)
+            return super().parse_known_args(*args, **kwargs)
+        self._remember(args, kwargs)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(*args, **kwargs)
+        finally:
+            self._intermixing = False
 
 
 def parser() -> argparse.ArgumentParser:
     """Return the command line's argument parser."""
-    top = argparse.ArgumentParser(prog="actorsource", description=__doc__)
-    commands = top.add_subparsers(dest="command", required=True)
+    top = _Parser(prog="actorsource", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
     run = commands.add_parser(
         "bench", help="run the throughput benchmark suite (SQLite, or PostgreSQL with --store)"
     )
@@ -84,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     postgres_dsn: str | None = None
     if args.store != "sqlite":
         if not args.store.startswith(("postgresql://", "postgres://")):
-            line.error(f"--store must be sqlite or a postgresql:// DSN, got {args.store!r}")
+            line.error(
+                f"--store must be sqlite or a postgresql:// DSN, got {redact_dsn(args.store)!r}"
+            )
         postgres_dsn = args.store
     if args.command == "bench":
         sizes = bench.Sizes.quick() if args.quick else bench.Sizes()

@@ -57,7 +57,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Final, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import unquote
 
 import attrs
 
@@ -301,39 +301,83 @@ def _channel(schema: str) -> str:
     return channel
 
 
+#: a key whose value is a secret (``password``, ``sslpassword``), in a query string or a
+#: key=value DSN
+_SECRET_KEY: Final = re.compile(r"\w*password\s*=\s*", re.IGNORECASE)
+
+
+def _secret_spans(dsn: str) -> list[tuple[int, int]]:
+    """Return the (start, end) spans of ``dsn`` that may hold a secret, merged and in order.
+
+    Found without parsing, so that a DSN that cannot be parsed, or that a parser splits in the
+    wrong places (an unencoded ``/ ? # @`` in its password), hides its password all the same:
+    everything after the first ``:`` following the scheme's ``//`` up to the last ``@`` (the
+    password, wherever it ends), and everything after a ``password=`` key to the end of the DSN
+    (its value may hold an unencoded ``&``, ``#`` or space).
+    """
+    spans: list[tuple[int, int]] = []
+    scheme = dsn.find("://")
+    start = 0 if scheme < 0 else scheme + 3
+    at = dsn.rfind("@", start)
+    colon = dsn.find(":", start, max(at, start))
+    if colon >= 0 and colon + 1 < at:
+        spans.append((colon + 1, at))
+    key = _SECRET_KEY.search(dsn)
+    if key is not None and key.end() < len(dsn):
+        spans.append((key.end(), len(dsn)))
+    merged: list[tuple[int, int]] = []
+    for begin, end in sorted(spans):
+        if merged and begin <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((begin, end))
+    return merged
+
+
 def redact_dsn(dsn: str) -> str:
-    """Return ``dsn`` with its password replaced by ``***`` (in the user part or the query)."""
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        parts = None
-    if parts is None or not parts.scheme:
-        return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn, flags=re.IGNORECASE)
-    netloc = parts.netloc
-    userinfo, at, hostinfo = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostinfo}"
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query = parts.query
-    if any(k.lower() == "password" for k, _ in pairs):
-        query = urlencode(
-            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="/*"
-        )
-    if (netloc, query) == (parts.netloc, parts.query):
-        return dsn
-    # built by hand: urlunsplit drops the empty authority of postgresql:///db
-    text = f"{parts.scheme}://{netloc}{parts.path}"
-    if query:
-        text += f"?{query}"
-    if parts.fragment:
-        text += f"#{parts.fragment}"
-    return text
+    """Return ``dsn`` with each part that may hold a password replaced by ``***``.
+
+    Whatever the DSN's shape: ``postgresql://app:***@host/db``,
+    ``postgresql://app@host/db?password=***``, ``host=db password=***``; a malformed DSN
+    (``postgresql://app:***@[::1/db``) is hidden in the same places.
+    """
+    parts: list[str] = []
+    shown = 0
+    for begin, end in _secret_spans(dsn):
+        parts += [dsn[shown:begin], "***"]
+        shown = end
+    parts.append(dsn[shown:])
+    return "".join(parts)
+
+
+def _secret_words(dsn: str) -> frozenset[str]:
+    """Return the words of ``dsn``'s secret parts, as written and percent-decoded, casefolded."""
+    words: set[str] = set()
+    for begin, end in _secret_spans(dsn):
+        secret = dsn[begin:end]
+        for text in (secret, unquote(secret)):
+            words.update(word.casefold() for word in re.findall(r"\w+", text))
+    return frozenset(words)
+
+
+def _scrub(detail: str, secret_words: frozenset[str]) -> str:
+    """Return a driver's error ``detail`` with every word of the DSN's secret parts hidden.
+
+    A driver's message may quote a piece of a malformed DSN (``invalid literal for int():
+    's3c'``, when a password's ``/`` made its start the port), so a password can leak through
+    the detail as well as through the DSN itself.
+    """
+    if not secret_words:
+        return detail
+    return re.sub(
+        r"\w+", lambda word: "***" if word[0].casefold() in secret_words else word[0], detail
+    )
 
 
 async def server_facts(dsn: str) -> dict[str, str]:
     """Return the server's version and durability settings (for reports such as the bench).
 
-    :raises StoreError: if the server cannot be reached
+    :raises StoreError: if the server cannot be reached, or ``dsn`` is malformed
     """
     driver = _driver()
     try:
@@ -345,8 +389,9 @@ async def server_facts(dsn: str) -> dict[str, str]:
             )
         finally:
             await conn.close()
-    except (OSError, TimeoutError, driver.PostgresError, driver.InterfaceError) as exc:
-        detail = " ".join(str(exc).split())
+    # ValueError: a DSN the driver cannot parse (its message may quote a piece of it)
+    except (OSError, TimeoutError, ValueError, driver.PostgresError, driver.InterfaceError) as exc:
+        detail = _scrub(" ".join(str(exc).split()), _secret_words(dsn))
         msg = f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {type(exc).__name__}: {detail}"
         raise StoreError(msg) from exc
     return {"server_version": row[0], "synchronous_commit": row[1], "fsync": row[2]}
@@ -357,7 +402,7 @@ async def drop_schema(dsn: str, schema: str) -> None:
 
     For tools that make throwaway stores (the benchmark suite); never called by a store.
 
-    :raises StoreError: if the server cannot be reached or refuses
+    :raises StoreError: if the server cannot be reached or refuses, or ``dsn`` is malformed
     """
     if not _SCHEMA_NAME.fullmatch(schema):
         msg = f"not a schema name a store uses: {schema!r}"
@@ -369,8 +414,9 @@ async def drop_schema(dsn: str, schema: str) -> None:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
             await conn.close()
-    except (OSError, TimeoutError, driver.PostgresError, driver.InterfaceError) as exc:
-        detail = " ".join(str(exc).split())
+    # ValueError: a DSN the driver cannot parse (its message may quote a piece of it)
+    except (OSError, TimeoutError, ValueError, driver.PostgresError, driver.InterfaceError) as exc:
+        detail = _scrub(" ".join(str(exc).split()), _secret_words(dsn))
         msg = f"cannot drop schema {schema!r} at {redact_dsn(dsn)}: {type(exc).__name__}: {detail}"
         raise StoreError(msg) from exc
 
@@ -602,6 +648,7 @@ class PostgresEventStore(StoreLifecycle):
         self._known_heads_limit = known_heads
         self.connect_timeout = connect_timeout
         self._where = redact_dsn(dsn)
+        self._secret_words = _secret_words(dsn)
         self._append_lock = _lock_key("append", schema)
         self._channel = _channel(schema)
         self._sql = _Statements(schema)
@@ -662,7 +709,7 @@ class PostgresEventStore(StoreLifecycle):
         return conn
 
     def _connect_error(self, exc: Exception) -> StoreError:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
+        detail = _scrub(" ".join(str(exc).split()), self._secret_words) or type(exc).__name__
         msg = f"cannot connect to PostgreSQL at {self._where}: {type(exc).__name__}: {detail}"
         return StoreError(msg)
 
