@@ -118,9 +118,7 @@ def test_state_of_an_unknown_category_names_what_was_found(
     assert "Account" in err
 
 
-def test_projections_lists_positions_and_lag_and_rebuild_resets_the_checkpoint(
-    db: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_projections_lists_positions_and_lag(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = _run(capsys, "projections", str(db), "--json")
     (balances,) = [json.loads(line) for line in out.splitlines()]
     assert status == 0
@@ -132,15 +130,79 @@ def test_projections_lists_positions_and_lag_and_rebuild_resets_the_checkpoint(
     assert balances["lag_events"] == 2
     assert balances["lag_seconds"] >= 0
 
-    status, out, _ = _run(capsys, "projections", str(db), "rebuild", "balances")
-    assert status == 0
-    assert "checkpoint reset to 0" in out
-    after = json.loads(_run(capsys, "projections", str(db), "--json")[1])
-    assert (after["position"], after["lag_events"]) == (0, 4)
 
-    status, _, err = _run(capsys, "projections", str(db), "rebuild", "nope")
-    assert status == 1
-    assert "no projection named 'nope' has a checkpoint (known: balances)" in err
+def test_projections_rebuild_without_the_application_is_refused_and_changes_nothing(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = _run(capsys, "projections", str(db), "rebuild", "balances")
+
+    assert (status, out) == (1, "")
+    assert err.count("\n") == 1  # one line
+    assert "needs the application to clear its read model: pass --app" in err
+    after = json.loads(_run(capsys, "projections", str(db), "--json")[1])
+    assert after["position"] == 2  # unchanged
+
+
+def test_projections_rebuild_of_a_durable_read_model_without_reset_is_refused(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    app = "tests.workers.projector:ExactlyOnce"  # a durable read model, no reset
+    status, out, err = _run(capsys, "projections", str(db), "rebuild", "seen", "--app", app)
+    unknown = _run(capsys, "projections", str(db), "rebuild", "nope", "--app", app)
+
+    assert (status, out) == (1, "")
+    assert err.count("\n") == 1
+    assert "projection 'seen' is durable" in err
+    assert "has no reset(self, ctx)" in err
+    assert unknown[0] == 1
+    assert "no projection named 'nope' at --app" in unknown[2]
+    assert "(found: seen)" in unknown[2]
+    after = json.loads(_run(capsys, "projections", str(db), "--json")[1])
+    assert after["position"] == 2  # unchanged
+
+
+def _read_side(cwd: Path) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "read_side.py")],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def _balances(path: Path) -> list[tuple[str, int]]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT account, balance FROM balances ORDER BY account").fetchall()
+
+
+def test_projections_rebuild_with_the_application_gives_the_table_a_fresh_run_gives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _read_side(tmp_path)
+    fresh = _balances(tmp_path / "read_side.db")
+
+    monkeypatch.chdir(ROOT / "examples")  # where --app finds read_side
+    database = str(tmp_path / "read_side.db")
+    status, out, err = _run(
+        capsys, "projections", database, "rebuild", "Balances", "--app", "read_side"
+    )
+    assert (status, err) == (0, "")
+    assert "Balances: read model reset and checkpoint set to 0" in out
+    with pytest.raises(Exception, match="no such table"):
+        _balances(tmp_path / "read_side.db")  # cleared with the checkpoint
+
+    again = _read_side(tmp_path)  # the next start delivers every event once into it
+    assert fresh == [("Account-alice", 75), ("Account-bob", 30)]
+    assert _balances(tmp_path / "read_side.db") == fresh
+    assert again == first
 
 
 def test_a_missing_database_is_one_line_and_a_non_zero_exit(

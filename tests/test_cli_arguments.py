@@ -12,11 +12,11 @@ from typing import Any
 import anyio
 import pytest
 
-from actorsource import EventStore, NewEvent, Runtime
+from actorsource import EventStore, NewEvent, Projection, ResetContext, Runtime, handle
 from actorsource.cli import main
 
 from .conftest import POSTGRES_DSN, SKIP_WITHOUT_POSTGRES, make_store, postgres_schema
-from .domain import Account, Deposit, Withdraw
+from .domain import Account, Deposit, Deposited, Withdraw
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,12 +105,33 @@ _CASES: dict[str, _Case] = {
     "projections rebuild": (
         "projections",
         ["DB", "rebuild", "balances"],
-        [["--schema", "SCHEMA"], ["--from-position", "2"], ["--json"]],
+        [
+            ["--schema", "SCHEMA"],
+            ["--from-position", "2"],
+            ["--app", "tests.test_cli_arguments:BalancesView"],
+            ["--json"],
+        ],
         lambda out: out,
-        "balances: checkpoint reset to 1; it is rebuilt from position 2 when its runtime next "
-        "starts (stop it first; runtime.rebuild_projection rebuilds without stopping)\n",
+        "balances: read model reset and checkpoint set to 1; it is rebuilt from position 2 when "
+        "its runtime next starts (stop it first; runtime.rebuild_projection rebuilds without "
+        "stopping)\n",
     ),
 }
+
+
+class BalancesView(Projection):
+    """A durable read model named ``balances``, for ``projections rebuild --app``."""
+
+    name = "balances"
+    durable = True
+    resets = 0
+
+    @handle
+    def deposited(self, event: Deposited) -> None:
+        pass
+
+    def reset(self, ctx: ResetContext) -> None:
+        type(self).resets += 1
 
 
 async def _fill(store: EventStore) -> None:
