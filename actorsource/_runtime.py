@@ -716,6 +716,12 @@ class Runtime:
         entry = self._entry(projection)
         if position is None:
             position = await self.store.head_position()
+        runner = entry.runner
+        if not runner.loaded and runner.compiled.durable and runner.compiled.mode != "inline":
+            # still loading: the stored checkpoint says whether the read model is there already
+            with contextlib.suppress(StoreError):
+                if await self.store.load_checkpoint(runner.name) >= position:
+                    return
         with anyio.move_on_after(timeout) as deadline:
             while not _reached(entry.runner, position):
                 if entry.done.is_set() and self._state is not RuntimeState.OPEN:

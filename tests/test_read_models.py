@@ -107,6 +107,35 @@ async def test_a_wait_for_a_position_the_stored_checkpoint_passed_returns_after_
     assert table == {"Account-a": 3}  # resumed, not delivered twice
 
 
+async def test_a_wait_for_a_stored_position_returns_while_the_checkpoint_is_still_loading(
+    tmp_path: Path,
+) -> None:
+    release = anyio.Event()
+    loads: list[str] = []
+
+    class SlowToLoad(SQLiteEventStore):
+        async def load_checkpoint(self, name: str) -> int:
+            loads.append(name)
+            if len(loads) == 1:  # the projection's own load hangs (a slow database)
+                await release.wait()
+            return await super().load_checkpoint(name)
+
+    path = tmp_path / "events.db"
+    async with Runtime(SQLiteEventStore(path)) as runtime:
+        runtime.add_projection(Totals())
+        position = await _deposit(runtime, 1, 2)
+        await runtime.wait_for_projection(Totals, position)
+
+    async with Runtime(SlowToLoad(path)) as runtime:
+        runtime.add_projection(Totals())
+        await anyio.wait_all_tasks_blocked()
+        assert runtime.statistics().projections[0].state == "loading"
+        with anyio.fail_after(10):
+            await runtime.wait_for_projection(Totals, position)
+        release.set()
+    assert loads == ["Totals", "Totals"]
+
+
 async def test_a_wait_that_passes_its_deadline_says_where_the_projection_stood(
     store: EventStore,
 ) -> None:
