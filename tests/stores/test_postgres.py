@@ -8,6 +8,7 @@ each works in a schema of its own, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from actorsource import (
     SnapshotRecord,
     StoredEvent,
     StoreError,
+    WaitTimeoutError,
     handle,
 )
 from actorsource.stores.postgres import SCHEMA_VERSION
@@ -150,7 +152,8 @@ async def _follow_while_writing(
                 read.extend(e.position for e in batch)
                 if finished and len(read) >= total:
                     return
-                await reader.wait_for_events(len(read), 0.05)
+                with contextlib.suppress(WaitTimeoutError):  # a poll
+                    await reader.wait_for_events(len(read), 0.05)
 
         async def append(store: PostgresEventStore, n: int) -> None:
             for i in range(appends):
@@ -503,7 +506,7 @@ async def test_text_that_postgresql_cannot_hold_is_refused_by_name(
     async with store_in(postgres_dsn, schema) as store:
         with pytest.raises(ValueError, match="an event type cannot hold NUL"):
             await store.append("a", 0, [NewEvent("id-1", "Bad\x00Type", {}, {})])
-        with pytest.raises(ValueError, match="a checkpoint name cannot hold NUL"):
+        with pytest.raises(ValueError, match=r"checkpoint name .* without NUL"):
             await store.save_checkpoint("view\x00", 1)
         assert await everything(store) == []
 
