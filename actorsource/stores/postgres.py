@@ -166,6 +166,24 @@ def _driver() -> Any:
     return _driver_module
 
 
+def _driver_errors(driver: Any) -> tuple[type[BaseException], ...]:
+    """What the driver raises when an operation fails; the store's edge maps each to StoreError.
+
+    asyncpg's own errors have three roots: ``PostgresError`` (the server refused or failed),
+    ``InterfaceError`` (a connection closed, a call made wrong) and ``InternalClientError``
+    (its protocol's state, such as "another operation is in progress" on a connection that
+    broke mid-statement while the server restarts); the socket's own are ``OSError`` and
+    ``TimeoutError``.
+    """
+    return (
+        OSError,
+        TimeoutError,
+        driver.PostgresError,
+        driver.InterfaceError,
+        driver.InternalClientError,
+    )
+
+
 # -- the schema ----------------------------------------------------------------------------------
 
 
@@ -345,7 +363,7 @@ async def server_facts(dsn: str) -> dict[str, str]:
             )
         finally:
             await conn.close()
-    except (OSError, TimeoutError, driver.PostgresError, driver.InterfaceError) as exc:
+    except _driver_errors(driver) as exc:
         detail = " ".join(str(exc).split())
         msg = f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {type(exc).__name__}: {detail}"
         raise StoreError(msg) from exc
@@ -369,7 +387,7 @@ async def drop_schema(dsn: str, schema: str) -> None:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
             await conn.close()
-    except (OSError, TimeoutError, driver.PostgresError, driver.InterfaceError) as exc:
+    except _driver_errors(driver) as exc:
         detail = " ".join(str(exc).split())
         msg = f"cannot drop schema {schema!r} at {redact_dsn(dsn)}: {type(exc).__name__}: {detail}"
         raise StoreError(msg) from exc
@@ -594,6 +612,7 @@ class PostgresEventStore(StoreLifecycle):
                 msg = f"{name} must be an int >= 1, got {value!r}"
                 raise ValueError(msg)
         self._driver = _driver()
+        self._errors = _driver_errors(self._driver)
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
@@ -789,6 +808,11 @@ class PostgresEventStore(StoreLifecycle):
         conn = await self._connect()
         try:
             await conn.add_listener(self._channel, self._notified)
+        except self._errors as exc:
+            conn.terminate()
+            detail = " ".join(str(exc).split())
+            msg = f"cannot LISTEN on PostgreSQL at {self._where}: {type(exc).__name__}: {detail}"
+            raise StoreError(msg) from exc
         except BaseException:
             conn.terminate()
             raise
@@ -1383,12 +1407,7 @@ class PostgresEventStore(StoreLifecycle):
         try:
             async with pool.acquire() as conn:
                 return await conn.fetch(sql, *params)
-        except (
-            OSError,
-            TimeoutError,
-            self._driver.PostgresError,
-            self._driver.InterfaceError,
-        ) as exc:
+        except self._errors as exc:
             detail = " ".join(str(exc).split())
             msg = f"{doing} PostgreSQL at {self._where} failed: {type(exc).__name__}: {detail}"
             raise StoreError(msg) from exc
