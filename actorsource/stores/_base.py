@@ -120,7 +120,8 @@ class EventStore(Protocol):
         with an explicit id that an actor does not remember, to answer a repeat with the
         original events.
 
-        :raises ValueError: if ``command_ids`` is a bare str or holds a non-str or empty str
+        :raises ValueError: if ``command_ids`` is a bare str or holds a non-str, an empty str
+            or a str holding NUL
         """
         ...
 
@@ -425,15 +426,25 @@ def check_command_ids(command_ids: Collection[str]) -> list[str]:
     """Return the command ids ``find_command_events`` looks for, sorted, without repeats.
 
     :raises ValueError: if ``command_ids`` is a bare str (a common slip for ``[str]``) or holds
-        a non-str, an empty str or a str that is not valid Unicode
+        a non-str, an empty str, a str that is not valid Unicode or one holding NUL (which
+        no store can look up exactly: PostgreSQL's text refuses it, SQLite's JSON functions
+        do not match it)
     """
     if isinstance(command_ids, str):
         msg = f"command_ids must be a collection of str, got the str {command_ids!r}"
         raise ValueError(msg)
     ids = set(command_ids)
     for command_id in ids:
-        if not isinstance(command_id, str) or not command_id or not _is_utf8(command_id):
-            msg = f"command ids must be non-empty strs of valid Unicode, got {command_id!r}"
+        if (
+            not isinstance(command_id, str)
+            or not command_id
+            or not _is_utf8(command_id)
+            or "\x00" in command_id
+        ):
+            msg = (
+                "command ids must be non-empty strs of valid Unicode without NUL, "
+                f"got {command_id!r}"
+            )
             raise ValueError(msg)
     return sorted(ids)
 

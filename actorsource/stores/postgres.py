@@ -1339,13 +1339,16 @@ class PostgresEventStore(StoreLifecycle):
 
         Compares ``metadata->>'command_id'`` on the stream's rows (found through the
         ``(stream_id, version)`` index): a scan of the stream per call, and no index of its own,
-        so that appends pay nothing for it.
+        so that appends pay nothing for it. Rows whose metadata holds a NUL (JSONB cannot, so
+        only its exact text is kept) are compared here, on that text.
         """
         check_stream_id(stream_id)
         _check_no_nul("a stream id", stream_id)
         ids = check_command_ids(command_ids)
         rows = await self._fetch(self._sql.command_events, stream_id, ids)
-        return [stored_event(row, row[7]) for row in rows]
+        wanted = set(ids)
+        found = [stored_event(row, row[7]) for row in rows]
+        return [e for e in found if _command_id_of(e) in wanted]
 
     async def list_streams(self, category: str | None = None) -> list[StreamInfo]:
         """Return the streams with their versions (see :class:`EventStore`)."""
@@ -1468,9 +1471,10 @@ class _Statements:
             f"SELECT event_id, position, recorded_at FROM {s}.events "
             "WHERE stream_id = $1 AND version > $2 AND version <= $3 ORDER BY version"
         )
+        # metadata IS NULL: the JSONB could not hold it (a NUL), the caller compares the text
         self.command_events = (
             f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1 "
-            "AND metadata->>'command_id' = ANY($2::text[]) ORDER BY version"
+            "AND (metadata->>'command_id' = ANY($2::text[]) OR metadata IS NULL) ORDER BY version"
         )
         self.list_streams = (
             f"SELECT stream_id, max(version), max(recorded_at) FROM {s}.events "
@@ -1499,6 +1503,13 @@ def _resolve(plan: _Plan, first: int, at: datetime | None) -> tuple[list[Any], d
             assert at is not None
             results.append(AppendResult(version, first + offset, at))
     return results, plan.heads
+
+
+def _command_id_of(event: StoredEvent) -> str | None:
+    """The ``"command_id"`` of an event's metadata, if it is a str (as the runtime stores it)."""
+    metadata = event.metadata
+    found = metadata.get("command_id") if isinstance(metadata, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def _time_range(since: datetime | None, until: datetime | None, params: list[Any]) -> str:
