@@ -74,9 +74,11 @@ from ._base import (
     check_snapshot,
     check_stream_id,
     check_time,
-    decode_json,
     encode_json,
     encode_snapshot_state,
+    event_data,
+    event_data_of,
+    snapshot_record,
     stored_event,
 )
 
@@ -1246,12 +1248,12 @@ class PostgresEventStore(StoreLifecycle):
         if version > MAX_VERSION:
             return
         sql = (
-            "SELECT version, type, coalesce(data_text, data::text) "
+            "SELECT version, type, coalesce(data_text, data::text), position "
             f"FROM {self._sql.events} WHERE stream_id = $1 AND version >= $2 "
             "ORDER BY version LIMIT "
         )
         async for row in self._pages(sql, [stream_id, version], 1, key=0):
-            yield row[0], row[1], decode_json(row[2])
+            yield row[0], row[1], event_data_of(stream_id, row)
 
     async def load_latest(
         self, stream_id: str
@@ -1267,12 +1269,12 @@ class PostgresEventStore(StoreLifecycle):
         _check_no_nul("a stream id", stream_id)
         rows = await self._fetch(self._sql.latest, stream_id, self.read_page_size)
         snapshot = None
-        events: list[tuple[int, str, JSONDict]] = []
-        for row in rows:
-            if row[0] == 0:
-                snapshot = SnapshotRecord(stream_id, row[1], decode_json(row[3]), row[4], row[5])
-            else:
-                events.append((row[1], row[2], decode_json(row[3])))
+        if rows and rows[0][0] == 0:
+            found, *rows = rows
+            snapshot = snapshot_record(stream_id, found[1], found[3], found[4], found[5])
+            if snapshot is None:  # damaged: the events after it are of no use without it
+                return None, [], False
+        events = event_data(stream_id, rows, first=1)
         return snapshot, events, len(events) < self.read_page_size
 
     async def _pages(
@@ -1395,7 +1397,7 @@ class PostgresEventStore(StoreLifecycle):
         if not rows:
             return None
         version, schema_version, state, recorded_at = rows[0]
-        return SnapshotRecord(stream_id, version, decode_json(state), schema_version, recorded_at)
+        return snapshot_record(stream_id, version, state, schema_version, recorded_at)
 
     async def _fetch(
         self, sql: str, *params: object, check: bool = True, doing: str = "reading from"
@@ -1452,7 +1454,7 @@ class _Statements:
             "ORDER BY version DESC LIMIT 1"
         )
         # kind 0: the latest snapshot (version, -, state, schema version, time);
-        # kind 1: the events after it (version, type, data)
+        # kind 1: the events after it (version, type, data, position)
         self.latest = (
             "WITH snap AS (SELECT version, schema_version, coalesce(state_text, state::text) "
             f"AS state, recorded_at FROM {s}.snapshots WHERE stream_id = $1 "
@@ -1461,7 +1463,7 @@ class _Statements:
             "SELECT 0 AS kind, version, NULL::text AS type, state, schema_version, recorded_at "
             "FROM snap "
             "UNION ALL ("
-            "SELECT 1, e.version, e.type, coalesce(e.data_text, e.data::text), NULL, NULL "
+            "SELECT 1, e.version, e.type, coalesce(e.data_text, e.data::text), e.position, NULL "
             f"FROM {s}.events e WHERE e.stream_id = $1 "
             "AND e.version > coalesce((SELECT version FROM snap), 0) "
             "ORDER BY e.version LIMIT $2)) AS found ORDER BY kind, version"
