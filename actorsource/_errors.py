@@ -88,10 +88,25 @@ class EventApplyError(ActorsourceError):
 
 
 class CodecError(ActorsourceError):
-    """Raised when an event or a snapshot cannot be turned into JSON data, or back."""
+    """Raised when an event or a snapshot cannot be turned into JSON data, or back.
 
-    def __init__(self, message: str, *, type_name: str | None = None) -> None:
+    A stored event that cannot be read (its row is damaged) names its place: ``stream_id``,
+    ``version`` and ``position`` (``None`` where the error is not about a stored event).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type_name: str | None = None,
+        stream_id: str | None = None,
+        version: int | None = None,
+        position: int | None = None,
+    ) -> None:
         self.type_name = type_name
+        self.stream_id = stream_id
+        self.version = version
+        self.position = position
         super().__init__(message)
 
 

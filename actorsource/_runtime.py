@@ -1361,7 +1361,8 @@ class AggregateRef(Generic[S]):
             whether the command may still take effect
         :raises RuntimeClosedError: if the runtime is not open
         :raises TypeError: if ``metadata`` is not a dict or an id is not a str
-        :raises ValueError: if an id is empty or ``metadata`` uses a reserved key
+        :raises ValueError: if an id is empty, ``command_id`` holds NUL, or ``metadata`` uses a
+            reserved key
         """
         stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
         future: asyncio.Future[list[RecordedEvent[Any]]] = (
@@ -1416,7 +1417,8 @@ class AggregateRef(Generic[S]):
         as warnings by ``actorsource.actor``.
 
         :raises TypeError: if ``metadata`` is not a dict or an id is not a str
-        :raises ValueError: if an id is empty or ``metadata`` uses a reserved key
+        :raises ValueError: if an id is empty, ``command_id`` holds NUL, or ``metadata`` uses a
+            reserved key
         """
         stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
         waiting = self._runtime._send(self, (COMMAND, command, None, stored, explicit))
@@ -1438,7 +1440,8 @@ class AggregateRef(Generic[S]):
 
         :raises MailboxFullError: if the mailbox has no room
         :raises TypeError: if ``metadata`` is not a dict or an id is not a str
-        :raises ValueError: if an id is empty or ``metadata`` uses a reserved key
+        :raises ValueError: if an id is empty, ``command_id`` holds NUL, or ``metadata`` uses a
+            reserved key
         """
         stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
         self._runtime._send_nowait(self, (COMMAND, command, None, stored, explicit))

@@ -92,13 +92,21 @@ def command_metadata(
     commands with one are checked for having been processed before.
 
     :raises TypeError: if ``metadata`` is not a dict, or an id is not a str
-    :raises ValueError: if an id is empty, or ``metadata`` uses a reserved key
+    :raises ValueError: if an id is empty or not valid Unicode, ``command_id`` holds NUL, or
+        ``metadata`` uses a reserved key
     """
     if command_id is None:
         command_id = new_event_id()
         explicit = None
     else:
         explicit = command_id = _checked_id("command_id", command_id)
+        if "\x00" in command_id:
+            # a retry must find the command stored; no store can look such an id up exactly
+            msg = (
+                "command_id must not hold NUL characters (stores cannot look such an id up, "
+                f"so a retry could apply the command twice), got {command_id!r}"
+            )
+            raise ValueError(msg)
     if correlation_id is None or causation_id is None:
         cause = current_cause.get()
         if correlation_id is None:

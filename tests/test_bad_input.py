@@ -4,6 +4,7 @@ stored changes (the global log, the streams and the snapshots, or the file's byt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -11,6 +12,7 @@ import os
 import sqlite3
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from actorsource import (
 )
 from actorsource.stores.sqlite import APPLICATION_ID, SCHEMA_VERSION
 
+from .conftest import POSTGRES_DSN, SKIP_WITHOUT_POSTGRES, postgres_schema
 from .domain import Account, Attach, Attached, Deposit, Misbehave, Opaque, Poke, Poked
 
 # -- a domain that can be made to misbehave -------------------------------------------------
@@ -438,6 +441,160 @@ async def test_snapshot_that_no_longer_decodes_is_skipped_with_a_warning_and_rep
     assert warning.__dict__["version"] == 3
     assert "Account snapshot" in warning.__dict__["error"]
     assert await contents(store) == before
+
+
+# -- rows damaged in the database ----------------------------------------------------------------
+
+DURABLE = pytest.mark.parametrize(
+    "store_kind", ["sqlite", pytest.param("postgres", marks=SKIP_WITHOUT_POSTGRES)], indirect=True
+)
+
+
+def durable_store(kind: str, tmp_path: Path, **options: Any) -> EventStore:
+    """A store of ``kind`` on the test's database (see ``make_store``), with ``options``."""
+    if kind == "sqlite":
+        return SQLiteEventStore(tmp_path / "events.db", **options)
+    from actorsource import PostgresEventStore
+
+    return PostgresEventStore(POSTGRES_DSN, schema=postgres_schema(tmp_path), **options)
+
+
+async def damage(kind: str, tmp_path: Path, table: str, set_sql: str, where: str) -> None:
+    """Change rows behind the store's back, as a faulty disk or a careless hand would."""
+    if kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(tmp_path / "events.db")) as conn, conn:
+            assert conn.execute(f"UPDATE {table} SET {set_sql} WHERE {where}").rowcount == 1
+        return
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        done = await conn.execute(
+            f'UPDATE "{postgres_schema(tmp_path)}".{table} SET {set_sql} WHERE {where}'
+        )
+        assert done == "UPDATE 1"
+    finally:
+        await conn.close()
+
+
+def json_column(kind: str, column: str, text: str) -> str:
+    """SQL that sets a JSON column to ``text`` (in PostgreSQL, its exact-text column)."""
+    quoted = "'" + text.replace("'", "''") + "'"
+    if kind == "sqlite":
+        return f"{column} = {quoted}"
+    return f"{column} = NULL, {column}_text = {quoted}"
+
+
+DAMAGED_JSON = {
+    "truncated": '{"state": {"balance": 3, "history": [1, 1',
+    "not JSON": "garbage \\ ' \"",
+    "empty": "",
+    "two values": '{"state": {"balance": 3}}, 1',
+    # JSON only inside a larger text, where it would close the row early
+    "brackets": "1],[2",
+}
+
+
+@DURABLE
+@pytest.mark.parametrize("text", DAMAGED_JSON.values(), ids=DAMAGED_JSON.keys())
+async def test_snapshot_whose_json_is_damaged_is_skipped_with_a_warning_and_replayed_past(
+    store_kind: str, tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with durable_store(store_kind, tmp_path) as store:
+        for version in range(3):
+            await store.append("Account-a", version, [raw("Deposited", {"amount": 1})])
+        await store.save_snapshot(SnapshotRecord("Account-a", 3, {"state": {"balance": 3}}, 1))
+        column = "state" if store_kind == "sqlite" else "state_text"
+        await damage(
+            store_kind, tmp_path, "snapshots", json_column(store_kind, "state", text), "version = 3"
+        )
+        log = await collect(store.read_all())
+
+        # bounded: a load that never answers must fail the test, not hang it
+        with caplog.at_level(logging.WARNING, logger="actorsource"), anyio.fail_after(30):
+            async with Runtime(store) as runtime:
+                assert await runtime.ref(Account, "a").state() == Account(3, [1, 1, 1])
+                at = await runtime.state_at(Account, "a", version=3)
+                stats = runtime.statistics()
+            assert await store.load_snapshot("Account-a") is None
+
+        assert at == Account(3, [1, 1, 1])
+        assert (stats.events_replayed, stats.actor_failures) == (3, 0)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings
+        for warning in warnings:
+            assert "snapshot of stream 'Account-a' at version 3 cannot be read" in (
+                warning.getMessage()
+            )
+        assert await collect(store.read_all()) == log  # nothing stored changed
+    if store_kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(tmp_path / "events.db")) as conn:
+            assert conn.execute(f"SELECT {column} FROM snapshots").fetchall() == [(text,)]
+
+
+@DURABLE
+@pytest.mark.parametrize("page_size", [1, 100])
+async def test_event_whose_data_is_damaged_is_a_codec_error_naming_stream_version_and_position(
+    store_kind: str, tmp_path: Path, page_size: int
+) -> None:
+    async with durable_store(store_kind, tmp_path, read_page_size=page_size) as store:
+        await store.append("Account-other", 0, [raw("Deposited", {"amount": 1})])
+        for version in range(3):
+            await store.append("Account-a", version, [raw("Deposited", {"amount": 1})])
+        truncated = json_column(store_kind, "data", '{"amount": 1')
+        await damage(store_kind, tmp_path, "events", truncated, "position = 3")
+
+        for read in (store.read_all(), store.read_stream("Account-a")):
+            with pytest.raises(CodecError) as caught:
+                await collect(read)
+            check_damaged(caught.value, "data")
+        async with Runtime(store) as runtime:
+            with pytest.raises(ActorFailedError) as failed:
+                await runtime.ref(Account, "a").ask(Deposit(1))
+            assert await runtime.ref(Account, "other").state() == Account(1, [1])
+        assert isinstance(failed.value.__cause__, CodecError)
+        check_damaged(failed.value.__cause__, "data")
+        assert "stream 'Account-a' (position 3)" in str(failed.value)
+        assert await store.stream_version("Account-a") == 3  # nothing appended
+
+
+@DURABLE
+async def test_event_whose_metadata_is_damaged_is_a_codec_error_naming_it(
+    store_kind: str, tmp_path: Path
+) -> None:
+    async with durable_store(store_kind, tmp_path) as store:
+        await store.append("Account-other", 0, [raw("Deposited", {"amount": 1})])
+        for version in range(3):
+            metadata = {"command_id": f"c-{version}"}
+            deposited = NewEvent(f"e-{version}", "Deposited", {"amount": 1}, metadata)
+            await store.append("Account-a", version, [deposited])
+        broken = json_column(store_kind, "metadata", '{"command_id": "c-1')
+        await damage(store_kind, tmp_path, "events", broken, "position = 3")
+
+        for read in (store.read_all(), store.read_stream("Account-a")):
+            with pytest.raises(CodecError) as caught:
+                await collect(read)
+            check_damaged(caught.value, "metadata")
+        with pytest.raises(CodecError) as caught:
+            await store.find_command_events("Account-a", ["c-1"])
+        check_damaged(caught.value, "metadata")
+
+
+def check_damaged(error: BaseException, column: str) -> None:
+    assert isinstance(error, CodecError)
+    assert (error.stream_id, error.version, error.position, error.type_name) == (
+        "Account-a",
+        2,
+        3,
+        "Deposited",
+    )
+    message = str(error)
+    assert "event Deposited at version 2 of stream 'Account-a' (position 3)" in message
+    assert f"its stored {column} is not valid JSON" in message
+
+
+async def collect(items: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in items]
 
 
 # -- hostile stream ids through the runtime ------------------------------------------------------

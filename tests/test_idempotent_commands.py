@@ -194,6 +194,54 @@ async def test_a_repeated_command_id_after_a_restart_returns_the_original_events
     assert [e.version for e in stored] == [1, 2]
 
 
+#: commands a store must find again exactly: (command id, the caller's metadata)
+AWKWARD_COMMANDS = {
+    "metadata holding NUL": ("pay-1", {"note": "a\x00b"}),
+    "NUL in a metadata key": ("pay-1", {"n\x00te": "x"}),
+    "control characters in the id": ("c-\x01\x1f\x7f-\u2028", {}),
+    "quotes, backslashes, a JSON path": ("it's \"q\" \\ $.command_id", {}),
+    "unicode beyond the BMP": ("zahlung-Ä-日本-🚀", {"note": "🚀"}),
+}
+
+
+@pytest.mark.parametrize(
+    ("command_id", "metadata"), AWKWARD_COMMANDS.values(), ids=AWKWARD_COMMANDS.keys()
+)
+async def test_a_command_with_awkward_text_is_not_applied_again_after_a_restart(
+    store_kind: str, tmp_path: Path, command_id: str, metadata: dict[str, Any]
+) -> None:
+    first = make_store(store_kind, tmp_path)
+    async with Runtime(first) as runtime:
+        original = await runtime.ref(Account, "a").ask(
+            Deposit(5), command_id=command_id, metadata=metadata
+        )
+    async with Runtime(reopened(first, store_kind, tmp_path)) as runtime:
+        ref = runtime.ref(Account, "a")
+        assert await ref.ask(Deposit(5), command_id=command_id, metadata=metadata) == original
+        assert (await ref.state()).balance == 5
+        found = await runtime.store.find_command_events("Account-a", [command_id])
+        stored = await stream(runtime.store)
+    assert [e.event_id for e in stored] == [e.event_id for e in found] == [original[0].event_id]
+    assert stored[0].metadata == {**original[0].metadata, **metadata}
+
+
+async def test_a_command_id_holding_nul_is_refused_by_name_and_stores_nothing(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Account, "a")
+        with pytest.raises(ValueError, match=r"command_id must not hold NUL.*'pay\\x001'"):
+            await ref.ask(Deposit(5), command_id="pay\x001")
+        with pytest.raises(ValueError, match="command_id must not hold NUL"):
+            await ref.tell(Deposit(5), command_id="pay\x001")
+        with pytest.raises(ValueError, match="command_id must not hold NUL"):
+            ref.tell_nowait(Deposit(5), command_id="pay\x001")
+        assert (await ref.state()).balance == 0
+    with pytest.raises(ValueError, match="without NUL"):
+        await store.find_command_events("Account-a", ["pay\x001"])
+    assert await stream(store) == []
+
+
 async def test_a_command_another_runtime_processed_is_not_applied_again(
     store: EventStore,
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import math
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime
@@ -22,6 +23,8 @@ from .._records import (
     StoredEvent,
     StreamInfo,
 )
+
+logger = logging.getLogger("actorsource.stores")
 
 
 @runtime_checkable
@@ -121,7 +124,8 @@ class EventStore(Protocol):
         with an explicit id that an actor does not remember, to answer a repeat with the
         original events.
 
-        :raises ValueError: if ``command_ids`` is a bare str or holds a non-str or empty str
+        :raises ValueError: if ``command_ids`` is a bare str or holds a non-str, an empty str
+            or a str holding NUL
         """
         ...
 
@@ -169,7 +173,12 @@ class EventStore(Protocol):
     async def load_snapshot(
         self, stream_id: str, max_version: int | None = None
     ) -> SnapshotRecord | None:
-        """Return the stream's latest snapshot (at or before ``max_version``), or ``None``."""
+        """Return the stream's latest snapshot (at or before ``max_version``), or ``None``.
+
+        A snapshot whose stored state is not JSON (a damaged row) is a cache that cannot be
+        read: it is skipped with a warning, and ``None`` returned, so that the caller replays
+        the events.
+        """
         ...
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
@@ -479,15 +488,25 @@ def check_command_ids(command_ids: Collection[str]) -> list[str]:
     """Return the command ids ``find_command_events`` looks for, sorted, without repeats.
 
     :raises ValueError: if ``command_ids`` is a bare str (a common slip for ``[str]``) or holds
-        a non-str, an empty str or a str that is not valid Unicode
+        a non-str, an empty str, a str that is not valid Unicode or one holding NUL (which
+        no store can look up exactly: PostgreSQL's text refuses it, SQLite's JSON functions
+        do not match it)
     """
     if isinstance(command_ids, str):
         msg = f"command_ids must be a collection of str, got the str {command_ids!r}"
         raise ValueError(msg)
     ids = set(command_ids)
     for command_id in ids:
-        if not isinstance(command_id, str) or not command_id or not _is_utf8(command_id):
-            msg = f"command ids must be non-empty strs of valid Unicode, got {command_id!r}"
+        if (
+            not isinstance(command_id, str)
+            or not command_id
+            or not _is_utf8(command_id)
+            or "\x00" in command_id
+        ):
+            msg = (
+                "command ids must be non-empty strs of valid Unicode without NUL, "
+                f"got {command_id!r}"
+            )
             raise ValueError(msg)
     return sorted(ids)
 
@@ -572,17 +591,89 @@ def encode_json(value: JSONDict, what: str, event: NewEvent) -> str:
 def stored_event(row: Any, recorded_at: datetime) -> StoredEvent:
     """The event of a row selected as ``stream_id, version, position, type, data, metadata,
     event_id, ...`` (data and metadata as stored JSON text; the commit time given by the
-    caller, as each store keeps it its own way)."""
-    return StoredEvent(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        decode_json(row[4]),
-        decode_json(row[5]),
-        row[6],
-        recorded_at,
+    caller, as each store keeps it its own way).
+
+    :raises CodecError: if the row's data or metadata is not JSON (a damaged row), naming it
+    """
+    try:
+        data = orjson.loads(row[4])
+    except orjson.JSONDecodeError as exc:
+        raise damaged_event(row, "data", exc) from exc
+    try:
+        metadata = orjson.loads(row[5])
+    except orjson.JSONDecodeError as exc:
+        raise damaged_event(row, "metadata", exc) from exc
+    return StoredEvent(row[0], row[1], row[2], row[3], data, metadata, row[6], recorded_at)
+
+
+def event_data(
+    stream_id: str, rows: Sequence[Any], first: int = 0
+) -> list[tuple[int, str, JSONDict]]:
+    """``(version, type, data)`` of a stream's rows selected as ``version, type, data,
+    position`` from column ``first`` on (data as stored JSON text): what replaying needs.
+
+    :raises CodecError: if a row's data is not JSON (a damaged row), naming it
+    """
+    kind, data = first + 1, first + 2
+    try:
+        return [(row[first], row[kind], orjson.loads(row[data])) for row in rows]
+    except orjson.JSONDecodeError:
+        for row in rows:  # which row (rare: it fails anyway)
+            event_data_of(stream_id, row[first : first + 4])
+        raise
+
+
+def event_data_of(stream_id: str, row: Any) -> JSONDict:
+    """The data of one row selected as in :func:`event_data`.
+
+    :raises CodecError: if the row's data is not JSON (a damaged row), naming it
+    """
+    try:
+        data: JSONDict = orjson.loads(row[2])
+    except orjson.JSONDecodeError as exc:
+        raise damaged_event((stream_id, row[0], row[3], row[1]), "data", exc) from exc
+    return data
+
+
+def damaged_event(row: Any, what: str, error: Exception) -> CodecError:
+    """The error for a stored event whose ``what`` (data or metadata) is not JSON; ``row``
+    starts ``stream_id, version, position, type``."""
+    stream_id, version, position, type_name = row[0], row[1], row[2], row[3]
+    msg = (
+        f"event {type_name} at version {version} of stream {stream_id!r} (position {position}) "
+        f"cannot be read: its stored {what} is not valid JSON ({error}); the row is damaged, "
+        "restore it from a backup"
     )
+    return CodecError(
+        msg, type_name=type_name, stream_id=stream_id, version=version, position=position
+    )
+
+
+def snapshot_record(
+    stream_id: str,
+    version: int,
+    state: str | bytes,
+    schema_version: int,
+    recorded_at: datetime | None,
+) -> SnapshotRecord | None:
+    """The snapshot of a stored row (its state as JSON text), or None if the text is not JSON.
+
+    A snapshot is a cache of what the stream's events give: one that cannot be read (a
+    damaged row) is skipped with a warning, and the caller replays the events instead.
+    """
+    try:
+        value = orjson.loads(state)
+    except orjson.JSONDecodeError as exc:
+        logger.warning(
+            "snapshot of stream %r at version %d cannot be read: its stored state is not valid "
+            "JSON (%s); ignoring it, the stream's events are replayed instead",
+            stream_id,
+            version,
+            exc,
+            extra={"stream_id": stream_id, "version": version, "error": str(exc)},
+        )
+        return None
+    return SnapshotRecord(stream_id, version, value, schema_version, recorded_at)
 
 
 def encode_snapshot_state(snapshot: SnapshotRecord) -> str:

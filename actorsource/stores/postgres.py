@@ -74,9 +74,11 @@ from ._base import (
     check_snapshot,
     check_stream_id,
     check_time,
-    decode_json,
     encode_json,
     encode_snapshot_state,
+    event_data,
+    event_data_of,
+    snapshot_record,
     stored_event,
 )
 
@@ -164,6 +166,26 @@ def _driver() -> Any:
             raise ImportError(msg) from exc
         _driver_module = asyncpg
     return _driver_module
+
+
+def _driver_errors(driver: Any, *more: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """What the driver raises when an operation fails (and ``more``); the store's edge maps
+    each to StoreError.
+
+    asyncpg's own errors have three roots: ``PostgresError`` (the server refused or failed),
+    ``InterfaceError`` (a connection closed, a call made wrong) and ``InternalClientError``
+    (its protocol's state, such as "another operation is in progress" on a connection that
+    broke mid-statement while the server restarts); the socket's own are ``OSError`` and
+    ``TimeoutError``.
+    """
+    return (
+        OSError,
+        TimeoutError,
+        driver.PostgresError,
+        driver.InterfaceError,
+        driver.InternalClientError,
+        *more,
+    )
 
 
 # -- the schema ----------------------------------------------------------------------------------
@@ -390,7 +412,7 @@ async def server_facts(dsn: str) -> dict[str, str]:
         finally:
             await conn.close()
     # ValueError: a DSN the driver cannot parse (its message may quote a piece of it)
-    except (OSError, TimeoutError, ValueError, driver.PostgresError, driver.InterfaceError) as exc:
+    except _driver_errors(driver, ValueError) as exc:
         detail = _scrub(" ".join(str(exc).split()), _secret_words(dsn))
         msg = f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {type(exc).__name__}: {detail}"
         raise StoreError(msg) from exc
@@ -415,7 +437,7 @@ async def drop_schema(dsn: str, schema: str) -> None:
         finally:
             await conn.close()
     # ValueError: a DSN the driver cannot parse (its message may quote a piece of it)
-    except (OSError, TimeoutError, ValueError, driver.PostgresError, driver.InterfaceError) as exc:
+    except _driver_errors(driver, ValueError) as exc:
         detail = _scrub(" ".join(str(exc).split()), _secret_words(dsn))
         msg = f"cannot drop schema {schema!r} at {redact_dsn(dsn)}: {type(exc).__name__}: {detail}"
         raise StoreError(msg) from exc
@@ -640,6 +662,7 @@ class PostgresEventStore(StoreLifecycle):
                 msg = f"{name} must be an int >= 1, got {value!r}"
                 raise ValueError(msg)
         self._driver = _driver()
+        self._errors = _driver_errors(self._driver)
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
@@ -836,6 +859,11 @@ class PostgresEventStore(StoreLifecycle):
         conn = await self._connect()
         try:
             await conn.add_listener(self._channel, self._notified)
+        except self._errors as exc:
+            conn.terminate()
+            detail = " ".join(str(exc).split())
+            msg = f"cannot LISTEN on PostgreSQL at {self._where}: {type(exc).__name__}: {detail}"
+            raise StoreError(msg) from exc
         except BaseException:
             conn.terminate()
             raise
@@ -1269,12 +1297,12 @@ class PostgresEventStore(StoreLifecycle):
         if version > MAX_VERSION:
             return
         sql = (
-            "SELECT version, type, coalesce(data_text, data::text) "
+            "SELECT version, type, coalesce(data_text, data::text), position "
             f"FROM {self._sql.events} WHERE stream_id = $1 AND version >= $2 "
             "ORDER BY version LIMIT "
         )
         async for row in self._pages(sql, [stream_id, version], 1, key=0):
-            yield row[0], row[1], decode_json(row[2])
+            yield row[0], row[1], event_data_of(stream_id, row)
 
     async def load_latest(
         self, stream_id: str
@@ -1290,12 +1318,12 @@ class PostgresEventStore(StoreLifecycle):
         _check_no_nul("a stream id", stream_id)
         rows = await self._fetch(self._sql.latest, stream_id, self.read_page_size)
         snapshot = None
-        events: list[tuple[int, str, JSONDict]] = []
-        for row in rows:
-            if row[0] == 0:
-                snapshot = SnapshotRecord(stream_id, row[1], decode_json(row[3]), row[4], row[5])
-            else:
-                events.append((row[1], row[2], decode_json(row[3])))
+        if rows and rows[0][0] == 0:
+            found, *rows = rows
+            snapshot = snapshot_record(stream_id, found[1], found[3], found[4], found[5])
+            if snapshot is None:  # damaged: the events after it are of no use without it
+                return None, [], False
+        events = event_data(stream_id, rows, first=1)
         return snapshot, events, len(events) < self.read_page_size
 
     async def _pages(
@@ -1362,13 +1390,16 @@ class PostgresEventStore(StoreLifecycle):
 
         Compares ``metadata->>'command_id'`` on the stream's rows (found through the
         ``(stream_id, version)`` index): a scan of the stream per call, and no index of its own,
-        so that appends pay nothing for it.
+        so that appends pay nothing for it. Rows whose metadata holds a NUL (JSONB cannot, so
+        only its exact text is kept) are compared here, on that text.
         """
         check_stream_id(stream_id)
         _check_no_nul("a stream id", stream_id)
         ids = check_command_ids(command_ids)
         rows = await self._fetch(self._sql.command_events, stream_id, ids)
-        return [stored_event(row, row[7]) for row in rows]
+        wanted = set(ids)
+        found = [stored_event(row, row[7]) for row in rows]
+        return [e for e in found if _command_id_of(e) in wanted]
 
     async def list_streams(self, category: str | None = None) -> list[StreamInfo]:
         """Return the streams with their versions (see :class:`EventStore`)."""
@@ -1415,7 +1446,7 @@ class PostgresEventStore(StoreLifecycle):
         if not rows:
             return None
         version, schema_version, state, recorded_at = rows[0]
-        return SnapshotRecord(stream_id, version, decode_json(state), schema_version, recorded_at)
+        return snapshot_record(stream_id, version, state, schema_version, recorded_at)
 
     async def _fetch(
         self, sql: str, *params: object, check: bool = True, doing: str = "reading from"
@@ -1430,12 +1461,7 @@ class PostgresEventStore(StoreLifecycle):
         try:
             async with pool.acquire() as conn:
                 return await conn.fetch(sql, *params)
-        except (
-            OSError,
-            TimeoutError,
-            self._driver.PostgresError,
-            self._driver.InterfaceError,
-        ) as exc:
+        except self._errors as exc:
             detail = " ".join(str(exc).split())
             msg = f"{doing} PostgreSQL at {self._where} failed: {type(exc).__name__}: {detail}"
             raise StoreError(msg) from exc
@@ -1477,7 +1503,7 @@ class _Statements:
             "ORDER BY version DESC LIMIT 1"
         )
         # kind 0: the latest snapshot (version, -, state, schema version, time);
-        # kind 1: the events after it (version, type, data)
+        # kind 1: the events after it (version, type, data, position)
         self.latest = (
             "WITH snap AS (SELECT version, schema_version, coalesce(state_text, state::text) "
             f"AS state, recorded_at FROM {s}.snapshots WHERE stream_id = $1 "
@@ -1486,7 +1512,7 @@ class _Statements:
             "SELECT 0 AS kind, version, NULL::text AS type, state, schema_version, recorded_at "
             "FROM snap "
             "UNION ALL ("
-            "SELECT 1, e.version, e.type, coalesce(e.data_text, e.data::text), NULL, NULL "
+            "SELECT 1, e.version, e.type, coalesce(e.data_text, e.data::text), e.position, NULL "
             f"FROM {s}.events e WHERE e.stream_id = $1 "
             "AND e.version > coalesce((SELECT version FROM snap), 0) "
             "ORDER BY e.version LIMIT $2)) AS found ORDER BY kind, version"
@@ -1496,9 +1522,10 @@ class _Statements:
             f"SELECT event_id, position, recorded_at FROM {s}.events "
             "WHERE stream_id = $1 AND version > $2 AND version <= $3 ORDER BY version"
         )
+        # metadata IS NULL: the JSONB could not hold it (a NUL), the caller compares the text
         self.command_events = (
             f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1 "
-            "AND metadata->>'command_id' = ANY($2::text[]) ORDER BY version"
+            "AND (metadata->>'command_id' = ANY($2::text[]) OR metadata IS NULL) ORDER BY version"
         )
         self.list_streams = (
             f"SELECT stream_id, max(version), max(recorded_at) FROM {s}.events "
@@ -1527,6 +1554,13 @@ def _resolve(plan: _Plan, first: int, at: datetime | None) -> tuple[list[Any], d
             assert at is not None
             results.append(AppendResult(version, first + offset, at))
     return results, plan.heads
+
+
+def _command_id_of(event: StoredEvent) -> str | None:
+    """The ``"command_id"`` of an event's metadata, if it is a str (as the runtime stores it)."""
+    metadata = event.metadata
+    found = metadata.get("command_id") if isinstance(metadata, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def _time_range(since: datetime | None, until: datetime | None, params: list[Any]) -> str:

@@ -90,6 +90,9 @@ from ._base import (
     decode_json,
     encode_json,
     encode_snapshot_state,
+    event_data,
+    event_data_of,
+    snapshot_record,
     stored_event,
     utc_now,
 )
@@ -820,11 +823,11 @@ class SQLiteEventStore(StoreLifecycle):
         if version > MAX_VERSION:
             return
         sql = (
-            "SELECT version, type, data FROM events WHERE stream_id = ? AND version >= ? "
-            "ORDER BY version LIMIT ?"
+            "SELECT version, type, data, position FROM events WHERE stream_id = ? "
+            "AND version >= ? ORDER BY version LIMIT ?"
         )
         async for row in self._pages(sql, (stream_id,), version, (), key=0):
-            yield row[0], row[1], decode_json(row[2])
+            yield row[0], row[1], event_data_of(stream_id, row)
 
     async def _read_pages(
         self, sql: str, head: tuple[Any, ...], start: int, tail: tuple[Any, ...], *, key: int
@@ -878,7 +881,15 @@ class SQLiteEventStore(StoreLifecycle):
                 f"json_extract(metadata, '$.command_id') IN ({', '.join('?' * len(chunk))}) "
                 "ORDER BY version"
             )
-            found.extend(self._stored(row) for row in await self._fetch(sql, (stream_id, *chunk)))
+            try:
+                rows = await self._fetch(sql, (stream_id, *chunk))
+            except StoreError:
+                # json_extract fails the whole statement on a damaged row, naming none: read
+                # the stream, which raises a CodecError naming it (if that is what failed)
+                async for _ in self.read_stream(stream_id):
+                    pass
+                raise
+            found.extend(self._stored(row) for row in rows)
         if len(ids) > _IDS_PER_LOOKUP:
             found.sort(key=lambda stored: stored.version)
         return found
@@ -1008,9 +1019,7 @@ class SQLiteEventStore(StoreLifecycle):
         if not rows:
             return None
         version, schema_version, state, recorded_at = rows[0]
-        return SnapshotRecord(
-            stream_id, version, decode_json(state), schema_version, self._time(recorded_at)
-        )
+        return snapshot_record(stream_id, version, state, schema_version, self._time(recorded_at))
 
     async def load_latest(self, stream_id: str) -> Latest:
         """Return the latest snapshot and the first page of events after it, in one read.
@@ -1061,17 +1070,20 @@ class SQLiteEventStore(StoreLifecycle):
         snapshot = None
         if snapshot_row is not None:
             version, schema_version, state, recorded_at = snapshot_row
-            snapshot = SnapshotRecord(
-                stream_id,
-                version,
-                state if decoded else decode_json(state),
-                schema_version,
-                self._time(recorded_at),
-            )
+            if decoded:
+                snapshot = SnapshotRecord(
+                    stream_id, version, state, schema_version, self._time(recorded_at)
+                )
+            else:
+                snapshot = snapshot_record(
+                    stream_id, version, state, schema_version, self._time(recorded_at)
+                )
+                if snapshot is None:  # damaged: the events after it are of no use without it
+                    return None, [], False
         if decoded:
             events = [(row[0], row[1], row[2]) for row in rows]
         else:
-            events = [(row[0], row[1], decode_json(row[2])) for row in rows]
+            events = event_data(stream_id, rows)
         # the head it read is not remembered for the writer: a load of every aggregate (a
         # restart, a scan) would fill the known heads with streams nobody writes, and keep them
         # after the actors passivate; the writer asks for unknown heads once a batch instead
@@ -1190,7 +1202,7 @@ def _latest(conn: sqlite3.Connection, stream_id: str, page_size: int) -> tuple[A
     ).fetchone()
     after = snapshot[0] if snapshot is not None else 0
     rows = conn.execute(
-        "SELECT version, type, data FROM events WHERE stream_id = ? AND version > ? "
+        "SELECT version, type, data, position FROM events WHERE stream_id = ? AND version > ? "
         "ORDER BY version LIMIT ?",
         (stream_id, after, page_size),
     ).fetchall()
@@ -1204,8 +1216,9 @@ def _latest_many_sql(streams: int) -> str:
 
     Per stream: ``[stream_id, [version, schema_version, state, recorded_at] or null,
     [[version, type, data], ...]]``. ``state`` and ``data`` are embedded as stored (they are
-    JSON already); a value that is not valid JSON makes the whole text fail to parse, and the
-    caller then reads stream by stream, which says which stream holds it. NULLs pad the stream
+    JSON already); a value that is not valid JSON makes the whole text fail to parse (or
+    changes its shape, which the caller checks), and the caller then reads stream by stream,
+    which says which stream holds it. NULLs pad the stream
     ids up to ``streams``, so that a few statement sizes serve every job.
     """
     wanted = ", ".join(["(?)"] * streams)
@@ -1253,10 +1266,19 @@ def _latest_many(
         # stream-by-stream read reports it against its stream)
         return None
     latest: dict[str, tuple[Any, list[Any]]] = {}
-    for stream_id, snapshot, events in found:
-        if any(a[0] >= b[0] for a, b in itertools.pairwise(events)):
-            events.sort(key=_version_of)  # group_concat's order is SQLite's choice
-        latest[stream_id] = (snapshot, events)
+    try:
+        for stream_id, snapshot, events in found:
+            if snapshot is not None and len(snapshot) != 4:
+                return None
+            if any(a[0] >= b[0] for a, b in itertools.pairwise(events)):
+                events.sort(key=_version_of)  # group_concat's order is SQLite's choice
+            latest[stream_id] = (snapshot, events)
+    except (TypeError, ValueError, IndexError):
+        # a stored value that is not JSON by itself but parsed as part of the whole text
+        # (such as "1],[2"), and so changed its shape: read stream by stream, as above
+        return None
+    if not all(stream_id in latest for stream_id in stream_ids):
+        return None
     return latest
 
 

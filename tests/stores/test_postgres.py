@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -384,6 +386,131 @@ async def test_a_lost_listening_connection_comes_back(
                 await anyio.sleep(0.05)
         await writer.append("Account-1", 0, [event()])
         with anyio.fail_after(5):
+            await waiter.wait_for_events(0, timeout=60)
+
+
+# -- driver errors become StoreError at the store's edge -----------------------------------------
+
+
+class BrokenConnections:
+    """A pool whose every statement fails with ``error``: what a connection that broke
+    mid-statement (a server restarting) gives."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[BrokenConnections]:
+        yield self
+
+    async def fetch(self, sql: str, *params: object) -> list[Any]:
+        raise self.error
+
+
+def _driver_failures() -> dict[str, Exception]:
+    import asyncpg
+
+    return {
+        "InternalClientError": asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 15; another operation is in progress"
+        ),
+        "ProtocolError": asyncpg.exceptions.ProtocolError("unexpected message"),
+        "ConnectionDoesNotExistError": asyncpg.exceptions.ConnectionDoesNotExistError(
+            "connection was closed in the middle of operation"
+        ),
+        "AdminShutdownError": asyncpg.exceptions.AdminShutdownError(
+            "terminating connection due to administrator command"
+        ),
+        "ConnectionResetError": ConnectionResetError("reset by peer"),
+    }
+
+
+PUBLIC_READS: dict[str, Callable[[PostgresEventStore], Awaitable[object]]] = {
+    "read_all": lambda store: collect(store.read_all()),
+    "read_stream": lambda store: collect(store.read_stream("a")),
+    "read_stream_data": lambda store: collect(store.read_stream_data("a")),
+    "load_latest": lambda store: store.load_latest("a"),
+    "load_snapshot": lambda store: store.load_snapshot("a"),
+    "find_command_events": lambda store: store.find_command_events("a", ["c-1"]),
+    "stream_version": lambda store: store.stream_version("a"),
+    "stream_version at": lambda store: store.stream_version("a", at=datetime.now(UTC)),
+    "head_position": lambda store: store.head_position(),
+    "list_streams": lambda store: store.list_streams(),
+    "list_checkpoints": lambda store: store.list_checkpoints(),
+    "load_checkpoint": lambda store: store.load_checkpoint("view"),
+    "save_checkpoint": lambda store: store.save_checkpoint("view", 1),
+}
+
+
+@pytest.mark.parametrize("call", PUBLIC_READS.values(), ids=PUBLIC_READS.keys())
+async def test_every_driver_error_of_a_read_is_a_store_error_naming_it(
+    postgres_dsn: str, schema: str, call: Callable[[PostgresEventStore], Awaitable[object]]
+) -> None:
+    async with store_in(postgres_dsn, schema) as store:
+        await store.append("a", 0, [event()])
+        pool = store._pool
+        for name, error in _driver_failures().items():
+            store._pool = BrokenConnections(error)  # type: ignore[assignment]
+            try:
+                with pytest.raises(StoreError, match=f"PostgreSQL at .* failed: {name}") as caught:
+                    await call(store)
+            finally:
+                store._pool = pool
+            assert caught.value.__cause__ is error
+        assert versions(await everything(store)) == [1]  # the store goes on
+
+
+async def test_a_driver_error_while_listening_again_is_retried(
+    postgres_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncpg
+
+    class FailsToListen:
+        """A connection whose LISTEN fails as a connection broken mid-statement does."""
+
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
+        async def add_listener(self, channel: str, callback: Callable[..., object]) -> None:
+            raise asyncpg.exceptions.InternalClientError(
+                "cannot switch to state 15; another operation is in progress"
+            )
+
+    async with store_in(postgres_dsn, schema) as waiter, store_in(postgres_dsn, schema) as writer:
+        connect, relisten = waiter._connect, waiter._relisten
+        failures = 1
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def connect_once_broken() -> Any:
+            nonlocal failures
+            conn = await connect()
+            if failures:
+                failures -= 1
+                return FailsToListen(conn)
+            return conn
+
+        async def watched_relisten() -> None:
+            try:
+                await relisten()
+            except BaseException as exc:
+                finished.set_exception(exc)
+                raise
+            finished.set_result(None)
+
+        waiter._connect = connect_once_broken  # type: ignore[method-assign]
+        waiter._relisten = watched_relisten  # type: ignore[method-assign]
+        assert waiter._listener is not None
+        with caplog.at_level(logging.WARNING, logger="actorsource.stores.postgres"):
+            waiter._listener.terminate()  # lost: the store listens again, failing once
+            with anyio.fail_after(10):
+                await finished
+        assert failures == 0
+        assert any("InternalClientError" in r.getMessage() for r in caplog.records)
+        await writer.append("Account-1", 0, [event()])
+        with anyio.fail_after(5):  # woken by the new listener, far below the poll interval
             await waiter.wait_for_events(0, timeout=60)
 
 

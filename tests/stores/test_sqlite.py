@@ -20,6 +20,7 @@ import pytest
 import actorsource.stores.sqlite as sqlite_module
 from actorsource import (
     AppendResult,
+    CodecError,
     ConcurrencyError,
     IncompatibleStoreError,
     NewEvent,
@@ -1124,7 +1125,9 @@ async def test_a_stored_event_that_is_not_json_fails_only_the_load_of_its_stream
     async with SQLiteEventStore(path) as store:
         outcomes = await load_concurrently(store, ["warm-up", "good", "bad", "other"])
 
-    assert isinstance(outcomes["bad"], ValueError)
+    bad = outcomes["bad"]
+    assert isinstance(bad, CodecError)
+    assert (bad.stream_id, bad.version, bad.position) == ("bad", 1, 2)
     assert [version for version, _, _ in outcomes["good"][1]] == [1]
     assert outcomes["other"] == (None, [], True)
 
