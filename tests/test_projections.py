@@ -118,46 +118,38 @@ class DurableDeposits(DepositsOnly):
     durable = True
 
 
-async def test_a_durable_projection_resumes_from_its_checkpoint_after_a_restart(
+@pytest.mark.parametrize(
+    ("projection", "second_sees", "checkpoints"),
+    [
+        # a durable read model (outside the process) resumes: not redelivered
+        (DurableDeposits, [Deposited(2)], {"DurableDeposits": 2}),
+        # one in memory comes back whole: built again from the start, no checkpoint stored
+        (DepositsOnly, [Deposited(1), Deposited(2)], {}),
+    ],
+)
+async def test_after_a_restart_a_durable_projection_resumes_and_one_in_memory_is_built_again(
     store: EventStore,
+    projection: type[DepositsOnly],
+    second_sees: list[Deposited],
+    checkpoints: dict[str, int],
 ) -> None:
-    async with Runtime(store) as runtime:
-        first = DurableDeposits()
-        runtime.add_projection(first)
-        await runtime.ref(Account, "a").ask(Deposit(1))
-        await runtime.wait_for_projection(DurableDeposits)
+    instances = []
+    for amount in (1, 2):
+        async with Runtime(store) as runtime:
+            instances.append(projection())
+            runtime.add_projection(instances[-1])
+            await runtime.ref(Account, "a").ask(Deposit(amount))
+            await runtime.wait_for_projection(projection)
+            status = runtime.statistics().projections[0]
 
-    async with Runtime(store) as runtime:
-        second = DurableDeposits()
-        runtime.add_projection(second)
-        await runtime.ref(Account, "a").ask(Deposit(2))
-        await runtime.wait_for_projection(DurableDeposits)
-
-    assert first.seen == [Deposited(1)]
-    assert second.seen == [Deposited(2)]  # not redelivered: the checkpoint was saved
-    assert await store.load_checkpoint("DurableDeposits") == 2
-
-
-async def test_an_in_memory_projection_is_built_again_from_the_start_after_a_restart(
-    store: EventStore,
-) -> None:
-    async with Runtime(store) as runtime:
-        first = DepositsOnly()
-        runtime.add_projection(first)
-        await runtime.ref(Account, "a").ask(Deposit(1))
-        await runtime.wait_for_projection(DepositsOnly)
-
-    async with Runtime(store) as runtime:
-        second = DepositsOnly()
-        runtime.add_projection(second)
-        await runtime.ref(Account, "a").ask(Deposit(2))
-        await runtime.wait_for_projection(DepositsOnly)
-        status = runtime.statistics().projections[0]
-
-    assert first.seen == [Deposited(1)]
-    assert second.seen == [Deposited(1), Deposited(2)]  # the whole read model, not its tail
-    assert (status.position, status.lag_events, status.durable) == (2, 0, False)
-    assert await store.list_checkpoints() == {}  # nothing stored for a model in memory
+    assert instances[0].seen == [Deposited(1)]
+    assert instances[1].seen == second_sees
+    assert (status.position, status.lag_events, status.durable) == (
+        2,
+        0,
+        projection is DurableDeposits,
+    )
+    assert await store.list_checkpoints() == checkpoints
 
 
 class Flaky(Projection):
