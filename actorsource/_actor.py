@@ -41,6 +41,7 @@ from ._codec import Codec
 from ._decider import Decider
 from ._errors import (
     ActorFailedError,
+    ActorsourceError,
     CodecError,
     ConcurrencyError,
     EventApplyError,
@@ -61,7 +62,7 @@ from ._metrics import (
 )
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
 from ._tracing import CAUSATION_ID, COMMAND_ID, CORRELATION_ID
-from .stores._base import EventStore
+from .stores._base import EventStore, decode_json, encode_json
 
 logger = logging.getLogger("actorsource.actor")
 
@@ -308,7 +309,7 @@ class Actor:
                 _, _, future, _, _ = mailbox.popleft()
                 self._accept_overflow()
                 if future is not None and not future.done():
-                    future.set_result(copy.deepcopy(self.state))
+                    self._answer_state(future)
                 continue
             batch = [mailbox.popleft()]
             limit = context.max_batch
@@ -327,6 +328,28 @@ class Actor:
                 return  # the store calls us back
         self.running = False
         context.on_idle(self)
+
+    def _answer_state(self, future: asyncio.Future[Any]) -> None:
+        """Answer a state request with a deep copy of the state, or with why none was made.
+
+        A state that cannot be copied (nested too deep, an object that refuses copying) is not
+        a corrupt one: the caller gets the error and the actor goes on.
+        """
+        try:
+            state = copy.deepcopy(self.state)
+        except Exception as exc:
+            msg = f"could not copy the state of {self.stream_id!r}: {type(exc).__name__}: {exc}"
+            logger.warning(
+                "state request failed", extra={"stream_id": self.stream_id, "error": msg}
+            )
+            error = ActorsourceError(msg)
+            error.__cause__ = exc
+            future.set_exception(error)
+        except BaseException as exc:
+            future.set_exception(_crash_error(self.stream_id, exc))  # then the actor crashes
+            raise
+        else:
+            future.set_result(state)
 
     def _crash(self, exc: BaseException) -> None:
         """A bug (or cancellation) stopped the actor: fail what waits, drop the state."""
@@ -700,7 +723,7 @@ class Actor:
             self.context.append_then(self.stream_id, start_version, outcome.new_events, self)
         except Exception as exc:
             self.in_flight = None
-            self._append_failed(batch, exc)
+            self._append_failed(batch, exc, at_once=True)
             return False
         return True
 
@@ -890,11 +913,20 @@ class Actor:
 
     # -- deciding and replying ---------------------------------------------------------------------
 
-    def _append_failed(self, batch: list[Message], exc: BaseException) -> None:
-        # store failure: nothing was stored; the actor must not trust its state
+    def _append_failed(
+        self, batch: list[Message], exc: BaseException, *, at_once: bool = False
+    ) -> None:
+        """The append failed: nothing was stored; reply with the error, reload on the next
+        message.
+
+        :param at_once: the store raised as it was called (a ValueError then is how a store
+            refuses bad arguments, before any I/O)
+        """
+        # the actor applied the events: it must not trust its state
         self.unload()
         self.context.counters.actor_failures += 1
-        if not isinstance(exc, (CodecError, ProjectionError)):  # no reason to spare the store
+        bad_input = isinstance(exc, CodecError) or (at_once and isinstance(exc, ValueError))
+        if not bad_input and not isinstance(exc, ProjectionError):  # no reason to spare the store
             # the next load waits out a backoff, so that a failing store is not hammered
             self.context.supervisor.failed(self.stream_id, f"appending failed: {exc}")
         logger.warning("append failed", extra={"stream_id": self.stream_id, "error": str(exc)})
@@ -909,6 +941,7 @@ class Actor:
     def _decide_batch(self, batch: list[Message], known: _Known | None) -> _BatchOutcome:
         decider = self.decider
         encode = self.context.codec.encode_event
+        inexact = self.context.codec.inexact
         spare = self.context.spare_outcomes
         outcome = spare.pop() if spare else _BatchOutcome()
         # a new list each batch: the store may keep the one it is given
@@ -934,6 +967,11 @@ class Actor:
                 for event in events:
                     type_name, data = encode(event)
                     new_events.append(NewEvent(new_event_id(), type_name, data, metadata))
+                if inexact:  # only in runtimes with event classes that may not read back as is
+                    for event in events:
+                        if type(event) in inexact:
+                            events = self._as_stored(events, new_events, kept)
+                            break
                 state = self.state
                 for event in events:
                     current_type = type(event).__name__
@@ -957,6 +995,36 @@ class Actor:
                     outcome.keyed = {}
                 outcome.keyed[command_id] = []  # its recorded events, once replied
         return outcome
+
+    def _as_stored(self, events: list[Any], new_events: list[NewEvent], kept: int) -> list[Any]:
+        """Return ``events`` as a load will read them back, for those of classes whose values
+        may not come back as they were (a field typed ``Any`` holding a tuple comes back a list).
+
+        Applying these, not the originals, keeps the live state the one a reload rebuilds, and
+        replies with the events a reader of the store sees (validate before storing).
+
+        :param kept: the index in ``new_events`` of the first event's encoded form
+        :raises CodecError: if an event's data cannot be stored, or would not decode again
+        """
+        inexact = self.context.codec.inexact
+        decode = self.context.codec.decode_event
+        stored = events
+        for index, event in enumerate(events):
+            if type(event) not in inexact:
+                continue
+            if stored is events:
+                stored = list(events)
+            new = new_events[kept + index]
+            text = encode_json(new.data, "data", new)  # as the stores write it
+            try:
+                stored[index] = decode(new.type, decode_json(text))
+            except CodecError as exc:
+                msg = (
+                    f"event {new.type} would be stored in a form that does not decode again, "
+                    f"so it was not stored: {exc}"
+                )
+                raise CodecError(msg, type_name=new.type) from exc
+        return stored
 
     def _recycle(self, outcome: _BatchOutcome) -> None:
         """Keep a replied batch's outcome for a next batch (nothing refers to it any more)."""

@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar, Union
 
-from ._decider import Decider, Upcaster, checked_upcasters, checked_version
+from ._decider import Decider, Upcaster, checked_category, checked_upcasters, checked_version
 from ._errors import DefinitionError, UnknownCommandError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,7 +31,8 @@ class Aggregate:
 
     Class-level settings (plain class attributes, not fields):
 
-    - ``stream_category``: the prefix of stream ids (default: the class name)
+    - ``stream_category``: the prefix of stream ids (default: the class name), without ``-``
+      (checked when the class is defined)
     - ``snapshot_every``: snapshot interval for this class (overrides the runtime's)
     - ``snapshot_version``: the state's schema version; bump it when the fields change so that
       old snapshots are ignored and the state is rebuilt from events
@@ -49,6 +50,14 @@ class Aggregate:
     snapshot_every: ClassVar[int | None] = None
     snapshot_version: ClassVar[int] = 1
     snapshot_upcasters: ClassVar[Mapping[int, Upcaster]] = types.MappingProxyType({})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # at once, not at first use: a category that can collide is a mistake in the class
+        # itself, whichever runtime uses it
+        category = cls.__dict__.get("stream_category")
+        if category:  # as in _compile: a falsy one means the class name
+            checked_category(cls.__qualname__, category)
 
 
 def command(method: F) -> F:
@@ -95,6 +104,7 @@ def _compile(cls: type[A]) -> Decider[Any, Any, A]:
     name = cls.stream_category or cls.__name__
     # checked here too, so that the messages name the class rather than its Decider
     owner = cls.__qualname__
+    checked_category(owner, name)
     checked_version(owner, "snapshot_version", cls.snapshot_version)
     checked_upcasters(
         owner, "snapshot_upcasters", cls.snapshot_upcasters, cls.snapshot_version, complete=False

@@ -12,8 +12,12 @@ current class. Stored data is never rewritten.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -106,6 +110,7 @@ def event_type(
         if not isinstance(stored, str) or not stored:
             msg = f"{owner}: the stored name must be a non-empty str, got {stored!r}"
             raise DefinitionError(msg)
+        _check_storable(owner, "the stored name", stored)
         checked_version(owner, "version", version)
         steps = checked_upcasters(owner, "upcasters", upcasters, version, complete=True)
         spec = EventTypeSpec(stored, version, steps, _checked_aliases(owner, stored, aliases))
@@ -131,6 +136,7 @@ def _checked_aliases(owner: str, name: str, aliases: Iterable[str]) -> tuple[str
         if not isinstance(alias, str) or not alias:
             msg = f"{owner}: every alias must be a non-empty str, got {alias!r}"
             raise DefinitionError(msg)
+        _check_storable(owner, "an alias", alias)
         if alias == name:
             msg = f"{owner}: the alias {alias!r} is its own stored name; list only older names"
             raise DefinitionError(msg)
@@ -138,6 +144,24 @@ def _checked_aliases(owner: str, name: str, aliases: Iterable[str]) -> tuple[str
             msg = f"{owner}: the alias {alias!r} is given twice"
             raise DefinitionError(msg)
     return found
+
+
+def _check_storable(owner: str, what: str, name: str) -> None:
+    """Refuse a type name no store can hold: every append of it would fail in the store, and a
+    store failure makes the aggregate back off (SQLite and PostgreSQL hold valid Unicode only,
+    PostgreSQL's text no NUL)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        pass
+    else:
+        if "\x00" not in name:
+            return
+    msg = (
+        f"{owner}: {what} {name!r} cannot be stored: a type name must be valid Unicode (no lone "
+        "surrogates) without NUL characters"
+    )
+    raise DefinitionError(msg)
 
 
 def event_type_spec(cls: type) -> EventTypeSpec:
@@ -164,18 +188,26 @@ class Codec:
         self._specs: dict[type, EventTypeSpec] = {}
         self._unstructure: dict[type, Callable[[Any], Any]] = {}
         self._structure: dict[type, Callable[[Any, type], Any]] = {}
+        #: registered event classes whose events may not read back from a store as they were
+        #: (a field typed ``Any``, ``object``, a dict with non-str keys, ...): the actor applies
+        #: such an event as a load will read it back, so that the live state is the stored one
+        self.inexact: set[type] = set()
 
     def register_events(self, event_types: Iterable[type]) -> None:
         """Register event classes under their stored type names and aliases.
 
         :raises DefinitionError: if two different classes claim one name (as their name or as
-            an alias)
+            an alias), or a name cannot be stored
         """
         for cls in event_types:
             if cls in self._specs:
                 continue
             spec = event_type_spec(cls)
             claimed = (spec.name, *spec.aliases)
+            # @event_type checked these already; a plain str attribute was not
+            for name in claimed:
+                what = "an alias" if name in spec.aliases else "the stored name"
+                _check_storable(f"event type {cls.__qualname__}", what, name)
             for name in claimed:
                 other = self._by_name.get(name)
                 if other is not None and other is not cls:
@@ -187,6 +219,12 @@ class Codec:
             for name in claimed:
                 self._by_name[name] = cls
             self._specs[cls] = spec
+            try:
+                exact = _round_trips(cls, set())
+            except Exception:  # an annotation too odd to judge (unhashable, ...)
+                exact = False
+            if not exact:
+                self.inexact.add(cls)
 
     def encode_event(self, event: object) -> tuple[str, JSONDict]:
         """Return the stored type name and the JSON-ready data of ``event``.
@@ -395,6 +433,69 @@ def _upcast(
             )
             raise CodecError(msg, type_name=type_name)
     return data
+
+
+#: types whose values read back from JSON through the converter as they were
+_EXACT: Final = frozenset({int, str, bool, float, bytes, type(None), datetime, date})
+#: the types the converter passes through in a union (see ``configure_union_passthrough``)
+_PASSED_THROUGH: Final = frozenset({int, str, bool, float, type(None)})
+
+
+def _round_trips(kind: Any, seen: set[type]) -> bool:
+    """Whether every value of the annotated type ``kind`` reads back from a store the same,
+    of the same type, through the converter and JSON (decided per class, once).
+
+    Conservative: what is not known to round-trip is not (``Any``, ``object``, a missing
+    annotation, an unresolvable one, an abstract collection, a union the converter would have
+    to guess in, a field with a converter or not in ``__init__``, ...).
+
+    :param seen: the classes being checked (a class that holds itself round-trips if the rest
+        of it does)
+    """
+    if kind in _EXACT:
+        return True
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Annotated:
+        return _round_trips(args[0], seen)
+    if origin is typing.Literal:
+        return all(type(value) in _PASSED_THROUGH for value in args)
+    if origin is typing.Union or origin is types.UnionType:
+        members = [member for member in args if member is not type(None)]
+        if len(members) == 1:
+            return _round_trips(members[0], seen)
+        return all(member in _PASSED_THROUGH for member in members)
+    if origin in (list, set, frozenset):
+        return len(args) == 1 and _round_trips(args[0], seen)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return _round_trips(args[0], seen)
+        return bool(args) and all(_round_trips(arg, seen) for arg in args)
+    if origin is dict:
+        # keys are written as str: an int key would come back as a str
+        return len(args) == 2 and args[0] is str and _round_trips(args[1], seen)
+    if isinstance(kind, typing.NewType):
+        return _round_trips(kind.__supertype__, seen)
+    if not isinstance(kind, type) or origin is not None:
+        return False
+    if issubclass(kind, enum.Enum):
+        return all(type(member.value) in (str, int) for member in kind)
+    if kind in seen:
+        return True
+    seen.add(kind)
+    try:
+        if attrs.has(kind):
+            attrs.resolve_types(kind)
+            fields = [
+                (f.type, f.init and f.converter is None) for f in attrs.fields(kind)
+            ]
+        elif dataclasses.is_dataclass(kind):
+            hints = typing.get_type_hints(kind)
+            fields = [(hints.get(f.name), f.init) for f in dataclasses.fields(kind)]
+        else:
+            return False
+    except Exception:  # an annotation that does not resolve: cattrs will say so on use
+        return False
+    return all(plain and _round_trips(field_type, seen) for field_type, plain in fields)
 
 
 def _copy_json(value: Any) -> Any:

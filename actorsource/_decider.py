@@ -36,6 +36,45 @@ def checked_version(owner: str, what: str, version: object) -> int:
     return version
 
 
+def checked_category(owner: str, category: object) -> str:
+    """Return ``category`` if it can be a stream category, else raise a DefinitionError.
+
+    A stream id is ``f"{category}-{aggregate_id}"`` and a category is read back as the part
+    before its first ``-``: with a ``-`` in the category, two aggregate types could share a
+    stream (``Other-x`` with id ``1`` and ``Other`` with id ``x-1``). The stores hold valid
+    Unicode only, and PostgreSQL's text no NUL.
+
+    :param owner: names the definition in the message ("Decider 'Account'", "Account")
+    :raises DefinitionError: if it is not a non-empty str, holds ``-`` or NUL, or is not
+        valid Unicode
+    """
+    if not isinstance(category, str) or not category:
+        msg = f"{owner}: the stream category must be a non-empty str, got {category!r}"
+        raise DefinitionError(msg)
+    if "-" in category:
+        msg = (
+            f"{owner}: the stream category {category!r} holds '-', which separates the category "
+            "from the aggregate id in a stream id (two aggregate types could then share a "
+            f"stream); choose one without it, e.g. {category.replace('-', '')!r}"
+        )
+        raise DefinitionError(msg)
+    if "\x00" in category or not _is_utf8(category):
+        msg = (
+            f"{owner}: the stream category {category!r} must be valid Unicode (no lone "
+            "surrogates) without NUL characters, which the stores cannot hold"
+        )
+        raise DefinitionError(msg)
+    return category
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def checked_upcasters(
     owner: str,
     what: str,
@@ -94,7 +133,8 @@ def checked_upcasters(
 class Decider(Generic[C, E, S]):
     """An aggregate as three pure functions, for users who prefer functions to classes.
 
-    :param name: the stream category; stream ids are ``f"{name}-{aggregate_id}"``
+    :param name: the stream category; stream ids are ``f"{name}-{aggregate_id}"`` (so it
+        cannot hold ``-``)
     :param initial_state: the state of an aggregate with no events; treat it as immutable
     :param decide: ``decide(command, state)`` returns one event, a list of events, or ``None``;
         it raises (for example :class:`Rejected`) to refuse the command
@@ -142,6 +182,7 @@ class Decider(Generic[C, E, S]):
         if not isinstance(name, str) or not name:
             msg = f"a Decider needs a non-empty str name (its stream category), got {name!r}"
             raise DefinitionError(msg)
+        checked_category(f"Decider {name!r}", name)
         if (initial_state is _NOT_GIVEN) == (initial_state_factory is None):
             msg = f"Decider {name!r}: give exactly one of initial_state and initial_state_factory"
             raise DefinitionError(msg)

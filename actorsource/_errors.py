@@ -113,7 +113,9 @@ class CodecError(ActorsourceError):
 class DefinitionError(ActorsourceError, TypeError):
     """Raised when an aggregate class, a Decider or an ``@event_type`` declaration is malformed.
 
-    Aggregate classes are checked when first used, Deciders and ``@event_type`` at once.
+    Aggregate classes are checked when first used (their ``stream_category`` when defined),
+    Deciders and ``@event_type`` at once; two aggregates of one category in a runtime when the
+    second is first used there.
     """
 
 

@@ -283,6 +283,8 @@ class Runtime:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._timer_scope = anyio.CancelScope()
         self._deciders: dict[object, Decider[Any, Any, Any]] = {}
+        #: stream category -> the aggregate (class or Decider) that uses it here, and its Decider
+        self._categories: dict[str, tuple[object, Decider[Any, Any, Any]]] = {}
         if not poll_interval > 0:
             msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
             raise ValueError(msg)
@@ -421,7 +423,8 @@ class Runtime:
 
         :param aggregate: an :class:`Aggregate` subclass or a :class:`Decider`
         :param aggregate_id: any non-empty str
-        :raises DefinitionError: if the aggregate class is malformed
+        :raises DefinitionError: if the aggregate class is malformed, or another aggregate
+            used in this runtime has its stream category
         """
         decider = self._decider(aggregate, aggregate_id)
         return AggregateRef(self, decider, aggregate_id, f"{decider.name}-{aggregate_id}")
@@ -433,12 +436,26 @@ class Runtime:
         return self._decider_for(aggregate)
 
     def _decider_for(self, aggregate: Any) -> Decider[Any, Any, Any]:
-        """The Decider of an aggregate class (or the Decider itself), its events registered."""
+        """The Decider of an aggregate class (or the Decider itself), its events registered.
+
+        :raises DefinitionError: if another aggregate of this runtime has its stream category
+        """
         decider = self._deciders.get(aggregate)
         if decider is None:
             decider = aggregate if isinstance(aggregate, Decider) else decider_of(aggregate)
+            claimed = self._categories.get(decider.name)
+            if claimed is not None and claimed[1] is not decider:
+                # their streams would mix: each would load the other's events, and a read of
+                # the category would return both
+                msg = (
+                    f"{_describe_aggregate(claimed[0])} and {_describe_aggregate(aggregate)} "
+                    f"both use the stream category {decider.name!r} in this runtime; give one "
+                    "of them another stream_category (a Decider: another name)"
+                )
+                raise DefinitionError(msg)
             self._codec.register_events(decider.event_types)
             self._deciders[aggregate] = decider
+            self._categories[decider.name] = (aggregate, decider)
         return decider
 
     # -- time travel ---------------------------------------------------------------------------
@@ -1162,6 +1179,18 @@ class Runtime:
         )
 
 
+def _describe_aggregate(aggregate: object) -> str:
+    """Name an aggregate class, or a Decider by its decide function, for a message."""
+    if isinstance(aggregate, Decider):
+        decide = aggregate.decide
+        where = getattr(decide, "__module__", None), getattr(decide, "__qualname__", None)
+        by = f"{where[0]}.{where[1]}" if all(where) else repr(decide)
+        return f"Decider {aggregate.name!r} (decide={by})"
+    if isinstance(aggregate, type):
+        return f"aggregate class {aggregate.__module__}.{aggregate.__qualname__}"
+    return repr(aggregate)
+
+
 def _latest_loader(
     store: EventStore,
 ) -> Callable[
@@ -1447,6 +1476,10 @@ class AggregateRef(Generic[S]):
         self._runtime._send_nowait(self, (COMMAND, command, None, stored, explicit))
 
     async def state(self) -> S:
-        """Return a deep copy of the aggregate's state after every message sent before this."""
+        """Return a deep copy of the aggregate's state after every message sent before this.
+
+        :raises ActorsourceError: if the state cannot be copied (the actor goes on)
+        :raises ActorFailedError: if the aggregate could not be loaded
+        """
         future: asyncio.Future[S] = asyncio.get_running_loop().create_future()
         return await self._deliver((GET_STATE, None, future, {}, None), future)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -150,3 +151,45 @@ def test_malformed_decider_is_refused_with_a_clear_message(
     arguments.update(kwargs)
     with pytest.raises(DefinitionError, match=message):
         Decider(**arguments)
+
+
+UNUSABLE_CATEGORIES = {
+    "a dash": ("Counter-x", "holds '-', which separates the category from the aggregate id"),
+    "a NUL": ("Counter\x00", "without NUL characters"),
+    "a lone surrogate": ("Counter\udc80", "no lone surrogates"),
+}
+
+
+@pytest.mark.parametrize(
+    ("category", "says"), UNUSABLE_CATEGORIES.values(), ids=UNUSABLE_CATEGORIES.keys()
+)
+def test_stream_category_that_could_share_or_break_streams_is_refused_when_defined(
+    category: str, says: str
+) -> None:
+    message = re.escape(f"Counter: the stream category {category!r}")
+    with pytest.raises(DefinitionError, match=message) as caught:
+
+        @attrs.define
+        class Counter(Aggregate):
+            stream_category = category
+            count: int = 0
+
+    assert says in str(caught.value)
+    with pytest.raises(DefinitionError, match=re.escape(f"Decider {category!r}: the stream")):
+        Decider(
+            name=category,
+            initial_state=0,
+            decide=lambda c, s: None,
+            evolve=lambda s, e: s,
+            event_types=[Deposited],
+        )
+
+
+def test_class_name_used_as_the_category_is_checked_when_the_class_is_first_used() -> None:
+    @attrs.define
+    class Counter(Aggregate):
+        count: int = 0
+
+    Counter.__name__ = "Counter-x"
+    with pytest.raises(DefinitionError, match="the stream category 'Counter-x' holds '-'"):
+        decider_of(Counter)

@@ -287,6 +287,32 @@ async def test_bad_told_command_is_logged_clearly_and_nothing_stored_changes(
             assert fragment in told.__dict__["error"]
 
 
+async def test_append_the_store_refuses_as_bad_input_fails_only_its_command_without_backoff(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store refuses bad arguments with a ValueError as it is called, before any I/O: not a
+    store failure, so the aggregate's next command is served at once."""
+    name = "append_then" if hasattr(store, "append_then") else "submit_append"
+    append = getattr(store, name)
+    refusals = [ValueError("injected: this append's event type cannot be stored")]
+
+    def refusing(*arguments: Any) -> Any:
+        if refusals:
+            raise refusals.pop()
+        return append(*arguments)
+
+    monkeypatch.setattr(store, name, refusing)
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Account, "a")
+        with pytest.raises(StoreError, match="injected: this append's event type"):
+            await ref.ask(Deposit(1))
+        await ref.ask(Deposit(2))
+        assert await ref.state() == Account(2, [2])
+    assert [(e.stream_id, e.data) for e in (await contents(store)).log] == [
+        ("Account-a", {"amount": 2})
+    ]
+
+
 # -- stored events the reading code cannot read ---------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import enum
+from datetime import UTC, date, datetime
+from typing import Any, Literal, NewType
 
 import attrs
 import orjson
@@ -135,3 +137,116 @@ def test_a_nested_record_stored_as_a_list_is_refused_not_read_as_defaults() -> N
         codec.decode_event("Ordered", {"lines": [["abc", 2]]})
     decoded = codec.decode_event("Ordered", {"lines": [{"sku": "abc"}]})
     assert decoded == Ordered([Line("abc", 1)])
+
+
+class Tier(enum.Enum):
+    GOLD = "gold"
+    SILVER = 2
+
+
+SKU = NewType("SKU", str)
+
+
+@attrs.frozen
+class Branch:
+    name: str
+    children: list[Branch] = attrs.Factory(list)
+
+
+@attrs.frozen
+class Typed:
+    """Every field of a type whose values read back from JSON as they were."""
+
+    rich: Rich
+    order: Ordered
+    tree: Branch
+    tier: Tier
+    kind: Literal["a", "b"]
+    sku: SKU
+    pair: tuple[int, str]
+    many: tuple[float, ...]
+    unique: set[int]
+    raw: bytes
+    day: date
+    either: int | str | None
+    maybe: Line | None
+
+
+@attrs.frozen
+class HoldsAny:
+    value: Any
+
+
+@attrs.frozen
+class HoldsObject:
+    value: object
+
+
+@attrs.frozen
+class HoldsIntKeys:
+    by_id: dict[int, str]
+
+
+@attrs.frozen
+class HoldsBareList:
+    items: list  # type: ignore[type-arg]
+
+
+@attrs.frozen
+class HoldsAnyDeep:
+    lines: list[dict[str, Any]]
+
+
+@attrs.frozen
+class HoldsUnionOfRecords:
+    thing: Line | Branch
+
+
+@attrs.frozen
+class Converted:
+    amount: int = attrs.field(converter=abs)
+
+
+@attrs.frozen
+class Unannotated:
+    value = attrs.field()
+
+
+INEXACT = [
+    HoldsAny,
+    HoldsObject,
+    HoldsIntKeys,
+    HoldsBareList,
+    HoldsAnyDeep,
+    HoldsUnionOfRecords,
+    Converted,
+    Unannotated,
+]
+
+
+def test_codec_knows_once_per_class_which_event_classes_may_not_read_back_as_they_were() -> None:
+    codec = Codec()
+    typed = Typed(
+        Rich(datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC), frozenset({"x"}), {"a": 1}),
+        Ordered([Line("abc", 2)]),
+        Branch("root", [Branch("leaf")]),
+        Tier.SILVER,
+        "b",
+        SKU("sku-1"),
+        (1, "one"),
+        (1.5, 2.5),
+        {1, 2},
+        b"\x00\xff",
+        date(2024, 1, 2),
+        "either",
+        Line("x"),
+    )
+    codec.register_events([Typed, Deposited, *INEXACT])
+    assert codec.inexact == set(INEXACT)
+    # what the codec calls exact is: it reads back equal, every value of the same type
+    name, data = codec.encode_event(typed)
+    read_back = codec.decode_event(name, orjson.loads(orjson.dumps(data)))
+    assert read_back == typed
+    assert [type(getattr(read_back, f.name)) for f in attrs.fields(Typed)] == [
+        type(getattr(typed, f.name)) for f in attrs.fields(Typed)
+    ]

@@ -517,6 +517,30 @@ def test_malformed_event_type_arguments_are_refused_naming_the_class(
         event_type(**arguments)(Event)
 
 
+UNSTORABLE_NAMES = {"a lone surrogate": "Bad\udc80", "a NUL": "Bad\x00"}
+
+
+@pytest.mark.parametrize("name", UNSTORABLE_NAMES.values(), ids=UNSTORABLE_NAMES.keys())
+def test_event_type_name_no_store_can_hold_is_refused_when_declared(name: str) -> None:
+    class Event:
+        pass
+
+    says = (
+        "cannot be stored: a type name must be valid Unicode (no lone surrogates) without NUL "
+        "characters"
+    )
+    with pytest.raises(DefinitionError, match=re.escape(f"Event: the stored name {name!r} {says}")):
+        event_type(name)(Event)
+    with pytest.raises(DefinitionError, match=re.escape(f"Event: an alias {name!r} {says}")):
+        event_type(aliases=(name,))(Event)
+
+    class Declared:  # the plain-str form, without the decorator: refused when registered
+        __actorsource_event_type__ = name
+
+    with pytest.raises(DefinitionError, match=re.escape(f"Declared: the stored name {name!r}")):
+        Codec().register_events([Declared])
+
+
 def test_event_type_without_parentheses_or_twice_or_on_a_non_class_is_refused() -> None:
     class Event:
         pass

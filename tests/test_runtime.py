@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import sys
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,13 @@ import pytest
 import actorsource._actor as actor_module
 from actorsource import (
     ActorFailedError,
+    ActorsourceError,
     Aggregate,
     AskTimeoutError,
     CodecError,
     ConcurrencyError,
     Decider,
+    DefinitionError,
     EventApplyError,
     EventStore,
     InMemoryEventStore,
@@ -165,6 +169,56 @@ async def test_state_sees_every_message_sent_before_it(store: EventStore) -> Non
             await ref.tell(Deposit(amount))
         state = await ref.state()
     assert state.balance == sum(range(1, 51))
+
+
+@attrs.frozen
+class Build:
+    floors: int
+
+
+@attrs.frozen
+class Built:
+    floors: int
+
+
+@attrs.define
+class Tower(Aggregate):
+    """A state that can be nested deeper than a deep copy reaches."""
+
+    floors: Any = attrs.Factory(list)
+    builds: int = 0
+
+    @command
+    def build(self, cmd: Build) -> Built:
+        return Built(cmd.floors)
+
+    @apply
+    def built(self, event: Built) -> None:
+        floors: Any = []
+        for _ in range(event.floors):
+            floors = [floors]
+        self.floors = floors
+        self.builds += 1
+
+
+async def test_state_that_cannot_be_copied_fails_its_request_and_the_actor_goes_on(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Tower, "t")
+        await ref.ask(Build(sys.getrecursionlimit()))
+        with anyio.fail_after(30):  # a guard: an unanswered request would wait for ever
+            with pytest.raises(ActorsourceError) as caught:
+                await ref.state()
+        assert str(caught.value).startswith(
+            "could not copy the state of 'Tower-t': RecursionError: maximum recursion depth"
+        )
+        assert isinstance(caught.value.__cause__, RecursionError)
+        await ref.ask(Build(1))  # served by the same actor, its state intact
+        state = await ref.state()
+        assert (state.floors, state.builds) == ([[]], 2)
+        assert runtime.statistics().activations == 1
+        assert runtime.statistics().actor_failures == 0
 
 
 # -- ordering and concurrency ---------------------------------------------------------------
@@ -412,6 +466,145 @@ async def test_event_the_codec_cannot_encode_names_its_type_and_is_never_stored(
         assert (await ref.state()).things == 0
         await ref.ask(Poke())
     assert [e.type for e in await all_events(store)] == ["Poked"]
+
+
+@attrs.frozen
+class Put:
+    value: Any
+
+
+@attrs.frozen
+class WasPut:
+    """A field typed Any: JSON gives a tuple back as a list, bytes as a str, ..."""
+
+    value: Any
+
+
+@attrs.frozen
+class Count:
+    by_key: dict[int, int]
+
+
+@attrs.frozen
+class Counted:
+    """Typed, but int keys are written as str, which an int key cannot be read from."""
+
+    by_key: dict[int, int]
+
+
+@attrs.define
+class Shelf(Aggregate):
+    items: list[Any] = attrs.Factory(list)
+
+    @command
+    def put(self, cmd: Put) -> WasPut:
+        return WasPut(cmd.value)
+
+    @command
+    def count(self, cmd: Count) -> Counted:
+        return Counted(cmd.by_key)
+
+    @apply
+    def was_put(self, event: WasPut) -> None:
+        self.items.append(event.value)
+
+    @apply
+    def counted(self, event: Counted) -> None:
+        self.items.append(event.by_key)
+
+
+ANY_VALUES = {
+    "a tuple": (1, 2),
+    "bytes": b"\x00\xffraw",
+    "a set": {3},
+    "a datetime": datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
+}
+
+
+@pytest.mark.parametrize("value", ANY_VALUES.values(), ids=ANY_VALUES.keys())
+@pytest.mark.parametrize("snapshot_every", [None, 2])
+async def test_event_field_typed_any_is_applied_as_the_store_gives_it_back(
+    store: EventStore, value: object, snapshot_every: int | None
+) -> None:
+    async with Runtime(store, snapshot_every=snapshot_every) as runtime:
+        ref = runtime.ref(Shelf, "s")
+        await ref.ask(Put("first"))
+        recorded = await ref.ask(Put(value))
+        await ref.ask(Put([value] if not isinstance(value, set) else "last"))
+        live = await ref.state()
+        assert runtime.passivate_idle() == 1
+        rehydrated = await ref.state()
+        assert runtime.statistics().activations == 2
+    assert rehydrated == live
+    assert [type(item) for item in rehydrated.items] == [type(item) for item in live.items]
+    # the reply holds the event as stored, as every reader of the store sees it
+    stored = [e async for e in store.read_stream("Shelf-s")]
+    assert recorded[0].event == WasPut(live.items[1]) == WasPut(stored[1].data["value"])
+
+
+async def test_typed_event_that_would_not_decode_again_is_refused_and_never_stored(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Shelf, "s")
+        with pytest.raises(CodecError, match="does not decode again") as caught:
+            await ref.ask(Count({1: 2}))
+        assert caught.value.type_name == "Counted"
+        assert "expected int" in str(caught.value)
+        await ref.ask(Put("next"))  # bad input: no backoff
+        assert (await ref.state()).items == ["next"]
+    assert [e.type for e in await all_events(store)] == ["WasPut"]
+
+
+@attrs.define
+class Ledger(Aggregate):
+    """Another aggregate that claims Account's stream category."""
+
+    stream_category = "Account"
+    total: int = 0
+
+    @command
+    def deposit(self, cmd: Deposit) -> Deposited:
+        return Deposited(cmd.amount)
+
+    @apply
+    def deposited(self, event: Deposited) -> None:
+        self.total += event.amount
+
+
+async def test_two_aggregates_of_one_category_in_a_runtime_are_refused_naming_both(
+    store: EventStore,
+) -> None:
+    other_decider = Decider(
+        name="Account",
+        initial_state=0,
+        decide=lambda command, state: None,
+        evolve=lambda state, event: state,
+        event_types=[Deposited],
+    )
+    async with Runtime(store) as runtime:
+        await runtime.ref(Account, "1").ask(Deposit(1))
+        with pytest.raises(DefinitionError) as caught:
+            runtime.ref(Ledger, "1")
+        message = str(caught.value)
+        for fragment in (
+            "aggregate class tests.domain.Account",
+            "aggregate class tests.test_runtime.Ledger",
+            "both use the stream category 'Account'",
+        ):
+            assert fragment in message, f"{fragment!r} not in {message!r}"
+        with pytest.raises(DefinitionError, match=r"Decider 'Account' \(decide=tests\."):
+            runtime.ref(other_decider, "1")
+        with pytest.raises(DefinitionError, match="both use the stream category"):
+            async for _ in runtime.subscribe(aggregates=[Ledger], live=False):
+                pass
+        await runtime.ref(Account, "2").ask(Deposit(2))  # the first one is served as before
+    async with Runtime(store) as runtime:  # another runtime may use the other one
+        assert await runtime.ref(Ledger, "1").state() == Ledger(total=1)
+    assert [(e.stream_id, e.version) for e in await all_events(store)] == [
+        ("Account-1", 1),
+        ("Account-2", 1),
+    ]
 
 
 async def test_store_failure_reaches_the_caller_and_the_next_message_reloads(
