@@ -7,14 +7,20 @@ time land at the index's right edge.
 
 Cheap because ``str(uuid.uuid4())`` costs a system call and a UUID object per id (~3.5 µs here,
 a visible share of a command, and a command takes two ids: its events' and its own): the random
-ends are cut from ``os.urandom`` bytes and formatted 256 at a time, the time prefix is formatted
-once per millisecond, and the pool is dropped in a forked child so that two processes never
-share ids.
+ends are cut from random bytes and formatted 256 at a time, and the time prefix is formatted once
+per millisecond.
+
+The random bytes come from a generator seeded once per process from ``os.urandom`` (and seeded
+again in a forked child, so that two processes never share ids), not from ``os.urandom`` at each
+refill: a system call releases the GIL, and a thread waiting for it (the SQLite writer, busy with
+a commit) then holds it for up to a switch interval while the event loop waits. Event ids need to
+be unique, not secret.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import time
 
 _IDS_PER_REFILL = 256
@@ -34,17 +40,19 @@ class _Pool:
 
 
 _pool = _Pool()
+_random = random.Random(os.urandom(32))
 
 
 def _drop_pool() -> None:
     _pool.tails = []
+    _random.seed(os.urandom(32))
 
 
 os.register_at_fork(after_in_child=_drop_pool)
 
 
 def _refill() -> list[str]:
-    hex_digits = os.urandom(_HEX_PER_ID // 2 * _IDS_PER_REFILL).hex()
+    hex_digits = _random.randbytes(_HEX_PER_ID // 2 * _IDS_PER_REFILL).hex()
     tails = []
     for start in range(0, len(hex_digits), _HEX_PER_ID):
         r = hex_digits[start : start + _HEX_PER_ID]
