@@ -64,6 +64,7 @@ from ._tracing import caused_by as caused_by
 from ._tuning import tune_gc as tune_gc
 from ._tuning import tune_switch_interval as tune_switch_interval
 from .stores._base import EventStore as EventStore
+from .stores._base import StoreCapabilities as StoreCapabilities
 from .stores._base import TransactionalStore as TransactionalStore
 from .stores._subscription import subscribe as subscribe
 from .stores.memory import InMemoryEventStore as InMemoryEventStore
@@ -107,6 +108,7 @@ __all__ = [
     "RuntimeStatistics",
     "SQLiteEventStore",
     "SnapshotRecord",
+    "StoreCapabilities",
     "StoreError",
     "StoredEvent",
     "StreamInfo",

@@ -30,7 +30,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
@@ -62,7 +62,7 @@ from ._metrics import (
 )
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
 from ._tracing import CAUSATION_ID, COMMAND_ID, CORRELATION_ID
-from .stores._base import EventStore, decode_json, encode_json
+from .stores._base import EventStore, Latest, decode_json, encode_json
 
 logger = logging.getLogger("actorsource.actor")
 
@@ -137,7 +137,6 @@ class Supervisor:
 
 #: what an activation load returns: the latest snapshot, the first page of (version, type,
 #: data) after it, and whether that page is all
-Latest = tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]
 
 
 class Slots:
@@ -215,7 +214,7 @@ class ActorContext:
     #: remembers aggregates whose loads keep failing
     supervisor: Supervisor
     #: the latest snapshot, the first page of events after it, whether that page is all
-    load_latest: Callable[[str], Coroutine[Any, Any, Latest]]
+    load_latest: Callable[[str], Awaitable[Latest]]
     #: the same load with a callback, no task (None: the store has no such call)
     load_latest_then: Callable[[str, Callable[[Latest | BaseException], None]], None] | None
     #: yield (version, type, data) of a stream's events from a version on

@@ -10,7 +10,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar, overload
@@ -48,9 +48,9 @@ from ._projection import (
     rebuild_refusal,
     reset_read_model,
 )
-from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
-from ._tracing import COMMAND_ID, command_metadata
-from .stores._base import EventStore, TransactionalStore
+from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent
+from ._tracing import command_metadata
+from .stores._base import EventStore, Latest, StoreCapabilities, TransactionalStore
 from .stores._subscription import subscribe
 
 logger = logging.getLogger("actorsource.runtime")
@@ -235,6 +235,8 @@ class Runtime:
         self._track_idle = passivate_after is not None or max_active is not None
         self._codec = Codec()
         self._counters = Counters()
+        #: what the store offers beyond the core contract, asked once
+        self._capabilities = capabilities = store.capabilities()
         self._context = ActorContext(
             store=store,
             codec=self._codec,
@@ -246,18 +248,18 @@ class Runtime:
             activation_slots=Slots(max_activations),
             activation_timeout=activation_timeout,
             supervisor=Supervisor(),
-            load_latest=_latest_loader(store),
-            load_latest_then=getattr(store, "load_latest_then", None),
-            read_stream_data=_data_reader(store),
-            append_then=_appender(store),
-            find_command_events=_command_finder(store),
+            load_latest=_latest_loader(store, capabilities),
+            load_latest_then=capabilities.load_latest_then,
+            read_stream_data=_data_reader(store, capabilities),
+            append_then=_appender(store, capabilities),
+            find_command_events=store.find_command_events,
             idempotency_window=idempotency_window,
             admit=self._admit,
             try_admit=self._try_admit,
             on_idle=self._on_idle,
             start_task=self._start_task,
             spawn=self._spawn,
-            burst=getattr(store, "burst", _no_burst),
+            burst=capabilities.burst or _no_burst,
             metrics=metrics,
         )
         #: where counters and histograms go (None: nowhere)
@@ -1121,7 +1123,7 @@ class Runtime:
             checks.append(HealthCheck("store", False, f"no answer within {timeout} s"))
         except Exception as exc:
             checks.append(HealthCheck("store", False, f"{type(exc).__name__}: {exc}"))
-        lag_of = getattr(self.store, "writer_lag", None)
+        lag_of = self._capabilities.writer_lag
         if lag_of is not None:
             try:
                 lag = float(lag_of())
@@ -1192,30 +1194,24 @@ def _describe_aggregate(aggregate: object) -> str:
 
 
 def _latest_loader(
-    store: EventStore,
-) -> Callable[
-    [str], Coroutine[Any, Any, tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]]
-]:
+    store: EventStore, capabilities: StoreCapabilities
+) -> Callable[[str], Awaitable[Latest]]:
     """Return the store's one-read activation load if it has one, else ``load_snapshot``."""
-    combined = getattr(store, "load_latest", None)
-    if combined is not None:
-        return combined  # type: ignore[no-any-return]
+    if capabilities.load_latest is not None:
+        return capabilities.load_latest
 
-    async def snapshot_only(
-        stream_id: str,
-    ) -> tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]:
+    async def snapshot_only(stream_id: str) -> Latest:
         return await store.load_snapshot(stream_id), [], False
 
     return snapshot_only
 
 
 def _data_reader(
-    store: EventStore,
+    store: EventStore, capabilities: StoreCapabilities
 ) -> Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]:
     """Return the store's lean replay read if it has one, else one made from ``read_stream``."""
-    lean = getattr(store, "read_stream_data", None)
-    if lean is not None:
-        return lean  # type: ignore[no-any-return]
+    if capabilities.read_stream_data is not None:
+        return capabilities.read_stream_data
 
     async def from_records(
         stream_id: str, from_version: int
@@ -1236,14 +1232,13 @@ _ACTOR_CONTEXT: Final = contextvars.Context()
 
 
 def _appender(
-    store: EventStore,
+    store: EventStore, capabilities: StoreCapabilities
 ) -> Callable[[str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None]:
     """Return the store's callback append if it has one (``append_then``), else one made from
     its non-async ``submit_append`` or from ``append``, calling back when the future is done."""
-    append_then = getattr(store, "append_then", None)
-    if append_then is not None:
-        return append_then  # type: ignore[no-any-return]
-    submit = getattr(store, "submit_append", None)
+    if capabilities.append_then is not None:
+        return capabilities.append_then
+    submit = capabilities.submit_append
 
     def via_future(
         stream_id: str,
@@ -1280,25 +1275,6 @@ def _call_back(
         on_done(outcome)
     except Exception:  # a crashed actor, logged by it too: logged, as the SQLite store does
         logger.exception("an append's callback failed", extra={"stream_id": stream_id})
-
-
-def _command_finder(
-    store: EventStore,
-) -> Callable[[str, Collection[str]], Coroutine[Any, Any, list[StoredEvent]]]:
-    """Return the store's command lookup, or one that scans the stream (for stores without)."""
-    find = getattr(store, "find_command_events", None)
-    if find is not None:
-        return find  # type: ignore[no-any-return]
-
-    async def scan(stream_id: str, command_ids: Collection[str]) -> list[StoredEvent]:
-        wanted = set(command_ids)
-        return [
-            stored
-            async for stored in store.read_stream(stream_id)
-            if stored.metadata.get(COMMAND_ID) in wanted
-        ]
-
-    return scan
 
 
 async def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:

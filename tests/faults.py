@@ -13,6 +13,7 @@ from actorsource import (
     SnapshotRecord,
     StoredEvent,
 )
+from actorsource.stores._base import StoreCapabilities
 
 
 class FaultyStore:
@@ -95,3 +96,6 @@ class FaultyStore:
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         await self.inner.save_snapshot(snapshot)
+
+    def capabilities(self) -> StoreCapabilities:
+        return StoreCapabilities()  # every call goes through the core methods above

@@ -7,11 +7,13 @@ import contextlib
 import enum
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, TypeVar, runtime_checkable
 
+import attrs
 import orjson
 
 from .._errors import CodecError, StoreError, WaitTimeoutError
@@ -25,6 +27,44 @@ from .._records import (
 )
 
 logger = logging.getLogger("actorsource.stores")
+
+
+#: what an append reports when it is done: its result, or why it failed
+AppendCallback = Callable[[AppendResult | BaseException], None]
+#: an activation's read: the latest snapshot, the first page of (version, type, data) after it,
+#: and whether that page is all of the stream after the snapshot
+Latest = tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]
+
+
+@attrs.frozen(slots=True)
+class StoreCapabilities:
+    """What a store offers beyond the core contract, declared by the store itself.
+
+    The runtime asks once (:meth:`EventStore.capabilities`) and uses each one the store has;
+    where one is ``None`` it uses the core method named beside it. No capability changes what
+    is stored: they are faster routes to the same results.
+    """
+
+    #: a non-async append that calls back on the loop at commit, with no future (else
+    #: ``submit_append``, else ``append``)
+    append_then: Callable[[str, int | None, Sequence[NewEvent], AppendCallback], None] | None = (
+        None
+    )
+    #: a non-async append returning a future resolved at commit (else ``append`` in a task)
+    submit_append: (
+        Callable[[str, int | None, Sequence[NewEvent]], asyncio.Future[AppendResult]] | None
+    ) = None
+    #: the latest snapshot and the first page of events after it, in one read (else
+    #: ``load_snapshot``, then ``read_stream_data``)
+    load_latest: Callable[[str], Awaitable[Latest]] | None = None
+    #: :attr:`load_latest` with a callback on the loop instead of an awaitable
+    load_latest_then: Callable[[str, Callable[[Latest | BaseException], None]], None] | None = None
+    #: a stream's events as (version, type, data) only, for replay (else ``read_stream``)
+    read_stream_data: Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]] | None = None
+    #: a context whose appends go to the writer together when it ends (else none)
+    burst: Callable[[], AbstractContextManager[None]] | None = None
+    #: seconds the oldest write not yet committed has waited, for health checks (else none)
+    writer_lag: Callable[[], float] | None = None
 
 
 @runtime_checkable
@@ -183,6 +223,11 @@ class EventStore(Protocol):
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Save a snapshot (a later save for the same version replaces it)."""
+        ...
+
+    def capabilities(self) -> StoreCapabilities:
+        """Return what this store offers beyond the core contract (see
+        :class:`StoreCapabilities`; ``StoreCapabilities()`` for none)."""
         ...
 
 

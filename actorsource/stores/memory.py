@@ -13,6 +13,7 @@ from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent, Stre
 from ._base import (
     HeadWatch,
     InlineHook,
+    StoreCapabilities,
     StoreLifecycle,
     T,
     TransactionWork,
@@ -247,6 +248,10 @@ class InMemoryEventStore(StoreLifecycle):
             for stream_id, rows in sorted(self._streams.items())
             if prefix is None or stream_id.startswith(prefix)
         ]
+
+    def capabilities(self) -> StoreCapabilities:
+        """Future appends and the writer's lag (always 0)."""
+        return StoreCapabilities(submit_append=self.submit_append, writer_lag=self.writer_lag)
 
     def writer_lag(self) -> float:
         """Return 0: appends are applied at once (see ``SQLiteEventStore.writer_lag``)."""

@@ -66,6 +66,7 @@ from .._records import AppendResult, JSONDict, NewEvent, SnapshotRecord, StoredE
 from ._base import (
     MAX_VERSION,
     HeadWatch,
+    StoreCapabilities,
     StoreLifecycle,
     check_append,
     check_checkpoint,
@@ -1411,6 +1412,15 @@ class PostgresEventStore(StoreLifecycle):
         """Return every checkpoint (see :class:`EventStore`)."""
         rows = await self._fetch(self._sql.list_checkpoints)
         return {row[0]: int(row[1]) for row in rows}
+
+    def capabilities(self) -> StoreCapabilities:
+        """Future appends, one-read activation loads, lean replays, and the writer's lag."""
+        return StoreCapabilities(
+            submit_append=self.submit_append,
+            load_latest=self.load_latest,
+            read_stream_data=self.read_stream_data,
+            writer_lag=self.writer_lag,
+        )
 
     def writer_lag(self) -> float:
         """Return how long (s) the oldest write not yet committed has waited (0: none waits).

@@ -77,6 +77,8 @@ from ._base import (
     MAX_VERSION,
     HeadWatch,
     InlineHook,
+    Latest,
+    StoreCapabilities,
     StoreLifecycle,
     T,
     TransactionWork,
@@ -201,7 +203,6 @@ _Op = _Append | _SaveSnapshot | _Transact | _CatchUpInline
 
 #: what load_latest returns: the latest snapshot, the first page of (version, type, data) after
 #: it, and whether that page is all
-Latest = tuple[SnapshotRecord | None, list[tuple[int, str, JSONDict]], bool]
 _OnLoaded = Callable[[Latest | BaseException], None]
 
 
@@ -569,6 +570,18 @@ class SQLiteEventStore(StoreLifecycle):
             self._start_scheduled = True
             self._drained.clear()
             asyncio.get_running_loop().call_soon(self._start_batch)
+
+    def capabilities(self) -> StoreCapabilities:
+        """Callback appends and loads, bursts, lean replays, and the writer's lag."""
+        return StoreCapabilities(
+            append_then=self.append_then,
+            submit_append=self.submit_append,
+            load_latest=self.load_latest,
+            load_latest_then=self.load_latest_then,
+            read_stream_data=self.read_stream_data,
+            burst=self.burst,
+            writer_lag=self.writer_lag,
+        )
 
     def burst(self) -> _Burst:
         """A context for a burst of writes: they wait for its end, then go to the writer at
