@@ -112,7 +112,7 @@ async def _catch_up_rate(store: SQLiteEventStore, projection: NoOp, head: int) -
     async with Runtime(store) as runtime:
         started = time.perf_counter()
         runtime.add_projection(projection, batch_size=1000)
-        await runtime.wait_for_projection(projection, head)
+        await runtime.wait_for_projection(projection, head, timeout=None)
         elapsed = time.perf_counter() - started
     assert projection.handled == head, (projection.handled, head)
     return head / elapsed
@@ -123,7 +123,7 @@ async def _live_latency(store: SQLiteEventStore, count: int) -> list[float]:
     latencies: list[float] = []
     async with Runtime(store) as runtime:
         runtime.add_projection(probe)
-        await runtime.wait_for_projection(probe)
+        await runtime.wait_for_projection(probe, timeout=None)
         loop = asyncio.get_running_loop()
         for n in range(count):
             position = await store.head_position() + 1
