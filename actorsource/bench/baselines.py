@@ -1,11 +1,14 @@
 """The baselines each run measures beside the workloads, on SQLite with the same schema, rows
-and durability (WAL, synchronous=FULL): the raw batched-insert ceiling, the per-commit fsync
-floor, and (when installed) the ``eventsourcing`` package as the Python peer."""
+and durability (WAL, synchronous=FULL): the raw batched-insert ceiling, the per-commit floors
+(through aiosqlite, and plain sqlite3 in the calling thread), and (when installed) the
+``eventsourcing`` package as the Python peer."""
 
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,25 +75,94 @@ async def baseline_ceiling(path: Path, count: int, batch: int) -> Result:
     return {"rows": count, "batch": batch, "events_per_s": count / elapsed}
 
 
-async def baseline_fsync_floor(path: Path, count: int) -> Result:
-    """Raw aiosqlite: one transaction (one fsync) per row, sequential: execute, then commit.
+class AiosqliteFloor:
+    """The fsync floor: one transaction (one fsync) a row through aiosqlite, execute then commit.
 
     The least a durable single-row write costs through aiosqlite (two thread hops and an fsync).
     """
-    await sqlite_schema(path)
-    rows = rows_like_w1(count)
-    async with aiosqlite.connect(path) as conn:
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute("PRAGMA synchronous = FULL")
-        started = time.perf_counter()
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        """Create the schema and connect at the store's durability."""
+        await sqlite_schema(self.path)
+        self._conn = await aiosqlite.connect(self.path)
+        await self._conn.execute("PRAGMA journal_mode = WAL")
+        await self._conn.execute("PRAGMA synchronous = FULL")
+
+    async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Write ``rows``, a transaction each."""
+        assert self._conn is not None, "open() first"
         for row in rows:
-            await conn.execute(INSERT, row)
-            await conn.commit()
+            await self._conn.execute(INSERT, row)
+            await self._conn.commit()
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+class InThreadFloor:
+    """The raw floor: plain ``sqlite3`` in the calling thread, ``BEGIN; INSERT; COMMIT`` a row.
+
+    What one durable row costs with no thread hop at all; it blocks the loop while it runs, so
+    nothing else may be measured meanwhile.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        """Create the schema and connect at the store's durability."""
+        await sqlite_schema(self.path)
+        self._conn = sqlite3.connect(self.path, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+
+    async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Write ``rows``, a transaction each."""
+        conn = self._conn
+        assert conn is not None, "open() first"
+        for row in rows:
+            conn.execute("BEGIN")
+            conn.execute(INSERT, row)
+            conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+Floor = AiosqliteFloor | InThreadFloor
+
+
+async def _floor_alone(floor: Floor, count: int) -> Result:
+    rows = rows_like_w1(count)
+    await floor.open()
+    try:
+        started = time.perf_counter()
+        await floor.write(rows)
         elapsed = time.perf_counter() - started
+    finally:
+        await floor.close()
     return {"rows": count, "events_per_s": count / elapsed}
 
 
-#: rounds W1-seq and the fsync floor alternate in (see workload_sequential_with_floor)
+async def baseline_fsync_floor(path: Path, count: int) -> Result:
+    """The fsync floor (:class:`AiosqliteFloor`) over ``count`` rows, alone."""
+    return await _floor_alone(AiosqliteFloor(path), count)
+
+
+async def baseline_raw_floor(path: Path, count: int) -> Result:
+    """The raw in-thread floor (:class:`InThreadFloor`) over ``count`` rows, alone."""
+    return await _floor_alone(InThreadFloor(path), count)
 
 
 _peer_classes: dict[str, Any] = {}

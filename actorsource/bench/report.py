@@ -6,6 +6,7 @@ import sys
 import time
 
 from ._common import Result
+from ._loop import LAG_INTERVAL
 from .suite import RATED
 
 
@@ -34,6 +35,7 @@ def format_table(results: Result) -> str:
     for key, label in (
         ("ceiling", "ceiling (raw batched)"),
         ("fsync_floor", "fsync floor (1/commit)"),
+        ("raw_floor", "raw floor (in-thread)"),
         ("peer", "eventsourcing"),
         ("peer_cached", "eventsourcing+cache"),
     ):
@@ -41,12 +43,16 @@ def format_table(results: Result) -> str:
         if b:
             rate = b.get("events_per_s", b.get("commands_per_s", 0.0))
             lines.append(f"{label:<22}{rate:>12,.0f}")
+    loop_lines = [_loop_line(name, results["workloads"].get(name)) for name in RATED]
+    if any(loop_lines):
+        lines.append("")
+        lines.extend(line for line in loop_lines if line)
     if "baselines_skipped" in results:
         lines.append(f"baselines: {results['baselines_skipped']}")
     seq = results["workloads"].get("W1-seq")
     if seq and seq.get("first_asks"):
         lines.append("")
-        lines.append(_sequential_asks_line(seq, base.get("fsync_floor")))
+        lines.append(_sequential_asks_line(seq, base.get("fsync_floor"), base.get("raw_floor")))
     w3 = results["workloads"].get("W3")
     if w3:
         lines.append("")
@@ -76,7 +82,7 @@ def format_table(results: Result) -> str:
     if results["ratios"]:
         lines.append("")
         for key, value in results["ratios"].items():
-            text = f"{value:.1f}x" if key.endswith("peer_best") else f"{value:.0%}"
+            text = f"{value:.2f}x" if key.endswith("peer_best") else f"{value:.0%}"
             lines.append(f"{key:<32}{text:>8}")
     return "\n".join(lines)
 
@@ -95,14 +101,27 @@ def format_repeated(repeated: Result) -> str:
         if name.endswith("commands/s"):
             cells = [f"{spread[k]:>12,.0f}" for k in ("median", "min", "max")]
         elif name.endswith("peer_best"):
-            cells = [f"{spread[k]:>11.1f}x" for k in ("median", "min", "max")]
+            cells = [f"{spread[k]:>11.2f}x" for k in ("median", "min", "max")]
+        elif name.endswith(("us/command", " ms")):
+            cells = [f"{spread[k]:>12.2f}" for k in ("median", "min", "max")]
         else:
             cells = [f"{spread[k]:>12.0%}" for k in ("median", "min", "max")]
         lines.append(f"{name:<32}{''.join(cells)}")
     return "\n".join(lines)
 
 
-def _sequential_asks_line(seq: Result, floor: Result | None) -> str:
+def _loop_line(name: str, workload: Result | None) -> str | None:
+    """What a workload cost the event loop, where it was measured."""
+    if not workload or "loop_cpu_us_per_command" not in workload:
+        return None
+    return (
+        f"{name} on the loop: {workload['loop_cpu_us_per_command']:.1f} us CPU per command; "
+        f"lag p99 {workload['loop_lag_p99_ms']:.2f} ms, max {workload['loop_lag_max_ms']:.2f} ms "
+        f"(a timer due every {LAG_INTERVAL * 1000:g} ms)"
+    )
+
+
+def _sequential_asks_line(seq: Result, floor: Result | None, raw: Result | None = None) -> str:
     """W1-seq's first asks (a load, then a commit) apart from the later ones (a commit)."""
     first, later = seq["first_asks"], seq.get("later_asks")
     text = (
@@ -116,6 +135,8 @@ def _sequential_asks_line(seq: Result, floor: Result | None) -> str:
         )
     if floor:
         text += f"; the fsync floor: {1000 / floor['events_per_s']:.2f} ms a row"
+    if raw:
+        text += f"; the raw floor: {1000 / raw['events_per_s']:.2f} ms a row"
     return text
 
 

@@ -91,8 +91,7 @@ async def _run_suite(
     on_postgres = postgres_dsn is not None
     if on_postgres:
         results["baselines_skipped"] = (
-            "the raw ceiling, the fsync floor and eventsourcing measure SQLite: not run on "
-            "PostgreSQL"
+            "the raw ceiling, the floors and eventsourcing measure SQLite: not run on PostgreSQL"
         )
     schemas: list[str] = []
     with tempfile.TemporaryDirectory(dir=directory, prefix="actorsource-bench-") as tmp:
@@ -140,14 +139,13 @@ async def _run_suite(
                     }
             if "W1-seq" in workloads:
                 seq, floor = await measure(
-                    "W1-seq and the fsync floor, alternating",
+                    "W1-seq and the floors, alternating",
                     lambda: workload_sequential_with_floor(
                         fresh_store(), None if on_postgres else fresh(), sizes, progress
                     ),
                 )
                 found["W1-seq"] = seq
-                if floor is not None:
-                    base["fsync_floor"] = floor
+                base.update(floor)
             if "W2" in workloads:
                 found["W2"] = await measure(
                     "W2", lambda: workload_hot(fresh_store(), sizes, progress)
@@ -164,7 +162,7 @@ async def _run_suite(
                 found["W5"] = await measure(
                     "W5", lambda: workload_skew(fresh_store(), sizes, progress)
                 )
-            if peer and not on_postgres and "W1" in workloads:
+            if peer and not on_postgres and {"W1", "W1-seq"} & set(workloads):
                 for cache in (False, True):
                     key = "peer_cached" if cache else "peer"
                     progress(f"{key}: running")
@@ -209,6 +207,13 @@ async def run_repeated(
 RATED: tuple[str, ...] = ("W1", "W1-seq", "W2", "W5")
 
 
+#: the loop's costs summarised over runs, where a workload measured them
+_LOOP_SERIES = (
+    ("loop_cpu_us_per_command", "loop CPU us/command"),
+    ("loop_lag_p99_ms", "loop lag p99 ms"),
+)
+
+
 def over_runs(results: Sequence[Result]) -> Result:
     """The median, lowest and highest of each ratio, and of each workload's commands/s, over
     several runs (a ratio or workload missing from a run is left out for that run)."""
@@ -221,6 +226,9 @@ def over_runs(results: Sequence[Result]) -> Result:
             workload = result["workloads"].get(name)
             if workload:
                 series.setdefault(f"{name} commands/s", []).append(workload["commands_per_s"])
+            for key, label in _LOOP_SERIES:
+                if workload and key in workload:
+                    series.setdefault(f"{name} {label}", []).append(workload[key])
     return {
         name: {
             "median": statistics.median(values),
@@ -252,6 +260,14 @@ def ratios(results: Result) -> Result:
             # against the floor's row, so the latency the runtime adds shows apart from the
             # loads of the first asks, which the floor has no counterpart for
             out["W1seq_later_asks_vs_fsync_floor"] = 1000 / floor_rate / later["mean_ms"]
+    if seq and "raw_floor" in base:
+        raw_rate = base["raw_floor"]["events_per_s"]
+        out["W1seq_vs_raw_floor"] = seq["events_per_s"] / raw_rate
+        later = seq.get("later_asks")
+        if later and later["mean_ms"] > 0:
+            out["W1seq_later_asks_vs_raw_floor"] = 1000 / raw_rate / later["mean_ms"]
+    if seq and peers:
+        out["W1seq_vs_peer_best"] = seq["commands_per_s"] / max(peers)
     if w1 and "W2" in found:
         out["W2_vs_W1"] = found["W2"]["commands_per_s"] / w1["commands_per_s"]
     return out

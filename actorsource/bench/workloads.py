@@ -10,9 +10,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import aiosqlite
 import anyio
 
 from .. import Runtime
@@ -28,7 +26,8 @@ from ._common import (
     check,
     latency,
 )
-from .baselines import INSERT, rows_like_w1, sqlite_schema
+from ._loop import LoopProbe
+from .baselines import AiosqliteFloor, Floor, InThreadFloor, rows_like_w1
 
 
 async def _asks(
@@ -73,8 +72,11 @@ async def workload_many(
     """W1 (many aggregates, many callers) or W1-seq (one sequential caller)."""
     commands = sizes.seq_commands if sequential else sizes.w1_commands
     callers = 1 if sequential else sizes.w1_callers
+    probe = LoopProbe()
     async with Runtime(store) as runtime:
+        probe.start()
         elapsed, latencies = await _asks(runtime, sizes.w1_aggregates, commands, callers, progress)
+        probe.stop()
         stats = runtime.statistics()
         batches = store.batches_committed
     check(stats.events_appended == commands, "W1 appended a wrong number of events")
@@ -86,6 +88,7 @@ async def workload_many(
         "events_per_s": stats.events_appended / elapsed,
         "commands_per_commit": commands / max(batches, 1),
         **latency(latencies),
+        **probe.summary(commands),
     }
 
 
@@ -240,57 +243,59 @@ async def workload_skew(store: BenchStore, sizes: Sizes, progress: Progress) -> 
     }
 
 
-#: rounds W1-seq and the fsync floor alternate in (see workload_sequential_with_floor)
+#: rounds W1-seq and the floors alternate in (see workload_sequential_with_floor)
 SEQ_ROUNDS = 10
 
 
 async def workload_sequential_with_floor(
     store: BenchStore, floor_path: Path | None, sizes: Sizes, progress: Progress
-) -> tuple[Result, Result | None]:
-    """W1-seq, and the fsync floor (when ``floor_path`` is given), run in alternating rounds.
+) -> tuple[Result, dict[str, Result]]:
+    """W1-seq, and (when ``floor_path`` is given) the fsync floor through aiosqlite and the raw
+    in-thread floor, run in alternating rounds; return W1-seq's results and the floors' by name
+    (``fsync_floor``, ``raw_floor``; none without ``floor_path``).
 
-    Both are latency-bound and take seconds; run one after the other, a shared machine's
-    speed drifts between them and their ratio swings by 20 points. In :data:`SEQ_ROUNDS`
+    All three are latency-bound and take seconds; run one after the other, a shared machine's
+    speed drifts between them and their ratios swing by 20 points. In :data:`SEQ_ROUNDS`
     alternating rounds each sees the same drift. W1-seq's commands go in the same order as
-    one uninterrupted run's, through one runtime; only the clock stops between rounds.
+    one uninterrupted run's, through one runtime; only the clock stops between rounds. The
+    loop probe runs during W1-seq's part of each round only.
     """
     commands, aggregates = sizes.seq_commands, sizes.w1_aggregates
     rounds = min(SEQ_ROUNDS, commands)
     bounds = [commands * r // rounds for r in range(rounds + 1)]
-    floor_rows: list[tuple[Any, ...]] = []
-    floor_seconds = 0.0
-    floor_conn: aiosqlite.Connection | None = None
+    floors: dict[str, Floor] = {}
     if floor_path is not None:
-        await sqlite_schema(floor_path)
-        floor_rows = rows_like_w1(commands)
-        floor_conn = await aiosqlite.connect(floor_path)
+        floors["fsync_floor"] = AiosqliteFloor(floor_path)
+        floors["raw_floor"] = InThreadFloor(floor_path.with_name(f"{floor_path.stem}-raw.db"))
+    floor_rows = rows_like_w1(commands) if floors else []
+    floor_seconds = dict.fromkeys(floors, 0.0)
     latencies: list[float] = []
     seconds = 0.0
     clock = time.perf_counter
+    probe = LoopProbe()
     try:
-        if floor_conn is not None:
-            await floor_conn.execute("PRAGMA journal_mode = WAL")
-            await floor_conn.execute("PRAGMA synchronous = FULL")
+        for floor in floors.values():
+            await floor.open()
         async with Runtime(store) as runtime:
             refs = [runtime.ref(BenchAccount, f"acc-{i}") for i in range(aggregates)]
             for first, end in itertools.pairwise(bounds):
-                if floor_conn is not None:
+                for name, floor in floors.items():
                     started = clock()
-                    for row in floor_rows[first:end]:
-                        await floor_conn.execute(INSERT, row)
-                        await floor_conn.commit()
-                    floor_seconds += clock() - started
+                    await floor.write(floor_rows[first:end])
+                    floor_seconds[name] += clock() - started
+                probe.start()
                 started = clock()
                 for i in range(first, end):
                     asked = clock()
                     await refs[i % aggregates].ask(Deposit(1))
                     latencies.append(clock() - asked)
                 seconds += clock() - started
+                probe.stop()
                 progress(f"{end:,}/{commands:,} commands")
             stats = runtime.statistics()
     finally:
-        if floor_conn is not None:
-            await floor_conn.close()
+        for floor in floors.values():
+            await floor.close()
     check(stats.events_appended == commands, "W1-seq appended a wrong number of events")
     # the first ask to each aggregate loads it first (one read); the later ones only commit
     first_asks, later_asks = latencies[:aggregates], latencies[aggregates:]
@@ -300,14 +305,14 @@ async def workload_sequential_with_floor(
         "seconds": seconds,
         "commands_per_s": commands / seconds,
         "events_per_s": stats.events_appended / seconds,
-        "rounds_alternated_with_floor": rounds if floor_conn is not None else 0,
+        "rounds_alternated_with_floor": rounds if floors else 0,
         "first_asks": ask_split(first_asks),
         "later_asks": ask_split(later_asks),
         **latency(latencies),
+        **probe.summary(commands),
     }
-    floor = (
-        {"rows": commands, "events_per_s": commands / floor_seconds, "rounds": rounds}
-        if floor_conn is not None
-        else None
-    )
-    return seq, floor
+    measured = {
+        name: {"rows": commands, "events_per_s": commands / floor_seconds[name], "rounds": rounds}
+        for name in floors
+    }
+    return seq, measured
