@@ -8,7 +8,7 @@ installed) the ``eventsourcing`` package as the Python peer. The baselines are S
 run only with the SQLite store.
 
 Layout: ``workloads`` (W1..W5), ``baselines``, ``suite`` (runs them, derives the ratios),
-``report`` (plain text).
+``report`` (plain text), ``compare`` (A/B against another installation, alternating rounds).
 """
 
 from __future__ import annotations
