@@ -93,10 +93,15 @@ async def test_w1_and_w1_seq_report_the_loop_s_lag_and_cpu_per_command(tmp_path:
     assert "W1-seq loop lag p99 ms" in summary
 
 
-async def test_w1_seq_is_reported_against_the_peer_s_sequential_best(tmp_path: Path) -> None:
+async def test_w1_seq_is_reported_against_the_peer_s_sequential_best_in_alternating_rounds(
+    tmp_path: Path,
+) -> None:
     pytest.importorskip("eventsourcing")
     results = await bench.run_suite(["W1-seq"], bench.Sizes.quick(), directory=tmp_path)
     base = results["baselines"]
+    for key in ("peer", "peer_cached"):
+        assert base[key]["rounds"] == bench.SEQ_ROUNDS
+        assert base[key]["commands"] == bench.Sizes.quick().peer_commands
     best = max(base["peer"]["commands_per_s"], base["peer_cached"]["commands_per_s"])
     seq = results["workloads"]["W1-seq"]
     assert results["ratios"]["W1seq_vs_peer_best"] == pytest.approx(seq["commands_per_s"] / best)
@@ -259,3 +264,13 @@ def test_the_header_says_when_the_process_may_use_fewer_cpus_than_the_machine_ha
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert bench.format_table(report()).startswith("actorsource bench: 4 CPUs, Python")
+
+
+async def test_w1_alone_still_measures_the_peer_on_its_own(tmp_path: Path) -> None:
+    pytest.importorskip("eventsourcing")
+    results = await bench.run_suite(["W1"], bench.Sizes.quick(), directory=tmp_path)
+    base = results["baselines"]
+    assert base["peer"]["rounds"] == base["peer_cached"]["rounds"] == 1
+    best = max(base["peer"]["commands_per_s"], base["peer_cached"]["commands_per_s"])
+    w1 = results["workloads"]["W1"]["commands_per_s"]
+    assert results["ratios"]["W1_vs_peer_best"] == pytest.approx(w1 / best)

@@ -6,9 +6,9 @@ and durability (WAL, synchronous=FULL): the raw batched-insert ceiling, the per-
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sqlite3
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,27 +75,41 @@ async def baseline_ceiling(path: Path, count: int, batch: int) -> Result:
     return {"rows": count, "batch": batch, "events_per_s": count / elapsed}
 
 
-class AiosqliteFloor:
+class _Floor:
+    """A floor: ``count`` rows like W1's, one transaction (one fsync) each, in order."""
+
+    def __init__(self, path: Path, count: int) -> None:
+        self.path, self.count = path, count
+        self._rows: list[tuple[Any, ...]] = []
+
+    async def _prepare(self) -> None:
+        await sqlite_schema(self.path)
+        self._rows = rows_like_w1(self.count)
+
+    def result(self, seconds: float, rounds: int) -> Result:
+        """What :attr:`count` rows in ``seconds`` over ``rounds`` rounds amount to."""
+        return {"rows": self.count, "events_per_s": self.count / seconds, "rounds": rounds}
+
+
+class AiosqliteFloor(_Floor):
     """The fsync floor: one transaction (one fsync) a row through aiosqlite, execute then commit.
 
     The least a durable single-row write costs through aiosqlite (two thread hops and an fsync).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn: aiosqlite.Connection | None = None
+    _conn: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        """Create the schema and connect at the store's durability."""
-        await sqlite_schema(self.path)
+        """Create the schema and the rows, and connect at the store's durability."""
+        await self._prepare()
         self._conn = await aiosqlite.connect(self.path)
         await self._conn.execute("PRAGMA journal_mode = WAL")
         await self._conn.execute("PRAGMA synchronous = FULL")
 
-    async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Write ``rows``, a transaction each."""
+    async def run(self, first: int, end: int) -> None:
+        """Write rows ``first`` to ``end``, a transaction each."""
         assert self._conn is not None, "open() first"
-        for row in rows:
+        for row in self._rows[first:end]:
             await self._conn.execute(INSERT, row)
             await self._conn.commit()
 
@@ -106,63 +120,36 @@ class AiosqliteFloor:
             self._conn = None
 
 
-class InThreadFloor:
+class InThreadFloor(_Floor):
     """The raw floor: plain ``sqlite3`` in the calling thread, ``BEGIN; INSERT; COMMIT`` a row.
 
     What one durable row costs with no thread hop at all; it blocks the loop while it runs, so
     nothing else may be measured meanwhile.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
+    _raw: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        """Create the schema and connect at the store's durability."""
-        await sqlite_schema(self.path)
-        self._conn = sqlite3.connect(self.path, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
+        """Create the schema and the rows, and connect at the store's durability."""
+        await self._prepare()
+        self._raw = sqlite3.connect(self.path, isolation_level=None)
+        self._raw.execute("PRAGMA journal_mode = WAL")
+        self._raw.execute("PRAGMA synchronous = FULL")
 
-    async def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Write ``rows``, a transaction each."""
-        conn = self._conn
+    async def run(self, first: int, end: int) -> None:
+        """Write rows ``first`` to ``end``, a transaction each."""
+        conn = self._raw
         assert conn is not None, "open() first"
-        for row in rows:
+        for row in self._rows[first:end]:
             conn.execute("BEGIN")
             conn.execute(INSERT, row)
             conn.execute("COMMIT")
 
     async def close(self) -> None:
         """Close the connection."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-Floor = AiosqliteFloor | InThreadFloor
-
-
-async def _floor_alone(floor: Floor, count: int) -> Result:
-    rows = rows_like_w1(count)
-    await floor.open()
-    try:
-        started = time.perf_counter()
-        await floor.write(rows)
-        elapsed = time.perf_counter() - started
-    finally:
-        await floor.close()
-    return {"rows": count, "events_per_s": count / elapsed}
-
-
-async def baseline_fsync_floor(path: Path, count: int) -> Result:
-    """The fsync floor (:class:`AiosqliteFloor`) over ``count`` rows, alone."""
-    return await _floor_alone(AiosqliteFloor(path), count)
-
-
-async def baseline_raw_floor(path: Path, count: int) -> Result:
-    """The raw in-thread floor (:class:`InThreadFloor`) over ``count`` rows, alone."""
-    return await _floor_alone(InThreadFloor(path), count)
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
 
 _peer_classes: dict[str, Any] = {}
@@ -188,34 +175,97 @@ def _peer_account_class() -> Any:
     return _peer_classes["account"]
 
 
-def baseline_peer(path: Path, commands: int, aggregates: int, *, cache: bool) -> Result | None:
-    """The ``eventsourcing`` package (if installed) on its SQLite recorder, sequentially.
+def peer_installed() -> bool:
+    """Whether the ``eventsourcing`` package (the bench extra) is installed."""
+    return importlib.util.find_spec("eventsourcing") is not None
+
+
+class Peer:
+    """The ``eventsourcing`` package on its SQLite recorder, one sequential caller: load the
+    aggregate, deposit, save, over ``aggregates`` accounts opened beforehand.
 
     Its recorder uses WAL and SQLite's default ``synchronous=FULL``: the same durability.
     """
-    try:
+
+    def __init__(self, path: Path, count: int, aggregates: int, *, cache: bool) -> None:
+        self.path, self.count, self.aggregates, self.cache = path, count, aggregates, cache
+        self._app: Any = None
+        self._ids: list[Any] = []
+
+    async def open(self) -> None:
+        """Open the application and its accounts (untimed).
+
+        :raises ImportError: if ``eventsourcing`` is not installed
+        """
         application = importlib.import_module("eventsourcing.application")
         account_class = _peer_account_class()
-    except ImportError:
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(self.path),
+            "SQLITE_LOCK_TIMEOUT": "10",
+        }
+        if self.cache:
+            env["AGGREGATE_CACHE_MAXSIZE"] = str(self.aggregates)
+        self._app = application.Application(env=env)
+        for _ in range(self.aggregates):
+            account = account_class()
+            self._app.save(account)
+            self._ids.append(account.id)
+
+    async def run(self, first: int, end: int) -> None:
+        """Run commands ``first`` to ``end``."""
+        app, ids, aggregates = self._app, self._ids, self.aggregates
+        for i in range(first, end):
+            account = app.repository.get(ids[i % aggregates])
+            account.deposit(1)
+            app.save(account)
+
+    async def close(self) -> None:
+        """Close the application."""
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+    def result(self, seconds: float, rounds: int) -> Result:
+        """What :attr:`count` commands in ``seconds`` over ``rounds`` rounds amount to."""
+        return {
+            "commands": self.count,
+            "cache": self.cache,
+            "commands_per_s": self.count / seconds,
+            "rounds": rounds,
+        }
+
+
+#: a baseline that runs in rounds beside W1-seq (see workload_sequential_with_floor)
+Rival = AiosqliteFloor | InThreadFloor | Peer
+
+
+async def run_alone(rival: Rival) -> Result:
+    """Run a rival over all its rows or commands at once; return its result."""
+    await rival.open()
+    try:
+        started = time.perf_counter()
+        await rival.run(0, rival.count)
+        elapsed = time.perf_counter() - started
+    finally:
+        await rival.close()
+    return rival.result(elapsed, 1)
+
+
+async def baseline_fsync_floor(path: Path, count: int) -> Result:
+    """The fsync floor (:class:`AiosqliteFloor`) over ``count`` rows, alone."""
+    return await run_alone(AiosqliteFloor(path, count))
+
+
+async def baseline_raw_floor(path: Path, count: int) -> Result:
+    """The raw in-thread floor (:class:`InThreadFloor`) over ``count`` rows, alone."""
+    return await run_alone(InThreadFloor(path, count))
+
+
+async def baseline_peer(
+    path: Path, commands: int, aggregates: int, *, cache: bool
+) -> Result | None:
+    """The peer (:class:`Peer`) over ``commands`` commands, alone (None: not installed)."""
+    if not peer_installed():
         return None
-    env = {
-        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-        "SQLITE_DBNAME": str(path),
-        "SQLITE_LOCK_TIMEOUT": "10",
-    }
-    if cache:
-        env["AGGREGATE_CACHE_MAXSIZE"] = str(aggregates)
-    app = application.Application(env=env)
-    ids = []
-    for _ in range(aggregates):
-        account = account_class()
-        app.save(account)
-        ids.append(account.id)
-    started = time.perf_counter()
-    for i in range(commands):
-        account = app.repository.get(ids[i % aggregates])
-        account.deposit(1)
-        app.save(account)
-    elapsed = time.perf_counter() - started
-    app.close()
-    return {"commands": commands, "cache": cache, "commands_per_s": commands / elapsed}
+    return await run_alone(Peer(path, commands, aggregates, cache=cache))

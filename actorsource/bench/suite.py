@@ -138,14 +138,18 @@ async def _run_suite(
                         "before_and_after_W1": rates,
                     }
             if "W1-seq" in workloads:
-                seq, floor = await measure(
-                    "W1-seq and the floors, alternating",
+                seq, beside = await measure(
+                    "W1-seq and its baselines, alternating",
                     lambda: workload_sequential_with_floor(
-                        fresh_store(), None if on_postgres else fresh(), sizes, progress
+                        fresh_store(),
+                        None if on_postgres else fresh(),
+                        sizes,
+                        progress,
+                        peer=peer,
                     ),
                 )
                 found["W1-seq"] = seq
-                base.update(floor)
+                base.update(beside)
             if "W2" in workloads:
                 found["W2"] = await measure(
                     "W2", lambda: workload_hot(fresh_store(), sizes, progress)
@@ -162,11 +166,12 @@ async def _run_suite(
                 found["W5"] = await measure(
                     "W5", lambda: workload_skew(fresh_store(), sizes, progress)
                 )
-            if peer and not on_postgres and {"W1", "W1-seq"} & set(workloads):
+            # with W1-seq, the peer ran in its rounds already
+            if peer and not on_postgres and "W1" in workloads and "peer" not in base:
                 for cache in (False, True):
                     key = "peer_cached" if cache else "peer"
                     progress(f"{key}: running")
-                    measured = baseline_peer(
+                    measured = await baseline_peer(
                         fresh(), sizes.peer_commands, sizes.w1_aggregates, cache=cache
                     )
                     if measured is not None:

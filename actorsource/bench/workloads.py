@@ -4,7 +4,6 @@ hot aggregate), W3 (rehydration), W4 (memory and churn), W5 (skewed traffic unde
 from __future__ import annotations
 
 import gc
-import itertools
 import random
 import time
 import tracemalloc
@@ -27,7 +26,7 @@ from ._common import (
     latency,
 )
 from ._loop import LoopProbe
-from .baselines import AiosqliteFloor, Floor, InThreadFloor, rows_like_w1
+from .baselines import AiosqliteFloor, InThreadFloor, Peer, Rival, peer_installed
 
 
 async def _asks(
@@ -243,59 +242,73 @@ async def workload_skew(store: BenchStore, sizes: Sizes, progress: Progress) -> 
     }
 
 
-#: rounds W1-seq and the floors alternate in (see workload_sequential_with_floor)
+#: rounds W1-seq and its baselines alternate in (see workload_sequential_with_floor)
 SEQ_ROUNDS = 10
 
 
 async def workload_sequential_with_floor(
-    store: BenchStore, floor_path: Path | None, sizes: Sizes, progress: Progress
+    store: BenchStore,
+    floor_path: Path | None,
+    sizes: Sizes,
+    progress: Progress,
+    *,
+    peer: bool = False,
 ) -> tuple[Result, dict[str, Result]]:
-    """W1-seq, and (when ``floor_path`` is given) the fsync floor through aiosqlite and the raw
-    in-thread floor, run in alternating rounds; return W1-seq's results and the floors' by name
-    (``fsync_floor``, ``raw_floor``; none without ``floor_path``).
+    """W1-seq and its baselines, run in alternating rounds; return W1-seq's results and the
+    baselines' by name.
 
-    All three are latency-bound and take seconds; run one after the other, a shared machine's
-    speed drifts between them and their ratios swing by 20 points. In :data:`SEQ_ROUNDS`
-    alternating rounds each sees the same drift. W1-seq's commands go in the same order as
-    one uninterrupted run's, through one runtime; only the clock stops between rounds. The
-    loop probe runs during W1-seq's part of each round only.
+    With ``floor_path``: the fsync floor through aiosqlite (``fsync_floor``) and the raw
+    in-thread floor (``raw_floor``), and with ``peer`` too, when it is installed, the
+    ``eventsourcing`` package without and with its aggregate cache (``peer``, ``peer_cached``);
+    each in a file named after ``floor_path``.
+
+    All are latency-bound and take seconds; run one after the other, a shared machine's speed
+    drifts between them and their ratios swing by 20 points. In :data:`SEQ_ROUNDS` alternating
+    rounds each sees the same drift. W1-seq's commands go in the same order as one
+    uninterrupted run's, through one runtime; only the clock stops between rounds. The loop
+    probe runs during W1-seq's part of each round only.
     """
     commands, aggregates = sizes.seq_commands, sizes.w1_aggregates
     rounds = min(SEQ_ROUNDS, commands)
-    bounds = [commands * r // rounds for r in range(rounds + 1)]
-    floors: dict[str, Floor] = {}
+    rivals: dict[str, Rival] = {}
     if floor_path is not None:
-        floors["fsync_floor"] = AiosqliteFloor(floor_path)
-        floors["raw_floor"] = InThreadFloor(floor_path.with_name(f"{floor_path.stem}-raw.db"))
-    floor_rows = rows_like_w1(commands) if floors else []
-    floor_seconds = dict.fromkeys(floors, 0.0)
+
+        def beside(suffix: str) -> Path:
+            return floor_path.with_name(f"{floor_path.stem}-{suffix}.db")
+
+        rivals["fsync_floor"] = AiosqliteFloor(floor_path, commands)
+        rivals["raw_floor"] = InThreadFloor(beside("raw"), commands)
+        if peer and peer_installed():
+            for key, cache in (("peer", False), ("peer_cached", True)):
+                rivals[key] = Peer(beside(key), sizes.peer_commands, aggregates, cache=cache)
+    rival_seconds = dict.fromkeys(rivals, 0.0)
     latencies: list[float] = []
     seconds = 0.0
     clock = time.perf_counter
     probe = LoopProbe()
     try:
-        for floor in floors.values():
-            await floor.open()
+        for rival in rivals.values():
+            await rival.open()
         async with Runtime(store) as runtime:
             refs = [runtime.ref(BenchAccount, f"acc-{i}") for i in range(aggregates)]
-            for first, end in itertools.pairwise(bounds):
-                for name, floor in floors.items():
+            for r in range(rounds):
+                for name, rival in rivals.items():
                     started = clock()
-                    await floor.write(floor_rows[first:end])
-                    floor_seconds[name] += clock() - started
+                    await rival.run(rival.count * r // rounds, rival.count * (r + 1) // rounds)
+                    rival_seconds[name] += clock() - started
                 probe.start()
                 started = clock()
-                for i in range(first, end):
+                for i in range(commands * r // rounds, commands * (r + 1) // rounds):
                     asked = clock()
                     await refs[i % aggregates].ask(Deposit(1))
                     latencies.append(clock() - asked)
                 seconds += clock() - started
                 probe.stop()
-                progress(f"{end:,}/{commands:,} commands")
+                progress(f"{commands * (r + 1) // rounds:,}/{commands:,} commands")
             stats = runtime.statistics()
     finally:
-        for floor in floors.values():
-            await floor.close()
+        for rival in rivals.values():
+            await rival.close()
     check(stats.events_appended == commands, "W1-seq appended a wrong number of events")
     # the first ask to each aggregate loads it first (one read); the later ones only commit
     first_asks, later_asks = latencies[:aggregates], latencies[aggregates:]
@@ -305,14 +318,11 @@ async def workload_sequential_with_floor(
         "seconds": seconds,
         "commands_per_s": commands / seconds,
         "events_per_s": stats.events_appended / seconds,
-        "rounds_alternated_with_floor": rounds if floors else 0,
+        "rounds_alternated_with_floor": rounds if rivals else 0,
         "first_asks": ask_split(first_asks),
         "later_asks": ask_split(later_asks),
         **latency(latencies),
         **probe.summary(commands),
     }
-    measured = {
-        name: {"rows": commands, "events_per_s": commands / floor_seconds[name], "rounds": rounds}
-        for name in floors
-    }
+    measured = {name: rival.result(rival_seconds[name], rounds) for name, rival in rivals.items()}
     return seq, measured
