@@ -151,7 +151,7 @@ def _compare(line: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         results = compare.compare(args.compare, arguments, args.rounds or 5, bench.stderr_progress)
     except Exception as exc:
-        sys.stderr.write(f"actorsource bench: error: {redact_dsn(str(exc))}\n")
+        sys.stderr.write(f"actorsource bench: error: {exc}\n")
         return 1
     text = json.dumps(results, indent=2) if args.json else compare.format_compare(results)
     sys.stdout.write(text + "\n")

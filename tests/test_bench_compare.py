@@ -106,3 +106,12 @@ def test_cli_compare_refuses_repeat_and_rounds_alone(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         main(["bench", "--quick", "--rounds", "2"])
     assert "--rounds is for --compare PYTHON" in capsys.readouterr().err
+
+
+def test_a_failing_side_is_reported_without_the_dsn_s_password() -> None:
+    dsn = "postgresql://app:SECRET@127.0.0.1:1/bank"  # nothing listens on port 1
+    with pytest.raises(RuntimeError) as raised:
+        compare.run_side(sys.executable, ["--quick", "-w", "W2", "--store", dsn])
+    message = str(raised.value)
+    assert "exited with status 1" in message
+    assert "SECRET" not in message and "--store postgresql://app:***@127.0.0.1:1/bank" in message

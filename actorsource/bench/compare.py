@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from ..stores.postgres import redact_dsn
 from ._common import Progress, Result, quiet
 
 #: what is compared: a label, where it is in a run's JSON, and whether higher is better
@@ -68,23 +69,37 @@ def run_side(python: str, arguments: Sequence[str]) -> Result:
     command = [python, "-P", "-m", "actorsource.cli", "bench", "--json", *arguments]
     with tempfile.TemporaryDirectory(prefix="actorsource-compare-") as empty:
         done = subprocess.run(command, cwd=empty, capture_output=True, check=False)
+    shown = " ".join(_redacted(command))
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
         msg = (
-            f"{' '.join(command)} exited with status {done.returncode}: "
+            f"{shown} exited with status {done.returncode}: "
             f"{' / '.join(tail) or 'no message'}; check that this Python has actorsource "
             "installed and that its bench accepts these options"
         )
-        raise RuntimeError(msg)
+        raise RuntimeError(_without_secrets(msg, command))
     try:
         parsed = orjson.loads(done.stdout)
     except orjson.JSONDecodeError as exc:
-        msg = f"{' '.join(command)} printed no JSON results ({exc}); is its bench too old?"
+        msg = f"{shown} printed no JSON results ({exc}); is its bench too old?"
         raise RuntimeError(msg) from exc
     if not isinstance(parsed, dict) or "workloads" not in parsed:
-        msg = f"{' '.join(command)} printed JSON without workloads: not a bench run's results"
+        msg = f"{shown} printed JSON without workloads: not a bench run's results"
         raise RuntimeError(msg)
     return parsed
+
+
+def _redacted(arguments: Sequence[str]) -> list[str]:
+    """The arguments with any DSN's password hidden (a ``--store`` DSN may hold one)."""
+    return [redact_dsn(argument) for argument in arguments]
+
+
+def _without_secrets(text: str, arguments: Sequence[str]) -> str:
+    """``text`` with each DSN among ``arguments`` replaced by its redacted form."""
+    for argument, safe in zip(arguments, _redacted(arguments), strict=True):
+        if safe != argument:
+            text = text.replace(argument, safe)
+    return text
 
 
 def describe(python: str) -> Result:
@@ -192,7 +207,7 @@ def compare(
         }
     return {
         "sides": described,
-        "arguments": list(arguments),
+        "arguments": _redacted(arguments),
         "rounds": rounds,
         "order": order,
         "machine": runs["B"][0].get("machine", {}),
