@@ -31,6 +31,7 @@ from .baselines import (
     baseline_ceiling,
     baseline_fsync_floor,
     baseline_peer,
+    baseline_raw_floor,
 )
 from .report import format_repeated, format_table, stderr_progress
 from .suite import over_runs, ratios, run_repeated, run_suite
@@ -58,6 +59,7 @@ __all__ = [
     "baseline_ceiling",
     "baseline_fsync_floor",
     "baseline_peer",
+    "baseline_raw_floor",
     "format_repeated",
     "format_table",
     "machine",
