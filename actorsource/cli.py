@@ -13,6 +13,7 @@ import anyio
 
 from . import bench
 from ._commands import COMMANDS, add_commands, run_command
+from .bench import compare
 from .stores.postgres import redact_dsn
 
 
@@ -105,8 +106,56 @@ def parser() -> argparse.ArgumentParser:
             "schema of that database, dropped afterwards (the SQLite baselines are not run)"
         ),
     )
+    run.add_argument(
+        "--compare",
+        metavar="PYTHON",
+        default=None,
+        help=(
+            "A/B in one sitting: run these workloads with another installation's python (A) "
+            "and with this one (B) in alternating rounds, a fresh process each; report per "
+            "workload both medians with their ranges, and B/A (A needs only a bench with --json)"
+        ),
+    )
+    run.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --compare: the rounds of each side (default: 5)",
+    )
     add_commands(commands)
     return top
+
+
+def _compare(line: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``actorsource bench --compare PYTHON``: both sides' runs, alternating, compared."""
+    if args.compare is None:
+        line.error("--rounds is for --compare PYTHON (use --repeat N for one installation)")
+    if args.repeat != 1:
+        line.error("--repeat does not combine with --compare: use --rounds N")
+    arguments: list[str] = []
+    for name in args.workload or []:
+        arguments += ["-w", name]
+    for flag, given in (
+        ("--quick", args.quick),
+        ("--no-peer", args.no_peer),
+        ("--tune-gc", args.tune_gc),
+        ("--tune-switch-interval", args.tune_switch_interval),
+    ):
+        if given:
+            arguments.append(flag)
+    if args.dir is not None:
+        arguments += ["--dir", str(args.dir)]
+    if args.store != "sqlite":
+        arguments += ["--store", args.store]
+    try:
+        results = compare.compare(args.compare, arguments, args.rounds or 5, bench.stderr_progress)
+    except Exception as exc:
+        sys.stderr.write(f"actorsource bench: error: {exc}\n")
+        return 1
+    text = json.dumps(results, indent=2) if args.json else compare.format_compare(results)
+    sys.stdout.write(text + "\n")
+    return 0
 
 
 def _positive_int(text: str) -> int:
@@ -133,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--store must be sqlite or a postgresql:// DSN, got {redact_dsn(args.store)!r}"
             )
         postgres_dsn = args.store
+    if args.command == "bench" and (args.compare is not None or args.rounds is not None):
+        return _compare(line, args)
     if args.command == "bench":
         sizes = bench.Sizes.quick() if args.quick else bench.Sizes()
         workloads = args.workload or list(bench.WORKLOADS)

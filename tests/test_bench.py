@@ -41,6 +41,8 @@ async def test_every_workload_runs_and_checks_its_own_results(tmp_path: Path) ->
         "W1_vs_ceiling",
         "W1seq_vs_fsync_floor",
         "W1seq_later_asks_vs_fsync_floor",
+        "W1seq_vs_raw_floor",
+        "W1seq_later_asks_vs_raw_floor",
         "W2_vs_W1",
     }
     # the later asks' mean latency against the floor's time a row (higher is better, as the
@@ -53,6 +55,58 @@ async def test_every_workload_runs_and_checks_its_own_results(tmp_path: Path) ->
     assert "W1-seq 20 first asks (load, then commit)" in table
     assert "30 later asks" in table and "the fsync floor:" in table
     assert "W1seq_later_asks_vs_fsync_floor" in table
+    assert "the raw floor:" in table and "raw floor (in-thread)" in table
+
+
+async def test_the_raw_floor_alternates_with_w1_seq_and_w1_seq_is_reported_against_it(
+    tmp_path: Path,
+) -> None:
+    results = await bench.run_suite(["W1-seq"], bench.Sizes.quick(), directory=tmp_path, peer=False)
+    raw, seq = results["baselines"]["raw_floor"], results["workloads"]["W1-seq"]
+    assert raw["rows"] == seq["commands"] == 50
+    assert raw["rounds"] == seq["rounds_alternated_with_floor"] == bench.SEQ_ROUNDS
+    assert raw["events_per_s"] > 0
+    assert results["ratios"]["W1seq_vs_raw_floor"] == pytest.approx(
+        seq["events_per_s"] / raw["events_per_s"]
+    )
+
+
+async def test_w1_and_w1_seq_report_the_loop_s_lag_and_cpu_per_command(tmp_path: Path) -> None:
+    results = await bench.run_suite(
+        ["W1", "W1-seq", "W2"], bench.Sizes.quick(), directory=tmp_path, peer=False
+    )
+    for name in ("W1", "W1-seq"):
+        found = results["workloads"][name]
+        assert found["loop_cpu_us_per_command"] > 0
+        # one thread's CPU time over the measured stretches (a few µs longer than the clock's)
+        loop_cpu_seconds = found["loop_cpu_us_per_command"] * found["commands"] / 1e6
+        assert loop_cpu_seconds <= found["seconds"] + 0.05
+        assert found["loop_lag_samples"] > 0
+        assert 0 <= found["loop_lag_p99_ms"] <= found["loop_lag_max_ms"]
+    assert "loop_cpu_us_per_command" not in results["workloads"]["W2"]
+    table = bench.format_table(results)
+    assert "W1 on the loop:" in table and "W1-seq on the loop:" in table
+    summary = bench.over_runs([results, results])
+    assert summary["W1 loop CPU us/command"]["median"] == pytest.approx(
+        results["workloads"]["W1"]["loop_cpu_us_per_command"]
+    )
+    assert "W1-seq loop lag p99 ms" in summary
+
+
+async def test_w1_seq_is_reported_against_the_peer_s_sequential_best_in_alternating_rounds(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("eventsourcing")
+    results = await bench.run_suite(["W1-seq"], bench.Sizes.quick(), directory=tmp_path)
+    base = results["baselines"]
+    for key in ("peer", "peer_cached"):
+        assert base[key]["rounds"] == bench.SEQ_ROUNDS
+        assert base[key]["commands"] == bench.Sizes.quick().peer_commands
+    best = max(base["peer"]["commands_per_s"], base["peer_cached"]["commands_per_s"])
+    seq = results["workloads"]["W1-seq"]
+    assert results["ratios"]["W1seq_vs_peer_best"] == pytest.approx(seq["commands_per_s"] / best)
+    assert "W1_vs_peer_best" not in results["ratios"]  # W1 did not run
+    assert "W1seq_vs_peer_best" in bench.format_table(results)
 
 
 def test_cli_bench_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -210,3 +264,13 @@ def test_the_header_says_when_the_process_may_use_fewer_cpus_than_the_machine_ha
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert bench.format_table(report()).startswith("actorsource bench: 4 CPUs, Python")
+
+
+async def test_w1_alone_still_measures_the_peer_on_its_own(tmp_path: Path) -> None:
+    pytest.importorskip("eventsourcing")
+    results = await bench.run_suite(["W1"], bench.Sizes.quick(), directory=tmp_path)
+    base = results["baselines"]
+    assert base["peer"]["rounds"] == base["peer_cached"]["rounds"] == 1
+    best = max(base["peer"]["commands_per_s"], base["peer_cached"]["commands_per_s"])
+    w1 = results["workloads"]["W1"]["commands_per_s"]
+    assert results["ratios"]["W1_vs_peer_best"] == pytest.approx(w1 / best)
