@@ -66,6 +66,7 @@ from .._records import AppendResult, JSONDict, NewEvent, SnapshotRecord, StoredE
 from ._base import (
     MAX_VERSION,
     HeadWatch,
+    KnownHeads,
     StoreCapabilities,
     StoreLifecycle,
     check_append,
@@ -79,6 +80,8 @@ from ._base import (
     encode_snapshot_state,
     event_data,
     event_data_of,
+    prior_append,
+    retry_start,
     snapshot_record,
     stored_event,
 )
@@ -669,7 +672,6 @@ class PostgresEventStore(StoreLifecycle):
         self.pool_size = pool_size
         self.max_batch = max_batch
         self.read_page_size = read_page_size
-        self._known_heads_limit = known_heads
         self.connect_timeout = connect_timeout
         self._where = redact_dsn(dsn)
         self._secret_words = _secret_words(dsn)
@@ -688,7 +690,7 @@ class PostgresEventStore(StoreLifecycle):
         self._wakeup = asyncio.Event()
         self._closing = False
         # stream id -> head version, as last written or read under the lock by this writer
-        self._heads: dict[str, int] = {}
+        self._heads = KnownHeads(known_heads)
         #: number of transactions committed by the writer (a batch is one transaction)
         self.batches_committed = 0
         self._watch = HeadWatch()
@@ -1021,7 +1023,7 @@ class PostgresEventStore(StoreLifecycle):
                     )
                     op.future.set_exception(StoreError(msg))
             raise
-        self._remember_heads(heads)
+        self._heads.remember(heads)
         for op, result in zip(batch, results, strict=True):
             if op.future.done():  # the caller was cancelled; the write stands regardless
                 continue
@@ -1129,25 +1131,20 @@ class PostgresEventStore(StoreLifecycle):
             if not isinstance(op, _Append) or not isinstance(outcome, BaseException):
                 continue
             event_ids = [row[5] for row in op.rows]
-            start = op.expected_version
-            if start is None:
+            found = None
+            if op.expected_version is None:
                 found = await conn.fetchval(self._sql.version_of, event_ids[0], op.stream_id)
-                if found is None:
-                    continue
-                start = int(found) - 1
-            if start + len(event_ids) > MAX_VERSION:
+            start = retry_start(
+                op.expected_version, None if found is None else int(found), len(event_ids)
+            )
+            if start is None:
                 continue
             rows = await conn.fetch(
                 self._sql.stored_range, op.stream_id, start, start + len(event_ids)
             )
-            if [row[0] for row in rows] != event_ids:
-                continue
-            first_position, recorded_at = int(rows[0][1]), rows[0][2]
-            if any(
-                row[1] != first_position + i or row[2] != recorded_at for i, row in enumerate(rows)
-            ):
-                continue  # not one commit
-            plan.outcomes[index] = AppendResult(start + len(event_ids), first_position, recorded_at)
+            prior = prior_append(event_ids, start, [(r[0], int(r[1]), r[2]) for r in rows])
+            if prior is not None:
+                plan.outcomes[index] = AppendResult(*prior)
 
     async def _insert(
         self, conn: _Connection, plan: _Plan, sent: _Sent
@@ -1191,16 +1188,6 @@ class PostgresEventStore(StoreLifecycle):
         if isinstance(exc, self._driver.PostgresError):
             return str(getattr(exc, "sqlstate", "") or "").startswith(("08", "57P"))
         return not isinstance(exc, StoreError)
-
-    def _remember_heads(self, heads: dict[str, int]) -> None:
-        known = self._heads
-        for stream_id, version in heads.items():
-            known.pop(stream_id, None)
-            known[stream_id] = version
-        excess = len(known) - self._known_heads_limit
-        if excess > 0:
-            for stream_id in list(known)[:excess]:
-                del known[stream_id]
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""

@@ -77,6 +77,7 @@ from ._base import (
     MAX_VERSION,
     HeadWatch,
     InlineHook,
+    KnownHeads,
     Latest,
     StoreCapabilities,
     StoreLifecycle,
@@ -94,6 +95,8 @@ from ._base import (
     encode_snapshot_state,
     event_data,
     event_data_of,
+    prior_append,
+    retry_start,
     snapshot_record,
     stored_event,
     utc_now,
@@ -285,7 +288,6 @@ class SQLiteEventStore(StoreLifecycle):
         self.busy_timeout = busy_timeout
         self.max_batch = max_batch
         self.read_page_size = read_page_size
-        self._known_heads_limit = known_heads
         self.cache_kib = cache_kib
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -307,7 +309,7 @@ class SQLiteEventStore(StoreLifecycle):
         self._batches_answered = 0
         self._closing = False
         # stream id -> head version, as last written or checked by this store's writer
-        self._heads: dict[str, int] = {}
+        self._heads = KnownHeads(known_heads)
         self._time_cache: tuple[str, datetime] = ("", utc_now())
         #: number of transactions committed by the writer (a batch is one transaction)
         self.batches_committed = 0
@@ -675,7 +677,7 @@ class SQLiteEventStore(StoreLifecycle):
                 outcome = _commit_batch(
                     conn, batch, self._heads, now, now.isoformat(), inline=inline
                 )
-                self._remember_heads(outcome[1])
+                self._heads.remember(outcome[1])
             except BaseException as exc:  # reported on the loop, where callers wait
                 outcome = exc
                 self._heads.clear()  # what we believed about stream heads may be wrong now
@@ -749,18 +751,6 @@ class SQLiteEventStore(StoreLifecycle):
         self._queued.clear()
         for op in pending:
             _answer_op(op, StoreError(f"{self!r} {reason}; nothing of it was stored"))
-
-    def _remember_heads(self, heads: dict[str, int]) -> None:
-        known = self._heads
-        for stream_id, version in heads.items():
-            known.pop(stream_id, None)
-            known[stream_id] = version
-        excess = len(known) - self._known_heads_limit
-        if excess > 0:
-            # the oldest first; islice, not list(known): once the limit is reached every batch
-            # evicts, and copying all 100,000 keys a batch would cost more than the batch
-            for stream_id in list(itertools.islice(known, excess)):
-                del known[stream_id]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -1855,36 +1845,27 @@ def _prior_append(
     expected: int | None,
     rows: list[tuple[str, str, str, str]],
 ) -> AppendResult | None:
-    """The result of an earlier append of exactly these events at these versions, if any.
-
-    "These versions" follow ``expected``, or for ``None`` the first event's stored version.
-    Only called on the failure paths of an append.
-    """
+    """The result of an earlier append of exactly these events at these versions, if any (see
+    :func:`prior_append`). Only called on the failure paths of an append."""
     event_ids = [row[3] for row in rows]
+    found = None
     if expected is None:
         found = conn.execute(
             "SELECT version FROM events WHERE event_id = ? AND stream_id = ?",
             (event_ids[0], stream_id),
         ).fetchone()
-        if found is None:
-            return None
-        start = found[0] - 1
-    else:
-        start = expected
-    if start + len(event_ids) > MAX_VERSION:
+    start = retry_start(expected, None if found is None else found[0], len(event_ids))
+    if start is None:
         return None
     stored = conn.execute(
         "SELECT event_id, position, recorded_at FROM events "
         "WHERE stream_id = ? AND version > ? AND version <= ? ORDER BY version",
         (stream_id, start, start + len(event_ids)),
     ).fetchall()
-    if [row[0] for row in stored] != event_ids:
+    prior = prior_append(event_ids, start, stored)
+    if prior is None:
         return None
-    first_position, recorded_at = stored[0][1], stored[0][2]
-    # one commit: positions in sequence and one commit time, as an AppendResult reports them
-    if any(row[1] != first_position + i or row[2] != recorded_at for i, row in enumerate(stored)):
-        return None
-    return AppendResult(start + len(event_ids), first_position, datetime.fromisoformat(recorded_at))
+    return AppendResult(prior[0], prior[1], datetime.fromisoformat(prior[2]))
 
 
 def _append_refused(
