@@ -54,8 +54,6 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, Final, Literal, cast
 
-import aiosqlite
-import anyio
 import attrs
 
 from .._errors import (
@@ -101,6 +99,7 @@ from ._base import (
     stored_event,
     utc_now,
 )
+from ._thread import ConnectionThread, Job
 
 logger = logging.getLogger("actorsource.stores.sqlite")
 
@@ -289,8 +288,8 @@ class SQLiteEventStore(StoreLifecycle):
         self.max_batch = max_batch
         self.read_page_size = read_page_size
         self.cache_kib = cache_kib
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._writer: ConnectionThread | None = None
+        self._reader: ConnectionThread | None = None
         #: held while the writer's thread owns a batch (taken on the loop to hand one over,
         #: released on the thread when it finds nothing more queued: see _write_on_thread)
         self._busy = threading.Lock()
@@ -334,9 +333,9 @@ class SQLiteEventStore(StoreLifecycle):
             raise StoreError(msg)
         try:
             try:
-                self._writer = await self._connect()
+                self._writer = await self._connect("writer")
                 await self._prepare(self._writer)
-                self._reader = await self._connect()
+                self._reader = await self._connect("reader")
                 await self._reader.execute("PRAGMA query_only = ON")
             except sqlite3.Error as exc:
                 raise self._open_error(exc) from exc
@@ -346,17 +345,10 @@ class SQLiteEventStore(StoreLifecycle):
         self._drained = asyncio.Event()
         self._drained.set()
 
-    async def _connect(self) -> aiosqlite.Connection:
-        pending = aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
-        try:
-            conn = await pending
-        except BaseException:
-            # a failed connect only queues the end of aiosqlite's thread; wait for it, so that
-            # no thread outlives a failed open (and replies to a loop that may be closed)
-            thread = getattr(pending, "_thread", None)
-            if thread is not None and thread.is_alive():
-                await anyio.to_thread.run_sync(thread.join)
-            raise
+    async def _connect(self, role: str) -> ConnectionThread:
+        conn = await ConnectionThread.connect(
+            self.path, busy_timeout=self.busy_timeout, name=f"actorsource-sqlite-{role}"
+        )
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             # SQLite's default page cache is 2 MiB: the event-id index of a few hundred thousand
@@ -380,7 +372,7 @@ class SQLiteEventStore(StoreLifecycle):
         msg = f"cannot open {str(self.path)!r}: {exc}"
         return StoreError(msg)
 
-    async def _prepare(self, conn: aiosqlite.Connection) -> None:
+    async def _prepare(self, conn: ConnectionThread) -> None:
         # look before changing anything: the journal mode is written into the file's header, so
         # switching a foreign database to WAL would already alter it
         # (one read transaction, so that a schema another opener commits meanwhile is seen
@@ -410,7 +402,7 @@ class SQLiteEventStore(StoreLifecycle):
                 await conn.execute("ROLLBACK")
             raise
 
-    async def _switch_to_wal(self, conn: aiosqlite.Connection) -> None:
+    async def _switch_to_wal(self, conn: ConnectionThread) -> None:
         # switching takes an exclusive lock, and when openers of a new file race for it SQLite
         # answers "database is locked" at once instead of waiting busy_timeout (it would
         # deadlock); so wait here, up to busy_timeout
@@ -431,7 +423,7 @@ class SQLiteEventStore(StoreLifecycle):
             msg = f"cannot switch {str(self.path)!r} to WAL mode (got {list(mode)})"
             raise StoreError(msg)
 
-    async def _check_identity(self, conn: aiosqlite.Connection) -> bool:
+    async def _check_identity(self, conn: ConnectionThread) -> bool:
         """Return whether the file needs the schema; raise if it is not ours to touch."""
         app_id = await _scalar(conn, "PRAGMA application_id")
         version = await _scalar(conn, "PRAGMA user_version")
@@ -552,10 +544,9 @@ class SQLiteEventStore(StoreLifecycle):
         await future
 
     def _writer_alive(self) -> bool:
-        # aiosqlite clears _running when it stops the thread (a closed connection); asking the
-        # thread itself costs a lock per call, too much for every append
+        # a flag, not the thread itself: asking it costs a lock per call, too much per append
         conn = self._writer
-        return conn is not None and conn._running
+        return conn is not None and conn.alive
 
     def _enqueue(self, op: _Op) -> None:
         if not self._writer_alive():
@@ -633,11 +624,10 @@ class SQLiteEventStore(StoreLifecycle):
         batch = self._take()
         self._drained.clear()
         work = functools.partial(
-            self._write_on_thread, conn._conn, conn._tx, asyncio.get_running_loop(), batch
+            self._write_on_thread, conn.connection, conn.jobs, asyncio.get_running_loop(), batch
         )
-        # one hop to the connection's thread (see the module docstring); aiosqlite has no
-        # public call for running a function on its thread without a task
-        conn._tx.put_nowait((None, work))
+        # one hop to the connection's thread (see the module docstring), no future or task
+        conn.submit(work)
 
     def _take(self) -> list[_Op]:
         """Take up to ``max_batch`` queued writes (only the holder of ``_busy`` calls this)."""
@@ -653,7 +643,7 @@ class SQLiteEventStore(StoreLifecycle):
     def _write_on_thread(
         self,
         conn: sqlite3.Connection,
-        tx: SimpleQueue[Any],
+        tx: SimpleQueue[Job],
         loop: asyncio.AbstractEventLoop,
         batch: list[_Op],
     ) -> None:
@@ -1101,14 +1091,14 @@ class SQLiteEventStore(StoreLifecycle):
         """
         conn = self._reader
         loads, self._loads = self._loads[:_LOADS_PER_JOB], self._loads[_LOADS_PER_JOB:]
-        if conn is None or not conn._running:
+        if conn is None or not conn.alive:
             self._loads_done(
                 loads, [StoreError(f"{self!r} cannot read: it is closed")] * len(loads)
             )
             return
         self._loading = True
         loop = asyncio.get_running_loop()
-        raw, page_size, done = conn._conn, self.read_page_size, self._loads_done
+        raw, page_size, done = conn.connection, self.read_page_size, self._loads_done
 
         in_job = min(page_size, _EVENTS_PER_LOAD_IN_JOB)
 
@@ -1127,9 +1117,8 @@ class SQLiteEventStore(StoreLifecycle):
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(done, loads, outcomes)
 
-        # one hop to the reader's thread for all of them (aiosqlite has no public call for
-        # running a function on its thread without a future per call)
-        conn._tx.put_nowait((None, run_on_thread))
+        # one hop to the reader's thread for all of them, no future per load
+        conn.submit(run_on_thread)
 
     def _loads_done(self, loads: list[tuple[str, _OnLoaded]], outcomes: list[Any]) -> None:
         self._loading = False
@@ -1191,7 +1180,7 @@ def _time_range(since: datetime | None, until: datetime | None) -> tuple[str, tu
     return sql, params
 
 
-async def _scalar(conn: aiosqlite.Connection, sql: str) -> int:
+async def _scalar(conn: ConnectionThread, sql: str) -> int:
     rows = list(await conn.execute_fetchall(sql))
     return int(rows[0][0])
 

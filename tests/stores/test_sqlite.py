@@ -649,8 +649,8 @@ async def test_a_burst_hands_its_appends_to_an_idle_writer_together_as_it_ends(
 
 
 class CountingQueue:
-    """Stands in for the queue of aiosqlite's thread and counts what is put on it (all puts
-    come from the loop: batches handed over, and aiosqlite's own calls)."""
+    """Stands in for the job queue of the writer's thread and counts what is put on it (all
+    puts come from the loop: batches handed over, and other calls on the connection)."""
 
     def __init__(self, queue: Any) -> None:
         self.queue = queue
@@ -676,8 +676,8 @@ class CountingQueue:
 def count_handovers(store: SQLiteEventStore) -> CountingQueue:
     """Count the batches the loop hands to the writer's thread (and other calls queued there)."""
     assert store._writer is not None
-    counting = CountingQueue(store._writer._tx)
-    store._writer._tx = counting  # type: ignore[assignment]
+    counting = CountingQueue(store._writer._jobs)
+    store._writer._jobs = counting  # type: ignore[assignment]
     return counting
 
 
