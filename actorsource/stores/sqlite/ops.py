@@ -30,10 +30,12 @@ class _Append:
     #: called at commit with the result or the error (``append_then``), instead of a future
     on_done: Callable[[AppendResult | BaseException], None] | None = None
 
+
 @attrs.define(slots=True)
 class _SaveSnapshot:
     row: tuple[str, int, int, str]  # (stream_id, version, schema_version, state json)
     future: asyncio.Future[None]
+
 
 @attrs.define(slots=True)
 class _Transact:
@@ -45,6 +47,7 @@ class _Transact:
     future: asyncio.Future[Any]
     expected: int | None = None  # where the checkpoint must stand (None: anywhere)
 
+
 @attrs.define(slots=True)
 class _CatchUpInline:
     """Feed a newly added inline projection every event after its checkpoint."""
@@ -52,6 +55,7 @@ class _CatchUpInline:
     name: str
     hook: InlineHook
     future: asyncio.Future[Any]
+
 
 _Op = _Append | _SaveSnapshot | _Transact | _CatchUpInline
 
