@@ -4,6 +4,7 @@ the commit watch (:mod:`.watch`) and the rules of appending (:mod:`.appends`).""
 
 from .appends import KnownHeads as KnownHeads
 from .appends import prior_append as prior_append
+from .appends import refused_event_ids as refused_event_ids
 from .appends import retry_start as retry_start
 from .checks import MAX_VERSION as MAX_VERSION
 from .checks import check_append as check_append

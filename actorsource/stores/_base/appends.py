@@ -4,7 +4,7 @@ remembers, and when a refused append is the retry of one already committed."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .checks import MAX_VERSION
@@ -77,3 +77,19 @@ def prior_append(
     if any(row[1] != first_position + i or row[2] != recorded_at for i, row in enumerate(stored)):
         return None
     return start + len(event_ids), first_position, recorded_at
+
+
+def refused_event_ids(
+    stream_id: str, event_ids: Sequence[str], is_stored: Callable[[str], bool]
+) -> str | None:
+    """Why an append's event ids are refused, or None: one appears twice in the append, or
+    one is already stored (``is_stored`` says; asked only when none repeats)."""
+    seen: set[str] = set()
+    for event_id in event_ids:
+        if event_id in seen:
+            return f"event id {event_id!r} appears twice in one append to {stream_id!r}"
+        seen.add(event_id)
+    taken = next((event_id for event_id in event_ids if is_stored(event_id)), None)
+    if taken is None:
+        return None
+    return f"event id {taken!r} is already stored (appending to {stream_id!r})"

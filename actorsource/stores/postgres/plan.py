@@ -13,6 +13,7 @@ import attrs
 
 from ..._errors import ConcurrencyError, StoreError
 from ..._records import AppendResult
+from .._base import refused_event_ids
 
 #: JSON text that JSONB would not give back as it was: NUL (JSONB refuses it), a number with an
 #: exponent (``numeric`` prints ``1e+16`` as an integer) and negative zero (``numeric`` has none).
@@ -160,20 +161,11 @@ def _refused_ids(
     stream_id: str, ids: list[str], used: set[str], stored: set[str] | None
 ) -> StoreError | None:
     """The error for an append whose event ids repeat or already exist, or None."""
-    seen: set[str] = set()
-    for event_id in ids:
-        if event_id in seen:
-            msg = f"event id {event_id!r} appears twice in one append to {stream_id!r}"
-            break
-        seen.add(event_id)
-    else:
-        taken = next(
-            (i for i in ids if i in used or (stored is not None and i in stored)),
-            None,
-        )
-        if taken is None:
-            return None
-        msg = f"event id {taken!r} is already stored (appending to {stream_id!r})"
+    msg = refused_event_ids(
+        stream_id, ids, lambda i: i in used or (stored is not None and i in stored)
+    )
+    if msg is None:
+        return None
     return StoreError(f"{msg}; nothing of this append was stored")
 
 

@@ -98,13 +98,11 @@ class ConnectionThread:
 
     async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         """Run one statement."""
-        conn = self.connection
-        await self.run(lambda: conn.execute(sql, params).close())
+        await self.run(lambda: self.connection.execute(sql, params).close())
 
     async def execute_fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Run one query and return its rows."""
-        conn = self.connection
-        return await self.run(lambda: conn.execute(sql, params).fetchall())
+        return await self.run(lambda: self.connection.execute(sql, params).fetchall())
 
     async def close(self) -> None:
         """Close the connection once the jobs queued before are done; the thread ends."""

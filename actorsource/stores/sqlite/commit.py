@@ -26,6 +26,7 @@ from .._base import (
     InlineHook,
     decode_json,
     prior_append,
+    refused_event_ids,
     retry_start,
     stored_event,
 )
@@ -615,29 +616,14 @@ def _append_refused(
     exc: sqlite3.IntegrityError,
 ) -> StoreError:
     """Return the error for an append refused by a constraint other than the stream version."""
-    event_ids = [row[3] for row in rows]
-    seen: set[str] = set()
-    twice = None
-    for event_id in event_ids:
-        if event_id in seen:
-            twice = event_id
-            break
-        seen.add(event_id)
-    if twice is not None:
-        msg = f"event id {twice!r} appears twice in one append to {stream_id!r}"
-    else:
-        stored = next(
-            (
-                i
-                for i in event_ids
-                if conn.execute("SELECT 1 FROM events WHERE event_id = ?", (i,)).fetchone()
-            ),
-            None,
-        )
-        if stored is not None:
-            msg = f"event id {stored!r} is already stored (appending to {stream_id!r})"
-        else:
-            msg = f"appending to {stream_id!r} failed: {exc}"
+    msg = refused_event_ids(
+        stream_id,
+        [row[3] for row in rows],
+        lambda i: conn.execute("SELECT 1 FROM events WHERE event_id = ?", (i,)).fetchone()
+        is not None,
+    )
+    if msg is None:
+        msg = f"appending to {stream_id!r} failed: {exc}"
     error = StoreError(f"{msg}; nothing of this append was stored")
     error.__cause__ = exc
     return error
