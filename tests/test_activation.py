@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-import actorsource.stores.sqlite as sqlite_module
+import actorsource.stores.sqlite.reads as reads_module
 from actorsource import ActorFailedError, Runtime, SQLiteEventStore
 
 from .domain import Account, Deposit
@@ -19,7 +19,7 @@ from .domain import Account, Deposit
 async def test_a_failing_callback_load_backs_off_then_recovers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_latest = sqlite_module._latest
+    real_latest = reads_module._latest
     failures = ["Account-a"]
 
     def latest(conn: sqlite3.Connection, stream_id: str, page_size: int) -> Any:
@@ -29,8 +29,8 @@ async def test_a_failing_callback_load_backs_off_then_recovers(
         return real_latest(conn, stream_id, page_size)
 
     # loads go stream by stream (as when a job's one statement cannot run), and one fails
-    monkeypatch.setattr(sqlite_module, "_latest_many", lambda *args: None)
-    monkeypatch.setattr(sqlite_module, "_latest", latest)
+    monkeypatch.setattr(reads_module, "_latest_many", lambda *args: None)
+    monkeypatch.setattr(reads_module, "_latest", latest)
     async with SQLiteEventStore(tmp_path / "a.db") as store, Runtime(store) as runtime:
         ref = runtime.ref(Account, "a")
         with pytest.raises(ActorFailedError, match=r"loading the aggregate failed: .*disk I/O"):

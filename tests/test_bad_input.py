@@ -753,8 +753,8 @@ def _a_directory(tmp_path: Path) -> Path:
 
 
 def sqlite_threads() -> set[threading.Thread]:
-    """The live threads of aiosqlite connections (one per connection)."""
-    return {t for t in threading.enumerate() if t.name.endswith("(_connection_worker_thread)")}
+    """The live threads of SQLite stores' connections (one per connection)."""
+    return {t for t in threading.enumerate() if t.name.startswith("actorsource-sqlite-")}
 
 
 def tree(directory: Path) -> list[str]:
@@ -781,7 +781,7 @@ async def test_path_that_cannot_hold_a_database_is_a_store_error_naming_it(
         async with Runtime(store):
             raise AssertionError("the runtime must not open")
 
-    # a failed connect leaves aiosqlite's thread stopping on its own (see the next test): let it
+    # a failed connect may leave a thread stopping on its own (see the next test): let it
     # finish before this test's loop closes, so that this test proves only what it names
     for thread in sqlite_threads() - threads_before:
         await anyio.to_thread.run_sync(thread.join, 5.0)
@@ -797,8 +797,8 @@ async def test_a_failed_open_has_ended_every_thread_it_started_when_it_raises(
 ) -> None:
     """When ``open()`` raises, nothing it started still runs: it cannot outlive the loop.
 
-    aiosqlite's connect, when it fails, queues the stop of its thread (with a reply to the
-    loop) and raises without waiting for it. If ``open()`` passes that on at once and the
+    A connection's thread whose connect failed must be stopped (with a reply to the loop)
+    and waited for. If ``open()`` passes that on at once and the
     program then ends, the thread replies to a closed loop and dies with "Event loop is closed"
     (``asyncio.run`` of a failing open, in a loop: most runs print that traceback).
     """

@@ -28,6 +28,8 @@ from ._base import (
     encode_json,
     encode_snapshot_state,
     matches,
+    prior_append,
+    retry_start,
     utc_now,
 )
 
@@ -341,25 +343,20 @@ class InMemoryEventStore(StoreLifecycle):
 def _prior_append(
     stream: list[_Row], expected_version: int | None, events: Sequence[NewEvent]
 ) -> AppendResult | None:
-    """The result of an earlier append of exactly these events at these versions, if any."""
+    """The result of an earlier append of exactly these events at these versions, if any (see
+    :func:`prior_append`)."""
     ids = [event.event_id for event in events]
+    found = None
     if expected_version is None:
-        start = next((row.version - 1 for row in stream if row.event_id == ids[0]), None)
-        if start is None:
-            return None
-    else:
-        start = expected_version
-    rows = stream[start : start + len(ids)]
-    if [row.event_id for row in rows] != ids:
+        found = next((row.version for row in stream if row.event_id == ids[0]), None)
+    start = retry_start(expected_version, found, len(ids))
+    if start is None:
         return None
-    first = rows[0]
-    # one commit: positions in sequence and one commit time, as an AppendResult reports them
-    if any(
-        row.position != first.position + i or row.recorded_at != first.recorded_at
-        for i, row in enumerate(rows)
-    ):
-        return None
-    return AppendResult(start + len(ids), first.position, first.recorded_at)
+    stored = [
+        (row.event_id, row.position, row.recorded_at) for row in stream[start : start + len(ids)]
+    ]
+    prior = prior_append(ids, start, stored)
+    return None if prior is None else AppendResult(*prior)
 
 
 def _in_range(moment: datetime, since: datetime | None, until: datetime | None) -> bool:

@@ -17,7 +17,9 @@ from typing import Any
 import anyio
 import pytest
 
-import actorsource.stores.sqlite as sqlite_module
+import actorsource.stores.sqlite.commit as commit_module
+import actorsource.stores.sqlite.reads as reads_module
+import actorsource.stores.sqlite.writer as writer_module
 from actorsource import (
     AppendResult,
     CodecError,
@@ -215,7 +217,7 @@ class _FailingCommit:
 async def test_a_failing_commit_fails_every_append_of_the_batch_and_stores_nothing(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_commit_batch = sqlite_module._commit_batch
+    real_commit_batch = writer_module._commit_batch
     calls: list[int] = []
 
     def commit_batch_failing_once(
@@ -227,7 +229,7 @@ async def test_a_failing_commit_fails_every_append_of_the_batch_and_stores_nothi
             return real_commit_batch(_FailingCommit(conn), batch, *args, **kwargs)  # type: ignore[arg-type]
         return real_commit_batch(conn, batch, *args, **kwargs)
 
-    monkeypatch.setattr(sqlite_module, "_commit_batch", commit_batch_failing_once)
+    monkeypatch.setattr(writer_module, "_commit_batch", commit_batch_failing_once)
     errors: list[StoreError] = []
 
     async with SQLiteEventStore(db_path) as store:
@@ -288,14 +290,14 @@ class _CountingConnection:
 @pytest.fixture
 def writer_statements(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The statements of each batch the writer commits, one list a batch."""
-    real_commit_batch = sqlite_module._commit_batch
+    real_commit_batch = writer_module._commit_batch
     batches: list[list[str]] = []
 
     def counting(conn: sqlite3.Connection, batch: list[Any], *args: Any, **kwargs: Any) -> Any:
         batches.append([])
         return real_commit_batch(_CountingConnection(conn, batches[-1]), batch, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sqlite_module, "_commit_batch", counting)
+    monkeypatch.setattr(writer_module, "_commit_batch", counting)
     return batches
 
 
@@ -375,11 +377,11 @@ async def test_a_batch_of_appends_to_known_heads_is_one_insert_statement(
 
 
 def test_all_at_once_statements_come_in_few_sizes_and_pad_at_most_63_rows() -> None:
-    sizes = {sqlite_module._statement_rows(rows) for rows in range(1, 1025)}
+    sizes = {commit_module._statement_rows(rows) for rows in range(1, 1025)}
     # each size stays compiled in the connection's statement cache (128 statements)
     assert len(sizes) <= 24
     for rows in range(1, 1025):
-        size = sqlite_module._statement_rows(rows)
+        size = commit_module._statement_rows(rows)
         assert rows <= size <= 1024
         assert size - rows < 64
 
@@ -561,7 +563,7 @@ async def test_a_refused_run_in_a_mixed_batch_goes_one_append_at_a_time(
 async def test_a_failing_fast_insert_stores_nothing_and_the_next_batch_works(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_commit_batch = sqlite_module._commit_batch
+    real_commit_batch = writer_module._commit_batch
     calls: list[int] = []
 
     class _FailingInsert(_FailingCommit):
@@ -576,7 +578,7 @@ async def test_a_failing_fast_insert_stores_nothing_and_the_next_batch_works(
             return real_commit_batch(_FailingInsert(conn), batch, *args, **kw)  # type: ignore[arg-type]
         return real_commit_batch(conn, batch, *args, **kw)
 
-    monkeypatch.setattr(sqlite_module, "_commit_batch", failing_once)
+    monkeypatch.setattr(writer_module, "_commit_batch", failing_once)
     async with SQLiteEventStore(db_path) as store:
         outcomes = await append_concurrently(store, [(f"s-{n}", 0, [event()]) for n in range(5)])
         assert all(isinstance(o, StoreError) and "disk I/O error" in str(o) for o in outcomes)
@@ -649,8 +651,8 @@ async def test_a_burst_hands_its_appends_to_an_idle_writer_together_as_it_ends(
 
 
 class CountingQueue:
-    """Stands in for the queue of aiosqlite's thread and counts what is put on it (all puts
-    come from the loop: batches handed over, and aiosqlite's own calls)."""
+    """Stands in for the job queue of the writer's thread and counts what is put on it (all
+    puts come from the loop: batches handed over, and other calls on the connection)."""
 
     def __init__(self, queue: Any) -> None:
         self.queue = queue
@@ -676,8 +678,8 @@ class CountingQueue:
 def count_handovers(store: SQLiteEventStore) -> CountingQueue:
     """Count the batches the loop hands to the writer's thread (and other calls queued there)."""
     assert store._writer is not None
-    counting = CountingQueue(store._writer._tx)
-    store._writer._tx = counting  # type: ignore[assignment]
+    counting = CountingQueue(store._writer._jobs)
+    store._writer._jobs = counting  # type: ignore[assignment]
     return counting
 
 
@@ -1077,7 +1079,7 @@ async def test_a_job_of_loads_reads_every_stream_with_one_statement(
             0,
             [NewEvent(str(uuid.uuid4()), 'a "quoted"\ttype', {"x": [1, None]}, {})],
         )
-        monkeypatch.setattr(sqlite_module, "_latest", no_stream_by_stream)
+        monkeypatch.setattr(reads_module, "_latest", no_stream_by_stream)
         wanted = [f"s-{n}" for n in range(1, 40)] + ['we"ird\\type-1', "never-written"]
         loaded = await load_concurrently(store, wanted)
 
@@ -1135,7 +1137,7 @@ async def test_a_stored_event_that_is_not_json_fails_only_the_load_of_its_stream
 async def test_a_load_that_fails_fails_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_latest = sqlite_module._latest
+    real_latest = reads_module._latest
 
     def latest_failing_for_bad(conn: sqlite3.Connection, stream_id: str, page: int) -> Any:
         if stream_id == "bad":
@@ -1143,8 +1145,8 @@ async def test_a_load_that_fails_fails_alone(
         return real_latest(conn, stream_id, page)
 
     # the job's one statement could not be run (it then reads stream by stream)
-    monkeypatch.setattr(sqlite_module, "_latest_many", lambda *args: None)
-    monkeypatch.setattr(sqlite_module, "_latest", latest_failing_for_bad)
+    monkeypatch.setattr(reads_module, "_latest_many", lambda *args: None)
+    monkeypatch.setattr(reads_module, "_latest", latest_failing_for_bad)
     async with SQLiteEventStore(tmp_path / "loads.db") as store:
         await store.append("good", 0, [event()])
         outcomes = await load_concurrently(store, ["warm-up", "good", "bad", "other"])

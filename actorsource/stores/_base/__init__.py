@@ -1,0 +1,38 @@
+"""What every store shares: the contract (:mod:`.contract`), the checks at its door
+(:mod:`.checks`), JSON in and out of rows (:mod:`.coding`), the lifecycle (:mod:`.lifecycle`),
+the commit watch (:mod:`.watch`) and the rules of appending (:mod:`.appends`)."""
+
+from .appends import KnownHeads as KnownHeads
+from .appends import prior_append as prior_append
+from .appends import refused_event_ids as refused_event_ids
+from .appends import retry_start as retry_start
+from .checks import MAX_VERSION as MAX_VERSION
+from .checks import check_append as check_append
+from .checks import check_checkpoint as check_checkpoint
+from .checks import check_command_ids as check_command_ids
+from .checks import check_filters as check_filters
+from .checks import check_snapshot as check_snapshot
+from .checks import check_stream_id as check_stream_id
+from .checks import check_time as check_time
+from .checks import matches as matches
+from .coding import damaged_event as damaged_event
+from .coding import decode_json as decode_json
+from .coding import encode_json as encode_json
+from .coding import encode_snapshot_state as encode_snapshot_state
+from .coding import event_data as event_data
+from .coding import event_data_of as event_data_of
+from .coding import snapshot_record as snapshot_record
+from .coding import stored_event as stored_event
+from .coding import utc_now as utc_now
+from .contract import AppendCallback as AppendCallback
+from .contract import EventStore as EventStore
+from .contract import InlineHook as InlineHook
+from .contract import Latest as Latest
+from .contract import StoreCapabilities as StoreCapabilities
+from .contract import T as T
+from .contract import TransactionalStore as TransactionalStore
+from .contract import TransactionWork as TransactionWork
+from .lifecycle import StoreLifecycle as StoreLifecycle
+from .lifecycle import StoreState as StoreState
+from .watch import HeadWatch as HeadWatch
+from .watch import poll_for_events as poll_for_events

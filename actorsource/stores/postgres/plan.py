@@ -1,0 +1,192 @@
+"""What the writer sends: the queued writes, a batch's plan (rows as arrays for one statement),
+and the outcomes it resolves to."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import attrs
+
+from ..._errors import ConcurrencyError, StoreError
+from ..._records import AppendResult
+from .._base import refused_event_ids
+
+#: JSON text that JSONB would not give back as it was: NUL (JSONB refuses it), a number with an
+#: exponent (``numeric`` prints ``1e+16`` as an integer) and negative zero (``numeric`` has none).
+#: Numbers are matched as tokens (after ``:``, ``,`` or ``[`` in orjson's compact text), so that
+#: the hex digits of the UUIDs every event's metadata holds ("0195e3...") do not count as
+#: exponents; a string that happens to look like one only costs an exact copy.
+_NOT_JSONB_EXACT: Final = re.compile(r"\\u0000|[:,\[]-?[0-9][0-9.]*[eE]|[:,\[]-0\.0(?![0-9])")
+
+
+def _check_no_nul(what: str, value: str) -> None:
+    if "\x00" in value:
+        msg = f"{what} cannot hold NUL characters in PostgreSQL (text refuses them), got {value!r}"
+        raise ValueError(msg)
+
+
+def _jsonb_columns(text: str, value: object) -> tuple[str | None, str | None]:
+    """Return what goes into a JSONB column and its exact-text column for JSON ``text``."""
+    if len(text) < 3 or not _NOT_JSONB_EXACT.search(text):
+        return text, None  # the common case: JSONB gives it back as it was
+    if "\\u0000" in text and _has_nul(value):
+        return None, text
+    return text, text
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+#: one event's row: (type, data for JSONB, exact data, metadata for JSONB, exact metadata, id)
+_Row = tuple[str, str | None, str | None, str | None, str | None, str]
+
+
+@attrs.define(slots=True)
+class _Append:
+    stream_id: str
+    expected_version: int | None
+    rows: list[_Row]
+    future: asyncio.Future[AppendResult]
+
+
+@attrs.define(slots=True)
+class _SaveSnapshot:
+    #: (stream_id, version, schema_version, state for JSONB, exact state)
+    row: tuple[str, int, int, str | None, str | None]
+    future: asyncio.Future[None]
+
+
+_Op = _Append | _SaveSnapshot
+
+
+class _NeedFacts(Exception):
+    """The writer does not know enough to plan a batch without reading under the lock."""
+
+
+@attrs.define(slots=True)
+class _Plan:
+    """A batch decided: the rows to insert (as columns) and each append's outcome."""
+
+    stream_ids: list[str] = attrs.Factory(list)
+    versions: list[int] = attrs.Factory(list)
+    types: list[str] = attrs.Factory(list)
+    data: list[str | None] = attrs.Factory(list)
+    data_text: list[str | None] = attrs.Factory(list)
+    metadata: list[str | None] = attrs.Factory(list)
+    metadata_text: list[str | None] = attrs.Factory(list)
+    event_ids: list[str] = attrs.Factory(list)
+    #: each stream the batch appends to, and the version it must be at before the batch
+    check_streams: list[str] = attrs.Factory(list)
+    check_heads: list[int] = attrs.Factory(list)
+    #: the snapshots to save (a later save of one stream and version replaces an earlier one)
+    snapshots: dict[tuple[str, int], tuple[str, int, int, str | None, str | None]] = attrs.Factory(
+        dict
+    )
+    #: per op: an append's (offset of its first row, its last version), or the error it fails
+    #: with; None for a snapshot
+    outcomes: list[tuple[int, int] | AppendResult | BaseException | None] = attrs.Factory(list)
+    #: the head of each stream the batch appended to, after it
+    heads: dict[str, int] = attrs.Factory(dict)
+
+
+def _plan(batch: Sequence[_Op], heads: Mapping[str, int], stored: set[str] | None) -> _Plan:
+    """Decide a batch: versions, conflicts and duplicates, one outcome per op.
+
+    With ``stored`` (the batch's event ids found in the table) ``heads`` are facts read under
+    the lock, and the plan is final. Without, ``heads`` are what the writer last saw, and an
+    append's expected version is trusted as its stream's head: the append function checks
+    every planned head under the lock, and the unique constraints every event id.
+
+    :raises _NeedFacts: if an append has no expected version and its stream's head is unknown
+    """
+    plan = _Plan()
+    running: dict[str, int] = {}
+    used: set[str] = set()
+    for op in batch:
+        if isinstance(op, _SaveSnapshot):
+            plan.snapshots[op.row[:2]] = op.row
+            plan.outcomes.append(None)
+            continue
+        stream_id, expected = op.stream_id, op.expected_version
+        head = running.get(stream_id)
+        if head is None:
+            head = heads.get(stream_id) if stored is not None or expected is None else expected
+            if head is None:
+                raise _NeedFacts
+            running[stream_id] = head
+        if expected is not None and expected != head:
+            # a fact (read under the lock), or an earlier append of this batch moved the stream:
+            # final either way, as the batch commits whole or not at all
+            plan.outcomes.append(ConcurrencyError(stream_id, expected, head))
+            continue
+        ids = [row[5] for row in op.rows]
+        refused = _refused_ids(stream_id, ids, used, stored)
+        if refused is not None:
+            plan.outcomes.append(refused)
+            continue
+        if stream_id not in plan.heads:
+            plan.check_streams.append(stream_id)
+            plan.check_heads.append(head)
+        offset = len(plan.event_ids)
+        for i, (kind, data, data_text, meta, meta_text, event_id) in enumerate(op.rows):
+            plan.stream_ids.append(stream_id)
+            plan.versions.append(head + i + 1)
+            plan.types.append(kind)
+            plan.data.append(data)
+            plan.data_text.append(data_text)
+            plan.metadata.append(meta)
+            plan.metadata_text.append(meta_text)
+            plan.event_ids.append(event_id)
+        head += len(op.rows)
+        running[stream_id] = plan.heads[stream_id] = head
+        used.update(ids)
+        plan.outcomes.append((offset, head))
+    if stored is not None:
+        plan.heads = running  # facts, for the streams that failed too
+    return plan
+
+
+def _refused_ids(
+    stream_id: str, ids: list[str], used: set[str], stored: set[str] | None
+) -> StoreError | None:
+    """The error for an append whose event ids repeat or already exist, or None."""
+    msg = refused_event_ids(
+        stream_id, ids, lambda i: i in used or (stored is not None and i in stored)
+    )
+    if msg is None:
+        return None
+    return StoreError(f"{msg}; nothing of this append was stored")
+
+
+class _Sent:
+    """Whether a batch's writing statement went to the server (its outcome is then unknown
+    when the connection fails)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+
+def _resolve(plan: _Plan, first: int, at: datetime | None) -> tuple[list[Any], dict[str, int]]:
+    """Each op's outcome once its plan committed with positions from ``first`` on."""
+    results: list[Any] = []
+    for outcome in plan.outcomes:
+        if outcome is None or isinstance(outcome, BaseException | AppendResult):
+            results.append(outcome)
+        else:
+            offset, version = outcome
+            assert at is not None
+            results.append(AppendResult(version, first + offset, at))
+    return results, plan.heads

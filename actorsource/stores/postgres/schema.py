@@ -1,0 +1,223 @@
+"""The schema: its migrations (tables, the append function), its names and its statements."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Final
+
+#: the schema version this code writes and reads (the ``actorsource_schema`` table holds it)
+SCHEMA_VERSION: Final = 1
+
+#: what a ``schema=`` name may be: a plain lower-case identifier, usable unquoted in SQL
+_SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_COLUMNS: Final = (
+    "stream_id, version, position, type, coalesce(data_text, data::text), "
+    "coalesce(metadata_text, metadata::text), event_id, recorded_at"
+)
+
+
+def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[str]]:
+    """The statements that take a schema from version ``n - 1`` to ``n``, by ``n``."""
+    s = f'"{schema}"'
+    return {
+        1: [
+            f"""CREATE TABLE {s}.actorsource_schema (
+                singleton  boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+                version    integer     NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now()
+            )""",
+            f"""CREATE TABLE {s}.events (
+                position      bigint      PRIMARY KEY CHECK (position > 0),
+                stream_id     text        NOT NULL,
+                version       bigint      NOT NULL CHECK (version > 0),
+                type          text        NOT NULL,
+                data          jsonb,
+                metadata      jsonb,
+                event_id      text        NOT NULL UNIQUE,
+                recorded_at   timestamptz NOT NULL,
+                data_text     text,
+                metadata_text text,
+                UNIQUE (stream_id, version),
+                CHECK (data IS NOT NULL OR data_text IS NOT NULL),
+                CHECK (metadata IS NOT NULL OR metadata_text IS NOT NULL)
+            )""",
+            f"""COMMENT ON COLUMN {s}.events.position IS
+                'global, gap-free, in commit order (appends serialize on an advisory lock)'""",
+            f"""COMMENT ON COLUMN {s}.events.data_text IS
+                'the exact JSON text, only when JSONB would change it (a NUL character, which '
+                'JSONB cannot hold and then data is NULL; an exponent; negative zero)'""",
+            f"""COMMENT ON COLUMN {s}.events.metadata_text IS
+                'the exact JSON text, only when JSONB would change it (see data_text)'""",
+            f"""CREATE TABLE {s}.snapshots (
+                stream_id      text        NOT NULL,
+                version        bigint      NOT NULL,
+                schema_version bigint      NOT NULL,
+                state          jsonb,
+                state_text     text,
+                recorded_at    timestamptz NOT NULL,
+                PRIMARY KEY (stream_id, version),
+                CHECK (state IS NOT NULL OR state_text IS NOT NULL)
+            )""",
+            f"""CREATE TABLE {s}.checkpoints (
+                name       text        PRIMARY KEY,
+                position   bigint      NOT NULL,
+                updated_at timestamptz NOT NULL
+            )""",
+            # the whole append of a batch, in one statement (see the module docstring)
+            f"""CREATE FUNCTION {s}.actorsource_append(
+                p_stream_ids text[], p_versions bigint[], p_types text[],
+                p_data text[], p_data_text text[], p_metadata text[], p_metadata_text text[],
+                p_event_ids text[], p_check_streams text[], p_check_heads bigint[],
+                p_snapshot_streams text[], p_snapshot_versions bigint[],
+                p_snapshot_schema_versions bigint[], p_snapshot_states text[],
+                p_snapshot_state_texts text[],
+                OUT first_position bigint, OUT committed_at timestamptz
+            ) LANGUAGE plpgsql VOLATILE AS $fn$
+            DECLARE
+                v_head  bigint;
+                v_stale boolean;
+            BEGIN
+                IF current_setting('transaction_isolation') <> 'read committed' THEN
+                    RAISE EXCEPTION 'actorsource appends need READ COMMITTED, not %',
+                        current_setting('transaction_isolation');
+                END IF;
+                -- appending transactions take turns, each until its commit is visible
+                PERFORM pg_advisory_xact_lock({append_lock});
+                -- a new statement: a fresh snapshot, holding every append committed before the
+                -- lock was granted; is every stream at the version the batch was planned for?
+                SELECT (SELECT coalesce(max(e.position), 0) FROM {s}.events e),
+                       EXISTS (
+                           SELECT 1 FROM unnest(p_check_streams, p_check_heads)
+                                AS c(stream_id, head)
+                           WHERE EXISTS (
+                                   SELECT 1 FROM {s}.events e
+                                   WHERE e.stream_id = c.stream_id AND e.version = c.head + 1)
+                              OR (c.head > 0 AND NOT EXISTS (
+                                   SELECT 1 FROM {s}.events e
+                                   WHERE e.stream_id = c.stream_id AND e.version = c.head)))
+                  INTO v_head, v_stale;
+                IF v_stale THEN
+                    RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+                        MESSAGE = 'actorsource: a stream is not at the version the append '
+                                  'was planned for';
+                END IF;
+                first_position := v_head + 1;
+                committed_at := clock_timestamp();
+                INSERT INTO {s}.events (position, stream_id, version, type, data, data_text,
+                                        metadata, metadata_text, event_id, recorded_at)
+                SELECT v_head + r.n, r.stream_id, r.version, r.type, r.data::jsonb, r.data_text,
+                       r.metadata::jsonb, r.metadata_text, r.event_id, committed_at
+                FROM unnest(p_stream_ids, p_versions, p_types, p_data, p_data_text, p_metadata,
+                            p_metadata_text, p_event_ids)
+                     WITH ORDINALITY AS r(stream_id, version, type, data, data_text, metadata,
+                                          metadata_text, event_id, n);
+                -- delivered to every listener when (and only if) this transaction commits
+                IF cardinality(p_event_ids) > 0 THEN
+                    PERFORM pg_notify('{channel}', (v_head + cardinality(p_event_ids))::text);
+                END IF;
+                IF cardinality(p_snapshot_streams) > 0 THEN
+                    INSERT INTO {s}.snapshots (stream_id, version, schema_version, state,
+                                               state_text, recorded_at)
+                    SELECT r.stream_id, r.version, r.schema_version, r.state::jsonb,
+                           r.state_text, committed_at
+                    FROM unnest(p_snapshot_streams, p_snapshot_versions,
+                                p_snapshot_schema_versions, p_snapshot_states,
+                                p_snapshot_state_texts)
+                         AS r(stream_id, version, schema_version, state, state_text)
+                    ON CONFLICT (stream_id, version) DO UPDATE SET
+                        schema_version = excluded.schema_version, state = excluded.state,
+                        state_text = excluded.state_text, recorded_at = excluded.recorded_at;
+                END IF;
+            END
+            $fn$""",
+        ],
+    }
+
+
+def _lock_key(purpose: str, schema: str) -> int:
+    """A signed 64-bit advisory lock key for ``purpose`` on ``schema``."""
+    digest = hashlib.sha256(f"actorsource {purpose} {schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _channel(schema: str) -> str:
+    """The NOTIFY channel of a schema (a channel name has at most 63 bytes)."""
+    channel = f"actorsource_{schema}"
+    if len(channel) > 63:
+        channel = f"actorsource_{hashlib.sha256(schema.encode()).hexdigest()[:40]}"
+    return channel
+
+
+class _Statements:
+    """The SQL of one schema (its name is checked to be a plain identifier, then quoted)."""
+
+    def __init__(self, schema: str) -> None:
+        s = f'"{schema}"'
+        self.events = f"{s}.events"
+        self.lock = "SELECT pg_advisory_xact_lock($1)"
+        self.append = (
+            "SELECT first_position, committed_at FROM "
+            f"{s}.actorsource_append($1::text[], $2::bigint[], $3::text[], $4::text[], "
+            "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], "
+            "$11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[])"
+        )
+        # the heads of a batch's streams, and which of its event ids are stored (kind 0 / 1)
+        self.facts = (
+            "SELECT 0, s.stream_id, (SELECT coalesce(max(e.version), 0) FROM "
+            f"{s}.events e WHERE e.stream_id = s.stream_id) "
+            "FROM unnest($1::text[]) AS s(stream_id) "
+            f"UNION ALL SELECT 1, e.event_id, 0 FROM {s}.events e "
+            "WHERE e.event_id = ANY($2::text[])"
+        )
+        self.stream_head = f"SELECT coalesce(max(version), 0) FROM {s}.events WHERE stream_id = $1"
+        self.stream_head_at = (
+            f"SELECT coalesce(max(version), 0) FROM {s}.events "
+            "WHERE stream_id = $1 AND recorded_at <= $2"
+        )
+        self.head = f"SELECT coalesce(max(position), 0) FROM {s}.events"
+        self.load_snapshot = (
+            "SELECT version, schema_version, coalesce(state_text, state::text), recorded_at "
+            f"FROM {s}.snapshots WHERE stream_id = $1 AND version <= $2 "
+            "ORDER BY version DESC LIMIT 1"
+        )
+        # kind 0: the latest snapshot (version, -, state, schema version, time);
+        # kind 1: the events after it (version, type, data, position)
+        self.latest = (
+            "WITH snap AS (SELECT version, schema_version, coalesce(state_text, state::text) "
+            f"AS state, recorded_at FROM {s}.snapshots WHERE stream_id = $1 "
+            "ORDER BY version DESC LIMIT 1) "
+            "SELECT * FROM ("
+            "SELECT 0 AS kind, version, NULL::text AS type, state, schema_version, recorded_at "
+            "FROM snap "
+            "UNION ALL ("
+            "SELECT 1, e.version, e.type, coalesce(e.data_text, e.data::text), e.position, NULL "
+            f"FROM {s}.events e WHERE e.stream_id = $1 "
+            "AND e.version > coalesce((SELECT version FROM snap), 0) "
+            "ORDER BY e.version LIMIT $2)) AS found ORDER BY kind, version"
+        )
+        self.version_of = f"SELECT version FROM {s}.events WHERE event_id = $1 AND stream_id = $2"
+        self.stored_range = (
+            f"SELECT event_id, position, recorded_at FROM {s}.events "
+            "WHERE stream_id = $1 AND version > $2 AND version <= $3 ORDER BY version"
+        )
+        # metadata IS NULL: the JSONB could not hold it (a NUL), the caller compares the text
+        self.command_events = (
+            f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1 "
+            "AND (metadata->>'command_id' = ANY($2::text[]) OR metadata IS NULL) ORDER BY version"
+        )
+        self.list_streams = (
+            f"SELECT stream_id, max(version), max(recorded_at) FROM {s}.events "
+            "WHERE $1::text IS NULL OR left(stream_id, length($1)) = $1 "
+            'GROUP BY stream_id ORDER BY stream_id COLLATE "C"'
+        )
+        self.list_checkpoints = (
+            f'SELECT name, position FROM {s}.checkpoints ORDER BY name COLLATE "C"'
+        )
+        self.load_checkpoint = f"SELECT position FROM {s}.checkpoints WHERE name = $1"
+        self.save_checkpoint = (
+            f"INSERT INTO {s}.checkpoints (name, position, updated_at) "
+            "VALUES ($1, $2, clock_timestamp()) ON CONFLICT (name) DO UPDATE SET "
+            "position = excluded.position, updated_at = excluded.updated_at"
+        )

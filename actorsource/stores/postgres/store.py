@@ -1,0 +1,386 @@
+"""The PostgreSQL event store: lifecycle, LISTEN/NOTIFY, and the writer and reads together
+behind the store contract."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from ..._errors import IncompatibleStoreError, StoreError
+from ..._records import AppendResult, NewEvent, SnapshotRecord
+from .._base import (
+    HeadWatch,
+    KnownHeads,
+    StoreCapabilities,
+    check_append,
+    check_checkpoint,
+    check_snapshot,
+    encode_json,
+    encode_snapshot_state,
+)
+from .connection import _SERVER_SETTINGS, _Connection, _driver, _driver_errors, _Pool
+from .dsn import _scrub, _secret_words, redact_dsn
+from .plan import _Append, _check_no_nul, _jsonb_columns, _Op, _Row, _SaveSnapshot
+from .reads import PostgresReads
+from .schema import _SCHEMA_NAME, SCHEMA_VERSION, _channel, _lock_key, _migrations, _Statements
+from .writer import PostgresWriter
+
+logger = logging.getLogger("actorsource.stores.postgres")
+
+
+class PostgresEventStore(PostgresWriter, PostgresReads):
+    """An event store in a PostgreSQL schema (tables ``events``, ``snapshots``, ``checkpoints``).
+
+    Several runtimes, processes and machines may use one schema at once: appends take turns on
+    an advisory lock, so positions are gap-free in commit order, and every append checks its
+    expected version. The schema and its tables are created on first open.
+
+    :param dsn: a ``postgresql://`` URI (asyncpg's format), for example
+        ``postgresql://user:password@host:5432/dbname`` or
+        ``postgresql:///dbname?host=/var/run/postgresql`` for the local socket
+    :param schema: the PostgreSQL schema holding the store's tables (created if missing), so
+        that tenants or tests can be kept apart in one database: a lower-case identifier
+    :param pool_size: the most connections readers use at once (besides the writer's and the
+        listener's)
+    :param max_batch: the most appends one transaction takes
+    :param read_page_size: rows fetched per round trip when reading
+    :param known_heads: how many stream heads the writer remembers (for appends that give no
+        expected version)
+    :param connect_timeout: seconds to wait for a connection
+    :raises ImportError: if asyncpg is not installed (``pip install 'actorsource[postgres]'``)
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "actorsource",
+        pool_size: int = 10,
+        max_batch: int = 1000,
+        read_page_size: int = 2000,
+        known_heads: int = 100_000,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn:
+            msg = f"dsn must be a non-empty str (a postgresql:// URI), got {dsn!r}"
+            raise ValueError(msg)
+        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+            msg = (
+                "schema must be a lower-case identifier of at most 63 characters (letters, "
+                f"digits and '_', not starting with a digit), got {schema!r}"
+            )
+            raise ValueError(msg)
+        for name, value in (
+            ("pool_size", pool_size),
+            ("max_batch", max_batch),
+            ("read_page_size", read_page_size),
+            ("known_heads", known_heads),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                msg = f"{name} must be an int >= 1, got {value!r}"
+                raise ValueError(msg)
+        self._driver = _driver()
+        self._errors = _driver_errors(self._driver)
+        self.dsn = dsn
+        self.schema = schema
+        self.pool_size = pool_size
+        self.max_batch = max_batch
+        self.read_page_size = read_page_size
+        self.connect_timeout = connect_timeout
+        self._where = redact_dsn(dsn)
+        self._secret_words = _secret_words(dsn)
+        self._append_lock = _lock_key("append", schema)
+        self._channel = _channel(schema)
+        self._sql = _Statements(schema)
+        self._writer: _Connection | None = None
+        self._listener: _Connection | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._pool: _Pool | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._pending: list[_Op] = []
+        # when the oldest pending write was queued, and when the batch in commit was
+        self._pending_since: float | None = None
+        self._committing_since: float | None = None
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        # stream id -> head version, as last written or read under the lock by this writer
+        self._heads = KnownHeads(known_heads)
+        #: number of transactions committed by the writer (a batch is one transaction)
+        self.batches_committed = 0
+        self._watch = HeadWatch()
+
+    def __repr__(self) -> str:
+        return f"PostgresEventStore({self._where!r}, schema={self.schema!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        self._closing = False
+        try:
+            self._writer = await self._connect()
+            await self._migrate(self._writer)
+            try:
+                self._pool = await self._driver.create_pool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=self.connect_timeout,
+                    server_settings=_SERVER_SETTINGS,
+                )
+            except Exception as exc:
+                raise self._connect_error(exc) from exc
+            await self._listen()
+            self._watch.advance(await self._head())
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._wakeup = asyncio.Event()
+        self._writer_task = asyncio.get_running_loop().create_task(
+            self._write_loop(), name=f"actorsource writer {self._where} {self.schema}"
+        )
+
+    async def _connect(self) -> _Connection:
+        try:
+            conn: _Connection = await self._driver.connect(
+                self.dsn, timeout=self.connect_timeout, server_settings=_SERVER_SETTINGS
+            )
+        except Exception as exc:
+            raise self._connect_error(exc) from exc
+        return conn
+
+    def _connect_error(self, exc: Exception) -> StoreError:
+        detail = _scrub(" ".join(str(exc).split()), self._secret_words) or type(exc).__name__
+        msg = f"cannot connect to PostgreSQL at {self._where}: {type(exc).__name__}: {detail}"
+        return StoreError(msg)
+
+    async def _migrate(self, conn: _Connection) -> None:
+        """Create the schema, or bring it to this version; refuse what is not ours or newer."""
+        version = await self._schema_version(conn)
+        if version == SCHEMA_VERSION:
+            return
+        try:
+            async with conn.transaction():
+                # openers that race for a new schema take turns; the second finds it made
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock($1)", _lock_key("migrate", self.schema)
+                )
+                version = await self._schema_version(conn)
+                if version == SCHEMA_VERSION:
+                    return
+                if version == 0:
+                    exists = await conn.fetchval(
+                        "SELECT 1 FROM pg_namespace WHERE nspname = $1", self.schema
+                    )
+                    if not exists:  # IF NOT EXISTS would still need the right to create one
+                        await conn.execute(f'CREATE SCHEMA "{self.schema}"')
+                steps = _migrations(self.schema, self._append_lock, self._channel)
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in steps[step]:
+                        await conn.execute(statement)
+                await conn.execute(
+                    f'INSERT INTO "{self.schema}".actorsource_schema (version) VALUES ($1) '
+                    "ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, "
+                    "updated_at = now()",
+                    SCHEMA_VERSION,
+                )
+        except StoreError:
+            raise
+        except Exception as exc:
+            detail = " ".join(str(exc).split())
+            msg = (
+                f"cannot create or upgrade the actorsource schema {self.schema!r} at "
+                f"{self._where}: {type(exc).__name__}: {detail}"
+            )
+            raise StoreError(msg) from exc
+        logger.info("schema %r at version %d", self.schema, SCHEMA_VERSION, extra={"from": version})
+
+    async def _schema_version(self, conn: _Connection) -> int:
+        """Return the schema's version (0: no store yet); raise if it is not ours or newer."""
+        try:
+            rows = await conn.fetch(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = $1 AND c.relname = ANY($2::text[])",
+                self.schema,
+                ["actorsource_schema", "events", "snapshots", "checkpoints"],
+            )
+            tables = {row[0] for row in rows}
+            if "actorsource_schema" not in tables:
+                if tables:
+                    msg = (
+                        f"schema {self.schema!r} at {self._where} is not an actorsource store: it "
+                        f"holds tables {', '.join(sorted(tables))} and no actorsource_schema "
+                        "table; refusing to touch it (choose another schema=)"
+                    )
+                    raise IncompatibleStoreError(msg)
+                return 0
+            version = await conn.fetchval(
+                f'SELECT max(version) FROM "{self.schema}".actorsource_schema'
+            )
+        except StoreError:
+            raise
+        except Exception as exc:
+            detail = " ".join(str(exc).split())
+            msg = f"cannot read schema {self.schema!r} at {self._where}: {detail}"
+            raise StoreError(msg) from exc
+        if version is None:
+            msg = (
+                f"schema {self.schema!r} at {self._where} has an empty actorsource_schema table, "
+                "so its version is unknown; refusing to touch it"
+            )
+            raise IncompatibleStoreError(msg)
+        if version > SCHEMA_VERSION:
+            msg = (
+                f"schema {self.schema!r} at {self._where} has actorsource schema version "
+                f"{version}, newer than this version of actorsource reads ({SCHEMA_VERSION}); "
+                "upgrade actorsource"
+            )
+            raise IncompatibleStoreError(msg)
+        return int(version)
+
+    async def _close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+        task = self._writer_task
+        if task is not None:
+            # the writer commits every pending write before it returns; wait() rather than
+            # await: a close() that is cancelled must not cancel the writes callers wait for
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("the writer task failed", exc_info=task.exception())
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        self._closing = True
+        listening = self._listener_task
+        if listening is not None:
+            listening.cancel()
+            await asyncio.wait([listening])
+        self._listener_task = None
+        for conn in (self._writer, self._listener):
+            if conn is not None and not conn.is_closed():
+                try:
+                    await conn.close(timeout=5.0)
+                except Exception:
+                    conn.terminate()
+        self._writer = self._listener = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 10.0)
+            except Exception:
+                pool.terminate()
+
+    # -- LISTEN/NOTIFY ---------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        conn = await self._connect()
+        try:
+            await conn.add_listener(self._channel, self._notified)
+        except self._errors as exc:
+            conn.terminate()
+            detail = " ".join(str(exc).split())
+            msg = f"cannot LISTEN on PostgreSQL at {self._where}: {type(exc).__name__}: {detail}"
+            raise StoreError(msg) from exc
+        except BaseException:
+            conn.terminate()
+            raise
+        conn.add_termination_listener(self._listener_lost)
+        self._listener = conn
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            head = int(payload)
+        except ValueError:
+            return
+        self._watch.advance(head)
+
+    def _listener_lost(self, _conn: object) -> None:
+        if self._closing or self._listener_task is not None:
+            return
+        logger.warning("the LISTEN connection to %s closed; reconnecting", self._where)
+        self._listener = None
+        self._listener_task = asyncio.get_running_loop().create_task(
+            self._relisten(), name=f"actorsource listener {self._where} {self.schema}"
+        )
+
+    async def _relisten(self) -> None:
+        """Reconnect the listening connection (waiters poll meanwhile), backing off."""
+        delay = 0.1
+        try:
+            while not self._closing:
+                await asyncio.sleep(delay)
+                try:
+                    await self._listen()
+                    # what was committed while nobody listened
+                    self._watch.advance(await self._head())
+                except StoreError as exc:
+                    delay = min(delay * 2, 5.0)
+                    logger.warning("cannot listen again yet: %s", exc)
+                    continue
+                return
+        finally:
+            self._listener_task = None
+
+    # -- writing --------------------------------------------------------------------------------
+
+    async def append(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> AppendResult:
+        """Append events atomically, durable when this returns (see :class:`EventStore`)."""
+        return await self.submit_append(stream_id, expected_version, events)
+
+    def submit_append(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> asyncio.Future[AppendResult]:
+        """Queue an append for the writer's next transaction; the future resolves at commit.
+
+        The runtime's fast path: no coroutine per append. Bad arguments raise here, at once.
+        """
+        self._check_open()
+        check_append(stream_id, expected_version, events)
+        _check_no_nul("a stream id", stream_id)
+        rows: list[_Row] = []
+        for e in events:
+            _check_no_nul("an event type", e.type)
+            _check_no_nul("an event id", e.event_id)
+            data = encode_json(e.data, "data", e)
+            meta = encode_json(e.metadata, "metadata", e)
+            rows.append(
+                (
+                    e.type,
+                    *_jsonb_columns(data, e.data),
+                    *_jsonb_columns(meta, e.metadata),
+                    e.event_id,
+                )
+            )
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Append(stream_id, expected_version, rows, future))
+        return future
+
+    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""
+        self._check_open()
+        check_snapshot(snapshot)
+        _check_no_nul("a stream id", snapshot.stream_id)
+        state, exact = _jsonb_columns(encode_snapshot_state(snapshot), snapshot.state)
+        row = (snapshot.stream_id, snapshot.version, snapshot.schema_version, state, exact)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(_SaveSnapshot(row, future))
+        await future
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Save the checkpoint ``name`` (see :class:`EventStore`)."""
+        self._check_open()
+        check_checkpoint(name, position)
+        _check_no_nul("a checkpoint name", name)
+        await self._execute(self._sql.save_checkpoint, name, position)
+
+    def capabilities(self) -> StoreCapabilities:
+        """Future appends, one-read activation loads, lean replays, and the writer's lag."""
+        return StoreCapabilities(
+            submit_append=self.submit_append,
+            load_latest=self.load_latest,
+            read_stream_data=self.read_stream_data,
+            writer_lag=self.writer_lag,
+        )

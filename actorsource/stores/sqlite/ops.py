@@ -1,0 +1,82 @@
+"""The writes queued for the writer's thread, and how their callers hear back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ..._records import (
+    AppendResult,
+)
+from .._base import (
+    InlineHook,
+    TransactionWork,
+)
+
+logger = logging.getLogger("actorsource.stores.sqlite")
+
+
+@attrs.define(slots=True)
+class _Append:
+    stream_id: str
+    expected_version: int | None
+    rows: list[tuple[str, str, str, str]]  # (type, data json, metadata json, event_id)
+    #: resolved at commit, unless the appender gave ``on_done``
+    future: asyncio.Future[AppendResult] | None
+    #: called at commit with the result or the error (``append_then``), instead of a future
+    on_done: Callable[[AppendResult | BaseException], None] | None = None
+
+
+@attrs.define(slots=True)
+class _SaveSnapshot:
+    row: tuple[str, int, int, str]  # (stream_id, version, schema_version, state json)
+    future: asyncio.Future[None]
+
+
+@attrs.define(slots=True)
+class _Transact:
+    """Read-model work and a checkpoint, committed together (or neither)."""
+
+    name: str
+    position: int
+    work: TransactionWork[Any] | None  # None: only save the checkpoint
+    future: asyncio.Future[Any]
+    expected: int | None = None  # where the checkpoint must stand (None: anywhere)
+
+
+@attrs.define(slots=True)
+class _CatchUpInline:
+    """Feed a newly added inline projection every event after its checkpoint."""
+
+    name: str
+    hook: InlineHook
+    future: asyncio.Future[Any]
+
+
+_Op = _Append | _SaveSnapshot | _Transact | _CatchUpInline
+
+
+def _answer_op(op: _Op, outcome: Any) -> None:
+    """Tell a write's caller its outcome (an exception is its error), unless it gave up.
+
+    A callback (``append_then``) must not raise: what it raises is logged, and the other
+    writers of the batch still hear back.
+    """
+    if type(op) is _Append and op.on_done is not None:
+        on_done, op.on_done = op.on_done, None  # at most once
+        try:
+            on_done(outcome)
+        except Exception:
+            logger.exception("an append's callback failed", extra={"stream_id": op.stream_id})
+        return
+    future = op.future
+    if future is None or future.done():  # the caller was cancelled; the write stands regardless
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

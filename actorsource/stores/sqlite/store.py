@@ -1,0 +1,268 @@
+"""The SQLite event store: the writer and the reader together, behind the store contract."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from ..._errors import (
+    StoreError,
+)
+from ..._records import (
+    AppendResult,
+    NewEvent,
+    SnapshotRecord,
+)
+from .._base import (
+    HeadWatch,
+    InlineHook,
+    StoreCapabilities,
+    T,
+    TransactionWork,
+    check_append,
+    check_checkpoint,
+    check_snapshot,
+    encode_json,
+    encode_snapshot_state,
+)
+from ._thread import ConnectionThread
+from .ops import _Append, _CatchUpInline, _SaveSnapshot, _Transact
+from .reads import SQLiteReads
+from .schema import Synchronous, connect, open_error, prepare
+from .writer import SQLiteWriter
+
+
+class SQLiteEventStore(SQLiteWriter, SQLiteReads):
+    """An event store in one SQLite file (WAL, ``synchronous=FULL`` by default).
+
+    Several runtimes and several processes may use one file at once: writes are serialized by
+    SQLite's lock (waiting up to ``busy_timeout`` seconds), and every append checks its
+    expected version.
+
+    :param path: the database file; it is created with its schema on first open
+    :param synchronous: SQLite's ``synchronous`` setting; ``FULL`` makes every acknowledged
+        append survive power loss, ``NORMAL`` only a process crash
+    :param busy_timeout: seconds to wait for another connection's write lock
+    :param max_batch: the most appends one transaction takes
+    :param read_page_size: rows fetched per thread hop when reading
+    :param known_heads: how many stream heads the writer remembers (to skip version queries)
+    :param cache_kib: SQLite page cache per connection, in KiB
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 10.0,
+        max_batch: int = 2048,
+        read_page_size: int = 2000,
+        known_heads: int = 100_000,
+        cache_kib: int = 65_536,
+    ) -> None:
+        self.path = Path(path)
+        if str(path) == ":memory:" or str(path).startswith("file::memory:"):
+            msg = "SQLiteEventStore needs a file path; use InMemoryEventStore for a memory store"
+            raise ValueError(msg)
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            msg = f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
+            raise ValueError(msg)
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.cache_kib = cache_kib
+        self._watch = HeadWatch()
+        self._init_writer(max_batch, known_heads)
+        self._init_reads(read_page_size)
+
+    def __repr__(self) -> str:
+        return f"SQLiteEventStore({str(self.path)!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        directory = self.path.parent
+        if not directory.is_dir():
+            msg = f"cannot open {str(self.path)!r}: directory {str(directory)!r} does not exist"
+            raise StoreError(msg)
+        try:
+            try:
+                self._writer = await self._connect("writer")
+                await prepare(
+                    self._writer,
+                    self.path,
+                    synchronous=self.synchronous,
+                    busy_timeout=self.busy_timeout,
+                )
+                self._reader = await self._connect("reader")
+                await self._reader.execute("PRAGMA query_only = ON")
+            except sqlite3.Error as exc:
+                raise open_error(self.path, exc) from exc
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    async def _connect(self, role: str) -> ConnectionThread:
+        return await connect(
+            self.path, role, busy_timeout=self.busy_timeout, cache_kib=self.cache_kib
+        )
+
+    async def _close(self) -> None:
+        # every write queued before close() is committed first
+        await self._drain_writes()
+        self._fail_pending("closed before this write")
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                await conn.close()
+        self._writer = self._reader = None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def append(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> AppendResult:
+        """Append events atomically, durable when this returns (see :class:`EventStore`)."""
+        return await self.submit_append(stream_id, expected_version, events)
+
+    def submit_append(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> asyncio.Future[AppendResult]:
+        """Queue an append for the writer's next transaction; the future resolves at commit.
+
+        No coroutine per append. Bad arguments raise here, at once.
+        """
+        rows = self._rows(stream_id, expected_version, events)
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Append(stream_id, expected_version, rows, future))
+        return future
+
+    def append_then(
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        on_done: Callable[[AppendResult | BaseException], None],
+    ) -> None:
+        """Queue an append; once its batch is committed (or failed), call ``on_done`` on the
+        loop with the result, or the error for this append.
+
+        The runtime's path: no future, and the commit calls the actor back in the same loop
+        step. ``on_done`` must not raise (what it raises is logged). Bad arguments raise here,
+        at once.
+        """
+        rows = self._rows(stream_id, expected_version, events)
+        self._enqueue(_Append(stream_id, expected_version, rows, None, on_done))
+
+    def _rows(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> list[tuple[str, str, str, str]]:
+        """Check an append and encode its events as (type, data, metadata, event id) rows."""
+        self._check_open()
+        check_append(stream_id, expected_version, events)
+        return [
+            (
+                e.type,
+                encode_json(e.data, "data", e),
+                encode_json(e.metadata, "metadata", e),
+                e.event_id,
+            )
+            for e in events
+        ]
+
+    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""
+        self._check_open()
+        check_snapshot(snapshot)
+        row = (
+            snapshot.stream_id,
+            snapshot.version,
+            snapshot.schema_version,
+            encode_snapshot_state(snapshot),
+        )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(_SaveSnapshot(row, future))
+        await future
+
+    def capabilities(self) -> StoreCapabilities:
+        """Callback appends and loads, bursts, lean replays, and the writer's lag."""
+        return StoreCapabilities(
+            append_then=self.append_then,
+            submit_append=self.submit_append,
+            load_latest=self.load_latest,
+            load_latest_then=self.load_latest_then,
+            read_stream_data=self.read_stream_data,
+            burst=self.burst,
+            writer_lag=self.writer_lag,
+        )
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Save the checkpoint ``name`` in the writer's next transaction."""
+        await self._transact(name, position, None)
+
+    async def commit_with_checkpoint(
+        self, name: str, position: int, work: TransactionWork[T], *, expected: int | None = None
+    ) -> T:
+        """Run ``work(connection)`` and set checkpoint ``name`` to ``position`` atomically.
+
+        ``work`` runs on the writer's thread inside the writer's transaction (in a savepoint of
+        its own), with the ``sqlite3.Connection`` to write the read model through. It must not
+        commit, roll back or touch the event loop. If it raises, its writes are rolled back,
+        the checkpoint is unchanged and the error is raised here.
+
+        :raises CheckpointConflictError: if ``expected`` is given and the checkpoint is not
+            there (checked in the same transaction; ``work`` did not run)
+        """
+        if expected is not None:
+            check_checkpoint(name, expected)
+        return cast(T, await self._transact(name, position, work, expected))
+
+    async def _transact(
+        self,
+        name: str,
+        position: int,
+        work: TransactionWork[Any] | None,
+        expected: int | None = None,
+    ) -> Any:
+        self._check_open()
+        check_checkpoint(name, position)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Transact(name, position, work, future, expected))
+        return await future
+
+    async def add_inline_projection(self, name: str, hook: InlineHook) -> None:
+        """Call ``hook(connection, events)`` inside every append's transaction.
+
+        The hook runs on the writer's thread (see :meth:`commit_with_checkpoint`); it gets every
+        event after checkpoint ``name`` through the appended ones, and the checkpoint moves with
+        them. If it raises, the append fails with that error and nothing of it is stored.
+        When this returns, the hook has seen every event committed before (in one transaction:
+        catch a long history up with :meth:`commit_with_checkpoint` batches first).
+
+        :raises Exception: what the hook raised on the events it missed (it is not added then)
+        """
+        self._check_open()
+        check_checkpoint(name)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # added first, so that no append commits between the catch-up and the hook
+        self._inline[name] = hook
+        self._enqueue(_CatchUpInline(name, hook, future))
+        try:
+            error = await future
+        except BaseException:
+            self._inline.pop(name, None)
+            raise
+        if error is not None:
+            self._inline.pop(name, None)
+            raise error
+
+    def remove_inline_projection(self, name: str) -> None:
+        """Stop calling the inline projection ``name`` (its checkpoint stays)."""
+        self._inline.pop(name, None)
