@@ -50,6 +50,7 @@ from ._errors import (
     StoreError,
 )
 from ._ids import new_event_id
+from ._messages import Command, GetState, Message
 from ._metrics import (
     ACTIVATIONS,
     COMMANDS,
@@ -66,13 +67,6 @@ from .stores._base import EventStore, Latest, decode_json, encode_json
 
 logger = logging.getLogger("actorsource.actor")
 
-# message kinds (a mailbox holds small tuples: cheap to make, cheap to keep)
-COMMAND: Final = 0
-GET_STATE: Final = 1
-
-#: (kind, command or None, reply future or None for a tell, metadata, the command id the caller
-#: gave or None)
-Message = tuple[int, Any, "asyncio.Future[Any] | None", JSONDict, "str | None"]
 
 
 @attrs.define(slots=True)
@@ -304,17 +298,19 @@ class Actor:
                 if not self._load_at_once():
                     context.start_task(self._activate_then_drain())
                 return
-            if mailbox[0][0] == GET_STATE:
-                _, _, future, _, _ = mailbox.popleft()
-                self._accept_overflow()
-                if future is not None and not future.done():
-                    self._answer_state(future)
+            first = mailbox.popleft()
+            if isinstance(first, GetState):
+                if self.overflow:
+                    self._accept_overflow()
+                if not first.reply.done():
+                    self._answer_state(first.reply)
                 continue
-            batch = [mailbox.popleft()]
+            batch: list[Command] = [first]
             limit = context.max_batch
-            while mailbox and len(batch) < limit and mailbox[0][0] == COMMAND:
-                batch.append(mailbox.popleft())
-            self._accept_overflow()
+            while mailbox and len(batch) < limit and type(mailbox[0]) is Command:
+                batch.append(mailbox.popleft())  # type: ignore[arg-type]  # checked just above
+            if self.overflow:
+                self._accept_overflow()
             if self._unknown_ids(batch):
                 context.start_task(self._look_up_then_submit(batch, 0))
                 return  # the lookup goes on with the batch
@@ -390,12 +386,12 @@ class Actor:
     def _fail_all(self, exc: BaseException) -> None:
         error = _crash_error(self.stream_id, exc)
         while self.mailbox:
-            _, _, future, _, _ = self.mailbox.popleft()
+            future = self.mailbox.popleft().reply
             if future is not None and not future.done():
                 future.set_exception(error)
         if self.overflow:
             while self.overflow:
-                (_, _, future, _, _), entered = self.overflow.popleft()
+                _, entered = self.overflow.popleft()
                 if not entered.done():
                     entered.set_exception(error)
 
@@ -695,7 +691,7 @@ class Actor:
 
     # -- commands -------------------------------------------------------------------------------
 
-    def _submit(self, batch: list[Message], retries: int, known: _Known | None = None) -> bool:
+    def _submit(self, batch: list[Command], retries: int, known: _Known | None = None) -> bool:
         """Decide a batch and hand its events to the store; True if the store will call back.
 
         :param known: what a store lookup found for the batch's explicit command ids
@@ -764,7 +760,7 @@ class Actor:
                     self._report(outcome, appended.version)
                 if outcome.corrupted:
                     self.unload()
-                else:
+                elif self.decider.snapshot_every or self.context.snapshot_every:
                     self._maybe_snapshot(start_version)
             self._recycle(outcome)
         except BaseException as exc:
@@ -775,7 +771,8 @@ class Actor:
 
     #: the actor is its own commit callback (``append_then(..., self)``): a bound method made
     #: per append would be one more object per command in flight for the garbage collector,
-    #: whose collections cost 10-20% of W1 (issue #3); one object fewer made 11% fewer of them
+    #: whose young collections walk every object in flight (a measurable share of a command
+    #: under many callers); one made per actor would tie the actor in a reference cycle
     __call__ = _appended
 
     def _log_appended(self, new_events: list[NewEvent], result: AppendResult) -> None:
@@ -797,7 +794,7 @@ class Actor:
                 },
             )
 
-    async def _retry(self, batch: list[Message], retries: int) -> None:
+    async def _retry(self, batch: list[Command], retries: int) -> None:
         try:
             if retries > 2:
                 await asyncio.sleep(random.uniform(0, min(0.001 * 2**retries, 0.05)))
@@ -816,16 +813,16 @@ class Actor:
 
     # -- idempotent commands ----------------------------------------------------------------------
 
-    def _unknown_ids(self, batch: list[Message]) -> bool:
+    def _unknown_ids(self, batch: list[Command]) -> bool:
         """Whether a command of the batch has an explicit id that the window does not hold."""
         recent = self.recent
         for message in batch:
-            command_id = message[4]
+            command_id = message.command_id
             if command_id is not None and (recent is None or command_id not in recent):
                 return True
         return False
 
-    async def _look_up_then_submit(self, batch: list[Message], retries: int) -> None:
+    async def _look_up_then_submit(self, batch: list[Command], retries: int) -> None:
         try:
             known = await self._look_up(batch)
             if self._submit(batch, retries, known):
@@ -836,7 +833,7 @@ class Actor:
             raise
         self.drain()
 
-    async def _look_up(self, batch: list[Message]) -> _Known:
+    async def _look_up(self, batch: list[Command]) -> _Known:
         """Find in the store what the batch's unknown explicit command ids recorded.
 
         Returns command id -> its recorded events, or the error to reply with (the lookup
@@ -845,7 +842,9 @@ class Actor:
         """
         recent = self.recent
         wanted: set[str] = {
-            m[4] for m in batch if m[4] is not None and (recent is None or m[4] not in recent)
+            m.command_id
+            for m in batch
+            if m.command_id is not None and (recent is None or m.command_id not in recent)
         }
         known: _Known = {}
         try:
@@ -913,7 +912,7 @@ class Actor:
     # -- deciding and replying ---------------------------------------------------------------------
 
     def _append_failed(
-        self, batch: list[Message], exc: BaseException, *, at_once: bool = False
+        self, batch: list[Command], exc: BaseException, *, at_once: bool = False
     ) -> None:
         """The append failed: nothing was stored; reply with the error, reload on the next
         message.
@@ -937,7 +936,7 @@ class Actor:
             failure.__cause__ = exc
         self._reply_error(batch, failure)
 
-    def _decide_batch(self, batch: list[Message], known: _Known | None) -> _BatchOutcome:
+    def _decide_batch(self, batch: list[Command], known: _Known | None) -> _BatchOutcome:
         decider = self.decider
         encode = self.context.codec.encode_event
         inexact = self.context.codec.inexact
@@ -945,14 +944,15 @@ class Actor:
         outcome = spare.pop() if spare else _BatchOutcome()
         # a new list each batch: the store may keep the one it is given
         outcome.new_events = []
-        for index, (_, command, _, metadata, command_id) in enumerate(batch):
+        for index, message in enumerate(batch):
+            command_id = message.command_id
             if command_id is not None:
                 earlier = self._earlier(command_id, known, outcome)
                 if earlier is not None:
                     outcome.results.append(earlier)
                     continue
             try:
-                events = decider.decide_events(command, self.state)
+                events = decider.decide_events(message.command, self.state)
             except Exception as exc:  # Rejected and any handler error: reply, go on
                 outcome.results.append(exc)
                 continue
@@ -965,7 +965,7 @@ class Actor:
             try:
                 for event in events:
                     type_name, data = encode(event)
-                    new_events.append(NewEvent(new_event_id(), type_name, data, metadata))
+                    new_events.append(NewEvent(new_event_id(), type_name, data, message.metadata))
                 if inexact:  # only in runtimes with event classes that may not read back as is
                     for event in events:
                         if type(event) in inexact:
@@ -1032,17 +1032,18 @@ class Actor:
             outcome.clear()
             spare.append(outcome)
 
-    def _reply(self, batch: list[Message], outcome: _BatchOutcome, result: Any) -> None:
+    def _reply(self, batch: list[Command], outcome: _BatchOutcome, result: Any) -> None:
         counters = self.context.counters
         new_events = outcome.new_events
         offset = 0
         for message, decided in zip(batch, outcome.results, strict=True):
-            _, command, future, metadata, command_id = message
+            future = message.reply
+            command_id = message.command_id
             counters.commands_processed += 1
             if isinstance(decided, BaseException):
                 counters.commands_rejected += 1
                 if future is None:
-                    _log_told_failure(self.stream_id, command, decided)
+                    _log_told_failure(self.stream_id, message.command, decided)
                 elif not future.done():
                     future.set_exception(decided)
                 continue
@@ -1069,7 +1070,7 @@ class Actor:
                         result.first_position + offset,
                         new.event_id,
                         result.recorded_at,
-                        metadata,
+                        message.metadata,
                     )
                 )
                 offset += 1
@@ -1104,15 +1105,16 @@ class Actor:
         if version is not None:
             metrics.record(STREAM_LENGTH, version, {"category": category})
 
-    def _reply_error(self, batch: list[Message], error: Exception) -> None:
+    def _reply_error(self, batch: list[Command], error: Exception) -> None:
         if self.context.metrics is not None:
             labels = {"category": self.decider.name, "outcome": "failed"}
             self.context.metrics.add(COMMANDS, len(batch), labels)
         counters = self.context.counters
-        for _, command, future, _, _ in batch:
+        for message in batch:
             counters.commands_processed += 1
+            future = message.reply
             if future is None:
-                _log_told_failure(self.stream_id, command, error)
+                _log_told_failure(self.stream_id, message.command, error)
             elif not future.done():
                 future.set_exception(error)
 
@@ -1178,12 +1180,12 @@ class _BatchOutcome:
         #: an event failed to encode or apply: the state is no longer trustworthy
         self.corrupted = False
         #: messages not decided because of that failure
-        self.rest: list[Message] = _NO_MESSAGES
+        self.rest: list[Command] = _NO_MESSAGES
         #: explicit command ids decided in this batch -> their recorded events (once replied)
         self.keyed: dict[str, list[RecordedEvent[Any]]] | None = None
         #: once its events are handed to the store: the messages decided (in order), the
         #: version the append expects, and how often it was retried after a conflict
-        self.batch: list[Message] = _NO_MESSAGES
+        self.batch: list[Command] = _NO_MESSAGES
         self.start_version = 0
         self.retries = 0
 
@@ -1202,7 +1204,7 @@ class _Repeat:
 _Known = dict[str, "list[RecordedEvent[Any]] | Exception"]
 
 
-_NO_MESSAGES: list[Message] = []
+_NO_MESSAGES: list[Command] = []
 _NO_EVENTS: list[NewEvent] = []
 
 #: the most replied outcomes a runtime keeps for reuse (about the batches in flight at once)
@@ -1214,11 +1216,12 @@ def _crash_error(stream_id: str, exc: BaseException) -> Exception:
     return exc if isinstance(exc, Exception) else ActorFailedError(stream_id, "stopped")
 
 
-def _fail_unanswered(stream_id: str, batch: list[Message], exc: BaseException) -> None:
+def _fail_unanswered(stream_id: str, batch: list[Command], exc: BaseException) -> None:
     """A bug stopped the actor while it decided or answered a batch: its callers not yet
     answered get the error, rather than waiting for ever."""
     error = _crash_error(stream_id, exc)
-    for _, _, future, _, _ in batch:
+    for message in batch:
+        future = message.reply
         if future is not None and not future.done():
             future.set_exception(error)
 

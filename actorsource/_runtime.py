@@ -19,12 +19,9 @@ import anyio
 import attrs
 
 from ._actor import (
-    COMMAND,
-    GET_STATE,
     Actor,
     ActorContext,
     Counters,
-    Message,
     Slots,
     Supervisor,
 )
@@ -39,6 +36,7 @@ from ._errors import (
     StoreError,
     WaitTimeoutError,
 )
+from ._messages import Command, GetState, Message
 from ._metrics import ASK_DURATION, PASSIVATIONS, Metrics
 from ._projection import (
     Projection,
@@ -403,7 +401,8 @@ class Runtime:
                     f"the runtime closed while an append to {actor.stream_id!r} was in flight; "
                     "the store did not answer in time, so the outcome is unknown"
                 )
-                for _, _, future, _, _ in batch:
+                for message in batch:
+                    future = message.reply
                     if future is not None and not future.done():
                         future.set_exception(error)
         logger.error(
@@ -895,7 +894,11 @@ class Runtime:
         """Give an idle actor a message and drain it at once, in a context of its own (not the
         sender's context variables), as one burst of writes."""
         actor.mailbox.append(message)
-        self._mark_running(actor)
+        # _mark_running, inlined: this runs once per ask
+        actor.running = True
+        self._busy += 1
+        if self._idle:
+            self._idle.pop(actor.stream_id, None)
         # a flag set and reset here, not a context manager: two Python calls fewer per ask
         self._draining = True
         try:
@@ -945,7 +948,9 @@ class Runtime:
             the message in the sender's step, not on the next loop step (nothing could join its
             batch meanwhile that the sender would not wait for anyway)
         """
-        actor = self._actor_for(ref)
+        if self._state is not RuntimeState.OPEN:
+            raise RuntimeClosedError(self._closed_message(ref.stream_id))
+        actor = self._actors.get(ref.stream_id) or self._actor_for(ref)
         if len(actor.mailbox) < self._context.mailbox_size and not actor.overflow:
             if waiting and not actor.running and not self._draining:
                 self._drain_now(actor, message)
@@ -1373,7 +1378,7 @@ class AggregateRef(Generic[S]):
         future: asyncio.Future[list[RecordedEvent[Any]]] = (
             asyncio.get_running_loop().create_future()
         )
-        message: Message = (COMMAND, command, future, stored, explicit)
+        message = Command(command, future, stored, explicit)
         limit = self._runtime.ask_timeout if isinstance(timeout, _Default) else timeout
         metrics = self._runtime.metrics
         started = time.perf_counter() if metrics is not None else 0.0
@@ -1426,7 +1431,7 @@ class AggregateRef(Generic[S]):
             reserved key
         """
         stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
-        waiting = self._runtime._send(self, (COMMAND, command, None, stored, explicit))
+        waiting = self._runtime._send(self, Command(command, None, stored, explicit))
         if waiting is not None:
             await waiting
 
@@ -1449,7 +1454,7 @@ class AggregateRef(Generic[S]):
             reserved key
         """
         stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
-        self._runtime._send_nowait(self, (COMMAND, command, None, stored, explicit))
+        self._runtime._send_nowait(self, Command(command, None, stored, explicit))
 
     async def state(self) -> S:
         """Return a deep copy of the aggregate's state after every message sent before this.
@@ -1458,4 +1463,4 @@ class AggregateRef(Generic[S]):
         :raises ActorFailedError: if the aggregate could not be loaded
         """
         future: asyncio.Future[S] = asyncio.get_running_loop().create_future()
-        return await self._deliver((GET_STATE, None, future, {}, None), future)
+        return await self._deliver(GetState(future), future)
