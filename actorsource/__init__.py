@@ -43,6 +43,9 @@ from ._errors import UnknownCommandError as UnknownCommandError
 from ._errors import WaitTimeoutError as WaitTimeoutError
 from ._metrics import Metrics as Metrics
 from ._metrics import RecordingMetrics as RecordingMetrics
+from ._policies import Backoff as Backoff
+from ._policies import Passivation as Passivation
+from ._policies import SnapshotEvery as SnapshotEvery
 from ._projection import Projection as Projection
 from ._projection import ProjectionContext as ProjectionContext
 from ._projection import ProjectionStatus as ProjectionStatus
@@ -78,6 +81,7 @@ __all__ = [
     "AggregateRef",
     "AppendResult",
     "AskTimeoutError",
+    "Backoff",
     "CheckpointConflictError",
     "CodecError",
     "ConcurrencyError",
@@ -93,6 +97,7 @@ __all__ = [
     "MailboxFullError",
     "Metrics",
     "NewEvent",
+    "Passivation",
     "PostgresEventStore",
     "Projection",
     "ProjectionContext",
@@ -107,6 +112,7 @@ __all__ = [
     "RuntimeState",
     "RuntimeStatistics",
     "SQLiteEventStore",
+    "SnapshotEvery",
     "SnapshotRecord",
     "StoreCapabilities",
     "StoreError",

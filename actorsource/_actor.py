@@ -49,6 +49,7 @@ from ._errors import (
     Rejected,
     StoreError,
 )
+from ._idempotency import IdempotencyWindow
 from ._ids import new_event_id
 from ._messages import Command, GetState, Message
 from ._metrics import (
@@ -61,7 +62,9 @@ from ._metrics import (
     STREAM_LENGTH,
     Metrics,
 )
+from ._policies import SnapshotEvery
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
+from ._supervision import Supervisor
 from ._tracing import CAUSATION_ID, COMMAND_ID, CORRELATION_ID
 from .stores._base import EventStore, Latest, decode_json, encode_json
 
@@ -82,55 +85,6 @@ class Counters:
     snapshots_saved: int = 0
     conflicts_retried: int = 0
     actor_failures: int = 0
-
-
-class Supervisor:
-    """Backoff for aggregates whose loads or appends keep failing (a store error, a stream
-    that no longer decodes).
-
-    After the n-th failure since the aggregate's last successful append, it is not loaded again
-    for ``base * 2**(n-1)`` seconds (at most ``limit``); messages meanwhile fail at once with
-    :class:`ActorFailedError`, so a broken aggregate does not hammer the store while the
-    runtime serves the others.
-    """
-
-    __slots__ = ("_clock", "_failing", "base", "limit")
-
-    def __init__(
-        self, base: float = 0.05, limit: float = 5.0, clock: Callable[[], float] = time.monotonic
-    ):
-        self.base = base
-        self.limit = limit
-        self._clock = clock
-        #: stream id -> (failures in a row, when the next load may be tried, last reason)
-        self._failing: dict[str, tuple[int, float, str]] = {}
-
-    def backoff_left(self, stream_id: str) -> float:
-        """Seconds until the aggregate may be loaded again (0: now)."""
-        entry = self._failing.get(stream_id)
-        return 0.0 if entry is None else max(0.0, entry[1] - self._clock())
-
-    def failures(self, stream_id: str) -> tuple[int, str]:
-        """Loads of the aggregate that failed in a row, and why the last one did."""
-        entry = self._failing.get(stream_id)
-        return (0, "") if entry is None else (entry[0], entry[2])
-
-    def failed(self, stream_id: str, reason: str) -> None:
-        """Record a failed load."""
-        count = self.failures(stream_id)[0] + 1
-        delay = min(self.base * 2 ** (count - 1), self.limit)
-        if len(self._failing) >= 100_000:  # bounded: forget the oldest entry
-            del self._failing[next(iter(self._failing))]
-        self._failing[stream_id] = (count, self._clock() + delay, reason)
-
-    def succeeded(self, stream_id: str) -> None:
-        """Record a successful load (the aggregate is healthy again)."""
-        if self._failing:
-            self._failing.pop(stream_id, None)
-
-
-#: what an activation load returns: the latest snapshot, the first page of (version, type,
-#: data) after it, and whether that page is all
 
 
 class Slots:
@@ -197,7 +151,8 @@ class ActorContext:
     store: EventStore
     codec: Codec
     counters: Counters
-    snapshot_every: int | None
+    #: the runtime's snapshot policy (an aggregate's own ``snapshot_every`` comes first)
+    snapshot: SnapshotEvery | None
     mailbox_size: int
     max_batch: int
     max_conflict_retries: int
@@ -275,7 +230,7 @@ class Actor:
         #: the decided batch whose append the store has not answered yet (at most one)
         self.in_flight: _BatchOutcome | None = None
         #: explicit command id -> the events it recorded, oldest first (None until one comes)
-        self.recent: dict[str, list[RecordedEvent[Any]]] | None = None
+        self.recent: IdempotencyWindow | None = None
 
     def __repr__(self) -> str:
         return f"<Actor {self.stream_id!r} v{self.version}>"
@@ -760,7 +715,7 @@ class Actor:
                     self._report(outcome, appended.version)
                 if outcome.corrupted:
                     self.unload()
-                elif self.decider.snapshot_every or self.context.snapshot_every:
+                elif self.decider.snapshot_every or self.context.snapshot is not None:
                     self._maybe_snapshot(start_version)
             self._recycle(outcome)
         except BaseException as exc:
@@ -888,10 +843,8 @@ class Actor:
             return
         recent = self.recent
         if recent is None:
-            recent = self.recent = {}
-        recent[command_id] = recorded
-        if len(recent) > size:
-            del recent[next(iter(recent))]
+            recent = self.recent = IdempotencyWindow(size)
+        recent.remember(command_id, recorded)
 
     def _earlier(self, command_id: str, known: _Known | None, outcome: _BatchOutcome) -> Any:
         """What an explicit command id already recorded: a :class:`_Repeat`, an error to reply
@@ -1121,8 +1074,13 @@ class Actor:
     # -- snapshots ------------------------------------------------------------------------------
 
     def _maybe_snapshot(self, previous_version: int) -> None:
-        every = self.decider.snapshot_every or self.context.snapshot_every
-        if not every or self.version // every == previous_version // every:
+        every = self.decider.snapshot_every
+        if every:
+            if self.version // every == previous_version // every:
+                return
+        elif self.context.snapshot is None or not self.context.snapshot.due(
+            previous_version, self.version
+        ):
             return
         try:
             state = self.context.codec.encode_state(self.state)

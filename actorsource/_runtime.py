@@ -23,7 +23,6 @@ from ._actor import (
     ActorContext,
     Counters,
     Slots,
-    Supervisor,
 )
 from ._aggregate import Aggregate, decider_of
 from ._codec import Codec, event_type_spec
@@ -38,6 +37,7 @@ from ._errors import (
 )
 from ._messages import Command, GetState, Message
 from ._metrics import ASK_DURATION, PASSIVATIONS, Metrics
+from ._policies import Backoff, Passivation, SnapshotEvery
 from ._projection import (
     Projection,
     ProjectionRunner,
@@ -47,6 +47,7 @@ from ._projection import (
     reset_read_model,
 )
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent
+from ._supervision import Supervisor
 from ._tracing import command_metadata
 from .stores._base import EventStore, Latest, StoreCapabilities, TransactionalStore
 from .stores._subscription import subscribe
@@ -175,6 +176,12 @@ class Runtime:
     :param idempotency_window: how many recent commands sent with an explicit ``command_id``
         each live actor remembers, to answer a repeat without a store read (``0``: none; the
         store is then read for every such command). Commands without one cost nothing
+    :param snapshot: the snapshot policy as a value (:class:`SnapshotEvery`; instead of
+        ``snapshot_every``)
+    :param passivation: the passivation policy as a value (:class:`Passivation`; instead of
+        ``passivate_after`` and ``max_active``)
+    :param supervision: how long failing aggregates are left alone (:class:`Backoff`; default:
+        ``Backoff()``, 50 ms doubling up to 5 s)
     """
 
     def __init__(
@@ -194,9 +201,18 @@ class Runtime:
         poll_interval: float = 0.5,
         metrics: Metrics | None = None,
         idempotency_window: int = 32,
+        snapshot: SnapshotEvery | None = None,
+        passivation: Passivation | None = None,
+        supervision: Backoff | None = None,
     ) -> None:
         _check_optional_positive("snapshot_every", snapshot_every)
         _check_optional_positive("max_active", max_active)
+        snapshot = _snapshot_policy(snapshot, snapshot_every)
+        passivation = _passivation_policy(passivation, passivate_after, max_active)
+        passivate_after, max_active = passivation.idle_after, passivation.max_active
+        if supervision is not None and not isinstance(supervision, Backoff):
+            msg = f"supervision must be a Backoff, got {supervision!r}"
+            raise TypeError(msg)
         _check_optional_positive("mailbox_size", mailbox_size)
         _check_optional_positive("max_batch", max_batch)
         _check_optional_positive("max_activations", max_activations)
@@ -239,13 +255,13 @@ class Runtime:
             store=store,
             codec=self._codec,
             counters=self._counters,
-            snapshot_every=snapshot_every,
+            snapshot=snapshot,
             mailbox_size=mailbox_size,
             max_batch=max_batch,
             max_conflict_retries=max_conflict_retries,
             activation_slots=Slots(max_activations),
             activation_timeout=activation_timeout,
-            supervisor=Supervisor(),
+            supervisor=Supervisor(supervision),
             load_latest=_latest_loader(store, capabilities),
             load_latest_then=capabilities.load_latest_then,
             read_stream_data=_data_reader(store, capabilities),
@@ -1292,6 +1308,36 @@ def _reached(runner: ProjectionRunner, position: int) -> bool:
         return False
     # an inline projection serves reads-after-writes only once appends call it
     return runner.compiled.mode != "inline" or runner.state == "live"
+
+
+def _snapshot_policy(
+    snapshot: SnapshotEvery | None, snapshot_every: int | None
+) -> SnapshotEvery | None:
+    """The snapshot policy given as a value, or made from the ``snapshot_every`` keyword."""
+    if snapshot is None:
+        return SnapshotEvery(snapshot_every) if snapshot_every is not None else None
+    if not isinstance(snapshot, SnapshotEvery):
+        msg = f"snapshot must be a SnapshotEvery, got {snapshot!r}"
+        raise TypeError(msg)
+    if snapshot_every is not None:
+        msg = "give snapshot= or snapshot_every=, not both"
+        raise ValueError(msg)
+    return snapshot
+
+
+def _passivation_policy(
+    passivation: Passivation | None, passivate_after: float | None, max_active: int | None
+) -> Passivation:
+    """The passivation policy given as a value, or made from the keywords it replaces."""
+    if passivation is None:
+        return Passivation(idle_after=passivate_after, max_active=max_active)
+    if not isinstance(passivation, Passivation):
+        msg = f"passivation must be a Passivation, got {passivation!r}"
+        raise TypeError(msg)
+    if passivate_after is not None or max_active is not None:
+        msg = "give passivation= or passivate_after=/max_active=, not both"
+        raise ValueError(msg)
+    return passivation
 
 
 def _check_optional_positive(name: str, value: int | None) -> None:

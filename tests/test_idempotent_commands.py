@@ -11,6 +11,7 @@ import pytest
 
 from actorsource import (
     AppendResult,
+    Backoff,
     CodecError,
     EventStore,
     InMemoryEventStore,
@@ -22,6 +23,7 @@ from actorsource import (
     StoreError,
 )
 
+from .clock import ManualClock
 from .conftest import make_store
 from .domain import Account, Deposit, Deposited, Noop, Withdraw
 from .faults import FaultyStore
@@ -328,12 +330,13 @@ async def test_a_retry_in_the_same_runtime_after_a_lost_reply_gets_the_original_
     store: EventStore,
 ) -> None:
     lossy = LostReplies(store)
-    async with Runtime(lossy) as runtime:
+    clock = ManualClock()
+    async with Runtime(lossy, supervision=Backoff(base=0.05, clock=clock)) as runtime:
         ref = runtime.ref(Account, "a")
         lossy.lose = 1
         with pytest.raises(StoreError):
             await ref.ask(Deposit(5), command_id="pay-1")
-        await anyio.sleep(0.06)  # the backoff after a failed append (50 ms)
+        clock.advance(0.05)  # the backoff after a failed append (50 ms) has passed
         [recorded] = await ref.ask(Deposit(5), command_id="pay-1")
         assert (await ref.state()).balance == 5
     [committed] = await stream(store)

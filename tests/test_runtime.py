@@ -21,6 +21,7 @@ from actorsource import (
     ActorsourceError,
     Aggregate,
     AskTimeoutError,
+    Backoff,
     CodecError,
     ConcurrencyError,
     Decider,
@@ -42,6 +43,7 @@ from actorsource import (
     command,
 )
 
+from .clock import ManualClock
 from .conftest import make_store
 from .domain import (
     Account,
@@ -611,7 +613,8 @@ async def test_store_failure_reaches_the_caller_and_the_next_message_reloads(
     store: EventStore,
 ) -> None:
     faulty = FaultyStore(store)
-    async with Runtime(faulty) as runtime:
+    clock = ManualClock()
+    async with Runtime(faulty, supervision=Backoff(base=0.05, clock=clock)) as runtime:
         ref = runtime.ref(Account, "a")
         other = runtime.ref(Account, "b")
         await ref.ask(Deposit(1))
@@ -623,7 +626,7 @@ async def test_store_failure_reaches_the_caller_and_the_next_message_reloads(
         with pytest.raises(ActorFailedError, match="appending failed: injected: disk full"):
             await ref.ask(Deposit(9))  # within the backoff: fails at once, store untouched
         assert faulty.appends == appends
-        await anyio.sleep(0.06)  # the backoff after one failure (50 ms) is what is tested
+        clock.advance(0.05)  # the backoff after one failure (50 ms) has passed
         await ref.ask(Deposit(3))
         assert (await ref.state()).history == [1, 3]
         assert runtime.statistics().actor_failures == 1
@@ -634,7 +637,8 @@ async def test_load_failure_backs_off_without_touching_the_store_then_recovers(
     store: EventStore,
 ) -> None:
     faulty = FaultyStore(store)
-    async with Runtime(faulty) as runtime:
+    clock = ManualClock()
+    async with Runtime(faulty, supervision=Backoff(base=0.05, clock=clock)) as runtime:
         ref = runtime.ref(Account, "a")
         faulty.fail_reads = 1
         with pytest.raises(ActorFailedError, match="loading the aggregate failed"):
@@ -644,7 +648,7 @@ async def test_load_failure_backs_off_without_touching_the_store_then_recovers(
             await ref.ask(Deposit(2))  # within the backoff: fails at once
         assert faulty.snapshot_loads == loads  # the store was not touched
         await runtime.ref(Account, "other").ask(Deposit(5))  # the others are served
-        await anyio.sleep(0.06)  # the backoff after one failure (50 ms) is what is tested
+        clock.advance(0.05)  # the backoff after one failure (50 ms) has passed
         await ref.ask(Deposit(3))
         assert (await ref.state()).history == [3]
 

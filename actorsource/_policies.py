@@ -1,0 +1,94 @@
+"""Policies as values: when to snapshot, when to passivate, how to back off from failures.
+
+An application composes them where it makes its runtime::
+
+    Runtime(store, snapshot=SnapshotEvery(100), passivation=Passivation(idle_after=60.0),
+            supervision=Backoff(base=0.05, limit=5.0))
+
+Each is frozen and checked when made, so that a bad value fails where it is written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import attrs
+
+
+def _check_positive_int(owner: str, name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        msg = f"{owner}: {name} must be an int >= 1, got {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.frozen
+class SnapshotEvery:
+    """Save a snapshot whenever a stream's version reaches a multiple of ``events``.
+
+    An aggregate class (or Decider) with its own ``snapshot_every`` keeps its own.
+    """
+
+    #: the interval, in events
+    events: int
+
+    def __attrs_post_init__(self) -> None:
+        _check_positive_int("SnapshotEvery", "events", self.events)
+
+    def due(self, previous_version: int, version: int) -> bool:
+        """Whether an append that took the stream from ``previous_version`` to ``version``
+        crossed a multiple of the interval."""
+        every = self.events
+        return version // every != previous_version // every
+
+
+@attrs.frozen
+class Passivation:
+    """When live actors leave memory (they load again from the store on their next message).
+
+    The default passivates nothing.
+    """
+
+    #: seconds an actor may stay idle before it leaves memory (``None``: never)
+    idle_after: float | None = None
+    #: the most actors holding state in memory at once; the least recently used idle one
+    #: leaves to make room (``None``: no limit)
+    max_active: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.idle_after is not None and (
+            not isinstance(self.idle_after, int | float)
+            or isinstance(self.idle_after, bool)
+            or not self.idle_after >= 0
+        ):
+            msg = f"Passivation: idle_after must be >= 0 seconds or None, got {self.idle_after!r}"
+            raise ValueError(msg)
+        if self.max_active is not None:
+            _check_positive_int("Passivation", "max_active", self.max_active)
+
+
+@attrs.frozen
+class Backoff:
+    """How long an aggregate whose loads or appends keep failing is left alone.
+
+    After the n-th failure in a row it is not loaded again for ``base * 2**(n-1)`` seconds (at
+    most ``limit``); its messages meanwhile fail at once with :class:`ActorFailedError`, so a
+    broken aggregate does not hammer the store while the runtime serves the others.
+    """
+
+    #: seconds after the first failure
+    base: float = 0.05
+    #: the longest wait, in seconds
+    limit: float = 5.0
+    #: the clock the waits are measured on (seconds; tests pass one they move by hand)
+    clock: Callable[[], float] = time.monotonic
+
+    def __attrs_post_init__(self) -> None:
+        for name, value in (("base", self.base), ("limit", self.limit)):
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+                msg = f"Backoff: {name} must be >= 0 seconds, got {value!r}"
+                raise ValueError(msg)
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failures in a row (``failures >= 1``)."""
+        return float(min(self.base * 2 ** (failures - 1), self.limit))
