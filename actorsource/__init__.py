@@ -57,7 +57,7 @@ from ._records import RecordedEvent as RecordedEvent
 from ._records import SnapshotRecord as SnapshotRecord
 from ._records import StoredEvent as StoredEvent
 from ._records import StreamInfo as StreamInfo
-from ._runtime import AggregateRef as AggregateRef
+from ._refs import AggregateRef as AggregateRef
 from ._runtime import Health as Health
 from ._runtime import HealthCheck as HealthCheck
 from ._runtime import Runtime as Runtime

@@ -8,12 +8,11 @@ import contextvars
 import enum
 import functools
 import logging
-import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Generic, Self, TypeVar, overload
+from typing import Any, Final, Self, TypeVar, overload
 
 import anyio
 import attrs
@@ -28,28 +27,20 @@ from ._aggregate import Aggregate, decider_of
 from ._codec import Codec, event_type_spec
 from ._decider import Decider
 from ._errors import (
-    AskTimeoutError,
     DefinitionError,
     MailboxFullError,
     RuntimeClosedError,
     StoreError,
-    WaitTimeoutError,
 )
-from ._messages import Command, GetState, Message
-from ._metrics import ASK_DURATION, PASSIVATIONS, Metrics
+from ._hosting import ProjectionHost
+from ._messages import Message
+from ._metrics import PASSIVATIONS, Metrics
 from ._policies import Backoff, Passivation, SnapshotEvery
-from ._projection import (
-    Projection,
-    ProjectionRunner,
-    ProjectionStatus,
-    compile_projection,
-    rebuild_refusal,
-    reset_read_model,
-)
+from ._projection import Projection, ProjectionStatus
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent
+from ._refs import AggregateRef
 from ._supervision import Supervisor
-from ._tracing import command_metadata
-from .stores._base import EventStore, Latest, StoreCapabilities, TransactionalStore
+from .stores._base import EventStore, Latest, StoreCapabilities
 from .stores._subscription import subscribe
 
 logger = logging.getLogger("actorsource.runtime")
@@ -123,23 +114,6 @@ class Health:
     healthy: bool
     #: each check, in order
     checks: tuple[HealthCheck, ...]
-
-
-@attrs.define(slots=True)
-class _ProjectionEntry:
-    """A projection added to the runtime: its runner, and the task running it."""
-
-    runner: ProjectionRunner
-    changed: asyncio.Event = attrs.Factory(asyncio.Event)
-    scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
-    done: asyncio.Event = attrs.Factory(asyncio.Event)
-    started: bool = False
-    rebuild: ProjectionRunner | None = None
-
-    def wire(self, runner: ProjectionRunner) -> None:
-        self.runner = runner
-        runner.on_progress = self.changed.set
-        self.changed.set()
 
 
 class Runtime:
@@ -305,7 +279,10 @@ class Runtime:
             msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
             raise ValueError(msg)
         self.poll_interval = poll_interval
-        self._projections: dict[str, _ProjectionEntry] = {}
+        #: the projections this runtime runs
+        self._hosting = ProjectionHost(
+            store, self._codec, self, metrics=metrics, poll_interval=poll_interval
+        )
 
     def __repr__(self) -> str:
         return f"<Runtime {self._state.value} store={self.store!r} active={self._admission.taken}>"
@@ -332,8 +309,7 @@ class Runtime:
             self._timer_scope = anyio.CancelScope()
             task_group.start_soon(self._run_timer, name="actorsource passivation")
         self._state = RuntimeState.OPEN
-        for entry in self._projections.values():
-            self._start_projection(entry)
+        self._hosting.open(task_group)
         logger.debug("runtime opened", extra={"store": repr(self.store)})
         return self
 
@@ -346,6 +322,7 @@ class Runtime:
         if self._state is not RuntimeState.OPEN:
             return
         self._state = RuntimeState.CLOSING
+        self._hosting.closing()
         task_group = self._task_group
         assert task_group is not None
         try:
@@ -364,7 +341,7 @@ class Runtime:
             # stop the passivation timer and the projections; leaving the task group waits for
             # snapshot saves
             self._timer_scope.cancel()
-            await self._stop_projections()
+            await self._hosting.close()
         except BaseException:
             for task in self._tasks:
                 task.cancel()
@@ -619,93 +596,7 @@ class Runtime:
             the store does not have
         :raises ValueError: if a projection of that name was already added
         """
-        compiled = compile_projection(type(projection))
-        if compiled.name in self._projections:
-            msg = f"a projection named {compiled.name!r} was already added to this runtime"
-            raise ValueError(msg)
-        if compiled.mode != "at_least_once" and not isinstance(self.store, TransactionalStore):
-            msg = (
-                f"projection {compiled.name!r} is {compiled.mode}, but {self.store!r} cannot "
-                "run read-model writes in its transactions; use at_least_once"
-            )
-            raise DefinitionError(msg)
-        if self._state not in (RuntimeState.UNOPENED, RuntimeState.OPEN):
-            raise RuntimeClosedError(f"cannot add projection {compiled.name!r}: runtime closed")
-        _check_optional_positive("batch_size", batch_size)
-        runner = self._runner(projection, compiled.name, batch_size, poll_interval)
-        entry = _ProjectionEntry(runner)
-        entry.wire(runner)
-        self._projections[compiled.name] = entry
-        if self._state is RuntimeState.OPEN:
-            self._start_projection(entry)
-
-    def _runner(
-        self,
-        projection: Projection,
-        name: str,
-        batch_size: int,
-        poll_interval: float | None,
-        *,
-        from_position: int = 1,
-    ) -> ProjectionRunner:
-        return ProjectionRunner(
-            projection,
-            name=name,
-            from_position=from_position,
-            store=self.store,
-            codec=self._codec,
-            runtime=self,
-            metrics=self.metrics,
-            batch_size=batch_size,
-            poll_interval=self.poll_interval if poll_interval is None else poll_interval,
-            max_backoff=30.0,
-        )
-
-    def _start_projection(self, entry: _ProjectionEntry) -> None:
-        assert self._task_group is not None
-        entry.scope, entry.done, entry.started = anyio.CancelScope(), asyncio.Event(), True
-        self._task_group.start_soon(
-            self._run_projection, entry, name=f"actorsource projection {entry.runner.name}"
-        )
-
-    async def _run_projection(self, entry: _ProjectionEntry) -> None:
-        runner = entry.runner
-        try:
-            with entry.scope:
-                await runner.start()
-                if runner.compiled.mode == "inline":
-                    await runner.run_inline()
-                else:
-                    await runner.run()
-        finally:
-            if runner.compiled.mode == "inline" and isinstance(self.store, TransactionalStore):
-                self.store.remove_inline_projection(runner.name)
-            runner.state = "stopped"
-            entry.done.set()
-            entry.changed.set()  # waiters look again: the runtime may be closing
-
-    async def _stop_projections(self) -> None:
-        for entry in self._projections.values():
-            entry.scope.cancel()
-        for entry in self._projections.values():
-            if entry.started:
-                await entry.done.wait()
-            else:
-                entry.done.set()
-            entry.changed.set()  # waiters learn that the runtime closed
-
-    def _entry(self, projection: str | type[Projection] | Projection) -> _ProjectionEntry:
-        if isinstance(projection, str):
-            name = projection
-        else:
-            cls = projection if isinstance(projection, type) else type(projection)
-            name = compile_projection(cls).name
-        entry = self._projections.get(name)
-        if entry is None:
-            known = ", ".join(sorted(self._projections)) or "none"
-            msg = f"no projection named {name!r} was added to this runtime (added: {known})"
-            raise LookupError(msg)
-        return entry
+        self._hosting.add_projection(projection, batch_size=batch_size, poll_interval=poll_interval)
 
     @overload
     def projection(self, projection: type[P]) -> P: ...
@@ -720,7 +611,7 @@ class Runtime:
 
         :raises LookupError: if no such projection was added
         """
-        return self._entry(projection).runner.projection
+        return self._hosting.projection(projection)
 
     async def wait_for_projection(
         self,
@@ -744,41 +635,7 @@ class Runtime:
             where it stood, and why if it is failing)
         :raises RuntimeClosedError: if the runtime closes while waiting
         """
-        if timeout is not None and not timeout > 0:
-            msg = f"timeout must be > 0 seconds or None, got {timeout!r}"
-            raise ValueError(msg)
-        entry = self._entry(projection)
-        if position is None:
-            position = await self.store.head_position()
-        runner = entry.runner
-        if not runner.loaded and runner.compiled.durable and runner.compiled.mode != "inline":
-            # still loading: the stored checkpoint says whether the read model is there already
-            with contextlib.suppress(StoreError):
-                if await self.store.load_checkpoint(runner.name) >= position:
-                    return
-        with anyio.move_on_after(timeout) as deadline:
-            while not _reached(entry.runner, position):
-                if entry.done.is_set() and self._state is not RuntimeState.OPEN:
-                    msg = (
-                        f"the runtime closed while waiting for projection {entry.runner.name!r} "
-                        f"to reach position {position} (it stood at {entry.runner.position})"
-                    )
-                    raise RuntimeClosedError(msg)
-                entry.changed.clear()
-                await entry.changed.wait()
-        if deadline.cancelled_caught and not _reached(entry.runner, position):
-            status = entry.runner.status()
-            detail = f"; state {status.state}"
-            if status.last_error is not None:
-                detail += f", last error: {status.last_error}"
-            assert timeout is not None
-            raise WaitTimeoutError(
-                f"projection {status.name!r}",
-                target=position,
-                reached=status.position,
-                timeout=timeout,
-                detail=detail,
-            )
+        await self._hosting.wait_for_projection(projection, position, timeout=timeout)
 
     async def rebuild_projection(
         self,
@@ -808,80 +665,8 @@ class Runtime:
         A handler that keeps failing holds the rebuild at that event (retried with backoff, as
         always); the current instance goes on serving meanwhile.
         """
-        entry = self._entry(projection)
-        if self._state is not RuntimeState.OPEN:
-            raise RuntimeClosedError(f"cannot rebuild {entry.runner.name!r}: runtime not open")
-        if entry.rebuild is not None:
-            msg = f"projection {entry.runner.name!r} is already being rebuilt"
-            raise ValueError(msg)
-        old = entry.runner
-        if not isinstance(from_position, int) or from_position < 1:
-            msg = f"from_position must be an int >= 1, got {from_position!r}"
-            raise ValueError(msg)
-        if factory is None and old.compiled.durable:
-            if old.compiled.reset is None:
-                raise DefinitionError(rebuild_refusal(old.compiled))
-            return await self._rebuild_in_place(entry, from_position)
-        fresh: Projection = factory() if factory is not None else type(old.projection)()
-        compiled = compile_projection(type(fresh))
-        if compiled.name != old.name:
-            msg = f"the factory made a {type(fresh).__qualname__}, not a {old.name!r} projection"
-            raise DefinitionError(msg)
-        temporary = f"{old.name}:rebuild"
-        if compiled.durable:
-            if compiled.reset is not None:
-                await reset_read_model(
-                    self.store, fresh, name=temporary, from_position=from_position
-                )
-            else:
-                await self.store.save_checkpoint(temporary, from_position - 1)
-        runner = self._runner(
-            fresh, temporary, old.batch_size, old.poll_interval, from_position=from_position
-        )
-        runner.state = "rebuilding"
-        entry.rebuild = runner
-        try:
-            await runner.start()
-            runner.state = "rebuilding"
-            await runner.run(until_caught_up=True)
-            # swap: stop the old one first, so that its last checkpoint save comes before ours
-            await self._stop_projection(entry)
-            if compiled.durable:
-                await self.store.save_checkpoint(old.name, runner.position)
-        finally:
-            entry.rebuild = None
-        runner.name = old.name
-        runner.state = "catching_up"
-        entry.wire(runner)
-        self._start_projection(entry)
-        self._log_rebuilt(old.name, from_position, runner.position, in_place=False)
-        return fresh
-
-    async def _rebuild_in_place(self, entry: _ProjectionEntry, from_position: int) -> Projection:
-        """Stop a durable projection, reset its read model and checkpoint, start it again."""
-        old = entry.runner
-        await self._stop_projection(entry)
-        try:
-            await reset_read_model(
-                self.store, old.projection, name=old.name, from_position=from_position
-            )
-        finally:
-            # reset or not, the projection goes on from its stored checkpoint
-            runner = self._runner(old.projection, old.name, old.batch_size, old.poll_interval)
-            entry.wire(runner)
-            self._start_projection(entry)
-        self._log_rebuilt(old.name, from_position, from_position - 1, in_place=True)
-        return old.projection
-
-    async def _stop_projection(self, entry: _ProjectionEntry) -> None:
-        entry.scope.cancel()
-        if entry.started:
-            await entry.done.wait()
-
-    def _log_rebuilt(self, name: str, from_position: int, position: int, *, in_place: bool) -> None:
-        logger.info(
-            "projection rebuilt" if not in_place else "projection reset; rebuilding in place",
-            extra={"projection": name, "from_position": from_position, "position": position},
+        return await self._hosting.rebuild_projection(
+            projection, factory=factory, from_position=from_position
         )
 
     def _actor_for(self, ref: AggregateRef[Any]) -> Actor:
@@ -1157,8 +942,7 @@ class Runtime:
                 )
             except Exception as exc:
                 checks.append(HealthCheck("writer", False, f"{type(exc).__name__}: {exc}"))
-        for entry in self._projections.values():
-            status = entry.runner.status()
+        for status in self._hosting.current_statuses():
             if status.state == "failing":
                 checks.append(
                     HealthCheck(f"projection {status.name}", False, f"failing: {status.last_error}")
@@ -1191,14 +975,7 @@ class Runtime:
             conflicts_retried=c.conflicts_retried,
             actor_failures=c.actor_failures,
             queued_messages=sum(len(a.mailbox) for a in self._actors.values()),
-            projections=tuple(
-                status
-                for entry in self._projections.values()
-                for status in (
-                    entry.runner.status(),
-                    *([entry.rebuild.status()] if entry.rebuild is not None else []),
-                )
-            ),
+            projections=self._hosting.statuses(),
         )
 
 
@@ -1302,14 +1079,6 @@ async def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
     await coroutine
 
 
-def _reached(runner: ProjectionRunner, position: int) -> bool:
-    """Whether a projection handled every event up to ``position`` (and, inline, is live)."""
-    if not runner.loaded or runner.position < position:
-        return False
-    # an inline projection serves reads-after-writes only once appends call it
-    return runner.compiled.mode != "inline" or runner.state == "live"
-
-
 def _snapshot_policy(
     snapshot: SnapshotEvery | None, snapshot_every: int | None
 ) -> SnapshotEvery | None:
@@ -1344,169 +1113,3 @@ def _check_optional_positive(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or value < 1):
         msg = f"{name} must be an int >= 1 or None, got {value!r}"
         raise ValueError(msg)
-
-
-class _Default(enum.Enum):
-    DEFAULT = "default"
-
-
-#: "use the runtime's setting" (a sentinel for per-call options)
-DEFAULT: Final = _Default.DEFAULT
-
-
-class AggregateRef(Generic[S]):
-    """A handle to one aggregate instance; cheap to make, no I/O until a message is sent.
-
-    ``S`` is the aggregate's state type (the aggregate class for the class form).
-    """
-
-    __slots__ = ("_runtime", "aggregate_id", "decider", "stream_id")
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        decider: Decider[Any, Any, S],
-        aggregate_id: str,
-        stream_id: str,
-    ) -> None:
-        self._runtime = runtime
-        self.decider = decider
-        #: the aggregate's id as given to ``runtime.ref``
-        self.aggregate_id = aggregate_id
-        #: the id of the aggregate's stream in the store (``f"{category}-{aggregate_id}"``)
-        self.stream_id = stream_id
-
-    def __repr__(self) -> str:
-        return f"<AggregateRef {self.stream_id!r}>"
-
-    async def ask(
-        self,
-        command: object,
-        *,
-        metadata: JSONDict | None = None,
-        command_id: str | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-        timeout: float | _Default | None = DEFAULT,  # noqa: ASYNC109  # the asked-for API
-    ) -> list[RecordedEvent[Any]]:
-        """Send a command and wait until its events are durable.
-
-        Waits for mailbox room first if the mailbox is full. Each event is stored with
-        ``metadata`` and three ids (see the README, *Metadata and tracing*):
-        ``command_id``, ``correlation_id`` and ``causation_id``.
-
-        A command sent with a ``command_id`` that this aggregate already processed (it stored
-        events) is not decided again: ``ask`` returns the original recorded events, also after
-        a restart. A command that stored nothing (rejected, or no change) is decided again.
-
-        :param metadata: stored with each event the command produces (JSON-serializable; the
-            three id keys are reserved)
-        :param command_id: the command's id, to make retries idempotent (default: a new id;
-            such commands are never looked up)
-        :param correlation_id: the conversation the command belongs to (default: that of the
-            event being handled, see :func:`caused_by`; else the command's id)
-        :param causation_id: what caused the command (default: the id of the event being
-            handled; else the command's id)
-        :param timeout: seconds to wait for the outcome (default: the runtime's
-            ``ask_timeout``; ``None``: no limit)
-        :return: the recorded events (empty if the command changed nothing)
-        :raises Rejected: as raised by the command handler (nothing was stored)
-        :raises UnknownCommandError: if the aggregate has no handler for the command
-        :raises ConcurrencyError: if other writers kept winning after all retries
-        :raises AskTimeoutError: if the outcome did not come in time; ``.processed`` says
-            whether the command may still take effect
-        :raises RuntimeClosedError: if the runtime is not open
-        :raises TypeError: if ``metadata`` is not a dict or an id is not a str
-        :raises ValueError: if an id is empty, ``command_id`` holds NUL, or ``metadata`` uses a
-            reserved key
-        """
-        stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
-        future: asyncio.Future[list[RecordedEvent[Any]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        message = Command(command, future, stored, explicit)
-        limit = self._runtime.ask_timeout if isinstance(timeout, _Default) else timeout
-        metrics = self._runtime.metrics
-        started = time.perf_counter() if metrics is not None else 0.0
-        try:
-            if limit is None:
-                # _deliver inlined: one coroutine fewer alive per waiting ask
-                waiting = self._runtime._send(self, message, waiting=True)
-                if waiting is not None:
-                    await waiting
-                elif future.done():
-                    # answered in this step (a rejection): still let other tasks run, as an
-                    # await on the runtime always does
-                    await asyncio.sleep(0)
-                return await future
-            with anyio.move_on_after(limit):
-                return await self._deliver(message, future)
-        except asyncio.CancelledError:
-            # cancelled: a command still waiting in the mailbox is taken back, never run
-            self._runtime._withdraw(self.stream_id, message)
-            raise
-        finally:
-            if metrics is not None:
-                labels = {"category": self.decider.name}
-                metrics.record(ASK_DURATION, time.perf_counter() - started, labels)
-        withdrawn = self._runtime._withdraw(self.stream_id, message)
-        raise AskTimeoutError(self.stream_id, type(command).__name__, limit, not withdrawn)
-
-    async def _deliver(self, message: Message, future: asyncio.Future[_T]) -> _T:
-        waiting = self._runtime._send(self, message)
-        if waiting is not None:
-            await waiting
-        return await future
-
-    async def tell(
-        self,
-        command: object,
-        *,
-        metadata: JSONDict | None = None,
-        command_id: str | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-    ) -> None:
-        """Send a command without waiting for its outcome (waits only for mailbox room).
-
-        The keyword arguments are those of :meth:`ask`. Failures of told commands are logged
-        as warnings by ``actorsource.actor``.
-
-        :raises TypeError: if ``metadata`` is not a dict or an id is not a str
-        :raises ValueError: if an id is empty, ``command_id`` holds NUL, or ``metadata`` uses a
-            reserved key
-        """
-        stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
-        waiting = self._runtime._send(self, Command(command, None, stored, explicit))
-        if waiting is not None:
-            await waiting
-
-    def tell_nowait(
-        self,
-        command: object,
-        *,
-        metadata: JSONDict | None = None,
-        command_id: str | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-    ) -> None:
-        """Send a command without waiting at all.
-
-        The keyword arguments are those of :meth:`ask`.
-
-        :raises MailboxFullError: if the mailbox has no room
-        :raises TypeError: if ``metadata`` is not a dict or an id is not a str
-        :raises ValueError: if an id is empty, ``command_id`` holds NUL, or ``metadata`` uses a
-            reserved key
-        """
-        stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
-        self._runtime._send_nowait(self, Command(command, None, stored, explicit))
-
-    async def state(self) -> S:
-        """Return a deep copy of the aggregate's state after every message sent before this.
-
-        :raises ActorsourceError: if the state cannot be copied (the actor goes on)
-        :raises ActorFailedError: if the aggregate could not be loaded
-        """
-        future: asyncio.Future[S] = asyncio.get_running_loop().create_future()
-        return await self._deliver(GetState(future), future)
