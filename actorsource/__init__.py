@@ -24,6 +24,7 @@ from ._aggregate import apply as apply
 from ._aggregate import command as command
 from ._codec import event_type as event_type
 from ._decider import Decider as Decider
+from ._dispatcher import RuntimeState as RuntimeState
 from ._errors import ActorFailedError as ActorFailedError
 from ._errors import ActorsourceError as ActorsourceError
 from ._errors import AskTimeoutError as AskTimeoutError
@@ -61,7 +62,6 @@ from ._refs import AggregateRef as AggregateRef
 from ._runtime import Health as Health
 from ._runtime import HealthCheck as HealthCheck
 from ._runtime import Runtime as Runtime
-from ._runtime import RuntimeState as RuntimeState
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._tracing import caused_by as caused_by
 from ._tuning import tune_gc as tune_gc

@@ -28,13 +28,13 @@ class Mailboxes(Protocol):
     #: where ``ask`` reports its duration (None: nowhere)
     metrics: Metrics | None
 
-    def _send(
+    def send(
         self, ref: AggregateRef[Any], message: Message, *, waiting: bool = False
     ) -> asyncio.Future[None] | None: ...
 
-    def _send_nowait(self, ref: AggregateRef[Any], message: Message) -> None: ...
+    def send_nowait(self, ref: AggregateRef[Any], message: Message) -> None: ...
 
-    def _withdraw(self, stream_id: str, message: Message) -> bool: ...
+    def withdraw(self, stream_id: str, message: Message) -> bool: ...
 
 
 class _Default(enum.Enum):
@@ -122,7 +122,7 @@ class AggregateRef(Generic[S]):
         try:
             if limit is None:
                 # _deliver inlined: one coroutine fewer alive per waiting ask
-                waiting = self._runtime._send(self, message, waiting=True)
+                waiting = self._runtime.send(self, message, waiting=True)
                 if waiting is not None:
                     await waiting
                 elif future.done():
@@ -134,17 +134,17 @@ class AggregateRef(Generic[S]):
                 return await self._deliver(message, future)
         except asyncio.CancelledError:
             # cancelled: a command still waiting in the mailbox is taken back, never run
-            self._runtime._withdraw(self.stream_id, message)
+            self._runtime.withdraw(self.stream_id, message)
             raise
         finally:
             if metrics is not None:
                 labels = {"category": self.decider.name}
                 metrics.record(ASK_DURATION, time.perf_counter() - started, labels)
-        withdrawn = self._runtime._withdraw(self.stream_id, message)
+        withdrawn = self._runtime.withdraw(self.stream_id, message)
         raise AskTimeoutError(self.stream_id, type(command).__name__, limit, not withdrawn)
 
     async def _deliver(self, message: Message, future: asyncio.Future[_T]) -> _T:
-        waiting = self._runtime._send(self, message)
+        waiting = self._runtime.send(self, message)
         if waiting is not None:
             await waiting
         return await future
@@ -168,7 +168,7 @@ class AggregateRef(Generic[S]):
             reserved key
         """
         stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
-        waiting = self._runtime._send(self, Command(command, None, stored, explicit))
+        waiting = self._runtime.send(self, Command(command, None, stored, explicit))
         if waiting is not None:
             await waiting
 
@@ -191,7 +191,7 @@ class AggregateRef(Generic[S]):
             reserved key
         """
         stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
-        self._runtime._send_nowait(self, Command(command, None, stored, explicit))
+        self._runtime.send_nowait(self, Command(command, None, stored, explicit))
 
     async def state(self) -> S:
         """Return a deep copy of the aggregate's state after every message sent before this.

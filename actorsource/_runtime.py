@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import enum
 import functools
 import logging
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, overload
@@ -26,15 +24,14 @@ from ._actor import (
 from ._aggregate import Aggregate, decider_of
 from ._codec import Codec, event_type_spec
 from ._decider import Decider
+from ._dispatcher import Dispatcher, RuntimeState
 from ._errors import (
     DefinitionError,
-    MailboxFullError,
     RuntimeClosedError,
     StoreError,
 )
 from ._hosting import ProjectionHost
-from ._messages import Message
-from ._metrics import PASSIVATIONS, Metrics
+from ._metrics import Metrics
 from ._policies import Backoff, Passivation, SnapshotEvery
 from ._projection import Projection, ProjectionStatus
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent
@@ -49,19 +46,6 @@ A = TypeVar("A", bound=Aggregate)
 P = TypeVar("P", bound=Projection)
 _T = TypeVar("_T")
 S = TypeVar("S")
-
-
-class RuntimeState(enum.Enum):
-    """The lifecycle of a runtime: it can be entered once."""
-
-    #: made, not entered yet: refs can be made, messages cannot be sent
-    UNOPENED = "unopened"
-    #: serving messages
-    OPEN = "open"
-    #: leaving its context: finishing what was accepted, refusing new messages
-    CLOSING = "closing"
-    #: closed for good
-    CLOSED = "closed"
 
 
 @attrs.frozen(slots=True)
@@ -210,22 +194,25 @@ class Runtime:
         if ask_timeout is not None and ask_timeout <= 0:
             msg = f"ask_timeout must be > 0 seconds or None, got {ask_timeout!r}"
             raise ValueError(msg)
-        #: the default limit of ``ask`` (seconds; None: wait as long as it takes)
-        self.ask_timeout = ask_timeout
         if shutdown_timeout is not None and shutdown_timeout < 0:
             msg = f"shutdown_timeout must be >= 0 seconds or None, got {shutdown_timeout!r}"
             raise ValueError(msg)
-        #: how long leaving the context may drain before the rest is abandoned (None: no limit)
-        self.shutdown_timeout = shutdown_timeout
         self.passivate_after = passivate_after
         self.max_active = max_active
-        #: whether idle actors are kept in LRU order (only a timer or a cap needs it)
-        self._track_idle = passivate_after is not None or max_active is not None
+        #: where counters and histograms go (None: nowhere)
+        self.metrics = metrics
+        #: the live actors: mailboxes, admission, passivation
+        self._dispatcher = dispatcher = Dispatcher(
+            passivation,
+            ask_timeout=ask_timeout,
+            shutdown_timeout=shutdown_timeout,
+            metrics=metrics,
+        )
         self._codec = Codec()
         self._counters = Counters()
         #: what the store offers beyond the core contract, asked once
         self._capabilities = capabilities = store.capabilities()
-        self._context = ActorContext(
+        dispatcher.context = self._context = ActorContext(
             store=store,
             codec=self._codec,
             counters=self._counters,
@@ -242,36 +229,16 @@ class Runtime:
             append_then=_appender(store, capabilities),
             find_command_events=store.find_command_events,
             idempotency_window=idempotency_window,
-            admit=self._admit,
-            try_admit=self._try_admit,
-            on_idle=self._on_idle,
-            start_task=self._start_task,
-            spawn=self._spawn,
+            admit=dispatcher.admit,
+            try_admit=dispatcher.try_admit,
+            on_idle=dispatcher.on_idle,
+            start_task=dispatcher.start_task,
+            spawn=dispatcher.spawn,
             burst=capabilities.burst or _no_burst,
             metrics=metrics,
         )
-        #: where counters and histograms go (None: nowhere)
-        self.metrics = metrics
-        self._state = RuntimeState.UNOPENED
-        self._actors: dict[str, Actor] = {}
-        self._actors_high = 0  # the most actors held since the maps were last compacted
-        #: loaded actors with no task and an empty mailbox, least recently used first
-        self._idle: OrderedDict[str, Actor] = OrderedDict()
-        #: places of actors in memory (max_active): taken by an admitted actor
-        self._admission = Slots(max_active)
-        self._tasks: set[asyncio.Task[None]] = set()
-        #: actors with messages to drain on the next loop step (see _schedule)
-        self._ready: deque[Actor] = deque()
-        self._ready_scheduled = False
-        #: actors are draining now (a message sent meanwhile waits for the next step)
-        self._draining = False
-        #: actors with work scheduled or under way; leaving the context waits for zero
-        self._busy = 0
-        self._all_idle = asyncio.Event()
-        self._idle_changed = asyncio.Event()
         self._opened_store = False
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._timer_scope = anyio.CancelScope()
         self._deciders: dict[object, Decider[Any, Any, Any]] = {}
         #: stream category -> the aggregate (class or Decider) that uses it here, and its Decider
         self._categories: dict[str, tuple[object, Decider[Any, Any, Any]]] = {}
@@ -285,7 +252,26 @@ class Runtime:
         )
 
     def __repr__(self) -> str:
-        return f"<Runtime {self._state.value} store={self.store!r} active={self._admission.taken}>"
+        active = self._dispatcher.active
+        return f"<Runtime {self._state.value} store={self.store!r} active={active}>"
+
+    @property
+    def _state(self) -> RuntimeState:
+        return self._dispatcher.state
+
+    @property
+    def ask_timeout(self) -> float | None:
+        """The default limit of ``ask`` (seconds; None: wait as long as it takes)."""
+        return self._dispatcher.ask_timeout
+
+    @ask_timeout.setter
+    def ask_timeout(self, value: float | None) -> None:
+        self._dispatcher.ask_timeout = value
+
+    @property
+    def shutdown_timeout(self) -> float | None:
+        """How long leaving the context may drain before the rest is abandoned."""
+        return self._dispatcher.shutdown_timeout
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -301,14 +287,10 @@ class Runtime:
         if not self.store.is_open:
             await self.store.open()
             self._opened_store = True
-        self._idle_changed = asyncio.Event()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        if self.passivate_after is not None:
-            self._timer_scope = anyio.CancelScope()
-            task_group.start_soon(self._run_timer, name="actorsource passivation")
-        self._state = RuntimeState.OPEN
+        self._dispatcher.open(task_group)
         self._hosting.open(task_group)
         logger.debug("runtime opened", extra={"store": repr(self.store)})
         return self
@@ -321,88 +303,25 @@ class Runtime:
     ) -> None:
         if self._state is not RuntimeState.OPEN:
             return
-        self._state = RuntimeState.CLOSING
         self._hosting.closing()
         task_group = self._task_group
         assert task_group is not None
         try:
-            # stop idle actors now; busy ones stop as their mailboxes drain (see _on_idle)
-            self.passivate_idle()
-            with anyio.move_on_after(self.shutdown_timeout) as deadline:
-                await self._wait_all_idle()
-            if deadline.cancelled_caught:
-                self._abandon()
-                # appends already handed to the store may still finish: one more deadline
-                with anyio.move_on_after(self.shutdown_timeout) as grace:
-                    await self._wait_all_idle()
-                if grace.cancelled_caught:
-                    self._abandon_in_flight()
-                    task_group.cancel_scope.cancel()  # snapshot saves on a hung store too
-            # stop the passivation timer and the projections; leaving the task group waits for
-            # snapshot saves
-            self._timer_scope.cancel()
+            await self._dispatcher.close(task_group.cancel_scope.cancel)
+            # stop the projections; leaving the task group waits for snapshot saves
             await self._hosting.close()
         except BaseException:
-            for task in self._tasks:
-                task.cancel()
+            self._dispatcher.cancel_tasks()
             task_group.cancel_scope.cancel()
             raise
         finally:
             try:
                 await task_group.__aexit__(None, None, None)
             finally:
-                self._state = RuntimeState.CLOSED
+                self._dispatcher.state = RuntimeState.CLOSED
                 if self._opened_store:
                     await self.store.close()
             logger.debug("runtime closed", extra={"store": repr(self.store)})
-
-    async def _wait_all_idle(self) -> None:
-        while self._busy:
-            self._all_idle.clear()
-            await self._all_idle.wait()
-
-    def _abandon(self) -> None:
-        """The shutdown deadline passed: fail every message not yet taken, and say which."""
-        left: dict[str, int] = {}
-        for actor in list(self._actors.values()):
-            count = len(actor.mailbox) + len(actor.overflow or ())
-            if count:
-                left[actor.stream_id] = count
-                actor.fail_queued(
-                    RuntimeClosedError(
-                        f"the runtime closed before this message to {actor.stream_id!r} was "
-                        f"processed (shutdown deadline of {self.shutdown_timeout} s passed)"
-                    )
-                )
-        for task in list(self._tasks):  # activations and conflict backoffs
-            task.cancel()
-        logger.warning(
-            "shutdown deadline passed: %d message(s) to %d aggregate(s) not processed",
-            sum(left.values()),
-            len(left),
-            extra={"deadline": self.shutdown_timeout, "abandoned": left},
-        )
-
-    def _abandon_in_flight(self) -> None:
-        """The store did not answer in time either: its callers are told the outcome is unknown."""
-        streams = []
-        for actor in list(self._actors.values()):
-            if actor.in_flight is not None:
-                streams.append(actor.stream_id)
-                batch = actor.in_flight.batch
-                error = StoreError(
-                    f"the runtime closed while an append to {actor.stream_id!r} was in flight; "
-                    "the store did not answer in time, so the outcome is unknown"
-                )
-                for message in batch:
-                    future = message.reply
-                    if future is not None and not future.done():
-                        future.set_exception(error)
-        logger.error(
-            "shutdown: the store did not finish %d append(s) in time",
-            len(streams),
-            extra={"streams": streams},
-        )
 
     # -- refs and messages -----------------------------------------------------------------
 
@@ -421,7 +340,8 @@ class Runtime:
             used in this runtime has its stream category
         """
         decider = self._decider(aggregate, aggregate_id)
-        return AggregateRef(self, decider, aggregate_id, f"{decider.name}-{aggregate_id}")
+        stream_id = f"{decider.name}-{aggregate_id}"
+        return AggregateRef(self._dispatcher, decider, aggregate_id, stream_id)
 
     def _decider(self, aggregate: Any, aggregate_id: str) -> Decider[Any, Any, Any]:
         if not isinstance(aggregate_id, str) or not aggregate_id:
@@ -497,7 +417,7 @@ class Runtime:
             msg = f"state_at({stream_id!r}) needs exactly one of version= and at="
             raise ValueError(msg)
         if self._state is not RuntimeState.OPEN:
-            raise RuntimeClosedError(self._closed_message(stream_id))
+            raise RuntimeClosedError(self._dispatcher.closed_message(stream_id))
         if at is not None:
             version = await self.store.stream_version(stream_id, at=at)
         else:
@@ -669,239 +589,14 @@ class Runtime:
             projection, factory=factory, from_position=from_position
         )
 
-    def _actor_for(self, ref: AggregateRef[Any]) -> Actor:
-        if self._state is not RuntimeState.OPEN:
-            raise RuntimeClosedError(self._closed_message(ref.stream_id))
-        actor = self._actors.get(ref.stream_id)
-        if actor is None:
-            actor = Actor(self._context, ref.decider, ref.stream_id)
-            self._actors[ref.stream_id] = actor
-            self._actors_high = max(self._actors_high, len(self._actors))
-        return actor
-
-    def _enqueue(self, actor: Actor, message: Message) -> None:
-        actor.mailbox.append(message)
-        if not actor.running:
-            self._mark_running(actor)
-            self._schedule(actor)
-
-    def _mark_running(self, actor: Actor) -> None:
-        """Count an idle actor as busy (it has a message to drain) and no longer idle."""
-        actor.running = True
-        self._busy += 1
-        self._idle.pop(actor.stream_id, None)
-
-    def _drain_now(self, actor: Actor, message: Message) -> None:
-        """Give an idle actor a message and drain it at once, in a context of its own (not the
-        sender's context variables), as one burst of writes."""
-        actor.mailbox.append(message)
-        # _mark_running, inlined: this runs once per ask
-        actor.running = True
-        self._busy += 1
-        if self._idle:
-            self._idle.pop(actor.stream_id, None)
-        # a flag set and reset here, not a context manager: two Python calls fewer per ask
-        self._draining = True
-        try:
-            with self._context.burst():
-                contextvars.Context().run(actor.drain)
-        except Exception:  # the actor crashed, logged, and failed its callers
-            pass
-        finally:
-            self._draining = False
-
-    def _schedule(self, actor: Actor) -> None:
-        """Drain ``actor`` on the next loop step, so that messages sent meanwhile join its batch.
-
-        Ready actors wait in one queue drained by one callback: a loop step costs one handle,
-        however many actors became ready in it.
-        """
-        self._ready.append(actor)
-        if not self._ready_scheduled:
-            self._ready_scheduled = True
-            asyncio.get_running_loop().call_soon(self._drain_ready)
-
-    def _drain_ready(self) -> None:
-        self._ready_scheduled = False
-        ready = self._ready
-        # the appends of all these actors go to the writer together, as soon as they are made
-        self._draining = True
-        try:
-            with self._context.burst():
-                # only those ready now: actors made ready while draining wait for the next step
-                for _ in range(len(ready)):
-                    actor = ready.popleft()
-                    try:
-                        actor.drain()
-                    except Exception:  # the actor crashed, logged, and failed its callers
-                        continue
-        finally:
-            self._draining = False
-
-    def _send(
-        self, ref: AggregateRef[Any], message: Message, *, waiting: bool = False
-    ) -> asyncio.Future[None] | None:
-        """Enqueue a message; if the mailbox is full, return a future to await for room.
-
-        Not a coroutine: the common case (room in the mailbox) costs no coroutine object.
-
-        :param waiting: the sender waits for the outcome (``ask``): an idle actor then takes
-            the message in the sender's step, not on the next loop step (nothing could join its
-            batch meanwhile that the sender would not wait for anyway)
-        """
-        if self._state is not RuntimeState.OPEN:
-            raise RuntimeClosedError(self._closed_message(ref.stream_id))
-        actor = self._actors.get(ref.stream_id) or self._actor_for(ref)
-        if len(actor.mailbox) < self._context.mailbox_size and not actor.overflow:
-            if waiting and not actor.running and not self._draining:
-                self._drain_now(actor, message)
-            else:
-                self._enqueue(actor, message)
-            return None
-        # full: wait for room, in arrival order, behind the senders already waiting
-        entered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if actor.overflow is None:
-            actor.overflow = deque()
-        actor.overflow.append((message, entered))
-        return entered
-
-    def _withdraw(self, stream_id: str, message: Message) -> bool:
-        """Take a message back if no actor has taken it yet; return whether it was."""
-        actor = self._actors.get(stream_id)
-        if actor is None:
-            return False
-        for index, queued in enumerate(actor.mailbox):
-            if queued is message:
-                del actor.mailbox[index]
-                return True
-        if actor.overflow:
-            for index, (queued, entered) in enumerate(actor.overflow):
-                if queued is message:
-                    del actor.overflow[index]
-                    entered.cancel()
-                    return True
-        return False
-
-    def _send_nowait(self, ref: AggregateRef[Any], message: Message) -> None:
-        actor = self._actor_for(ref)
-        if len(actor.mailbox) >= self._context.mailbox_size or actor.overflow:
-            raise MailboxFullError(ref.stream_id, self._context.mailbox_size)
-        self._enqueue(actor, message)
-
-    def _closed_message(self, stream_id: str) -> str:
-        if self._state is RuntimeState.UNOPENED:
-            return f"cannot send to {stream_id!r}: the runtime is not open yet (async with it)"
-        return f"cannot send to {stream_id!r}: the runtime is {self._state.value}"
-
-    # -- activation limits and passivation -------------------------------------------------------
-
-    def _try_admit(self, actor: Actor) -> bool:
-        """Admit the actor if it need not wait (under ``max_active``, or an idle actor makes
-        room); return whether it was."""
-        admission = self._admission
-        if not admission.try_take():
-            if not self._idle or admission.waiting:
-                return False
-            _, victim = next(iter(self._idle.items()))
-            self._passivate(victim)  # gives its place back
-            if not admission.try_take():
-                return False
-        actor.admitted = True
-        return True
-
-    async def _admit(self, actor: Actor) -> None:
-        if not self._try_admit(actor):
-            # every active actor is busy: wait for one to go idle and hand us its place
-            await self._admission.take()
-        actor.admitted = True
-
-    def _on_idle(self, actor: Actor) -> None:
-        if actor.mailbox:  # a message arrived as the actor finished
-            actor.running = True
-            self._schedule(actor)
-            return
-        self._busy -= 1
-        if not self._busy:
-            self._all_idle.set()
-        if not actor.loaded or self._state is not RuntimeState.OPEN or self._admission.waiting:
-            self._passivate(actor)
-            return
-        if not self._track_idle:
-            return  # nothing passivates idle actors: spare the bookkeeping
-        actor.idle_since = asyncio.get_running_loop().time()
-        self._idle[actor.stream_id] = actor
-        if len(self._idle) == 1:
-            self._idle_changed.set()
-
-    def _passivate(self, actor: Actor) -> None:
-        """Remove an idle actor from memory (it has no task and an empty mailbox)."""
-        self._idle.pop(actor.stream_id, None)
-        actors = self._actors
-        if actors.get(actor.stream_id) is actor:
-            del actors[actor.stream_id]
-            if self._actors_high > 1024 and len(actors) < self._actors_high // 4:
-                self._compact()
-        if actor.admitted:
-            actor.admitted = False
-            if actor.loaded:
-                self._counters.passivations += 1
-                if self.metrics is not None:
-                    self.metrics.add(PASSIVATIONS, 1, {"category": actor.decider.name})
-            actor.unload()
-            self._admission.give_back()
-
-    def _compact(self) -> None:
-        # Python dicts never shrink when keys are deleted: after a mass passivation the tables
-        # sized for the peak would stay. Copies are sized for what is left (amortized O(1)).
-        self._actors = dict(self._actors)
-        self._idle = OrderedDict(self._idle)
-        self._actors_high = len(self._actors)
-
-    async def _run_timer(self) -> None:
-        with self._timer_scope:
-            await self._passivate_when_due()
-
-    async def _passivate_when_due(self) -> None:
-        assert self.passivate_after is not None
-        timeout = self.passivate_after
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._idle:
-                self._idle_changed.clear()
-                await self._idle_changed.wait()
-                continue
-            now = loop.time()
-            while self._idle:
-                actor = next(iter(self._idle.values()))
-                due = actor.idle_since + timeout
-                if due > now:
-                    await anyio.sleep(due - now)
-                    break
-                self._passivate(actor)
-            else:
-                continue
+    # -- passivation -------------------------------------------------------------------------------
 
     def passivate_idle(self) -> int:
         """Passivate every idle actor now (to shed memory); return how many were passivated.
 
         Busy actors are not touched: they stay until idle, as ``passivate_after`` decides.
         """
-        if self._track_idle:
-            idle = list(self._idle.values())
-        else:
-            idle = [a for a in self._actors.values() if not a.running and not a.mailbox]
-        for actor in idle:
-            self._passivate(actor)
-        return len(idle)
-
-    def _start_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        assert self._task_group is not None
-        self._task_group.start_soon(_run_coroutine, coroutine)
+        return self._dispatcher.passivate_idle()
 
     # -- health ------------------------------------------------------------------------------------
 
@@ -964,7 +659,7 @@ class Runtime:
         """Return an immutable copy of this runtime's counters."""
         c = self._counters
         return RuntimeStatistics(
-            active_actors=self._admission.taken,
+            active_actors=self._dispatcher.active,
             activations=c.activations,
             passivations=c.passivations,
             commands_processed=c.commands_processed,
@@ -974,7 +669,7 @@ class Runtime:
             snapshots_saved=c.snapshots_saved,
             conflicts_retried=c.conflicts_retried,
             actor_failures=c.actor_failures,
-            queued_messages=sum(len(a.mailbox) for a in self._actors.values()),
+            queued_messages=self._dispatcher.queued,
             projections=self._hosting.statuses(),
         )
 
@@ -1073,10 +768,6 @@ def _call_back(
         on_done(outcome)
     except Exception:  # a crashed actor, logged by it too: logged, as the SQLite store does
         logger.exception("an append's callback failed", extra={"stream_id": stream_id})
-
-
-async def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
-    await coroutine
 
 
 def _snapshot_policy(

@@ -103,12 +103,12 @@ async def test_commands_without_an_id_are_never_looked_up_and_allocate_no_window
             ref.tell_nowait(Deposit(amount))
         await ref.state()
         assert counting.command_lookups == []
-        assert runtime._actors["Account-a"].recent is None  # the W4 memory budget: no window
+        assert runtime._dispatcher._actors["Account-a"].recent is None  # the W4 memory budget: no window
         await ref.ask(Deposit(1), command_id="c-1")
         assert counting.command_lookups == [["c-1"]]  # a new id: looked up once
         await ref.ask(Deposit(1), command_id="c-1")
         assert counting.command_lookups == [["c-1"]]  # a repeat in the window: not again
-        assert runtime._actors["Account-a"].recent is not None
+        assert runtime._dispatcher._actors["Account-a"].recent is not None
 
 
 async def test_the_same_id_twice_in_one_batch_is_decided_once(store: EventStore) -> None:
@@ -261,7 +261,7 @@ async def test_ids_beyond_the_window_are_found_in_the_store(store: EventStore, w
     async with Runtime(counting, idempotency_window=window) as runtime:
         ref = runtime.ref(Account, "a")
         originals = [await ref.ask(Deposit(n), command_id=f"c-{n}") for n in range(1, 5)]
-        remembered = runtime._actors["Account-a"].recent
+        remembered = runtime._dispatcher._actors["Account-a"].recent
         assert (len(remembered) if remembered is not None else 0) == window
         counting.command_lookups.clear()
         for n in (4, 1):
