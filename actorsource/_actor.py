@@ -95,22 +95,23 @@ class Slots:
     taken. ``count=None`` is no limit.
     """
 
-    __slots__ = ("_free", "_waiters", "taken")
+    __slots__ = ("_free", "taken", "waiters")
 
     def __init__(self, count: int | None) -> None:
         self._free = count
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        #: those waiting for a place, in turn
+        self.waiters: deque[asyncio.Future[None]] = deque()
         #: places taken now
         self.taken = 0
 
     @property
     def waiting(self) -> bool:
         """Whether someone waits for a place."""
-        return bool(self._waiters)
+        return bool(self.waiters)
 
     def try_take(self) -> bool:
         """Take a place if one is free and nobody waits for one; return whether it was."""
-        if self._waiters:
+        if self.waiters:
             return False
         if self._free is not None:
             if self._free <= 0:
@@ -124,7 +125,7 @@ class Slots:
         if self.try_take():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self.waiters.append(waiter)
         try:
             await waiter
         except BaseException:
@@ -134,8 +135,8 @@ class Slots:
 
     def give_back(self) -> None:
         """Return a place: to the first waiter still waiting, else to the free ones."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        while self.waiters:
+            waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the place passes on: still taken
                 return
@@ -240,44 +241,45 @@ class Actor:
     def drain(self) -> None:
         """Process messages until the mailbox is empty or the actor waits on the store."""
         try:
-            self._drain()
+            context = self.context
+            mailbox = self.mailbox
+            while mailbox:
+                if not (self.admitted and self.loaded):
+                    if not self._load_at_once():
+                        context.start_task(self._activate_then_drain())
+                    return
+                first = mailbox.popleft()
+                if isinstance(first, GetState):
+                    if self.overflow:
+                        self._accept_overflow()
+                    if not first.reply.done():
+                        self._answer_state(first.reply)
+                    continue
+                batch: list[Command] = [first]
+                explicit = first.command_id is not None  # an id to look up, maybe
+                limit = context.max_batch
+                while mailbox and len(batch) < limit and type(mailbox[0]) is Command:
+                    message: Command = mailbox.popleft()  # type: ignore[assignment]  # see above
+                    batch.append(message)
+                    if message.command_id is not None:
+                        explicit = True
+                if self.overflow:
+                    self._accept_overflow()
+                if explicit and self._unknown_ids(batch):
+                    context.start_task(self._look_up_then_submit(batch, 0))
+                    return  # the lookup goes on with the batch
+                try:
+                    submitted = self._submit(batch, 0)
+                except BaseException as exc:
+                    _fail_unanswered(self.stream_id, batch, exc)  # then the actor crashes
+                    raise
+                if submitted:
+                    return  # the store calls us back
+            self.running = False
+            context.on_idle(self)
         except BaseException as exc:
             self._crash(exc)
             raise
-
-    def _drain(self) -> None:
-        context = self.context
-        mailbox = self.mailbox
-        while mailbox:
-            if not (self.admitted and self.loaded):
-                if not self._load_at_once():
-                    context.start_task(self._activate_then_drain())
-                return
-            first = mailbox.popleft()
-            if isinstance(first, GetState):
-                if self.overflow:
-                    self._accept_overflow()
-                if not first.reply.done():
-                    self._answer_state(first.reply)
-                continue
-            batch: list[Command] = [first]
-            limit = context.max_batch
-            while mailbox and len(batch) < limit and type(mailbox[0]) is Command:
-                batch.append(mailbox.popleft())  # type: ignore[arg-type]  # checked just above
-            if self.overflow:
-                self._accept_overflow()
-            if self._unknown_ids(batch):
-                context.start_task(self._look_up_then_submit(batch, 0))
-                return  # the lookup goes on with the batch
-            try:
-                submitted = self._submit(batch, 0)
-            except BaseException as exc:
-                _fail_unanswered(self.stream_id, batch, exc)  # then the actor crashes
-                raise
-            if submitted:
-                return  # the store calls us back
-        self.running = False
-        context.on_idle(self)
 
     def _answer_state(self, future: asyncio.Future[Any]) -> None:
         """Answer a state request with a deep copy of the state, or with why none was made.
@@ -705,7 +707,9 @@ class Actor:
             elif isinstance(appended, BaseException):
                 self._append_failed(batch, appended)
             else:
-                self.context.supervisor.succeeded(self.stream_id)
+                supervisor = self.context.supervisor
+                if supervisor.failing:  # almost always empty: no call then
+                    supervisor.succeeded(self.stream_id)
                 self.version = appended.version
                 self.context.counters.events_appended += len(outcome.new_events)
                 if logger.isEnabledFor(logging.DEBUG):
@@ -717,7 +721,10 @@ class Actor:
                     self.unload()
                 elif self.decider.snapshot_every or self.context.snapshot is not None:
                     self._maybe_snapshot(start_version)
-            self._recycle(outcome)
+            spare = self.context.spare_outcomes  # _recycle, inlined: once per append
+            if len(spare) < _SPARE_OUTCOMES:
+                outcome.clear()
+                spare.append(outcome)
         except BaseException as exc:
             _fail_unanswered(self.stream_id, batch, exc)
             self._crash(exc)

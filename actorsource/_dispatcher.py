@@ -203,25 +203,6 @@ class Dispatcher:
         self._busy += 1
         self._idle.pop(actor.stream_id, None)
 
-    def _drain_now(self, actor: Actor, message: Message) -> None:
-        """Give an idle actor a message and drain it at once, in a context of its own (not the
-        sender's context variables), as one burst of writes."""
-        actor.mailbox.append(message)
-        # _mark_running, inlined: this runs once per ask
-        actor.running = True
-        self._busy += 1
-        if self._idle:
-            self._idle.pop(actor.stream_id, None)
-        # a flag set and reset here, not a context manager: two Python calls fewer per ask
-        self._draining = True
-        try:
-            with self.context.burst():
-                contextvars.Context().run(actor.drain)
-        except Exception:  # the actor crashed, logged, and failed its callers
-            pass
-        finally:
-            self._draining = False
-
     def _schedule(self, actor: Actor) -> None:
         """Drain ``actor`` on the next loop step, so that messages sent meanwhile join its batch.
 
@@ -265,10 +246,25 @@ class Dispatcher:
             raise RuntimeClosedError(self.closed_message(ref.stream_id))
         actor = self._actors.get(ref.stream_id) or self._actor_for(ref)
         if len(actor.mailbox) < self.context.mailbox_size and not actor.overflow:
-            if waiting and not actor.running and not self._draining:
-                self._drain_now(actor, message)
-            else:
+            if not waiting or actor.running or self._draining:
                 self._enqueue(actor, message)
+                return None
+            # an ask to an idle actor: drain it now, in a context of its own (not the sender's
+            # context variables), as one burst of writes; inlined here as it runs once per ask
+            actor.mailbox.append(message)
+            actor.running = True
+            self._busy += 1
+            if self._idle:
+                self._idle.pop(actor.stream_id, None)
+            # a flag set and reset here, not a context manager: two Python calls fewer per ask
+            self._draining = True
+            try:
+                with self.context.burst():
+                    contextvars.Context().run(actor.drain)
+            except Exception:  # the actor crashed, logged, and failed its callers
+                pass
+            finally:
+                self._draining = False
             return None
         # full: wait for room, in arrival order, behind the senders already waiting
         entered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -335,7 +331,7 @@ class Dispatcher:
         self._busy -= 1
         if not self._busy:
             self._all_idle.set()
-        if not actor.loaded or self.state is not RuntimeState.OPEN or self._admission.waiting:
+        if not actor.loaded or self.state is not RuntimeState.OPEN or self._admission.waiters:
             self._passivate(actor)
             return
         if not self._track_idle:
