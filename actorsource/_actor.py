@@ -64,6 +64,7 @@ from ._metrics import (
 )
 from ._policies import SnapshotEvery
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
+from ._rehydration import Rehydration
 from ._supervision import Supervisor
 from ._tracing import CAUSATION_ID, COMMAND_ID, CORRELATION_ID
 from .stores._base import EventStore, Latest, decode_json, encode_json
@@ -386,7 +387,7 @@ class Actor:
         try:
             if isinstance(outcome, BaseException):
                 raise outcome
-            state, version, start, complete = self._begin_load(*outcome)
+            state, version, start, complete = self._rehydration().start(*outcome)
             if not complete:  # a long stream with no usable snapshot: read the rest in a task
                 context.start_task(self._load_rest_then_drain(state, version, start, started))
                 return
@@ -405,7 +406,8 @@ class Actor:
     ) -> None:
         try:
             try:
-                state, version = await self._read_rest(state, version)
+                read = self.context.read_stream_data(self.stream_id, version + 1)
+                state, version = await self._rehydration().replay_rest(read, state, version)
                 replayed = self._end_load(state, version, start)
             finally:
                 self.context.activation_slots.give_back()
@@ -483,45 +485,15 @@ class Actor:
     async def _load(self) -> int:
         """Load the state; return how many events were replayed."""
         self.loaded = False
-        loaded = await self.context.load_latest(self.stream_id)
-        state, version, start, complete = self._begin_load(*loaded)
-        if not complete:
-            state, version = await self._read_rest(state, version)
+        context, stream_id = self.context, self.stream_id
+        state, version, start = await self._rehydration().rehydrate(
+            await context.load_latest(stream_id),
+            lambda after: context.read_stream_data(stream_id, after),
+        )
         return self._end_load(state, version, start)
 
-    def _begin_load(
-        self,
-        snapshot: SnapshotRecord | None,
-        first_page: list[tuple[int, str, JSONDict]],
-        complete: bool,  # one of the three parts of a load, as returned
-    ) -> tuple[Any, int, int, bool]:
-        """Start from the snapshot (if usable) and replay the first page.
-
-        Returns the state, its version, the version replaying started after, and whether the
-        stream has no more events.
-        """
-        state = self.decider.initial_state
-        version = 0
-        if snapshot is not None:
-            decoded = self._decode_snapshot(snapshot)
-            if decoded is not None:
-                state, version = decoded[0], snapshot.version
-            else:
-                # the page read with it starts after the snapshot: of no use without it
-                first_page, complete = [], False
-        start = version
-        state, version = self._replay(state, version, first_page)
-        return state, version, start, complete
-
-    async def _read_rest(self, state: Any, version: int) -> tuple[Any, int]:
-        """Replay the events after ``version``, read page by page."""
-        page: list[tuple[int, str, JSONDict]] = []
-        async for item in self.context.read_stream_data(self.stream_id, version + 1):
-            page.append(item)
-            if len(page) == 1000:
-                state, version = self._replay(state, version, page)
-                page = []
-        return self._replay(state, version, page)
+    def _rehydration(self) -> Rehydration:
+        return Rehydration(self.decider, self.context.codec, self.stream_id)
 
     def _end_load(self, state: Any, version: int, start: int) -> int:
         """Take the loaded state; return how many events were replayed."""
@@ -541,105 +513,6 @@ class Actor:
         self.version = version
         self.loaded = True
         return replayed
-
-    def _decode_snapshot(self, snapshot: SnapshotRecord) -> tuple[Any] | None:
-        """Return ``(state,)`` from a usable snapshot, or None (with a log line) if unusable.
-
-        A snapshot of an older schema version is upcast when the decider has an upcaster for
-        every step to its current version; a newer one, or one without that chain, is ignored
-        (the stream is replayed from the start).
-        """
-        decider = self.decider
-        stored, current = snapshot.schema_version, decider.snapshot_version
-        upcasters = decider.snapshot_upcasters
-        if stored != current:
-            missing = [step for step in range(stored, current) if step not in upcasters]
-            if stored > current or missing:
-                reason = (
-                    "the snapshot is newer than the aggregate"
-                    if stored > current
-                    else f"no snapshot upcaster for version {', '.join(map(str, missing))}"
-                )
-                logger.info(
-                    "ignoring snapshot of another schema version",
-                    extra={
-                        "stream_id": self.stream_id,
-                        "snapshot_version": stored,
-                        "expected": current,
-                        "reason": reason,
-                    },
-                )
-                return None
-        try:
-            state = self.context.codec.decode_state(
-                snapshot.state,
-                decider.state_type,
-                from_version=stored,
-                to_version=current,
-                upcasters=upcasters,
-            )
-        except CodecError as exc:
-            logger.warning(
-                "snapshot cannot be decoded; replaying the stream from the start",
-                extra={
-                    "stream_id": self.stream_id,
-                    "version": snapshot.version,
-                    "error": str(exc),
-                },
-            )
-            return None
-        return (state,)
-
-    def _replay(
-        self, state: Any, version: int, events: list[tuple[int, str, JSONDict]]
-    ) -> tuple[Any, int]:
-        """Apply stored events to ``state``; return the new state and version."""
-        decode = self.context.codec.decode_event
-        evolve = self.decider.evolve
-        for stored_version, type_name, data in events:
-            try:
-                event = decode(type_name, data)
-            except CodecError:
-                # decode again for an error that names the place (rare: it fails anyway)
-                decode(type_name, data, where=self._where(stored_version))
-                raise
-            try:
-                state = evolve(state, event)
-            except Exception as exc:
-                msg = (
-                    f"applying stored event {type_name}{self._where(stored_version)} raised "
-                    f"{type(exc).__name__}: {exc}"
-                )
-                raise ActorFailedError(self.stream_id, msg) from exc
-            version = stored_version
-        return state, version
-
-    def _where(self, version: int) -> str:
-        return f" (stream {self.stream_id!r}, version {version})"
-
-    async def state_at(self, version: int) -> Any:
-        """Return the aggregate's state after event ``version`` (time travel).
-
-        Starts from the latest usable snapshot at or before ``version`` and replays the events
-        after it, as loading does; the actor's own state is left alone (a throwaway actor,
-        never registered with the runtime, does this for ``Runtime.state_at``).
-        """
-        context = self.context
-        state, at = self.decider.initial_state, 0
-        if version > 0:
-            snapshot = await context.store.load_snapshot(self.stream_id, max_version=version)
-            decoded = self._decode_snapshot(snapshot) if snapshot is not None else None
-            if decoded is not None:
-                assert snapshot is not None
-                state, at = decoded[0], snapshot.version
-        page: list[tuple[int, str, JSONDict]] = []
-        async for stored in context.store.read_stream(self.stream_id, at + 1, version):
-            page.append((stored.version, stored.type, stored.data))
-            if len(page) == 1000:
-                state, at = self._replay(state, at, page)
-                page = []
-        state, at = self._replay(state, at, page)
-        return state
 
     def unload(self) -> None:
         """Drop the in-memory state; the next message reloads it from the store."""
@@ -830,10 +703,11 @@ class Actor:
             if owner in wanted:
                 by_command.setdefault(owner, []).append(stored)
         decode = self.context.codec.decode_event
+        where = self._rehydration().where
         for command_id, stored_events in by_command.items():
             try:
                 recorded = [
-                    RecordedEvent.of(decode(s.type, s.data, where=self._where(s.version)), s)
+                    RecordedEvent.of(decode(s.type, s.data, where=where(s.version)), s)
                     for s in stored_events
                 ]
             except CodecError as exc:

@@ -16,7 +16,6 @@ import anyio
 import attrs
 
 from ._actor import (
-    Actor,
     ActorContext,
     Counters,
     Slots,
@@ -36,6 +35,7 @@ from ._policies import Backoff, Passivation, SnapshotEvery
 from ._projection import Projection, ProjectionStatus
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent
 from ._refs import AggregateRef
+from ._rehydration import Rehydration
 from ._supervision import Supervisor
 from .stores._base import EventStore, Latest, StoreCapabilities
 from .stores._subscription import subscribe
@@ -176,9 +176,6 @@ class Runtime:
         _check_optional_positive("max_activations", max_activations)
         if activation_timeout is not None and activation_timeout <= 0:
             msg = f"activation_timeout must be > 0 seconds or None, got {activation_timeout!r}"
-            raise ValueError(msg)
-        if passivate_after is not None and passivate_after < 0:
-            msg = f"passivate_after must be >= 0 seconds or None, got {passivate_after!r}"
             raise ValueError(msg)
         if max_conflict_retries < 0:
             msg = f"max_conflict_retries must be >= 0, got {max_conflict_retries!r}"
@@ -429,7 +426,18 @@ class Runtime:
                 msg = f"{stream_id!r} is at version {head}: it has no version {version} yet"
                 raise ValueError(msg)
         assert version is not None
-        return await Actor(self._context, decider, stream_id).state_at(version)
+        snapshot = (
+            await self.store.load_snapshot(stream_id, max_version=version) if version > 0 else None
+        )
+        store, to_version = self.store, version
+
+        async def events_from(after: int) -> AsyncIterator[tuple[int, str, JSONDict]]:
+            async for stored in store.read_stream(stream_id, after, to_version):
+                yield stored.version, stored.type, stored.data
+
+        rehydration = Rehydration(decider, self._codec, stream_id)
+        state, _, _ = await rehydration.rehydrate((snapshot, [], False), events_from)
+        return state
 
     # -- reading the log as domain events --------------------------------------------------------
 
@@ -790,6 +798,9 @@ def _passivation_policy(
 ) -> Passivation:
     """The passivation policy given as a value, or made from the keywords it replaces."""
     if passivation is None:
+        if passivate_after is not None and not passivate_after >= 0:
+            msg = f"passivate_after must be >= 0 seconds or None, got {passivate_after!r}"
+            raise ValueError(msg)
         return Passivation(idle_after=passivate_after, max_active=max_active)
     if not isinstance(passivation, Passivation):
         msg = f"passivation must be a Passivation, got {passivation!r}"

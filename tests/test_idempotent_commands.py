@@ -103,7 +103,8 @@ async def test_commands_without_an_id_are_never_looked_up_and_allocate_no_window
             ref.tell_nowait(Deposit(amount))
         await ref.state()
         assert counting.command_lookups == []
-        assert runtime._dispatcher._actors["Account-a"].recent is None  # the W4 memory budget: no window
+        # the W4 memory budget: no window
+        assert runtime._dispatcher._actors["Account-a"].recent is None
         await ref.ask(Deposit(1), command_id="c-1")
         assert counting.command_lookups == [["c-1"]]  # a new id: looked up once
         await ref.ask(Deposit(1), command_id="c-1")
