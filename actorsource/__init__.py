@@ -42,6 +42,8 @@ from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownCommandError as UnknownCommandError
 from ._errors import WaitTimeoutError as WaitTimeoutError
+from ._health import Health as Health
+from ._health import HealthCheck as HealthCheck
 from ._metrics import Metrics as Metrics
 from ._metrics import RecordingMetrics as RecordingMetrics
 from ._policies import Backoff as Backoff
@@ -59,8 +61,6 @@ from ._records import SnapshotRecord as SnapshotRecord
 from ._records import StoredEvent as StoredEvent
 from ._records import StreamInfo as StreamInfo
 from ._refs import AggregateRef as AggregateRef
-from ._runtime import Health as Health
-from ._runtime import HealthCheck as HealthCheck
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._tracing import caused_by as caused_by

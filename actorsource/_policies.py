@@ -92,3 +92,42 @@ class Backoff:
     def delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failures in a row (``failures >= 1``)."""
         return float(min(self.base * 2 ** (failures - 1), self.limit))
+
+
+def snapshot_policy(
+    snapshot: SnapshotEvery | None, snapshot_every: int | None
+) -> SnapshotEvery | None:
+    """The snapshot policy given as a value, or made from the ``snapshot_every`` keyword."""
+    if snapshot is None:
+        return SnapshotEvery(snapshot_every) if snapshot_every is not None else None
+    if not isinstance(snapshot, SnapshotEvery):
+        msg = f"snapshot must be a SnapshotEvery, got {snapshot!r}"
+        raise TypeError(msg)
+    if snapshot_every is not None:
+        msg = "give snapshot= or snapshot_every=, not both"
+        raise ValueError(msg)
+    return snapshot
+
+
+def passivation_policy(
+    passivation: Passivation | None, passivate_after: float | None, max_active: int | None
+) -> Passivation:
+    """The passivation policy given as a value, or made from the keywords it replaces."""
+    if passivation is None:
+        if passivate_after is not None and not passivate_after >= 0:
+            msg = f"passivate_after must be >= 0 seconds or None, got {passivate_after!r}"
+            raise ValueError(msg)
+        return Passivation(idle_after=passivate_after, max_active=max_active)
+    if not isinstance(passivation, Passivation):
+        msg = f"passivation must be a Passivation, got {passivation!r}"
+        raise TypeError(msg)
+    if passivate_after is not None or max_active is not None:
+        msg = "give passivation= or passivate_after=/max_active=, not both"
+        raise ValueError(msg)
+    return passivation
+
+
+def check_optional_positive(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        msg = f"{name} must be an int >= 1 or None, got {value!r}"
+        raise ValueError(msg)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
 import anyio
 import attrs
@@ -27,17 +24,25 @@ from ._dispatcher import Dispatcher, RuntimeState
 from ._errors import (
     DefinitionError,
     RuntimeClosedError,
-    StoreError,
 )
+from ._health import Health, check_health
 from ._hosting import ProjectionHost
 from ._metrics import Metrics
-from ._policies import Backoff, Passivation, SnapshotEvery
+from ._policies import (
+    Backoff,
+    Passivation,
+    SnapshotEvery,
+    check_optional_positive,
+    passivation_policy,
+    snapshot_policy,
+)
 from ._projection import Projection, ProjectionStatus
-from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent
+from ._records import JSONDict, RecordedEvent
 from ._refs import AggregateRef
 from ._rehydration import Rehydration
+from ._routes import appender, data_reader, latest_loader, no_burst
 from ._supervision import Supervisor
-from .stores._base import EventStore, Latest, StoreCapabilities
+from .stores._base import EventStore
 from .stores._subscription import subscribe
 
 logger = logging.getLogger("actorsource.runtime")
@@ -76,28 +81,6 @@ class RuntimeStatistics:
     queued_messages: int
     #: each projection's position, state and lag (a rebuild in progress is listed too)
     projections: tuple[ProjectionStatus, ...] = ()
-
-
-@attrs.frozen(slots=True)
-class HealthCheck:
-    """One check of :meth:`Runtime.health`."""
-
-    #: what was checked: ``store``, ``writer`` or ``projection <name>``
-    name: str
-    #: whether it passed
-    ok: bool
-    #: what was found (a number, or the error)
-    detail: str
-
-
-@attrs.frozen(slots=True)
-class Health:
-    """The outcome of :meth:`Runtime.health`: healthy when every check passed."""
-
-    #: whether every check passed
-    healthy: bool
-    #: each check, in order
-    checks: tuple[HealthCheck, ...]
 
 
 class Runtime:
@@ -163,17 +146,17 @@ class Runtime:
         passivation: Passivation | None = None,
         supervision: Backoff | None = None,
     ) -> None:
-        _check_optional_positive("snapshot_every", snapshot_every)
-        _check_optional_positive("max_active", max_active)
-        snapshot = _snapshot_policy(snapshot, snapshot_every)
-        passivation = _passivation_policy(passivation, passivate_after, max_active)
+        check_optional_positive("snapshot_every", snapshot_every)
+        check_optional_positive("max_active", max_active)
+        snapshot = snapshot_policy(snapshot, snapshot_every)
+        passivation = passivation_policy(passivation, passivate_after, max_active)
         passivate_after, max_active = passivation.idle_after, passivation.max_active
         if supervision is not None and not isinstance(supervision, Backoff):
             msg = f"supervision must be a Backoff, got {supervision!r}"
             raise TypeError(msg)
-        _check_optional_positive("mailbox_size", mailbox_size)
-        _check_optional_positive("max_batch", max_batch)
-        _check_optional_positive("max_activations", max_activations)
+        check_optional_positive("mailbox_size", mailbox_size)
+        check_optional_positive("max_batch", max_batch)
+        check_optional_positive("max_activations", max_activations)
         if activation_timeout is not None and activation_timeout <= 0:
             msg = f"activation_timeout must be > 0 seconds or None, got {activation_timeout!r}"
             raise ValueError(msg)
@@ -220,10 +203,10 @@ class Runtime:
             activation_slots=Slots(max_activations),
             activation_timeout=activation_timeout,
             supervisor=Supervisor(supervision),
-            load_latest=_latest_loader(store, capabilities),
+            load_latest=latest_loader(store, capabilities),
             load_latest_then=capabilities.load_latest_then,
-            read_stream_data=_data_reader(store, capabilities),
-            append_then=_appender(store, capabilities),
+            read_stream_data=data_reader(store, capabilities),
+            append_then=appender(store, capabilities),
             find_command_events=store.find_command_events,
             idempotency_window=idempotency_window,
             admit=dispatcher.admit,
@@ -231,7 +214,7 @@ class Runtime:
             on_idle=dispatcher.on_idle,
             start_task=dispatcher.start_task,
             spawn=dispatcher.spawn,
-            burst=capabilities.burst or _no_burst,
+            burst=capabilities.burst or no_burst,
             metrics=metrics,
         )
         self._opened_store = False
@@ -623,43 +606,14 @@ class Runtime:
         - ``projection NAME``: the projection is not failing, and its oldest unhandled event is
           at most ``max_projection_lag`` seconds old.
         """
-        checks: list[HealthCheck] = []
-        try:
-            with anyio.fail_after(timeout):
-                head = await self.store.head_position()
-            checks.append(HealthCheck("store", True, f"reachable, head position {head}"))
-        except TimeoutError:
-            checks.append(HealthCheck("store", False, f"no answer within {timeout} s"))
-        except Exception as exc:
-            checks.append(HealthCheck("store", False, f"{type(exc).__name__}: {exc}"))
-        lag_of = self._capabilities.writer_lag
-        if lag_of is not None:
-            try:
-                lag = float(lag_of())
-                checks.append(
-                    HealthCheck(
-                        "writer",
-                        lag <= max_writer_lag,
-                        f"oldest pending write waited {lag:.3f} s (limit {max_writer_lag} s)",
-                    )
-                )
-            except Exception as exc:
-                checks.append(HealthCheck("writer", False, f"{type(exc).__name__}: {exc}"))
-        for status in self._hosting.current_statuses():
-            if status.state == "failing":
-                checks.append(
-                    HealthCheck(f"projection {status.name}", False, f"failing: {status.last_error}")
-                )
-                continue
-            checks.append(
-                HealthCheck(
-                    f"projection {status.name}",
-                    status.lag_seconds <= max_projection_lag,
-                    f"{status.state}, lag {status.lag_events} events, "
-                    f"{status.lag_seconds:.3f} s (limit {max_projection_lag} s)",
-                )
-            )
-        return Health(all(check.ok for check in checks), tuple(checks))
+        return await check_health(
+            self.store,
+            self._capabilities.writer_lag,
+            self._hosting.current_statuses(),
+            max_writer_lag=max_writer_lag,
+            max_projection_lag=max_projection_lag,
+            timeout=timeout,
+        )
 
     # -- statistics ------------------------------------------------------------------------------
 
@@ -692,126 +646,3 @@ def _describe_aggregate(aggregate: object) -> str:
     if isinstance(aggregate, type):
         return f"aggregate class {aggregate.__module__}.{aggregate.__qualname__}"
     return repr(aggregate)
-
-
-def _latest_loader(
-    store: EventStore, capabilities: StoreCapabilities
-) -> Callable[[str], Awaitable[Latest]]:
-    """Return the store's one-read activation load if it has one, else ``load_snapshot``."""
-    if capabilities.load_latest is not None:
-        return capabilities.load_latest
-
-    async def snapshot_only(stream_id: str) -> Latest:
-        return await store.load_snapshot(stream_id), [], False
-
-    return snapshot_only
-
-
-def _data_reader(
-    store: EventStore, capabilities: StoreCapabilities
-) -> Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]:
-    """Return the store's lean replay read if it has one, else one made from ``read_stream``."""
-    if capabilities.read_stream_data is not None:
-        return capabilities.read_stream_data
-
-    async def from_records(
-        stream_id: str, from_version: int
-    ) -> AsyncIterator[tuple[int, str, JSONDict]]:
-        async for stored in store.read_stream(stream_id, from_version):
-            yield stored.version, stored.type, stored.data
-
-    return from_records
-
-
-def _no_burst() -> contextlib.AbstractContextManager[None]:
-    """The burst of a store without bursts: nothing to wait for."""
-    return contextlib.nullcontext()
-
-
-#: the context variables actor callbacks run in (none set)
-_ACTOR_CONTEXT: Final = contextvars.Context()
-
-
-def _appender(
-    store: EventStore, capabilities: StoreCapabilities
-) -> Callable[[str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None]:
-    """Return the store's callback append if it has one (``append_then``), else one made from
-    its non-async ``submit_append`` or from ``append``, calling back when the future is done."""
-    if capabilities.append_then is not None:
-        return capabilities.append_then
-    submit = capabilities.submit_append
-
-    def via_future(
-        stream_id: str,
-        expected_version: int,
-        events: list[NewEvent],
-        on_done: Callable[[AppendResult | BaseException], None],
-    ) -> None:
-        future: asyncio.Future[AppendResult] = (
-            submit(stream_id, expected_version, events)
-            if submit is not None
-            else asyncio.ensure_future(store.append(stream_id, expected_version, events))
-        )
-        # the actor's work never runs in a caller's context variables
-        future.add_done_callback(
-            functools.partial(_call_back, stream_id, on_done), context=_ACTOR_CONTEXT
-        )
-
-    return via_future
-
-
-def _call_back(
-    stream_id: str,
-    on_done: Callable[[AppendResult | BaseException], None],
-    future: asyncio.Future[AppendResult],
-) -> None:
-    if future.cancelled():
-        outcome: AppendResult | BaseException = StoreError(
-            f"the append to {stream_id!r} was cancelled"
-        )
-    else:
-        error = future.exception()
-        outcome = error if error is not None else future.result()
-    try:
-        on_done(outcome)
-    except Exception:  # a crashed actor, logged by it too: logged, as the SQLite store does
-        logger.exception("an append's callback failed", extra={"stream_id": stream_id})
-
-
-def _snapshot_policy(
-    snapshot: SnapshotEvery | None, snapshot_every: int | None
-) -> SnapshotEvery | None:
-    """The snapshot policy given as a value, or made from the ``snapshot_every`` keyword."""
-    if snapshot is None:
-        return SnapshotEvery(snapshot_every) if snapshot_every is not None else None
-    if not isinstance(snapshot, SnapshotEvery):
-        msg = f"snapshot must be a SnapshotEvery, got {snapshot!r}"
-        raise TypeError(msg)
-    if snapshot_every is not None:
-        msg = "give snapshot= or snapshot_every=, not both"
-        raise ValueError(msg)
-    return snapshot
-
-
-def _passivation_policy(
-    passivation: Passivation | None, passivate_after: float | None, max_active: int | None
-) -> Passivation:
-    """The passivation policy given as a value, or made from the keywords it replaces."""
-    if passivation is None:
-        if passivate_after is not None and not passivate_after >= 0:
-            msg = f"passivate_after must be >= 0 seconds or None, got {passivate_after!r}"
-            raise ValueError(msg)
-        return Passivation(idle_after=passivate_after, max_active=max_active)
-    if not isinstance(passivation, Passivation):
-        msg = f"passivation must be a Passivation, got {passivation!r}"
-        raise TypeError(msg)
-    if passivate_after is not None or max_active is not None:
-        msg = "give passivation= or passivate_after=/max_active=, not both"
-        raise ValueError(msg)
-    return passivation
-
-
-def _check_optional_positive(name: str, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        msg = f"{name} must be an int >= 1 or None, got {value!r}"
-        raise ValueError(msg)
