@@ -17,12 +17,11 @@ from ._actor import (
     Counters,
     Slots,
 )
-from ._aggregate import Aggregate, decider_of
-from ._codec import Codec, event_type_spec
+from ._aggregate import Aggregate
+from ._codec import Codec
 from ._decider import Decider
 from ._dispatcher import Dispatcher, RuntimeState
 from ._errors import (
-    DefinitionError,
     RuntimeClosedError,
 )
 from ._health import Health, check_health
@@ -37,13 +36,13 @@ from ._policies import (
     snapshot_policy,
 )
 from ._projection import Projection, ProjectionStatus
-from ._records import JSONDict, RecordedEvent
+from ._reading import Deciders, matching_records, state_at
+from ._records import RecordedEvent
 from ._refs import AggregateRef
 from ._rehydration import Rehydration
 from ._routes import appender, data_reader, latest_loader, no_burst
 from ._supervision import Supervisor
 from .stores._base import EventStore
-from .stores._subscription import subscribe
 
 logger = logging.getLogger("actorsource.runtime")
 
@@ -219,9 +218,8 @@ class Runtime:
         )
         self._opened_store = False
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._deciders: dict[object, Decider[Any, Any, Any]] = {}
-        #: stream category -> the aggregate (class or Decider) that uses it here, and its Decider
-        self._categories: dict[str, tuple[object, Decider[Any, Any, Any]]] = {}
+        #: the aggregates used here, by class or Decider, their events registered
+        self._deciders = Deciders(self._codec)
         if not poll_interval > 0:
             msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
             raise ValueError(msg)
@@ -330,27 +328,7 @@ class Runtime:
         return self._decider_for(aggregate)
 
     def _decider_for(self, aggregate: Any) -> Decider[Any, Any, Any]:
-        """The Decider of an aggregate class (or the Decider itself), its events registered.
-
-        :raises DefinitionError: if another aggregate of this runtime has its stream category
-        """
-        decider = self._deciders.get(aggregate)
-        if decider is None:
-            decider = aggregate if isinstance(aggregate, Decider) else decider_of(aggregate)
-            claimed = self._categories.get(decider.name)
-            if claimed is not None and claimed[1] is not decider:
-                # their streams would mix: each would load the other's events, and a read of
-                # the category would return both
-                msg = (
-                    f"{_describe_aggregate(claimed[0])} and {_describe_aggregate(aggregate)} "
-                    f"both use the stream category {decider.name!r} in this runtime; give one "
-                    "of them another stream_category (a Decider: another name)"
-                )
-                raise DefinitionError(msg)
-            self._codec.register_events(decider.event_types)
-            self._deciders[aggregate] = decider
-            self._categories[decider.name] = (aggregate, decider)
-        return decider
+        return self._deciders.decider_of(aggregate)
 
     # -- time travel ---------------------------------------------------------------------------
 
@@ -409,18 +387,7 @@ class Runtime:
                 msg = f"{stream_id!r} is at version {head}: it has no version {version} yet"
                 raise ValueError(msg)
         assert version is not None
-        snapshot = (
-            await self.store.load_snapshot(stream_id, max_version=version) if version > 0 else None
-        )
-        store, to_version = self.store, version
-
-        async def events_from(after: int) -> AsyncIterator[tuple[int, str, JSONDict]]:
-            async for stored in store.read_stream(stream_id, after, to_version):
-                yield stored.version, stored.type, stored.data
-
-        rehydration = Rehydration(decider, self._codec, stream_id)
-        state, _, _ = await rehydration.rehydrate((snapshot, [], False), events_from)
-        return state
+        return await state_at(self.store, Rehydration(decider, self._codec, stream_id), version)
 
     # -- reading the log as domain events --------------------------------------------------------
 
@@ -454,36 +421,14 @@ class Runtime:
                 "actorsource.subscribe(store) reads every event as a raw record"
             )
             raise ValueError(msg)
-        if classes is not None:
-            self._codec.register_events(classes)
-        type_names = (
-            sorted(
-                {
-                    name
-                    for cls in classes
-                    for spec in (event_type_spec(cls),)
-                    for name in (spec.name, *spec.aliases)
-                }
-            )
-            if classes is not None
-            else None
-        )
-        categories = [d.name for d in deciders] if deciders is not None else None
-        records = (
-            subscribe(
-                self.store,
-                from_position,
-                types=type_names,
-                categories=categories,
-                poll_interval=self.poll_interval,
-            )
-            if live
-            else self.store.read_all(
-                from_position,
-                to_position=await self.store.head_position(),
-                types=type_names,
-                categories=categories,
-            )
+        records = await matching_records(
+            self.store,
+            self._codec,
+            from_position,
+            classes,
+            [d.name for d in deciders] if deciders is not None else None,
+            live=live,
+            poll_interval=self.poll_interval,
         )
         decode = self._codec.decode_event
         async for stored in records:
@@ -634,15 +579,3 @@ class Runtime:
             queued_messages=self._dispatcher.queued,
             projections=self._hosting.statuses(),
         )
-
-
-def _describe_aggregate(aggregate: object) -> str:
-    """Name an aggregate class, or a Decider by its decide function, for a message."""
-    if isinstance(aggregate, Decider):
-        decide = aggregate.decide
-        where = getattr(decide, "__module__", None), getattr(decide, "__qualname__", None)
-        by = f"{where[0]}.{where[1]}" if all(where) else repr(decide)
-        return f"Decider {aggregate.name!r} (decide={by})"
-    if isinstance(aggregate, type):
-        return f"aggregate class {aggregate.__module__}.{aggregate.__qualname__}"
-    return repr(aggregate)
