@@ -32,118 +32,54 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
 from contextlib import AbstractContextManager
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import attrs
 
+from ._batch import (
+    SPARE_OUTCOMES,
+    BatchOutcome,
+    Known,
+    Repeat,
+    crash_error,
+    decide_batch,
+    fail_unanswered,
+    log_appended,
+    recycle,
+    reply,
+    reply_error,
+    report,
+)
 from ._codec import Codec
+from ._context import Counters, Slots
 from ._decider import Decider
 from ._errors import (
     ActorFailedError,
     ActorsourceError,
     CodecError,
     ConcurrencyError,
-    EventApplyError,
     ProjectionError,
-    Rejected,
     StoreError,
 )
 from ._idempotency import IdempotencyWindow
-from ._ids import new_event_id
 from ._messages import Command, GetState, Message
 from ._metrics import (
     ACTIVATIONS,
-    COMMANDS,
     CONFLICTS_RETRIED,
-    EVENTS_APPENDED,
     REPLAY_DURATION,
     REPLAY_EVENTS,
-    STREAM_LENGTH,
     Metrics,
 )
 from ._policies import SnapshotEvery
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
 from ._rehydration import Rehydration
 from ._supervision import Supervisor
-from ._tracing import CAUSATION_ID, COMMAND_ID, CORRELATION_ID
-from .stores._base import EventStore, Latest, decode_json, encode_json
+from ._tracing import COMMAND_ID
+from .stores._base import EventStore, Latest
 
 logger = logging.getLogger("actorsource.actor")
 
-
-
-@attrs.define(slots=True)
-class Counters:
-    """The runtime's mutable counters; ``Runtime.statistics()`` copies them."""
-
-    activations: int = 0
-    passivations: int = 0
-    commands_processed: int = 0
-    commands_rejected: int = 0
-    events_appended: int = 0
-    events_replayed: int = 0
-    snapshots_saved: int = 0
-    conflicts_retried: int = 0
-    actor_failures: int = 0
-
-
-class Slots:
-    """A count of places (activation loads at once, actors in memory), taken in turn.
-
-    A semaphore that can also be taken without waiting (:meth:`try_take`), so that an actor
-    that need not wait goes on from a callback, with no task; and one that counts the places
-    taken. ``count=None`` is no limit.
-    """
-
-    __slots__ = ("_free", "taken", "waiters")
-
-    def __init__(self, count: int | None) -> None:
-        self._free = count
-        #: those waiting for a place, in turn
-        self.waiters: deque[asyncio.Future[None]] = deque()
-        #: places taken now
-        self.taken = 0
-
-    @property
-    def waiting(self) -> bool:
-        """Whether someone waits for a place."""
-        return bool(self.waiters)
-
-    def try_take(self) -> bool:
-        """Take a place if one is free and nobody waits for one; return whether it was."""
-        if self.waiters:
-            return False
-        if self._free is not None:
-            if self._free <= 0:
-                return False
-            self._free -= 1
-        self.taken += 1
-        return True
-
-    async def take(self) -> None:
-        """Take a place, waiting in turn for one."""
-        if self.try_take():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self.give_back()  # handed to us as we were cancelled: pass it on
-            raise
-
-    def give_back(self) -> None:
-        """Return a place: to the first waiter still waiting, else to the free ones."""
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the place passes on: still taken
-                return
-        self.taken -= 1
-        if self._free is not None:
-            self._free += 1
 
 
 @attrs.define(slots=True, eq=False)
@@ -193,8 +129,8 @@ class ActorContext:
     burst: Callable[[], AbstractContextManager[None]]
     #: where counters and histograms go (None: no metrics work at all)
     metrics: Metrics | None = None
-    #: batch outcomes replied to, kept for the next batches (see _BatchOutcome)
-    spare_outcomes: list[_BatchOutcome] = attrs.Factory(list)
+    #: batch outcomes replied to, kept for the next batches (see BatchOutcome)
+    spare_outcomes: list[BatchOutcome] = attrs.Factory(list)
 
 
 class Actor:
@@ -230,7 +166,7 @@ class Actor:
         self.running = False
         self.idle_since = 0.0
         #: the decided batch whose append the store has not answered yet (at most one)
-        self.in_flight: _BatchOutcome | None = None
+        self.in_flight: BatchOutcome | None = None
         #: explicit command id -> the events it recorded, oldest first (None until one comes)
         self.recent: IdempotencyWindow | None = None
 
@@ -272,7 +208,7 @@ class Actor:
                 try:
                     submitted = self._submit(batch, 0)
                 except BaseException as exc:
-                    _fail_unanswered(self.stream_id, batch, exc)  # then the actor crashes
+                    fail_unanswered(self.stream_id, batch, exc)  # then the actor crashes
                     raise
                 if submitted:
                     return  # the store calls us back
@@ -299,7 +235,7 @@ class Actor:
             error.__cause__ = exc
             future.set_exception(error)
         except BaseException as exc:
-            future.set_exception(_crash_error(self.stream_id, exc))  # then the actor crashes
+            future.set_exception(crash_error(self.stream_id, exc))  # then the actor crashes
             raise
         else:
             future.set_result(state)
@@ -342,7 +278,7 @@ class Actor:
         self._fail_all(error)
 
     def _fail_all(self, exc: BaseException) -> None:
-        error = _crash_error(self.stream_id, exc)
+        error = crash_error(self.stream_id, exc)
         while self.mailbox:
             future = self.mailbox.popleft().reply
             if future is not None and not future.done():
@@ -521,23 +457,23 @@ class Actor:
 
     # -- commands -------------------------------------------------------------------------------
 
-    def _submit(self, batch: list[Command], retries: int, known: _Known | None = None) -> bool:
+    def _submit(self, batch: list[Command], retries: int, known: Known | None = None) -> bool:
         """Decide a batch and hand its events to the store; True if the store will call back.
 
         :param known: what a store lookup found for the batch's explicit command ids
         """
-        outcome = self._decide_batch(batch, known)
+        outcome = decide_batch(self, batch, known)
         if outcome.rest:
             # messages after a failed applier wait for the reload, in their order
             self.mailbox.extendleft(reversed(outcome.rest))
             del batch[len(batch) - len(outcome.rest) :]
         if not outcome.new_events:
-            self._reply(batch, outcome, None)
+            reply(self, batch, outcome, None)
             if self.context.metrics is not None:
-                self._report(outcome, None)
+                report(self, outcome, None)
             if outcome.corrupted:
                 self.unload()
-            self._recycle(outcome)
+            recycle(self, outcome)
             return False
         start_version = self.version
         # at most one append is in flight per actor: keep its context here, not in a closure
@@ -576,7 +512,7 @@ class Actor:
                     appended.actual_version,
                     retries=retries,
                 )
-                self._reply_error(batch, final)
+                reply_error(self, batch, final)
             elif isinstance(appended, BaseException):
                 self._append_failed(batch, appended)
             else:
@@ -586,20 +522,20 @@ class Actor:
                 self.version = appended.version
                 self.context.counters.events_appended += len(outcome.new_events)
                 if logger.isEnabledFor(logging.DEBUG):
-                    self._log_appended(outcome.new_events, appended)
-                self._reply(batch, outcome, appended)
+                    log_appended(self, outcome.new_events, appended)
+                reply(self, batch, outcome, appended)
                 if self.context.metrics is not None:
-                    self._report(outcome, appended.version)
+                    report(self, outcome, appended.version)
                 if outcome.corrupted:
                     self.unload()
                 elif self.decider.snapshot_every or self.context.snapshot is not None:
                     self._maybe_snapshot(start_version)
             spare = self.context.spare_outcomes  # _recycle, inlined: once per append
-            if len(spare) < _SPARE_OUTCOMES:
+            if len(spare) < SPARE_OUTCOMES:
                 outcome.clear()
                 spare.append(outcome)
         except BaseException as exc:
-            _fail_unanswered(self.stream_id, batch, exc)
+            fail_unanswered(self.stream_id, batch, exc)
             self._crash(exc)
             raise
         self.drain()
@@ -610,38 +546,19 @@ class Actor:
     #: under many callers); one made per actor would tie the actor in a reference cycle
     __call__ = _appended
 
-    def _log_appended(self, new_events: list[NewEvent], result: AppendResult) -> None:
-        first_version = result.version - len(new_events) + 1
-        for offset, new in enumerate(new_events):
-            metadata = new.metadata
-            logger.debug(
-                "event appended",
-                extra={
-                    "event_id": new.event_id,
-                    "event_type": new.type,
-                    "stream_id": self.stream_id,
-                    "version": first_version + offset,
-                    "position": result.first_position + offset,
-                    "correlation_id": metadata.get(CORRELATION_ID),
-                    "causation_id": metadata.get(CAUSATION_ID),
-                    "command_id": metadata.get(COMMAND_ID),
-                    "recorded_at": result.recorded_at,
-                },
-            )
-
     async def _retry(self, batch: list[Command], retries: int) -> None:
         try:
             if retries > 2:
                 await asyncio.sleep(random.uniform(0, min(0.001 * 2**retries, 0.05)))
             if not await self._activate():
-                self._reply_error(batch, ActorFailedError(self.stream_id, "reload failed"))
+                reply_error(self, batch, ActorFailedError(self.stream_id, "reload failed"))
             else:
                 # the writer that won may have processed some of these commands itself
                 known = await self._look_up(batch) if self._unknown_ids(batch) else None
                 if self._submit(batch, retries, known):
                     return  # the store calls us back
         except BaseException as exc:
-            self._reply_error(batch, ActorFailedError(self.stream_id, "stopped"))
+            reply_error(self, batch, ActorFailedError(self.stream_id, "stopped"))
             self._crash(exc)
             raise
         self.drain()
@@ -663,12 +580,12 @@ class Actor:
             if self._submit(batch, retries, known):
                 return  # the store calls us back
         except BaseException as exc:
-            self._reply_error(batch, ActorFailedError(self.stream_id, "stopped"))
+            reply_error(self, batch, ActorFailedError(self.stream_id, "stopped"))
             self._crash(exc)
             raise
         self.drain()
 
-    async def _look_up(self, batch: list[Command]) -> _Known:
+    async def _look_up(self, batch: list[Command]) -> Known:
         """Find in the store what the batch's unknown explicit command ids recorded.
 
         Returns command id -> its recorded events, or the error to reply with (the lookup
@@ -681,7 +598,7 @@ class Actor:
             for m in batch
             if m.command_id is not None and (recent is None or m.command_id not in recent)
         }
-        known: _Known = {}
+        known: Known = {}
         try:
             found = await self.context.find_command_events(self.stream_id, wanted)
         except Exception as exc:
@@ -714,10 +631,10 @@ class Actor:
                 known[command_id] = exc
                 continue
             known[command_id] = recorded
-            self._remember(command_id, recorded)
+            self.remember(command_id, recorded)
         return known
 
-    def _remember(self, command_id: str, recorded: list[RecordedEvent[Any]]) -> None:
+    def remember(self, command_id: str, recorded: list[RecordedEvent[Any]]) -> None:
         """Keep a command's recorded events in the window (dropping the oldest if it is full)."""
         size = self.context.idempotency_window
         if not size:
@@ -727,20 +644,20 @@ class Actor:
             recent = self.recent = IdempotencyWindow(size)
         recent.remember(command_id, recorded)
 
-    def _earlier(self, command_id: str, known: _Known | None, outcome: _BatchOutcome) -> Any:
-        """What an explicit command id already recorded: a :class:`_Repeat`, an error to reply
+    def earlier(self, command_id: str, known: Known | None, outcome: BatchOutcome) -> Any:
+        """What an explicit command id already recorded: a :class:`Repeat`, an error to reply
         with, or None if it has to be decided."""
         if outcome.keyed is not None and command_id in outcome.keyed:
-            return _Repeat(None)  # decided earlier in this batch: its reply is built first
+            return Repeat(None)  # decided earlier in this batch: its reply is built first
         recent = self.recent
         if recent is not None:
             recorded = recent.get(command_id)
             if recorded is not None:
-                return _Repeat(recorded)
+                return Repeat(recorded)
         if known is not None:
             found = known.get(command_id)
             if found is not None:
-                return found if isinstance(found, Exception) else _Repeat(found)
+                return found if isinstance(found, Exception) else Repeat(found)
         return None
 
     # -- deciding and replying ---------------------------------------------------------------------
@@ -768,189 +685,7 @@ class Actor:
         else:
             failure = StoreError(f"appending to {self.stream_id!r} failed: {exc}")
             failure.__cause__ = exc
-        self._reply_error(batch, failure)
-
-    def _decide_batch(self, batch: list[Command], known: _Known | None) -> _BatchOutcome:
-        decider = self.decider
-        encode = self.context.codec.encode_event
-        inexact = self.context.codec.inexact
-        spare = self.context.spare_outcomes
-        outcome = spare.pop() if spare else _BatchOutcome()
-        # a new list each batch: the store may keep the one it is given
-        outcome.new_events = []
-        for index, message in enumerate(batch):
-            command_id = message.command_id
-            if command_id is not None:
-                earlier = self._earlier(command_id, known, outcome)
-                if earlier is not None:
-                    outcome.results.append(earlier)
-                    continue
-            try:
-                events = decider.decide_events(message.command, self.state)
-            except Exception as exc:  # Rejected and any handler error: reply, go on
-                outcome.results.append(exc)
-                continue
-            if not events:
-                outcome.results.append(())
-                continue
-            new_events = outcome.new_events
-            kept = len(new_events)
-            current_type = ""
-            try:
-                for event in events:
-                    type_name, data = encode(event)
-                    new_events.append(NewEvent(new_event_id(), type_name, data, message.metadata))
-                if inexact:  # only in runtimes with event classes that may not read back as is
-                    for event in events:
-                        if type(event) in inexact:
-                            events = self._as_stored(events, new_events, kept)
-                            break
-                state = self.state
-                for event in events:
-                    current_type = type(event).__name__
-                    state = decider.evolve(state, event)
-                self.state = state
-            except Exception as exc:
-                del new_events[kept:]  # this command's events are never stored
-                if isinstance(exc, CodecError):
-                    error: Exception = exc
-                else:
-                    error = EventApplyError(self.stream_id, current_type, exc)
-                    error.__cause__ = exc
-                outcome.results.append(error)
-                outcome.corrupted = True
-                outcome.rest = batch[index + 1 :]
-                break
-            outcome.results.append(events)
-            if command_id is not None:
-                # a second message with this id in the batch gets this one's events
-                if outcome.keyed is None:
-                    outcome.keyed = {}
-                outcome.keyed[command_id] = []  # its recorded events, once replied
-        return outcome
-
-    def _as_stored(self, events: list[Any], new_events: list[NewEvent], kept: int) -> list[Any]:
-        """Return ``events`` as a load will read them back, for those of classes whose values
-        may not come back as they were (a field typed ``Any`` holding a tuple comes back a list).
-
-        Applying these, not the originals, keeps the live state the one a reload rebuilds, and
-        replies with the events a reader of the store sees (validate before storing).
-
-        :param kept: the index in ``new_events`` of the first event's encoded form
-        :raises CodecError: if an event's data cannot be stored, or would not decode again
-        """
-        inexact = self.context.codec.inexact
-        decode = self.context.codec.decode_event
-        stored = events
-        for index, event in enumerate(events):
-            if type(event) not in inexact:
-                continue
-            if stored is events:
-                stored = list(events)
-            new = new_events[kept + index]
-            text = encode_json(new.data, "data", new)  # as the stores write it
-            try:
-                stored[index] = decode(new.type, decode_json(text))
-            except CodecError as exc:
-                msg = (
-                    f"event {new.type} would be stored in a form that does not decode again, "
-                    f"so it was not stored: {exc}"
-                )
-                raise CodecError(msg, type_name=new.type) from exc
-        return stored
-
-    def _recycle(self, outcome: _BatchOutcome) -> None:
-        """Keep a replied batch's outcome for a next batch (nothing refers to it any more)."""
-        spare = self.context.spare_outcomes
-        if len(spare) < _SPARE_OUTCOMES:
-            outcome.clear()
-            spare.append(outcome)
-
-    def _reply(self, batch: list[Command], outcome: _BatchOutcome, result: Any) -> None:
-        counters = self.context.counters
-        new_events = outcome.new_events
-        offset = 0
-        for message, decided in zip(batch, outcome.results, strict=True):
-            future = message.reply
-            command_id = message.command_id
-            counters.commands_processed += 1
-            if isinstance(decided, BaseException):
-                counters.commands_rejected += 1
-                if future is None:
-                    _log_told_failure(self.stream_id, message.command, decided)
-                elif not future.done():
-                    future.set_exception(decided)
-                continue
-            if type(decided) is _Repeat:
-                # processed before: the original events, nothing decided or stored again
-                if future is not None and not future.done():
-                    recorded = decided.recorded
-                    if recorded is None:  # processed earlier in this batch, so replied above
-                        assert outcome.keyed is not None and command_id is not None
-                        recorded = outcome.keyed[command_id]
-                    future.set_result(list(recorded))
-                continue
-            if command_id is None and (future is None or future.done()):
-                offset += len(decided)
-                continue
-            recorded = []
-            for event in decided:
-                new = new_events[offset]
-                recorded.append(
-                    RecordedEvent(
-                        event,
-                        self.stream_id,
-                        result.version - len(new_events) + offset + 1,
-                        result.first_position + offset,
-                        new.event_id,
-                        result.recorded_at,
-                        message.metadata,
-                    )
-                )
-                offset += 1
-            if command_id is not None and recorded:
-                assert outcome.keyed is not None
-                outcome.keyed[command_id] = recorded
-                self._remember(command_id, recorded)
-            if future is not None and not future.done():
-                future.set_result(recorded if command_id is None else list(recorded))
-
-    def _report(self, outcome: _BatchOutcome, version: int | None) -> None:
-        """Count a batch's commands by outcome and its events by type (metrics are on)."""
-        metrics = self.context.metrics
-        assert metrics is not None
-        category = self.decider.name
-        outcomes: dict[str, int] = {}
-        for decided in outcome.results:
-            if isinstance(decided, Rejected):
-                kind = "rejected"
-            elif isinstance(decided, BaseException):
-                kind = "failed"
-            else:
-                kind = "accepted"
-            outcomes[kind] = outcomes.get(kind, 0) + 1
-        for kind, count in outcomes.items():
-            metrics.add(COMMANDS, count, {"category": category, "outcome": kind})
-        types: dict[str, int] = {}
-        for new in outcome.new_events:
-            types[new.type] = types.get(new.type, 0) + 1
-        for event_type, count in types.items():
-            metrics.add(EVENTS_APPENDED, count, {"category": category, "event_type": event_type})
-        if version is not None:
-            metrics.record(STREAM_LENGTH, version, {"category": category})
-
-    def _reply_error(self, batch: list[Command], error: Exception) -> None:
-        if self.context.metrics is not None:
-            labels = {"category": self.decider.name, "outcome": "failed"}
-            self.context.metrics.add(COMMANDS, len(batch), labels)
-        counters = self.context.counters
-        for message in batch:
-            counters.commands_processed += 1
-            future = message.reply
-            if future is None:
-                _log_told_failure(self.stream_id, message.command, error)
-            elif not future.done():
-                future.set_exception(error)
+        reply_error(self, batch, failure)
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -986,91 +721,3 @@ class Actor:
         self.context.counters.snapshots_saved += 1
 
 
-class _BatchOutcome:
-    """What deciding a batch produced (a plain slotted class).
-
-    Replied outcomes are kept in ``ActorContext.spare_outcomes`` and used again, with their
-    ``results`` list: under load the garbage collector's work grows with the objects each
-    command keeps alive until its commit (its young collections promote them, and the older
-    generations' collections then walk them), and these two were two of about fourteen.
-    """
-
-    __slots__ = (
-        "batch",
-        "corrupted",
-        "keyed",
-        "new_events",
-        "rest",
-        "results",
-        "retries",
-        "start_version",
-    )
-
-    def __init__(self) -> None:
-        #: per decided message: its events, () for no change, or the error to reply with
-        self.results: list[Any] = []
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget the batch, for a next one (dropping what it held: events, errors)."""
-        self.results.clear()
-        #: a new list per batch (see Actor._decide_batch)
-        self.new_events: list[NewEvent] = _NO_EVENTS
-        #: an event failed to encode or apply: the state is no longer trustworthy
-        self.corrupted = False
-        #: messages not decided because of that failure
-        self.rest: list[Command] = _NO_MESSAGES
-        #: explicit command ids decided in this batch -> their recorded events (once replied)
-        self.keyed: dict[str, list[RecordedEvent[Any]]] | None = None
-        #: once its events are handed to the store: the messages decided (in order), the
-        #: version the append expects, and how often it was retried after a conflict
-        self.batch: list[Command] = _NO_MESSAGES
-        self.start_version = 0
-        self.retries = 0
-
-
-class _Repeat:
-    """The reply to a command processed before: its original recorded events."""
-
-    __slots__ = ("recorded",)
-
-    def __init__(self, recorded: list[RecordedEvent[Any]] | None) -> None:
-        #: the events; None when the command was decided earlier in the same batch
-        self.recorded = recorded
-
-
-#: what a store lookup found for explicit command ids: their events, or the error to reply with
-_Known = dict[str, "list[RecordedEvent[Any]] | Exception"]
-
-
-_NO_MESSAGES: list[Command] = []
-_NO_EVENTS: list[NewEvent] = []
-
-#: the most replied outcomes a runtime keeps for reuse (about the batches in flight at once)
-_SPARE_OUTCOMES: Final = 4096
-
-
-def _crash_error(stream_id: str, exc: BaseException) -> Exception:
-    """What the callers of a crashed actor get: the error, or that it stopped."""
-    return exc if isinstance(exc, Exception) else ActorFailedError(stream_id, "stopped")
-
-
-def _fail_unanswered(stream_id: str, batch: list[Command], exc: BaseException) -> None:
-    """A bug stopped the actor while it decided or answered a batch: its callers not yet
-    answered get the error, rather than waiting for ever."""
-    error = _crash_error(stream_id, exc)
-    for message in batch:
-        future = message.reply
-        if future is not None and not future.done():
-            future.set_exception(error)
-
-
-def _log_told_failure(stream_id: str, command: object, error: BaseException) -> None:
-    logger.warning(
-        "told command failed",
-        extra={
-            "stream_id": stream_id,
-            "command_type": type(command).__name__,
-            "error": f"{type(error).__name__}: {error}",
-        },
-    )

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from ._actor import Actor, ActorContext, Slots
+from ._actor import Actor, ActorContext
+from ._context import Slots
 from ._errors import MailboxFullError, RuntimeClosedError, StoreError
 from ._messages import Message
 from ._metrics import PASSIVATIONS, Metrics

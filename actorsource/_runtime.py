@@ -12,13 +12,10 @@ from typing import Any, Self, TypeVar, overload
 import anyio
 import attrs
 
-from ._actor import (
-    ActorContext,
-    Counters,
-    Slots,
-)
+from ._actor import ActorContext
 from ._aggregate import Aggregate
 from ._codec import Codec
+from ._context import Counters, Slots
 from ._decider import Decider
 from ._dispatcher import Dispatcher, RuntimeState
 from ._errors import (
