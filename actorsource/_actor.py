@@ -62,7 +62,7 @@ from ._errors import (
     ProjectionError,
     StoreError,
 )
-from ._idempotency import IdempotencyWindow
+from ._idempotency import IdempotencyWindow, look_up, unknown_ids
 from ._messages import Command, GetState, Message
 from ._metrics import (
     ACTIVATIONS,
@@ -75,7 +75,6 @@ from ._policies import SnapshotEvery
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
 from ._rehydration import Rehydration
 from ._supervision import Supervisor
-from ._tracing import COMMAND_ID
 from .stores._base import EventStore, Latest
 
 logger = logging.getLogger("actorsource.actor")
@@ -566,13 +565,7 @@ class Actor:
     # -- idempotent commands ----------------------------------------------------------------------
 
     def _unknown_ids(self, batch: list[Command]) -> bool:
-        """Whether a command of the batch has an explicit id that the window does not hold."""
-        recent = self.recent
-        for message in batch:
-            command_id = message.command_id
-            if command_id is not None and (recent is None or command_id not in recent):
-                return True
-        return False
+        return unknown_ids(batch, self.recent)
 
     async def _look_up_then_submit(self, batch: list[Command], retries: int) -> None:
         try:
@@ -586,53 +579,15 @@ class Actor:
         self.drain()
 
     async def _look_up(self, batch: list[Command]) -> Known:
-        """Find in the store what the batch's unknown explicit command ids recorded.
-
-        Returns command id -> its recorded events, or the error to reply with (the lookup
-        failed, or its events no longer decode). Ids not found are not in the result: those
-        commands are decided.
-        """
-        recent = self.recent
-        wanted: set[str] = {
-            m.command_id
-            for m in batch
-            if m.command_id is not None and (recent is None or m.command_id not in recent)
-        }
-        known: Known = {}
-        try:
-            found = await self.context.find_command_events(self.stream_id, wanted)
-        except Exception as exc:
-            logger.warning(
-                "command lookup failed",
-                extra={"stream_id": self.stream_id, "error": f"{type(exc).__name__}: {exc}"},
-            )
-            for command_id in wanted:
-                error = StoreError(
-                    f"looking up command {command_id!r} in {self.stream_id!r} failed: {exc}; "
-                    "it was not processed now, retry it"
-                )
-                error.__cause__ = exc
-                known[command_id] = error
-            return known
-        by_command: dict[str, list[StoredEvent]] = {}
-        for stored in found:
-            owner = stored.metadata.get(COMMAND_ID)
-            if owner in wanted:
-                by_command.setdefault(owner, []).append(stored)
-        decode = self.context.codec.decode_event
-        where = self._rehydration().where
-        for command_id, stored_events in by_command.items():
-            try:
-                recorded = [
-                    RecordedEvent.of(decode(s.type, s.data, where=where(s.version)), s)
-                    for s in stored_events
-                ]
-            except CodecError as exc:
-                known[command_id] = exc
-                continue
-            known[command_id] = recorded
-            self.remember(command_id, recorded)
-        return known
+        context = self.context
+        return await look_up(
+            context.find_command_events,
+            context.codec,
+            self.stream_id,
+            batch,
+            recent=self.recent,
+            remember=self.remember,
+        )
 
     def remember(self, command_id: str, recorded: list[RecordedEvent[Any]]) -> None:
         """Keep a command's recorded events in the window (dropping the oldest if it is full)."""

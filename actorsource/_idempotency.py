@@ -8,9 +8,21 @@ entry leaves when a new one comes in. A command not in it is looked up in the st
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
-from ._records import RecordedEvent
+from ._batch import Known
+from ._codec import Codec
+from ._errors import CodecError, StoreError
+from ._messages import Command
+from ._records import RecordedEvent, StoredEvent
+from ._tracing import COMMAND_ID
+
+logger = logging.getLogger("actorsource.actor")
+
+#: the events of a stream that commands with the given ids produced, in version order
+FindCommandEvents = Callable[[str, Collection[str]], Coroutine[Any, Any, list[StoredEvent]]]
 
 
 class IdempotencyWindow:
@@ -42,3 +54,71 @@ class IdempotencyWindow:
         entries[command_id] = recorded
         if len(entries) > self.size:
             del entries[next(iter(entries))]
+
+
+def unknown_ids(batch: list[Command], recent: IdempotencyWindow | None) -> bool:
+    """Whether a command of the batch has an explicit id that the window does not hold."""
+    for message in batch:
+        command_id = message.command_id
+        if command_id is not None and (recent is None or command_id not in recent):
+            return True
+    return False
+
+
+async def look_up(
+    find: FindCommandEvents,
+    codec: Codec,
+    stream_id: str,
+    batch: list[Command],
+    *,
+    recent: IdempotencyWindow | None,
+    remember: Callable[[str, list[RecordedEvent[Any]]], None],
+) -> Known:
+    """Find in the store what the batch's explicit command ids not in the window recorded.
+
+    Returns command id -> its recorded events (each also remembered), or the error to reply
+    with (the lookup failed, or its events no longer decode). Ids not found are not in the
+    result: those commands are decided.
+    """
+    wanted: set[str] = {
+        m.command_id
+        for m in batch
+        if m.command_id is not None and (recent is None or m.command_id not in recent)
+    }
+    known: Known = {}
+    try:
+        found = await find(stream_id, wanted)
+    except Exception as exc:
+        logger.warning(
+            "command lookup failed",
+            extra={"stream_id": stream_id, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        for command_id in wanted:
+            error = StoreError(
+                f"looking up command {command_id!r} in {stream_id!r} failed: {exc}; "
+                "it was not processed now, retry it"
+            )
+            error.__cause__ = exc
+            known[command_id] = error
+        return known
+    by_command: dict[str, list[StoredEvent]] = {}
+    for stored in found:
+        owner = stored.metadata.get(COMMAND_ID)
+        if owner in wanted:
+            by_command.setdefault(owner, []).append(stored)
+    decode = codec.decode_event
+    for command_id, stored_events in by_command.items():
+        try:
+            recorded = [
+                RecordedEvent.of(
+                    decode(s.type, s.data, where=f" (stream {stream_id!r}, version {s.version})"),
+                    s,
+                )
+                for s in stored_events
+            ]
+        except CodecError as exc:
+            known[command_id] = exc
+            continue
+        known[command_id] = recorded
+        remember(command_id, recorded)
+    return known
