@@ -72,8 +72,9 @@ from ._metrics import (
     Metrics,
 )
 from ._policies import SnapshotEvery
-from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
+from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, StoredEvent
 from ._rehydration import Rehydration
+from ._snapshots import snapshot_if_due
 from ._supervision import Supervisor
 from .stores._base import EventStore, Latest
 
@@ -365,15 +366,9 @@ class Actor:
         """
         context = self.context
         supervisor = context.supervisor
-        wait = supervisor.backoff_left(self.stream_id)
-        if wait > 0:
-            failures, last = supervisor.failures(self.stream_id)
-            error = ActorFailedError(
-                self.stream_id,
-                f"loading failed {failures} time(s) in a row, last: {last}; not retried for "
-                f"another {wait:.2f} s",
-            )
-            self._fail_all(error)
+        refusal = supervisor.refusal(self.stream_id)
+        if refusal is not None:
+            self._fail_all(refusal)
             return False
         started = time.perf_counter()
         try:
@@ -528,7 +523,14 @@ class Actor:
                 if outcome.corrupted:
                     self.unload()
                 elif self.decider.snapshot_every or self.context.snapshot is not None:
-                    self._maybe_snapshot(start_version)
+                    snapshot_if_due(
+                        self.context,
+                        self.decider,
+                        self.stream_id,
+                        self.state,
+                        previous_version=start_version,
+                        version=self.version,
+                    )
             spare = self.context.spare_outcomes  # _recycle, inlined: once per append
             if len(spare) < SPARE_OUTCOMES:
                 outcome.clear()
@@ -641,38 +643,3 @@ class Actor:
             failure = StoreError(f"appending to {self.stream_id!r} failed: {exc}")
             failure.__cause__ = exc
         reply_error(self, batch, failure)
-
-    # -- snapshots ------------------------------------------------------------------------------
-
-    def _maybe_snapshot(self, previous_version: int) -> None:
-        every = self.decider.snapshot_every
-        if every:
-            if self.version // every == previous_version // every:
-                return
-        elif self.context.snapshot is None or not self.context.snapshot.due(
-            previous_version, self.version
-        ):
-            return
-        try:
-            state = self.context.codec.encode_state(self.state)
-        except CodecError as exc:
-            logger.warning(
-                "snapshot skipped: state cannot be encoded",
-                extra={"stream_id": self.stream_id, "error": str(exc)},
-            )
-            return
-        record = SnapshotRecord(self.stream_id, self.version, state, self.decider.snapshot_version)
-        self.context.spawn(self._save_snapshot(record))
-
-    async def _save_snapshot(self, record: SnapshotRecord) -> None:
-        try:
-            await self.context.store.save_snapshot(record)
-        except Exception as exc:
-            logger.warning(
-                "snapshot save failed",
-                extra={"stream_id": record.stream_id, "version": record.version, "error": str(exc)},
-            )
-            return
-        self.context.counters.snapshots_saved += 1
-
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._errors import ActorFailedError
 from ._policies import Backoff
 
 #: the most failing aggregates remembered (the oldest entry is forgotten beyond)
@@ -31,6 +32,19 @@ class Supervisor:
         """Failures of the aggregate in a row, and why the last one happened."""
         entry = self.failing.get(stream_id)
         return (0, "") if entry is None else (entry[0], entry[2])
+
+    def refusal(self, stream_id: str) -> ActorFailedError | None:
+        """The error a message to the aggregate fails with while it waits out its backoff
+        (None: it may be loaded now)."""
+        wait = self.backoff_left(stream_id)
+        if wait <= 0:
+            return None
+        failures, last = self.failures(stream_id)
+        return ActorFailedError(
+            stream_id,
+            f"loading failed {failures} time(s) in a row, last: {last}; not retried for "
+            f"another {wait:.2f} s",
+        )
 
     def failed(self, stream_id: str, reason: str) -> None:
         """Record a failure: the aggregate waits out its backoff before its next load."""
