@@ -131,3 +131,43 @@ def check_optional_positive(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or value < 1):
         msg = f"{name} must be an int >= 1 or None, got {value!r}"
         raise ValueError(msg)
+
+
+def check_runtime_options(
+    *,
+    supervision: Backoff | None,
+    mailbox_size: int,
+    max_batch: int,
+    max_activations: int,
+    activation_timeout: float | None,
+    max_conflict_retries: int,
+    idempotency_window: int,
+    ask_timeout: float | None,
+    shutdown_timeout: float | None,
+) -> None:
+    """Refuse a runtime option out of its range, naming it (before anything is made)."""
+    if supervision is not None and not isinstance(supervision, Backoff):
+        msg = f"supervision must be a Backoff, got {supervision!r}"
+        raise TypeError(msg)
+    check_optional_positive("mailbox_size", mailbox_size)
+    check_optional_positive("max_batch", max_batch)
+    check_optional_positive("max_activations", max_activations)
+    if activation_timeout is not None and activation_timeout <= 0:
+        msg = f"activation_timeout must be > 0 seconds or None, got {activation_timeout!r}"
+        raise ValueError(msg)
+    if max_conflict_retries < 0:
+        msg = f"max_conflict_retries must be >= 0, got {max_conflict_retries!r}"
+        raise ValueError(msg)
+    if (
+        not isinstance(idempotency_window, int)
+        or isinstance(idempotency_window, bool)
+        or idempotency_window < 0
+    ):
+        msg = f"idempotency_window must be an int >= 0, got {idempotency_window!r}"
+        raise ValueError(msg)
+    if ask_timeout is not None and ask_timeout <= 0:
+        msg = f"ask_timeout must be > 0 seconds or None, got {ask_timeout!r}"
+        raise ValueError(msg)
+    if shutdown_timeout is not None and shutdown_timeout < 0:
+        msg = f"shutdown_timeout must be >= 0 seconds or None, got {shutdown_timeout!r}"
+        raise ValueError(msg)

@@ -29,6 +29,7 @@ from ._policies import (
     Passivation,
     SnapshotEvery,
     check_optional_positive,
+    check_runtime_options,
     passivation_policy,
     snapshot_policy,
 )
@@ -147,32 +148,18 @@ class Runtime:
         snapshot = snapshot_policy(snapshot, snapshot_every)
         passivation = passivation_policy(passivation, passivate_after, max_active)
         passivate_after, max_active = passivation.idle_after, passivation.max_active
-        if supervision is not None and not isinstance(supervision, Backoff):
-            msg = f"supervision must be a Backoff, got {supervision!r}"
-            raise TypeError(msg)
-        check_optional_positive("mailbox_size", mailbox_size)
-        check_optional_positive("max_batch", max_batch)
-        check_optional_positive("max_activations", max_activations)
-        if activation_timeout is not None and activation_timeout <= 0:
-            msg = f"activation_timeout must be > 0 seconds or None, got {activation_timeout!r}"
-            raise ValueError(msg)
-        if max_conflict_retries < 0:
-            msg = f"max_conflict_retries must be >= 0, got {max_conflict_retries!r}"
-            raise ValueError(msg)
-        if (
-            not isinstance(idempotency_window, int)
-            or isinstance(idempotency_window, bool)
-            or idempotency_window < 0
-        ):
-            msg = f"idempotency_window must be an int >= 0, got {idempotency_window!r}"
-            raise ValueError(msg)
+        check_runtime_options(
+            supervision=supervision,
+            mailbox_size=mailbox_size,
+            max_batch=max_batch,
+            max_activations=max_activations,
+            activation_timeout=activation_timeout,
+            max_conflict_retries=max_conflict_retries,
+            idempotency_window=idempotency_window,
+            ask_timeout=ask_timeout,
+            shutdown_timeout=shutdown_timeout,
+        )
         self.store = store
-        if ask_timeout is not None and ask_timeout <= 0:
-            msg = f"ask_timeout must be > 0 seconds or None, got {ask_timeout!r}"
-            raise ValueError(msg)
-        if shutdown_timeout is not None and shutdown_timeout < 0:
-            msg = f"shutdown_timeout must be >= 0 seconds or None, got {shutdown_timeout!r}"
-            raise ValueError(msg)
         self.passivate_after = passivate_after
         self.max_active = max_active
         #: where counters and histograms go (None: nowhere)
