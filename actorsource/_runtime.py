@@ -235,6 +235,10 @@ class Runtime:
         """How long leaving the context may drain before the rest is abandoned."""
         return self._dispatcher.shutdown_timeout
 
+    @shutdown_timeout.setter
+    def shutdown_timeout(self, value: float | None) -> None:
+        self._dispatcher.shutdown_timeout = value
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
