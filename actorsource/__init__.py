@@ -24,6 +24,7 @@ from ._aggregate import apply as apply
 from ._aggregate import command as command
 from ._codec import event_type as event_type
 from ._decider import Decider as Decider
+from ._dispatcher import RuntimeState as RuntimeState
 from ._errors import ActorFailedError as ActorFailedError
 from ._errors import ActorsourceError as ActorsourceError
 from ._errors import AskTimeoutError as AskTimeoutError
@@ -41,8 +42,13 @@ from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownCommandError as UnknownCommandError
 from ._errors import WaitTimeoutError as WaitTimeoutError
+from ._health import Health as Health
+from ._health import HealthCheck as HealthCheck
 from ._metrics import Metrics as Metrics
 from ._metrics import RecordingMetrics as RecordingMetrics
+from ._policies import Backoff as Backoff
+from ._policies import Passivation as Passivation
+from ._policies import SnapshotEvery as SnapshotEvery
 from ._projection import Projection as Projection
 from ._projection import ProjectionContext as ProjectionContext
 from ._projection import ProjectionStatus as ProjectionStatus
@@ -54,11 +60,8 @@ from ._records import RecordedEvent as RecordedEvent
 from ._records import SnapshotRecord as SnapshotRecord
 from ._records import StoredEvent as StoredEvent
 from ._records import StreamInfo as StreamInfo
-from ._runtime import AggregateRef as AggregateRef
-from ._runtime import Health as Health
-from ._runtime import HealthCheck as HealthCheck
+from ._refs import AggregateRef as AggregateRef
 from ._runtime import Runtime as Runtime
-from ._runtime import RuntimeState as RuntimeState
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._tracing import caused_by as caused_by
 from ._tuning import tune_gc as tune_gc
@@ -78,6 +81,7 @@ __all__ = [
     "AggregateRef",
     "AppendResult",
     "AskTimeoutError",
+    "Backoff",
     "CheckpointConflictError",
     "CodecError",
     "ConcurrencyError",
@@ -93,6 +97,7 @@ __all__ = [
     "MailboxFullError",
     "Metrics",
     "NewEvent",
+    "Passivation",
     "PostgresEventStore",
     "Projection",
     "ProjectionContext",
@@ -107,6 +112,7 @@ __all__ = [
     "RuntimeState",
     "RuntimeStatistics",
     "SQLiteEventStore",
+    "SnapshotEvery",
     "SnapshotRecord",
     "StoreCapabilities",
     "StoreError",

@@ -25,175 +25,55 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
 from contextlib import AbstractContextManager
-from typing import Any, Final
+from typing import Any
 
-import anyio
 import attrs
 
+from ._activation import Activation
+from ._batch import (
+    SPARE_OUTCOMES,
+    BatchOutcome,
+    Known,
+    Repeat,
+    crash_error,
+    decide_batch,
+    fail_unanswered,
+    log_appended,
+    recycle,
+    reply,
+    reply_error,
+    report,
+)
 from ._codec import Codec
+from ._context import Counters, Slots
 from ._decider import Decider
 from ._errors import (
     ActorFailedError,
     ActorsourceError,
     CodecError,
     ConcurrencyError,
-    EventApplyError,
     ProjectionError,
-    Rejected,
     StoreError,
 )
-from ._ids import new_event_id
+from ._idempotency import IdempotencyWindow, look_up, unknown_ids
+from ._messages import Command, GetState, Message
 from ._metrics import (
-    ACTIVATIONS,
-    COMMANDS,
     CONFLICTS_RETRIED,
-    EVENTS_APPENDED,
-    REPLAY_DURATION,
-    REPLAY_EVENTS,
-    STREAM_LENGTH,
     Metrics,
 )
-from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, SnapshotRecord, StoredEvent
-from ._tracing import CAUSATION_ID, COMMAND_ID, CORRELATION_ID
-from .stores._base import EventStore, Latest, decode_json, encode_json
+from ._policies import SnapshotEvery
+from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, StoredEvent
+from ._snapshots import snapshot_if_due
+from ._supervision import Supervisor
+from .stores._base import EventStore, Latest
 
 logger = logging.getLogger("actorsource.actor")
 
-# message kinds (a mailbox holds small tuples: cheap to make, cheap to keep)
-COMMAND: Final = 0
-GET_STATE: Final = 1
-
-#: (kind, command or None, reply future or None for a tell, metadata, the command id the caller
-#: gave or None)
-Message = tuple[int, Any, "asyncio.Future[Any] | None", JSONDict, "str | None"]
-
-
-@attrs.define(slots=True)
-class Counters:
-    """The runtime's mutable counters; ``Runtime.statistics()`` copies them."""
-
-    activations: int = 0
-    passivations: int = 0
-    commands_processed: int = 0
-    commands_rejected: int = 0
-    events_appended: int = 0
-    events_replayed: int = 0
-    snapshots_saved: int = 0
-    conflicts_retried: int = 0
-    actor_failures: int = 0
-
-
-class Supervisor:
-    """Backoff for aggregates whose loads or appends keep failing (a store error, a stream
-    that no longer decodes).
-
-    After the n-th failure since the aggregate's last successful append, it is not loaded again
-    for ``base * 2**(n-1)`` seconds (at most ``limit``); messages meanwhile fail at once with
-    :class:`ActorFailedError`, so a broken aggregate does not hammer the store while the
-    runtime serves the others.
-    """
-
-    __slots__ = ("_clock", "_failing", "base", "limit")
-
-    def __init__(
-        self, base: float = 0.05, limit: float = 5.0, clock: Callable[[], float] = time.monotonic
-    ):
-        self.base = base
-        self.limit = limit
-        self._clock = clock
-        #: stream id -> (failures in a row, when the next load may be tried, last reason)
-        self._failing: dict[str, tuple[int, float, str]] = {}
-
-    def backoff_left(self, stream_id: str) -> float:
-        """Seconds until the aggregate may be loaded again (0: now)."""
-        entry = self._failing.get(stream_id)
-        return 0.0 if entry is None else max(0.0, entry[1] - self._clock())
-
-    def failures(self, stream_id: str) -> tuple[int, str]:
-        """Loads of the aggregate that failed in a row, and why the last one did."""
-        entry = self._failing.get(stream_id)
-        return (0, "") if entry is None else (entry[0], entry[2])
-
-    def failed(self, stream_id: str, reason: str) -> None:
-        """Record a failed load."""
-        count = self.failures(stream_id)[0] + 1
-        delay = min(self.base * 2 ** (count - 1), self.limit)
-        if len(self._failing) >= 100_000:  # bounded: forget the oldest entry
-            del self._failing[next(iter(self._failing))]
-        self._failing[stream_id] = (count, self._clock() + delay, reason)
-
-    def succeeded(self, stream_id: str) -> None:
-        """Record a successful load (the aggregate is healthy again)."""
-        if self._failing:
-            self._failing.pop(stream_id, None)
-
-
-#: what an activation load returns: the latest snapshot, the first page of (version, type,
-#: data) after it, and whether that page is all
-
-
-class Slots:
-    """A count of places (activation loads at once, actors in memory), taken in turn.
-
-    A semaphore that can also be taken without waiting (:meth:`try_take`), so that an actor
-    that need not wait goes on from a callback, with no task; and one that counts the places
-    taken. ``count=None`` is no limit.
-    """
-
-    __slots__ = ("_free", "_waiters", "taken")
-
-    def __init__(self, count: int | None) -> None:
-        self._free = count
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        #: places taken now
-        self.taken = 0
-
-    @property
-    def waiting(self) -> bool:
-        """Whether someone waits for a place."""
-        return bool(self._waiters)
-
-    def try_take(self) -> bool:
-        """Take a place if one is free and nobody waits for one; return whether it was."""
-        if self._waiters:
-            return False
-        if self._free is not None:
-            if self._free <= 0:
-                return False
-            self._free -= 1
-        self.taken += 1
-        return True
-
-    async def take(self) -> None:
-        """Take a place, waiting in turn for one."""
-        if self.try_take():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self.give_back()  # handed to us as we were cancelled: pass it on
-            raise
-
-    def give_back(self) -> None:
-        """Return a place: to the first waiter still waiting, else to the free ones."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the place passes on: still taken
-                return
-        self.taken -= 1
-        if self._free is not None:
-            self._free += 1
 
 
 @attrs.define(slots=True, eq=False)
@@ -203,7 +83,8 @@ class ActorContext:
     store: EventStore
     codec: Codec
     counters: Counters
-    snapshot_every: int | None
+    #: the runtime's snapshot policy (an aggregate's own ``snapshot_every`` comes first)
+    snapshot: SnapshotEvery | None
     mailbox_size: int
     max_batch: int
     max_conflict_retries: int
@@ -242,28 +123,27 @@ class ActorContext:
     burst: Callable[[], AbstractContextManager[None]]
     #: where counters and histograms go (None: no metrics work at all)
     metrics: Metrics | None = None
-    #: batch outcomes replied to, kept for the next batches (see _BatchOutcome)
-    spare_outcomes: list[_BatchOutcome] = attrs.Factory(list)
+    #: batch outcomes replied to, kept for the next batches (see BatchOutcome)
+    spare_outcomes: list[BatchOutcome] = attrs.Factory(list)
 
 
-class Actor:
+class Actor(Activation):
     """The live instance of one aggregate (one stream)."""
 
     __slots__ = (
-        "admitted",
         "context",
         "decider",
         "idle_since",
         "in_flight",
-        "loaded",
         "mailbox",
         "overflow",
         "recent",
         "running",
-        "state",
         "stream_id",
-        "version",
     )
+
+    #: what every actor of the runtime shares
+    context: ActorContext
 
     def __init__(self, context: ActorContext, decider: Decider[Any, Any, Any], stream_id: str):
         self.context = context
@@ -279,9 +159,9 @@ class Actor:
         self.running = False
         self.idle_since = 0.0
         #: the decided batch whose append the store has not answered yet (at most one)
-        self.in_flight: _BatchOutcome | None = None
+        self.in_flight: BatchOutcome | None = None
         #: explicit command id -> the events it recorded, oldest first (None until one comes)
-        self.recent: dict[str, list[RecordedEvent[Any]]] | None = None
+        self.recent: IdempotencyWindow | None = None
 
     def __repr__(self) -> str:
         return f"<Actor {self.stream_id!r} v{self.version}>"
@@ -291,42 +171,45 @@ class Actor:
     def drain(self) -> None:
         """Process messages until the mailbox is empty or the actor waits on the store."""
         try:
-            self._drain()
+            context = self.context
+            mailbox = self.mailbox
+            while mailbox:
+                if not (self.admitted and self.loaded):
+                    if not self._load_at_once():
+                        context.start_task(self._activate_then_drain())
+                    return
+                first = mailbox.popleft()
+                if isinstance(first, GetState):
+                    if self.overflow:
+                        self._accept_overflow()
+                    if not first.reply.done():
+                        self._answer_state(first.reply)
+                    continue
+                batch: list[Command] = [first]
+                explicit = first.command_id is not None  # an id to look up, maybe
+                limit = context.max_batch
+                while mailbox and len(batch) < limit and type(mailbox[0]) is Command:
+                    message: Command = mailbox.popleft()  # type: ignore[assignment]  # see above
+                    batch.append(message)
+                    if message.command_id is not None:
+                        explicit = True
+                if self.overflow:
+                    self._accept_overflow()
+                if explicit and self._unknown_ids(batch):
+                    context.start_task(self._look_up_then_submit(batch, 0))
+                    return  # the lookup goes on with the batch
+                try:
+                    submitted = self._submit(batch, 0)
+                except BaseException as exc:
+                    fail_unanswered(self.stream_id, batch, exc)  # then the actor crashes
+                    raise
+                if submitted:
+                    return  # the store calls us back
+            self.running = False
+            context.on_idle(self)
         except BaseException as exc:
             self._crash(exc)
             raise
-
-    def _drain(self) -> None:
-        context = self.context
-        mailbox = self.mailbox
-        while mailbox:
-            if not (self.admitted and self.loaded):
-                if not self._load_at_once():
-                    context.start_task(self._activate_then_drain())
-                return
-            if mailbox[0][0] == GET_STATE:
-                _, _, future, _, _ = mailbox.popleft()
-                self._accept_overflow()
-                if future is not None and not future.done():
-                    self._answer_state(future)
-                continue
-            batch = [mailbox.popleft()]
-            limit = context.max_batch
-            while mailbox and len(batch) < limit and mailbox[0][0] == COMMAND:
-                batch.append(mailbox.popleft())
-            self._accept_overflow()
-            if self._unknown_ids(batch):
-                context.start_task(self._look_up_then_submit(batch, 0))
-                return  # the lookup goes on with the batch
-            try:
-                submitted = self._submit(batch, 0)
-            except BaseException as exc:
-                _fail_unanswered(self.stream_id, batch, exc)  # then the actor crashes
-                raise
-            if submitted:
-                return  # the store calls us back
-        self.running = False
-        context.on_idle(self)
 
     def _answer_state(self, future: asyncio.Future[Any]) -> None:
         """Answer a state request with a deep copy of the state, or with why none was made.
@@ -345,7 +228,7 @@ class Actor:
             error.__cause__ = exc
             future.set_exception(error)
         except BaseException as exc:
-            future.set_exception(_crash_error(self.stream_id, exc))  # then the actor crashes
+            future.set_exception(crash_error(self.stream_id, exc))  # then the actor crashes
             raise
         else:
             future.set_result(state)
@@ -357,18 +240,6 @@ class Actor:
         self.unload()
         self.running = False
         self.context.on_idle(self)
-
-    async def _activate_then_drain(self) -> None:
-        try:
-            if not self.admitted:
-                await self.context.admit(self)
-            if not self.loaded:
-                await self._activate()
-        except BaseException as exc:
-            self._crash(exc)
-            raise
-        with self.context.burst():  # its append is all there is: an idle writer starts now
-            self.drain()
 
     def _accept_overflow(self) -> None:
         overflow = self.overflow
@@ -388,305 +259,16 @@ class Actor:
         self._fail_all(error)
 
     def _fail_all(self, exc: BaseException) -> None:
-        error = _crash_error(self.stream_id, exc)
+        error = crash_error(self.stream_id, exc)
         while self.mailbox:
-            _, _, future, _, _ = self.mailbox.popleft()
+            future = self.mailbox.popleft().reply
             if future is not None and not future.done():
                 future.set_exception(error)
         if self.overflow:
             while self.overflow:
-                (_, _, future, _, _), entered = self.overflow.popleft()
+                _, entered = self.overflow.popleft()
                 if not entered.done():
                     entered.set_exception(error)
-
-    # -- loading ------------------------------------------------------------------------------
-
-    def _load_at_once(self) -> bool:
-        """Start loading with a callback when nothing has to wait; return False if something
-        does (then the task path, :meth:`_activate_then_drain`, loads).
-
-        The usual activation: no task, no coroutines, and the load's reply reaches the actor in
-        the loop step that receives it (one step and a task switch fewer than a task's).
-        """
-        context = self.context
-        load_then = context.load_latest_then
-        if load_then is None or context.activation_timeout is not None:
-            return False
-        if context.supervisor.backoff_left(self.stream_id) > 0:
-            return False  # the task path fails the messages, saying why
-        if not self.admitted and not context.try_admit(self):
-            return False
-        if not context.activation_slots.try_take():
-            return False
-        self.loaded = False
-        started = time.perf_counter()
-        try:
-            load_then(self.stream_id, functools.partial(self._loaded, started))
-        except Exception:  # the store cannot read: the task path meets the error and reports it
-            context.activation_slots.give_back()
-            return False
-        return True
-
-    def _loaded(self, started: float, outcome: Latest | BaseException) -> None:
-        """The store's call back with what :meth:`_load_at_once` asked for."""
-        context = self.context
-        try:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            state, version, start, complete = self._begin_load(*outcome)
-            if not complete:  # a long stream with no usable snapshot: read the rest in a task
-                context.start_task(self._load_rest_then_drain(state, version, start, started))
-                return
-            replayed = self._end_load(state, version, start)
-        except Exception as exc:
-            context.activation_slots.give_back()
-            self._load_failed(exc)
-        else:
-            context.activation_slots.give_back()
-            self._load_succeeded(started, replayed)
-        with context.burst():  # its append is all there is: an idle writer starts now
-            self.drain()
-
-    async def _load_rest_then_drain(
-        self, state: Any, version: int, start: int, started: float
-    ) -> None:
-        try:
-            try:
-                state, version = await self._read_rest(state, version)
-                replayed = self._end_load(state, version, start)
-            finally:
-                self.context.activation_slots.give_back()
-        except Exception as exc:
-            self._load_failed(exc)
-        except BaseException as exc:
-            self._crash(exc)
-            raise
-        else:
-            self._load_succeeded(started, replayed)
-        with self.context.burst():
-            self.drain()
-
-    async def _activate(self) -> bool:
-        """Load the snapshot and the events after it; on failure fail the queued messages.
-
-        Loads are limited in number (``max_activations``) and in time (``activation_timeout``),
-        and an aggregate whose loads keep failing is not tried again until its backoff passed:
-        meanwhile its messages fail at once, without touching the store.
-        """
-        context = self.context
-        supervisor = context.supervisor
-        wait = supervisor.backoff_left(self.stream_id)
-        if wait > 0:
-            failures, last = supervisor.failures(self.stream_id)
-            error = ActorFailedError(
-                self.stream_id,
-                f"loading failed {failures} time(s) in a row, last: {last}; not retried for "
-                f"another {wait:.2f} s",
-            )
-            self._fail_all(error)
-            return False
-        started = time.perf_counter()
-        try:
-            await context.activation_slots.take()
-            try:
-                if context.activation_timeout is None:
-                    # no cancel scope to enter and leave: a measurable share of an activation
-                    replayed = await self._load()
-                else:
-                    with anyio.fail_after(context.activation_timeout):
-                        replayed = await self._load()
-            finally:
-                context.activation_slots.give_back()
-        except Exception as exc:
-            self._load_failed(exc)
-            return False
-        self._load_succeeded(started, replayed)
-        return True
-
-    def _load_failed(self, exc: Exception) -> None:
-        """A load failed: count it, back off, and fail the queued messages with the reason."""
-        context = self.context
-        context.counters.actor_failures += 1
-        if isinstance(exc, TimeoutError):
-            reason = f"loading took longer than {context.activation_timeout} s"
-        else:
-            reason = f"loading the aggregate failed: {exc}"
-        context.supervisor.failed(self.stream_id, reason)
-        logger.warning("actor failed to load", extra={"stream_id": self.stream_id, "error": reason})
-        error = ActorFailedError(self.stream_id, reason)
-        error.__cause__ = exc
-        self._fail_all(error)
-
-    def _load_succeeded(self, started: float, replayed: int) -> None:
-        context = self.context
-        context.counters.activations += 1
-        metrics = context.metrics
-        if metrics is not None:
-            labels = {"category": self.decider.name}
-            metrics.add(ACTIVATIONS, 1, labels)
-            metrics.record(REPLAY_DURATION, time.perf_counter() - started, labels)
-            metrics.record(REPLAY_EVENTS, replayed, labels)
-
-    async def _load(self) -> int:
-        """Load the state; return how many events were replayed."""
-        self.loaded = False
-        loaded = await self.context.load_latest(self.stream_id)
-        state, version, start, complete = self._begin_load(*loaded)
-        if not complete:
-            state, version = await self._read_rest(state, version)
-        return self._end_load(state, version, start)
-
-    def _begin_load(
-        self,
-        snapshot: SnapshotRecord | None,
-        first_page: list[tuple[int, str, JSONDict]],
-        complete: bool,  # one of the three parts of a load, as returned
-    ) -> tuple[Any, int, int, bool]:
-        """Start from the snapshot (if usable) and replay the first page.
-
-        Returns the state, its version, the version replaying started after, and whether the
-        stream has no more events.
-        """
-        state = self.decider.initial_state
-        version = 0
-        if snapshot is not None:
-            decoded = self._decode_snapshot(snapshot)
-            if decoded is not None:
-                state, version = decoded[0], snapshot.version
-            else:
-                # the page read with it starts after the snapshot: of no use without it
-                first_page, complete = [], False
-        start = version
-        state, version = self._replay(state, version, first_page)
-        return state, version, start, complete
-
-    async def _read_rest(self, state: Any, version: int) -> tuple[Any, int]:
-        """Replay the events after ``version``, read page by page."""
-        page: list[tuple[int, str, JSONDict]] = []
-        async for item in self.context.read_stream_data(self.stream_id, version + 1):
-            page.append(item)
-            if len(page) == 1000:
-                state, version = self._replay(state, version, page)
-                page = []
-        return self._replay(state, version, page)
-
-    def _end_load(self, state: Any, version: int, start: int) -> int:
-        """Take the loaded state; return how many events were replayed."""
-        replayed = version - start
-        self.context.counters.events_replayed += replayed
-        if replayed and logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "events replayed",
-                extra={
-                    "stream_id": self.stream_id,
-                    "event_count": replayed,
-                    "from_version": start + 1,
-                    "to_version": version,
-                },
-            )
-        self.state = state
-        self.version = version
-        self.loaded = True
-        return replayed
-
-    def _decode_snapshot(self, snapshot: SnapshotRecord) -> tuple[Any] | None:
-        """Return ``(state,)`` from a usable snapshot, or None (with a log line) if unusable.
-
-        A snapshot of an older schema version is upcast when the decider has an upcaster for
-        every step to its current version; a newer one, or one without that chain, is ignored
-        (the stream is replayed from the start).
-        """
-        decider = self.decider
-        stored, current = snapshot.schema_version, decider.snapshot_version
-        upcasters = decider.snapshot_upcasters
-        if stored != current:
-            missing = [step for step in range(stored, current) if step not in upcasters]
-            if stored > current or missing:
-                reason = (
-                    "the snapshot is newer than the aggregate"
-                    if stored > current
-                    else f"no snapshot upcaster for version {', '.join(map(str, missing))}"
-                )
-                logger.info(
-                    "ignoring snapshot of another schema version",
-                    extra={
-                        "stream_id": self.stream_id,
-                        "snapshot_version": stored,
-                        "expected": current,
-                        "reason": reason,
-                    },
-                )
-                return None
-        try:
-            state = self.context.codec.decode_state(
-                snapshot.state,
-                decider.state_type,
-                from_version=stored,
-                to_version=current,
-                upcasters=upcasters,
-            )
-        except CodecError as exc:
-            logger.warning(
-                "snapshot cannot be decoded; replaying the stream from the start",
-                extra={
-                    "stream_id": self.stream_id,
-                    "version": snapshot.version,
-                    "error": str(exc),
-                },
-            )
-            return None
-        return (state,)
-
-    def _replay(
-        self, state: Any, version: int, events: list[tuple[int, str, JSONDict]]
-    ) -> tuple[Any, int]:
-        """Apply stored events to ``state``; return the new state and version."""
-        decode = self.context.codec.decode_event
-        evolve = self.decider.evolve
-        for stored_version, type_name, data in events:
-            try:
-                event = decode(type_name, data)
-            except CodecError:
-                # decode again for an error that names the place (rare: it fails anyway)
-                decode(type_name, data, where=self._where(stored_version))
-                raise
-            try:
-                state = evolve(state, event)
-            except Exception as exc:
-                msg = (
-                    f"applying stored event {type_name}{self._where(stored_version)} raised "
-                    f"{type(exc).__name__}: {exc}"
-                )
-                raise ActorFailedError(self.stream_id, msg) from exc
-            version = stored_version
-        return state, version
-
-    def _where(self, version: int) -> str:
-        return f" (stream {self.stream_id!r}, version {version})"
-
-    async def state_at(self, version: int) -> Any:
-        """Return the aggregate's state after event ``version`` (time travel).
-
-        Starts from the latest usable snapshot at or before ``version`` and replays the events
-        after it, as loading does; the actor's own state is left alone (a throwaway actor,
-        never registered with the runtime, does this for ``Runtime.state_at``).
-        """
-        context = self.context
-        state, at = self.decider.initial_state, 0
-        if version > 0:
-            snapshot = await context.store.load_snapshot(self.stream_id, max_version=version)
-            decoded = self._decode_snapshot(snapshot) if snapshot is not None else None
-            if decoded is not None:
-                assert snapshot is not None
-                state, at = decoded[0], snapshot.version
-        page: list[tuple[int, str, JSONDict]] = []
-        async for stored in context.store.read_stream(self.stream_id, at + 1, version):
-            page.append((stored.version, stored.type, stored.data))
-            if len(page) == 1000:
-                state, at = self._replay(state, at, page)
-                page = []
-        state, at = self._replay(state, at, page)
-        return state
 
     def unload(self) -> None:
         """Drop the in-memory state; the next message reloads it from the store."""
@@ -695,23 +277,23 @@ class Actor:
 
     # -- commands -------------------------------------------------------------------------------
 
-    def _submit(self, batch: list[Message], retries: int, known: _Known | None = None) -> bool:
+    def _submit(self, batch: list[Command], retries: int, known: Known | None = None) -> bool:
         """Decide a batch and hand its events to the store; True if the store will call back.
 
         :param known: what a store lookup found for the batch's explicit command ids
         """
-        outcome = self._decide_batch(batch, known)
+        outcome = decide_batch(self, batch, known)
         if outcome.rest:
             # messages after a failed applier wait for the reload, in their order
             self.mailbox.extendleft(reversed(outcome.rest))
             del batch[len(batch) - len(outcome.rest) :]
         if not outcome.new_events:
-            self._reply(batch, outcome, None)
+            reply(self, batch, outcome, None)
             if self.context.metrics is not None:
-                self._report(outcome, None)
+                report(self, outcome, None)
             if outcome.corrupted:
                 self.unload()
-            self._recycle(outcome)
+            recycle(self, outcome)
             return False
         start_version = self.version
         # at most one append is in flight per actor: keep its context here, not in a closure
@@ -750,170 +332,121 @@ class Actor:
                     appended.actual_version,
                     retries=retries,
                 )
-                self._reply_error(batch, final)
+                reply_error(self, batch, final)
             elif isinstance(appended, BaseException):
                 self._append_failed(batch, appended)
             else:
-                self.context.supervisor.succeeded(self.stream_id)
+                supervisor = self.context.supervisor
+                if supervisor.failing:  # almost always empty: no call then
+                    supervisor.succeeded(self.stream_id)
                 self.version = appended.version
                 self.context.counters.events_appended += len(outcome.new_events)
                 if logger.isEnabledFor(logging.DEBUG):
-                    self._log_appended(outcome.new_events, appended)
-                self._reply(batch, outcome, appended)
+                    log_appended(self, outcome.new_events, appended)
+                reply(self, batch, outcome, appended)
                 if self.context.metrics is not None:
-                    self._report(outcome, appended.version)
+                    report(self, outcome, appended.version)
                 if outcome.corrupted:
                     self.unload()
-                else:
-                    self._maybe_snapshot(start_version)
-            self._recycle(outcome)
+                elif self.decider.snapshot_every or self.context.snapshot is not None:
+                    snapshot_if_due(
+                        self.context,
+                        self.decider,
+                        self.stream_id,
+                        self.state,
+                        previous_version=start_version,
+                        version=self.version,
+                    )
+            spare = self.context.spare_outcomes  # _recycle, inlined: once per append
+            if len(spare) < SPARE_OUTCOMES:
+                outcome.clear()
+                spare.append(outcome)
         except BaseException as exc:
-            _fail_unanswered(self.stream_id, batch, exc)
+            fail_unanswered(self.stream_id, batch, exc)
             self._crash(exc)
             raise
         self.drain()
 
     #: the actor is its own commit callback (``append_then(..., self)``): a bound method made
     #: per append would be one more object per command in flight for the garbage collector,
-    #: whose collections cost 10-20% of W1 (issue #3); one object fewer made 11% fewer of them
+    #: whose young collections walk every object in flight (a measurable share of a command
+    #: under many callers); one made per actor would tie the actor in a reference cycle
     __call__ = _appended
 
-    def _log_appended(self, new_events: list[NewEvent], result: AppendResult) -> None:
-        first_version = result.version - len(new_events) + 1
-        for offset, new in enumerate(new_events):
-            metadata = new.metadata
-            logger.debug(
-                "event appended",
-                extra={
-                    "event_id": new.event_id,
-                    "event_type": new.type,
-                    "stream_id": self.stream_id,
-                    "version": first_version + offset,
-                    "position": result.first_position + offset,
-                    "correlation_id": metadata.get(CORRELATION_ID),
-                    "causation_id": metadata.get(CAUSATION_ID),
-                    "command_id": metadata.get(COMMAND_ID),
-                    "recorded_at": result.recorded_at,
-                },
-            )
-
-    async def _retry(self, batch: list[Message], retries: int) -> None:
+    async def _retry(self, batch: list[Command], retries: int) -> None:
         try:
             if retries > 2:
                 await asyncio.sleep(random.uniform(0, min(0.001 * 2**retries, 0.05)))
             if not await self._activate():
-                self._reply_error(batch, ActorFailedError(self.stream_id, "reload failed"))
+                reply_error(self, batch, ActorFailedError(self.stream_id, "reload failed"))
             else:
                 # the writer that won may have processed some of these commands itself
                 known = await self._look_up(batch) if self._unknown_ids(batch) else None
                 if self._submit(batch, retries, known):
                     return  # the store calls us back
         except BaseException as exc:
-            self._reply_error(batch, ActorFailedError(self.stream_id, "stopped"))
+            reply_error(self, batch, ActorFailedError(self.stream_id, "stopped"))
             self._crash(exc)
             raise
         self.drain()
 
     # -- idempotent commands ----------------------------------------------------------------------
 
-    def _unknown_ids(self, batch: list[Message]) -> bool:
-        """Whether a command of the batch has an explicit id that the window does not hold."""
-        recent = self.recent
-        for message in batch:
-            command_id = message[4]
-            if command_id is not None and (recent is None or command_id not in recent):
-                return True
-        return False
+    def _unknown_ids(self, batch: list[Command]) -> bool:
+        return unknown_ids(batch, self.recent)
 
-    async def _look_up_then_submit(self, batch: list[Message], retries: int) -> None:
+    async def _look_up_then_submit(self, batch: list[Command], retries: int) -> None:
         try:
             known = await self._look_up(batch)
             if self._submit(batch, retries, known):
                 return  # the store calls us back
         except BaseException as exc:
-            self._reply_error(batch, ActorFailedError(self.stream_id, "stopped"))
+            reply_error(self, batch, ActorFailedError(self.stream_id, "stopped"))
             self._crash(exc)
             raise
         self.drain()
 
-    async def _look_up(self, batch: list[Message]) -> _Known:
-        """Find in the store what the batch's unknown explicit command ids recorded.
+    async def _look_up(self, batch: list[Command]) -> Known:
+        context = self.context
+        return await look_up(
+            context.find_command_events,
+            context.codec,
+            self.stream_id,
+            batch,
+            recent=self.recent,
+            remember=self.remember,
+        )
 
-        Returns command id -> its recorded events, or the error to reply with (the lookup
-        failed, or its events no longer decode). Ids not found are not in the result: those
-        commands are decided.
-        """
-        recent = self.recent
-        wanted: set[str] = {
-            m[4] for m in batch if m[4] is not None and (recent is None or m[4] not in recent)
-        }
-        known: _Known = {}
-        try:
-            found = await self.context.find_command_events(self.stream_id, wanted)
-        except Exception as exc:
-            logger.warning(
-                "command lookup failed",
-                extra={"stream_id": self.stream_id, "error": f"{type(exc).__name__}: {exc}"},
-            )
-            for command_id in wanted:
-                error = StoreError(
-                    f"looking up command {command_id!r} in {self.stream_id!r} failed: {exc}; "
-                    "it was not processed now, retry it"
-                )
-                error.__cause__ = exc
-                known[command_id] = error
-            return known
-        by_command: dict[str, list[StoredEvent]] = {}
-        for stored in found:
-            owner = stored.metadata.get(COMMAND_ID)
-            if owner in wanted:
-                by_command.setdefault(owner, []).append(stored)
-        decode = self.context.codec.decode_event
-        for command_id, stored_events in by_command.items():
-            try:
-                recorded = [
-                    RecordedEvent.of(decode(s.type, s.data, where=self._where(s.version)), s)
-                    for s in stored_events
-                ]
-            except CodecError as exc:
-                known[command_id] = exc
-                continue
-            known[command_id] = recorded
-            self._remember(command_id, recorded)
-        return known
-
-    def _remember(self, command_id: str, recorded: list[RecordedEvent[Any]]) -> None:
+    def remember(self, command_id: str, recorded: list[RecordedEvent[Any]]) -> None:
         """Keep a command's recorded events in the window (dropping the oldest if it is full)."""
         size = self.context.idempotency_window
         if not size:
             return
         recent = self.recent
         if recent is None:
-            recent = self.recent = {}
-        recent[command_id] = recorded
-        if len(recent) > size:
-            del recent[next(iter(recent))]
+            recent = self.recent = IdempotencyWindow(size)
+        recent.remember(command_id, recorded)
 
-    def _earlier(self, command_id: str, known: _Known | None, outcome: _BatchOutcome) -> Any:
-        """What an explicit command id already recorded: a :class:`_Repeat`, an error to reply
+    def earlier(self, command_id: str, known: Known | None, outcome: BatchOutcome) -> Any:
+        """What an explicit command id already recorded: a :class:`Repeat`, an error to reply
         with, or None if it has to be decided."""
         if outcome.keyed is not None and command_id in outcome.keyed:
-            return _Repeat(None)  # decided earlier in this batch: its reply is built first
+            return Repeat(None)  # decided earlier in this batch: its reply is built first
         recent = self.recent
         if recent is not None:
             recorded = recent.get(command_id)
             if recorded is not None:
-                return _Repeat(recorded)
+                return Repeat(recorded)
         if known is not None:
             found = known.get(command_id)
             if found is not None:
-                return found if isinstance(found, Exception) else _Repeat(found)
+                return found if isinstance(found, Exception) else Repeat(found)
         return None
 
     # -- deciding and replying ---------------------------------------------------------------------
 
     def _append_failed(
-        self, batch: list[Message], exc: BaseException, *, at_once: bool = False
+        self, batch: list[Command], exc: BaseException, *, at_once: bool = False
     ) -> None:
         """The append failed: nothing was stored; reply with the error, reload on the next
         message.
@@ -935,300 +468,4 @@ class Actor:
         else:
             failure = StoreError(f"appending to {self.stream_id!r} failed: {exc}")
             failure.__cause__ = exc
-        self._reply_error(batch, failure)
-
-    def _decide_batch(self, batch: list[Message], known: _Known | None) -> _BatchOutcome:
-        decider = self.decider
-        encode = self.context.codec.encode_event
-        inexact = self.context.codec.inexact
-        spare = self.context.spare_outcomes
-        outcome = spare.pop() if spare else _BatchOutcome()
-        # a new list each batch: the store may keep the one it is given
-        outcome.new_events = []
-        for index, (_, command, _, metadata, command_id) in enumerate(batch):
-            if command_id is not None:
-                earlier = self._earlier(command_id, known, outcome)
-                if earlier is not None:
-                    outcome.results.append(earlier)
-                    continue
-            try:
-                events = decider.decide_events(command, self.state)
-            except Exception as exc:  # Rejected and any handler error: reply, go on
-                outcome.results.append(exc)
-                continue
-            if not events:
-                outcome.results.append(())
-                continue
-            new_events = outcome.new_events
-            kept = len(new_events)
-            current_type = ""
-            try:
-                for event in events:
-                    type_name, data = encode(event)
-                    new_events.append(NewEvent(new_event_id(), type_name, data, metadata))
-                if inexact:  # only in runtimes with event classes that may not read back as is
-                    for event in events:
-                        if type(event) in inexact:
-                            events = self._as_stored(events, new_events, kept)
-                            break
-                state = self.state
-                for event in events:
-                    current_type = type(event).__name__
-                    state = decider.evolve(state, event)
-                self.state = state
-            except Exception as exc:
-                del new_events[kept:]  # this command's events are never stored
-                if isinstance(exc, CodecError):
-                    error: Exception = exc
-                else:
-                    error = EventApplyError(self.stream_id, current_type, exc)
-                    error.__cause__ = exc
-                outcome.results.append(error)
-                outcome.corrupted = True
-                outcome.rest = batch[index + 1 :]
-                break
-            outcome.results.append(events)
-            if command_id is not None:
-                # a second message with this id in the batch gets this one's events
-                if outcome.keyed is None:
-                    outcome.keyed = {}
-                outcome.keyed[command_id] = []  # its recorded events, once replied
-        return outcome
-
-    def _as_stored(self, events: list[Any], new_events: list[NewEvent], kept: int) -> list[Any]:
-        """Return ``events`` as a load will read them back, for those of classes whose values
-        may not come back as they were (a field typed ``Any`` holding a tuple comes back a list).
-
-        Applying these, not the originals, keeps the live state the one a reload rebuilds, and
-        replies with the events a reader of the store sees (validate before storing).
-
-        :param kept: the index in ``new_events`` of the first event's encoded form
-        :raises CodecError: if an event's data cannot be stored, or would not decode again
-        """
-        inexact = self.context.codec.inexact
-        decode = self.context.codec.decode_event
-        stored = events
-        for index, event in enumerate(events):
-            if type(event) not in inexact:
-                continue
-            if stored is events:
-                stored = list(events)
-            new = new_events[kept + index]
-            text = encode_json(new.data, "data", new)  # as the stores write it
-            try:
-                stored[index] = decode(new.type, decode_json(text))
-            except CodecError as exc:
-                msg = (
-                    f"event {new.type} would be stored in a form that does not decode again, "
-                    f"so it was not stored: {exc}"
-                )
-                raise CodecError(msg, type_name=new.type) from exc
-        return stored
-
-    def _recycle(self, outcome: _BatchOutcome) -> None:
-        """Keep a replied batch's outcome for a next batch (nothing refers to it any more)."""
-        spare = self.context.spare_outcomes
-        if len(spare) < _SPARE_OUTCOMES:
-            outcome.clear()
-            spare.append(outcome)
-
-    def _reply(self, batch: list[Message], outcome: _BatchOutcome, result: Any) -> None:
-        counters = self.context.counters
-        new_events = outcome.new_events
-        offset = 0
-        for message, decided in zip(batch, outcome.results, strict=True):
-            _, command, future, metadata, command_id = message
-            counters.commands_processed += 1
-            if isinstance(decided, BaseException):
-                counters.commands_rejected += 1
-                if future is None:
-                    _log_told_failure(self.stream_id, command, decided)
-                elif not future.done():
-                    future.set_exception(decided)
-                continue
-            if type(decided) is _Repeat:
-                # processed before: the original events, nothing decided or stored again
-                if future is not None and not future.done():
-                    recorded = decided.recorded
-                    if recorded is None:  # processed earlier in this batch, so replied above
-                        assert outcome.keyed is not None and command_id is not None
-                        recorded = outcome.keyed[command_id]
-                    future.set_result(list(recorded))
-                continue
-            if command_id is None and (future is None or future.done()):
-                offset += len(decided)
-                continue
-            recorded = []
-            for event in decided:
-                new = new_events[offset]
-                recorded.append(
-                    RecordedEvent(
-                        event,
-                        self.stream_id,
-                        result.version - len(new_events) + offset + 1,
-                        result.first_position + offset,
-                        new.event_id,
-                        result.recorded_at,
-                        metadata,
-                    )
-                )
-                offset += 1
-            if command_id is not None and recorded:
-                assert outcome.keyed is not None
-                outcome.keyed[command_id] = recorded
-                self._remember(command_id, recorded)
-            if future is not None and not future.done():
-                future.set_result(recorded if command_id is None else list(recorded))
-
-    def _report(self, outcome: _BatchOutcome, version: int | None) -> None:
-        """Count a batch's commands by outcome and its events by type (metrics are on)."""
-        metrics = self.context.metrics
-        assert metrics is not None
-        category = self.decider.name
-        outcomes: dict[str, int] = {}
-        for decided in outcome.results:
-            if isinstance(decided, Rejected):
-                kind = "rejected"
-            elif isinstance(decided, BaseException):
-                kind = "failed"
-            else:
-                kind = "accepted"
-            outcomes[kind] = outcomes.get(kind, 0) + 1
-        for kind, count in outcomes.items():
-            metrics.add(COMMANDS, count, {"category": category, "outcome": kind})
-        types: dict[str, int] = {}
-        for new in outcome.new_events:
-            types[new.type] = types.get(new.type, 0) + 1
-        for event_type, count in types.items():
-            metrics.add(EVENTS_APPENDED, count, {"category": category, "event_type": event_type})
-        if version is not None:
-            metrics.record(STREAM_LENGTH, version, {"category": category})
-
-    def _reply_error(self, batch: list[Message], error: Exception) -> None:
-        if self.context.metrics is not None:
-            labels = {"category": self.decider.name, "outcome": "failed"}
-            self.context.metrics.add(COMMANDS, len(batch), labels)
-        counters = self.context.counters
-        for _, command, future, _, _ in batch:
-            counters.commands_processed += 1
-            if future is None:
-                _log_told_failure(self.stream_id, command, error)
-            elif not future.done():
-                future.set_exception(error)
-
-    # -- snapshots ------------------------------------------------------------------------------
-
-    def _maybe_snapshot(self, previous_version: int) -> None:
-        every = self.decider.snapshot_every or self.context.snapshot_every
-        if not every or self.version // every == previous_version // every:
-            return
-        try:
-            state = self.context.codec.encode_state(self.state)
-        except CodecError as exc:
-            logger.warning(
-                "snapshot skipped: state cannot be encoded",
-                extra={"stream_id": self.stream_id, "error": str(exc)},
-            )
-            return
-        record = SnapshotRecord(self.stream_id, self.version, state, self.decider.snapshot_version)
-        self.context.spawn(self._save_snapshot(record))
-
-    async def _save_snapshot(self, record: SnapshotRecord) -> None:
-        try:
-            await self.context.store.save_snapshot(record)
-        except Exception as exc:
-            logger.warning(
-                "snapshot save failed",
-                extra={"stream_id": record.stream_id, "version": record.version, "error": str(exc)},
-            )
-            return
-        self.context.counters.snapshots_saved += 1
-
-
-class _BatchOutcome:
-    """What deciding a batch produced (a plain slotted class).
-
-    Replied outcomes are kept in ``ActorContext.spare_outcomes`` and used again, with their
-    ``results`` list: under load the garbage collector's work grows with the objects each
-    command keeps alive until its commit (its young collections promote them, and the older
-    generations' collections then walk them), and these two were two of about fourteen.
-    """
-
-    __slots__ = (
-        "batch",
-        "corrupted",
-        "keyed",
-        "new_events",
-        "rest",
-        "results",
-        "retries",
-        "start_version",
-    )
-
-    def __init__(self) -> None:
-        #: per decided message: its events, () for no change, or the error to reply with
-        self.results: list[Any] = []
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget the batch, for a next one (dropping what it held: events, errors)."""
-        self.results.clear()
-        #: a new list per batch (see Actor._decide_batch)
-        self.new_events: list[NewEvent] = _NO_EVENTS
-        #: an event failed to encode or apply: the state is no longer trustworthy
-        self.corrupted = False
-        #: messages not decided because of that failure
-        self.rest: list[Message] = _NO_MESSAGES
-        #: explicit command ids decided in this batch -> their recorded events (once replied)
-        self.keyed: dict[str, list[RecordedEvent[Any]]] | None = None
-        #: once its events are handed to the store: the messages decided (in order), the
-        #: version the append expects, and how often it was retried after a conflict
-        self.batch: list[Message] = _NO_MESSAGES
-        self.start_version = 0
-        self.retries = 0
-
-
-class _Repeat:
-    """The reply to a command processed before: its original recorded events."""
-
-    __slots__ = ("recorded",)
-
-    def __init__(self, recorded: list[RecordedEvent[Any]] | None) -> None:
-        #: the events; None when the command was decided earlier in the same batch
-        self.recorded = recorded
-
-
-#: what a store lookup found for explicit command ids: their events, or the error to reply with
-_Known = dict[str, "list[RecordedEvent[Any]] | Exception"]
-
-
-_NO_MESSAGES: list[Message] = []
-_NO_EVENTS: list[NewEvent] = []
-
-#: the most replied outcomes a runtime keeps for reuse (about the batches in flight at once)
-_SPARE_OUTCOMES: Final = 4096
-
-
-def _crash_error(stream_id: str, exc: BaseException) -> Exception:
-    """What the callers of a crashed actor get: the error, or that it stopped."""
-    return exc if isinstance(exc, Exception) else ActorFailedError(stream_id, "stopped")
-
-
-def _fail_unanswered(stream_id: str, batch: list[Message], exc: BaseException) -> None:
-    """A bug stopped the actor while it decided or answered a batch: its callers not yet
-    answered get the error, rather than waiting for ever."""
-    error = _crash_error(stream_id, exc)
-    for _, _, future, _, _ in batch:
-        if future is not None and not future.done():
-            future.set_exception(error)
-
-
-def _log_told_failure(stream_id: str, command: object, error: BaseException) -> None:
-    logger.warning(
-        "told command failed",
-        extra={
-            "stream_id": stream_id,
-            "command_type": type(command).__name__,
-            "error": f"{type(error).__name__}: {error}",
-        },
-    )
+        reply_error(self, batch, failure)

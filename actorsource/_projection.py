@@ -44,26 +44,37 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, cast
+from typing import Any, ClassVar, Final, Literal, Protocol, TypeVar, cast, overload
 
 import anyio
 import attrs
 
-from ._aggregate import _handlers, _lookup
+from ._aggregate import Aggregate, _handlers, _lookup
 from ._codec import Codec, event_type_spec
+from ._decider import Decider
 from ._errors import CheckpointConflictError, DefinitionError, ProjectionError
 from ._metrics import PROJECTION_DURATION, PROJECTION_EVENTS, Metrics
 from ._records import RecordedEvent, StoredEvent
+from ._refs import AggregateRef
 from ._tracing import CORRELATION_ID, cause_of, current_cause
 from .stores._base import EventStore, TransactionalStore, check_checkpoint, poll_for_events
-
-if TYPE_CHECKING:
-    from ._runtime import Runtime
 
 logger = logging.getLogger("actorsource.projection")
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+A = TypeVar("A", bound=Aggregate)
+S = TypeVar("S")
+
+
+class ProjectionRuntime(Protocol):
+    """What projections see of the runtime running them: refs, to send commands with."""
+
+    @overload
+    def ref(self, aggregate: type[A], aggregate_id: str) -> AggregateRef[A]: ...
+
+    @overload
+    def ref(self, aggregate: Decider[Any, Any, S], aggregate_id: str) -> AggregateRef[S]: ...
 
 Mode = Literal["at_least_once", "exactly_once", "inline"]
 _MODES: Final = ("at_least_once", "exactly_once", "inline")
@@ -117,7 +128,7 @@ class ProjectionContext:
     #: they join the event's conversation and name it as their cause, see
     #: :func:`~actorsource.caused_by`); exactly-once and inline handlers run inside the store's
     #: transaction, on SQLite on its writer thread, and must not use it
-    runtime: Runtime
+    runtime: ProjectionRuntime
 
 
 @attrs.frozen(slots=True)
@@ -330,7 +341,7 @@ class ProjectionRunner:
         name: str,
         store: EventStore,
         codec: Codec,
-        runtime: Runtime,
+        runtime: ProjectionRuntime,
         batch_size: int,
         poll_interval: float,
         max_backoff: float,

@@ -3,55 +3,44 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import enum
-import functools
 import logging
-import time
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Generic, Self, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
 import anyio
 import attrs
 
-from ._actor import (
-    COMMAND,
-    GET_STATE,
-    Actor,
-    ActorContext,
-    Counters,
-    Message,
-    Slots,
-    Supervisor,
-)
-from ._aggregate import Aggregate, decider_of
-from ._codec import Codec, event_type_spec
+from ._actor import ActorContext
+from ._aggregate import Aggregate
+from ._codec import Codec
+from ._context import Counters, Slots
 from ._decider import Decider
+from ._dispatcher import Dispatcher, RuntimeState
 from ._errors import (
-    AskTimeoutError,
-    DefinitionError,
-    MailboxFullError,
     RuntimeClosedError,
-    StoreError,
-    WaitTimeoutError,
 )
-from ._metrics import ASK_DURATION, PASSIVATIONS, Metrics
-from ._projection import (
-    Projection,
-    ProjectionRunner,
-    ProjectionStatus,
-    compile_projection,
-    rebuild_refusal,
-    reset_read_model,
+from ._health import Health, check_health
+from ._hosting import ProjectionHost
+from ._metrics import Metrics
+from ._policies import (
+    Backoff,
+    Passivation,
+    SnapshotEvery,
+    check_optional_positive,
+    check_runtime_options,
+    passivation_policy,
+    snapshot_policy,
 )
-from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent
-from ._tracing import command_metadata
-from .stores._base import EventStore, Latest, StoreCapabilities, TransactionalStore
-from .stores._subscription import subscribe
+from ._projection import Projection, ProjectionStatus
+from ._reading import Deciders, matching_records, state_at
+from ._records import RecordedEvent
+from ._refs import AggregateRef
+from ._rehydration import Rehydration
+from ._routes import appender, data_reader, latest_loader, no_burst
+from ._supervision import Supervisor
+from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.runtime")
 
@@ -59,19 +48,6 @@ A = TypeVar("A", bound=Aggregate)
 P = TypeVar("P", bound=Projection)
 _T = TypeVar("_T")
 S = TypeVar("S")
-
-
-class RuntimeState(enum.Enum):
-    """The lifecycle of a runtime: it can be entered once."""
-
-    #: made, not entered yet: refs can be made, messages cannot be sent
-    UNOPENED = "unopened"
-    #: serving messages
-    OPEN = "open"
-    #: leaving its context: finishing what was accepted, refusing new messages
-    CLOSING = "closing"
-    #: closed for good
-    CLOSED = "closed"
 
 
 @attrs.frozen(slots=True)
@@ -102,45 +78,6 @@ class RuntimeStatistics:
     queued_messages: int
     #: each projection's position, state and lag (a rebuild in progress is listed too)
     projections: tuple[ProjectionStatus, ...] = ()
-
-
-@attrs.frozen(slots=True)
-class HealthCheck:
-    """One check of :meth:`Runtime.health`."""
-
-    #: what was checked: ``store``, ``writer`` or ``projection <name>``
-    name: str
-    #: whether it passed
-    ok: bool
-    #: what was found (a number, or the error)
-    detail: str
-
-
-@attrs.frozen(slots=True)
-class Health:
-    """The outcome of :meth:`Runtime.health`: healthy when every check passed."""
-
-    #: whether every check passed
-    healthy: bool
-    #: each check, in order
-    checks: tuple[HealthCheck, ...]
-
-
-@attrs.define(slots=True)
-class _ProjectionEntry:
-    """A projection added to the runtime: its runner, and the task running it."""
-
-    runner: ProjectionRunner
-    changed: asyncio.Event = attrs.Factory(asyncio.Event)
-    scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
-    done: asyncio.Event = attrs.Factory(asyncio.Event)
-    started: bool = False
-    rebuild: ProjectionRunner | None = None
-
-    def wire(self, runner: ProjectionRunner) -> None:
-        self.runner = runner
-        runner.on_progress = self.changed.set
-        self.changed.set()
 
 
 class Runtime:
@@ -177,6 +114,12 @@ class Runtime:
     :param idempotency_window: how many recent commands sent with an explicit ``command_id``
         each live actor remembers, to answer a repeat without a store read (``0``: none; the
         store is then read for every such command). Commands without one cost nothing
+    :param snapshot: the snapshot policy as a value (:class:`SnapshotEvery`; instead of
+        ``snapshot_every``)
+    :param passivation: the passivation policy as a value (:class:`Passivation`; instead of
+        ``passivate_after`` and ``max_active``)
+    :param supervision: how long failing aggregates are left alone (:class:`Backoff`; default:
+        ``Backoff()``, 50 ms doubling up to 5 s)
     """
 
     def __init__(
@@ -196,105 +139,105 @@ class Runtime:
         poll_interval: float = 0.5,
         metrics: Metrics | None = None,
         idempotency_window: int = 32,
+        snapshot: SnapshotEvery | None = None,
+        passivation: Passivation | None = None,
+        supervision: Backoff | None = None,
     ) -> None:
-        _check_optional_positive("snapshot_every", snapshot_every)
-        _check_optional_positive("max_active", max_active)
-        _check_optional_positive("mailbox_size", mailbox_size)
-        _check_optional_positive("max_batch", max_batch)
-        _check_optional_positive("max_activations", max_activations)
-        if activation_timeout is not None and activation_timeout <= 0:
-            msg = f"activation_timeout must be > 0 seconds or None, got {activation_timeout!r}"
-            raise ValueError(msg)
-        if passivate_after is not None and passivate_after < 0:
-            msg = f"passivate_after must be >= 0 seconds or None, got {passivate_after!r}"
-            raise ValueError(msg)
-        if max_conflict_retries < 0:
-            msg = f"max_conflict_retries must be >= 0, got {max_conflict_retries!r}"
-            raise ValueError(msg)
-        if (
-            not isinstance(idempotency_window, int)
-            or isinstance(idempotency_window, bool)
-            or idempotency_window < 0
-        ):
-            msg = f"idempotency_window must be an int >= 0, got {idempotency_window!r}"
-            raise ValueError(msg)
+        check_optional_positive("snapshot_every", snapshot_every)
+        check_optional_positive("max_active", max_active)
+        snapshot = snapshot_policy(snapshot, snapshot_every)
+        passivation = passivation_policy(passivation, passivate_after, max_active)
+        passivate_after, max_active = passivation.idle_after, passivation.max_active
+        check_runtime_options(
+            supervision=supervision,
+            mailbox_size=mailbox_size,
+            max_batch=max_batch,
+            max_activations=max_activations,
+            activation_timeout=activation_timeout,
+            max_conflict_retries=max_conflict_retries,
+            idempotency_window=idempotency_window,
+            ask_timeout=ask_timeout,
+            shutdown_timeout=shutdown_timeout,
+        )
         self.store = store
-        if ask_timeout is not None and ask_timeout <= 0:
-            msg = f"ask_timeout must be > 0 seconds or None, got {ask_timeout!r}"
-            raise ValueError(msg)
-        #: the default limit of ``ask`` (seconds; None: wait as long as it takes)
-        self.ask_timeout = ask_timeout
-        if shutdown_timeout is not None and shutdown_timeout < 0:
-            msg = f"shutdown_timeout must be >= 0 seconds or None, got {shutdown_timeout!r}"
-            raise ValueError(msg)
-        #: how long leaving the context may drain before the rest is abandoned (None: no limit)
-        self.shutdown_timeout = shutdown_timeout
         self.passivate_after = passivate_after
         self.max_active = max_active
-        #: whether idle actors are kept in LRU order (only a timer or a cap needs it)
-        self._track_idle = passivate_after is not None or max_active is not None
+        #: where counters and histograms go (None: nowhere)
+        self.metrics = metrics
+        #: the live actors: mailboxes, admission, passivation
+        self._dispatcher = dispatcher = Dispatcher(
+            passivation,
+            ask_timeout=ask_timeout,
+            shutdown_timeout=shutdown_timeout,
+            metrics=metrics,
+        )
         self._codec = Codec()
         self._counters = Counters()
         #: what the store offers beyond the core contract, asked once
         self._capabilities = capabilities = store.capabilities()
-        self._context = ActorContext(
+        dispatcher.context = self._context = ActorContext(
             store=store,
             codec=self._codec,
             counters=self._counters,
-            snapshot_every=snapshot_every,
+            snapshot=snapshot,
             mailbox_size=mailbox_size,
             max_batch=max_batch,
             max_conflict_retries=max_conflict_retries,
             activation_slots=Slots(max_activations),
             activation_timeout=activation_timeout,
-            supervisor=Supervisor(),
-            load_latest=_latest_loader(store, capabilities),
+            supervisor=Supervisor(supervision),
+            load_latest=latest_loader(store, capabilities),
             load_latest_then=capabilities.load_latest_then,
-            read_stream_data=_data_reader(store, capabilities),
-            append_then=_appender(store, capabilities),
+            read_stream_data=data_reader(store, capabilities),
+            append_then=appender(store, capabilities),
             find_command_events=store.find_command_events,
             idempotency_window=idempotency_window,
-            admit=self._admit,
-            try_admit=self._try_admit,
-            on_idle=self._on_idle,
-            start_task=self._start_task,
-            spawn=self._spawn,
-            burst=capabilities.burst or _no_burst,
+            admit=dispatcher.admit,
+            try_admit=dispatcher.try_admit,
+            on_idle=dispatcher.on_idle,
+            start_task=dispatcher.start_task,
+            spawn=dispatcher.spawn,
+            burst=capabilities.burst or no_burst,
             metrics=metrics,
         )
-        #: where counters and histograms go (None: nowhere)
-        self.metrics = metrics
-        self._state = RuntimeState.UNOPENED
-        self._actors: dict[str, Actor] = {}
-        self._actors_high = 0  # the most actors held since the maps were last compacted
-        #: loaded actors with no task and an empty mailbox, least recently used first
-        self._idle: OrderedDict[str, Actor] = OrderedDict()
-        #: places of actors in memory (max_active): taken by an admitted actor
-        self._admission = Slots(max_active)
-        self._tasks: set[asyncio.Task[None]] = set()
-        #: actors with messages to drain on the next loop step (see _schedule)
-        self._ready: deque[Actor] = deque()
-        self._ready_scheduled = False
-        #: actors are draining now (a message sent meanwhile waits for the next step)
-        self._draining = False
-        #: actors with work scheduled or under way; leaving the context waits for zero
-        self._busy = 0
-        self._all_idle = asyncio.Event()
-        self._idle_changed = asyncio.Event()
         self._opened_store = False
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._timer_scope = anyio.CancelScope()
-        self._deciders: dict[object, Decider[Any, Any, Any]] = {}
-        #: stream category -> the aggregate (class or Decider) that uses it here, and its Decider
-        self._categories: dict[str, tuple[object, Decider[Any, Any, Any]]] = {}
+        #: the aggregates used here, by class or Decider, their events registered
+        self._deciders = Deciders(self._codec)
         if not poll_interval > 0:
             msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
             raise ValueError(msg)
         self.poll_interval = poll_interval
-        self._projections: dict[str, _ProjectionEntry] = {}
+        #: the projections this runtime runs
+        self._hosting = ProjectionHost(
+            store, self._codec, self, metrics=metrics, poll_interval=poll_interval
+        )
 
     def __repr__(self) -> str:
-        return f"<Runtime {self._state.value} store={self.store!r} active={self._admission.taken}>"
+        active = self._dispatcher.active
+        return f"<Runtime {self._state.value} store={self.store!r} active={active}>"
+
+    @property
+    def _state(self) -> RuntimeState:
+        return self._dispatcher.state
+
+    @property
+    def ask_timeout(self) -> float | None:
+        """The default limit of ``ask`` (seconds; None: wait as long as it takes)."""
+        return self._dispatcher.ask_timeout
+
+    @ask_timeout.setter
+    def ask_timeout(self, value: float | None) -> None:
+        self._dispatcher.ask_timeout = value
+
+    @property
+    def shutdown_timeout(self) -> float | None:
+        """How long leaving the context may drain before the rest is abandoned."""
+        return self._dispatcher.shutdown_timeout
+
+    @shutdown_timeout.setter
+    def shutdown_timeout(self, value: float | None) -> None:
+        self._dispatcher.shutdown_timeout = value
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -310,16 +253,11 @@ class Runtime:
         if not self.store.is_open:
             await self.store.open()
             self._opened_store = True
-        self._idle_changed = asyncio.Event()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        if self.passivate_after is not None:
-            self._timer_scope = anyio.CancelScope()
-            task_group.start_soon(self._run_timer, name="actorsource passivation")
-        self._state = RuntimeState.OPEN
-        for entry in self._projections.values():
-            self._start_projection(entry)
+        self._dispatcher.open(task_group)
+        self._hosting.open(task_group)
         logger.debug("runtime opened", extra={"store": repr(self.store)})
         return self
 
@@ -331,86 +269,25 @@ class Runtime:
     ) -> None:
         if self._state is not RuntimeState.OPEN:
             return
-        self._state = RuntimeState.CLOSING
+        self._hosting.closing()
         task_group = self._task_group
         assert task_group is not None
         try:
-            # stop idle actors now; busy ones stop as their mailboxes drain (see _on_idle)
-            self.passivate_idle()
-            with anyio.move_on_after(self.shutdown_timeout) as deadline:
-                await self._wait_all_idle()
-            if deadline.cancelled_caught:
-                self._abandon()
-                # appends already handed to the store may still finish: one more deadline
-                with anyio.move_on_after(self.shutdown_timeout) as grace:
-                    await self._wait_all_idle()
-                if grace.cancelled_caught:
-                    self._abandon_in_flight()
-                    task_group.cancel_scope.cancel()  # snapshot saves on a hung store too
-            # stop the passivation timer and the projections; leaving the task group waits for
-            # snapshot saves
-            self._timer_scope.cancel()
-            await self._stop_projections()
+            await self._dispatcher.close(task_group.cancel_scope.cancel)
+            # stop the projections; leaving the task group waits for snapshot saves
+            await self._hosting.close()
         except BaseException:
-            for task in self._tasks:
-                task.cancel()
+            self._dispatcher.cancel_tasks()
             task_group.cancel_scope.cancel()
             raise
         finally:
             try:
                 await task_group.__aexit__(None, None, None)
             finally:
-                self._state = RuntimeState.CLOSED
+                self._dispatcher.state = RuntimeState.CLOSED
                 if self._opened_store:
                     await self.store.close()
             logger.debug("runtime closed", extra={"store": repr(self.store)})
-
-    async def _wait_all_idle(self) -> None:
-        while self._busy:
-            self._all_idle.clear()
-            await self._all_idle.wait()
-
-    def _abandon(self) -> None:
-        """The shutdown deadline passed: fail every message not yet taken, and say which."""
-        left: dict[str, int] = {}
-        for actor in list(self._actors.values()):
-            count = len(actor.mailbox) + len(actor.overflow or ())
-            if count:
-                left[actor.stream_id] = count
-                actor.fail_queued(
-                    RuntimeClosedError(
-                        f"the runtime closed before this message to {actor.stream_id!r} was "
-                        f"processed (shutdown deadline of {self.shutdown_timeout} s passed)"
-                    )
-                )
-        for task in list(self._tasks):  # activations and conflict backoffs
-            task.cancel()
-        logger.warning(
-            "shutdown deadline passed: %d message(s) to %d aggregate(s) not processed",
-            sum(left.values()),
-            len(left),
-            extra={"deadline": self.shutdown_timeout, "abandoned": left},
-        )
-
-    def _abandon_in_flight(self) -> None:
-        """The store did not answer in time either: its callers are told the outcome is unknown."""
-        streams = []
-        for actor in list(self._actors.values()):
-            if actor.in_flight is not None:
-                streams.append(actor.stream_id)
-                batch = actor.in_flight.batch
-                error = StoreError(
-                    f"the runtime closed while an append to {actor.stream_id!r} was in flight; "
-                    "the store did not answer in time, so the outcome is unknown"
-                )
-                for _, _, future, _, _ in batch:
-                    if future is not None and not future.done():
-                        future.set_exception(error)
-        logger.error(
-            "shutdown: the store did not finish %d append(s) in time",
-            len(streams),
-            extra={"streams": streams},
-        )
 
     # -- refs and messages -----------------------------------------------------------------
 
@@ -429,7 +306,8 @@ class Runtime:
             used in this runtime has its stream category
         """
         decider = self._decider(aggregate, aggregate_id)
-        return AggregateRef(self, decider, aggregate_id, f"{decider.name}-{aggregate_id}")
+        stream_id = f"{decider.name}-{aggregate_id}"
+        return AggregateRef(self._dispatcher, decider, aggregate_id, stream_id)
 
     def _decider(self, aggregate: Any, aggregate_id: str) -> Decider[Any, Any, Any]:
         if not isinstance(aggregate_id, str) or not aggregate_id:
@@ -438,27 +316,7 @@ class Runtime:
         return self._decider_for(aggregate)
 
     def _decider_for(self, aggregate: Any) -> Decider[Any, Any, Any]:
-        """The Decider of an aggregate class (or the Decider itself), its events registered.
-
-        :raises DefinitionError: if another aggregate of this runtime has its stream category
-        """
-        decider = self._deciders.get(aggregate)
-        if decider is None:
-            decider = aggregate if isinstance(aggregate, Decider) else decider_of(aggregate)
-            claimed = self._categories.get(decider.name)
-            if claimed is not None and claimed[1] is not decider:
-                # their streams would mix: each would load the other's events, and a read of
-                # the category would return both
-                msg = (
-                    f"{_describe_aggregate(claimed[0])} and {_describe_aggregate(aggregate)} "
-                    f"both use the stream category {decider.name!r} in this runtime; give one "
-                    "of them another stream_category (a Decider: another name)"
-                )
-                raise DefinitionError(msg)
-            self._codec.register_events(decider.event_types)
-            self._deciders[aggregate] = decider
-            self._categories[decider.name] = (aggregate, decider)
-        return decider
+        return self._deciders.decider_of(aggregate)
 
     # -- time travel ---------------------------------------------------------------------------
 
@@ -505,7 +363,7 @@ class Runtime:
             msg = f"state_at({stream_id!r}) needs exactly one of version= and at="
             raise ValueError(msg)
         if self._state is not RuntimeState.OPEN:
-            raise RuntimeClosedError(self._closed_message(stream_id))
+            raise RuntimeClosedError(self._dispatcher.closed_message(stream_id))
         if at is not None:
             version = await self.store.stream_version(stream_id, at=at)
         else:
@@ -517,7 +375,7 @@ class Runtime:
                 msg = f"{stream_id!r} is at version {head}: it has no version {version} yet"
                 raise ValueError(msg)
         assert version is not None
-        return await Actor(self._context, decider, stream_id).state_at(version)
+        return await state_at(self.store, Rehydration(decider, self._codec, stream_id), version)
 
     # -- reading the log as domain events --------------------------------------------------------
 
@@ -551,36 +409,14 @@ class Runtime:
                 "actorsource.subscribe(store) reads every event as a raw record"
             )
             raise ValueError(msg)
-        if classes is not None:
-            self._codec.register_events(classes)
-        type_names = (
-            sorted(
-                {
-                    name
-                    for cls in classes
-                    for spec in (event_type_spec(cls),)
-                    for name in (spec.name, *spec.aliases)
-                }
-            )
-            if classes is not None
-            else None
-        )
-        categories = [d.name for d in deciders] if deciders is not None else None
-        records = (
-            subscribe(
-                self.store,
-                from_position,
-                types=type_names,
-                categories=categories,
-                poll_interval=self.poll_interval,
-            )
-            if live
-            else self.store.read_all(
-                from_position,
-                to_position=await self.store.head_position(),
-                types=type_names,
-                categories=categories,
-            )
+        records = await matching_records(
+            self.store,
+            self._codec,
+            from_position,
+            classes,
+            [d.name for d in deciders] if deciders is not None else None,
+            live=live,
+            poll_interval=self.poll_interval,
         )
         decode = self._codec.decode_event
         async for stored in records:
@@ -604,93 +440,7 @@ class Runtime:
             the store does not have
         :raises ValueError: if a projection of that name was already added
         """
-        compiled = compile_projection(type(projection))
-        if compiled.name in self._projections:
-            msg = f"a projection named {compiled.name!r} was already added to this runtime"
-            raise ValueError(msg)
-        if compiled.mode != "at_least_once" and not isinstance(self.store, TransactionalStore):
-            msg = (
-                f"projection {compiled.name!r} is {compiled.mode}, but {self.store!r} cannot "
-                "run read-model writes in its transactions; use at_least_once"
-            )
-            raise DefinitionError(msg)
-        if self._state not in (RuntimeState.UNOPENED, RuntimeState.OPEN):
-            raise RuntimeClosedError(f"cannot add projection {compiled.name!r}: runtime closed")
-        _check_optional_positive("batch_size", batch_size)
-        runner = self._runner(projection, compiled.name, batch_size, poll_interval)
-        entry = _ProjectionEntry(runner)
-        entry.wire(runner)
-        self._projections[compiled.name] = entry
-        if self._state is RuntimeState.OPEN:
-            self._start_projection(entry)
-
-    def _runner(
-        self,
-        projection: Projection,
-        name: str,
-        batch_size: int,
-        poll_interval: float | None,
-        *,
-        from_position: int = 1,
-    ) -> ProjectionRunner:
-        return ProjectionRunner(
-            projection,
-            name=name,
-            from_position=from_position,
-            store=self.store,
-            codec=self._codec,
-            runtime=self,
-            metrics=self.metrics,
-            batch_size=batch_size,
-            poll_interval=self.poll_interval if poll_interval is None else poll_interval,
-            max_backoff=30.0,
-        )
-
-    def _start_projection(self, entry: _ProjectionEntry) -> None:
-        assert self._task_group is not None
-        entry.scope, entry.done, entry.started = anyio.CancelScope(), asyncio.Event(), True
-        self._task_group.start_soon(
-            self._run_projection, entry, name=f"actorsource projection {entry.runner.name}"
-        )
-
-    async def _run_projection(self, entry: _ProjectionEntry) -> None:
-        runner = entry.runner
-        try:
-            with entry.scope:
-                await runner.start()
-                if runner.compiled.mode == "inline":
-                    await runner.run_inline()
-                else:
-                    await runner.run()
-        finally:
-            if runner.compiled.mode == "inline" and isinstance(self.store, TransactionalStore):
-                self.store.remove_inline_projection(runner.name)
-            runner.state = "stopped"
-            entry.done.set()
-            entry.changed.set()  # waiters look again: the runtime may be closing
-
-    async def _stop_projections(self) -> None:
-        for entry in self._projections.values():
-            entry.scope.cancel()
-        for entry in self._projections.values():
-            if entry.started:
-                await entry.done.wait()
-            else:
-                entry.done.set()
-            entry.changed.set()  # waiters learn that the runtime closed
-
-    def _entry(self, projection: str | type[Projection] | Projection) -> _ProjectionEntry:
-        if isinstance(projection, str):
-            name = projection
-        else:
-            cls = projection if isinstance(projection, type) else type(projection)
-            name = compile_projection(cls).name
-        entry = self._projections.get(name)
-        if entry is None:
-            known = ", ".join(sorted(self._projections)) or "none"
-            msg = f"no projection named {name!r} was added to this runtime (added: {known})"
-            raise LookupError(msg)
-        return entry
+        self._hosting.add_projection(projection, batch_size=batch_size, poll_interval=poll_interval)
 
     @overload
     def projection(self, projection: type[P]) -> P: ...
@@ -705,7 +455,7 @@ class Runtime:
 
         :raises LookupError: if no such projection was added
         """
-        return self._entry(projection).runner.projection
+        return self._hosting.projection(projection)
 
     async def wait_for_projection(
         self,
@@ -729,41 +479,7 @@ class Runtime:
             where it stood, and why if it is failing)
         :raises RuntimeClosedError: if the runtime closes while waiting
         """
-        if timeout is not None and not timeout > 0:
-            msg = f"timeout must be > 0 seconds or None, got {timeout!r}"
-            raise ValueError(msg)
-        entry = self._entry(projection)
-        if position is None:
-            position = await self.store.head_position()
-        runner = entry.runner
-        if not runner.loaded and runner.compiled.durable and runner.compiled.mode != "inline":
-            # still loading: the stored checkpoint says whether the read model is there already
-            with contextlib.suppress(StoreError):
-                if await self.store.load_checkpoint(runner.name) >= position:
-                    return
-        with anyio.move_on_after(timeout) as deadline:
-            while not _reached(entry.runner, position):
-                if entry.done.is_set() and self._state is not RuntimeState.OPEN:
-                    msg = (
-                        f"the runtime closed while waiting for projection {entry.runner.name!r} "
-                        f"to reach position {position} (it stood at {entry.runner.position})"
-                    )
-                    raise RuntimeClosedError(msg)
-                entry.changed.clear()
-                await entry.changed.wait()
-        if deadline.cancelled_caught and not _reached(entry.runner, position):
-            status = entry.runner.status()
-            detail = f"; state {status.state}"
-            if status.last_error is not None:
-                detail += f", last error: {status.last_error}"
-            assert timeout is not None
-            raise WaitTimeoutError(
-                f"projection {status.name!r}",
-                target=position,
-                reached=status.position,
-                timeout=timeout,
-                detail=detail,
-            )
+        await self._hosting.wait_for_projection(projection, position, timeout=timeout)
 
     async def rebuild_projection(
         self,
@@ -793,309 +509,18 @@ class Runtime:
         A handler that keeps failing holds the rebuild at that event (retried with backoff, as
         always); the current instance goes on serving meanwhile.
         """
-        entry = self._entry(projection)
-        if self._state is not RuntimeState.OPEN:
-            raise RuntimeClosedError(f"cannot rebuild {entry.runner.name!r}: runtime not open")
-        if entry.rebuild is not None:
-            msg = f"projection {entry.runner.name!r} is already being rebuilt"
-            raise ValueError(msg)
-        old = entry.runner
-        if not isinstance(from_position, int) or from_position < 1:
-            msg = f"from_position must be an int >= 1, got {from_position!r}"
-            raise ValueError(msg)
-        if factory is None and old.compiled.durable:
-            if old.compiled.reset is None:
-                raise DefinitionError(rebuild_refusal(old.compiled))
-            return await self._rebuild_in_place(entry, from_position)
-        fresh: Projection = factory() if factory is not None else type(old.projection)()
-        compiled = compile_projection(type(fresh))
-        if compiled.name != old.name:
-            msg = f"the factory made a {type(fresh).__qualname__}, not a {old.name!r} projection"
-            raise DefinitionError(msg)
-        temporary = f"{old.name}:rebuild"
-        if compiled.durable:
-            if compiled.reset is not None:
-                await reset_read_model(
-                    self.store, fresh, name=temporary, from_position=from_position
-                )
-            else:
-                await self.store.save_checkpoint(temporary, from_position - 1)
-        runner = self._runner(
-            fresh, temporary, old.batch_size, old.poll_interval, from_position=from_position
-        )
-        runner.state = "rebuilding"
-        entry.rebuild = runner
-        try:
-            await runner.start()
-            runner.state = "rebuilding"
-            await runner.run(until_caught_up=True)
-            # swap: stop the old one first, so that its last checkpoint save comes before ours
-            await self._stop_projection(entry)
-            if compiled.durable:
-                await self.store.save_checkpoint(old.name, runner.position)
-        finally:
-            entry.rebuild = None
-        runner.name = old.name
-        runner.state = "catching_up"
-        entry.wire(runner)
-        self._start_projection(entry)
-        self._log_rebuilt(old.name, from_position, runner.position, in_place=False)
-        return fresh
-
-    async def _rebuild_in_place(self, entry: _ProjectionEntry, from_position: int) -> Projection:
-        """Stop a durable projection, reset its read model and checkpoint, start it again."""
-        old = entry.runner
-        await self._stop_projection(entry)
-        try:
-            await reset_read_model(
-                self.store, old.projection, name=old.name, from_position=from_position
-            )
-        finally:
-            # reset or not, the projection goes on from its stored checkpoint
-            runner = self._runner(old.projection, old.name, old.batch_size, old.poll_interval)
-            entry.wire(runner)
-            self._start_projection(entry)
-        self._log_rebuilt(old.name, from_position, from_position - 1, in_place=True)
-        return old.projection
-
-    async def _stop_projection(self, entry: _ProjectionEntry) -> None:
-        entry.scope.cancel()
-        if entry.started:
-            await entry.done.wait()
-
-    def _log_rebuilt(self, name: str, from_position: int, position: int, *, in_place: bool) -> None:
-        logger.info(
-            "projection rebuilt" if not in_place else "projection reset; rebuilding in place",
-            extra={"projection": name, "from_position": from_position, "position": position},
+        return await self._hosting.rebuild_projection(
+            projection, factory=factory, from_position=from_position
         )
 
-    def _actor_for(self, ref: AggregateRef[Any]) -> Actor:
-        if self._state is not RuntimeState.OPEN:
-            raise RuntimeClosedError(self._closed_message(ref.stream_id))
-        actor = self._actors.get(ref.stream_id)
-        if actor is None:
-            actor = Actor(self._context, ref.decider, ref.stream_id)
-            self._actors[ref.stream_id] = actor
-            self._actors_high = max(self._actors_high, len(self._actors))
-        return actor
-
-    def _enqueue(self, actor: Actor, message: Message) -> None:
-        actor.mailbox.append(message)
-        if not actor.running:
-            self._mark_running(actor)
-            self._schedule(actor)
-
-    def _mark_running(self, actor: Actor) -> None:
-        """Count an idle actor as busy (it has a message to drain) and no longer idle."""
-        actor.running = True
-        self._busy += 1
-        self._idle.pop(actor.stream_id, None)
-
-    def _drain_now(self, actor: Actor, message: Message) -> None:
-        """Give an idle actor a message and drain it at once, in a context of its own (not the
-        sender's context variables), as one burst of writes."""
-        actor.mailbox.append(message)
-        self._mark_running(actor)
-        # a flag set and reset here, not a context manager: two Python calls fewer per ask
-        self._draining = True
-        try:
-            with self._context.burst():
-                contextvars.Context().run(actor.drain)
-        except Exception:  # the actor crashed, logged, and failed its callers
-            pass
-        finally:
-            self._draining = False
-
-    def _schedule(self, actor: Actor) -> None:
-        """Drain ``actor`` on the next loop step, so that messages sent meanwhile join its batch.
-
-        Ready actors wait in one queue drained by one callback: a loop step costs one handle,
-        however many actors became ready in it.
-        """
-        self._ready.append(actor)
-        if not self._ready_scheduled:
-            self._ready_scheduled = True
-            asyncio.get_running_loop().call_soon(self._drain_ready)
-
-    def _drain_ready(self) -> None:
-        self._ready_scheduled = False
-        ready = self._ready
-        # the appends of all these actors go to the writer together, as soon as they are made
-        self._draining = True
-        try:
-            with self._context.burst():
-                # only those ready now: actors made ready while draining wait for the next step
-                for _ in range(len(ready)):
-                    actor = ready.popleft()
-                    try:
-                        actor.drain()
-                    except Exception:  # the actor crashed, logged, and failed its callers
-                        continue
-        finally:
-            self._draining = False
-
-    def _send(
-        self, ref: AggregateRef[Any], message: Message, *, waiting: bool = False
-    ) -> asyncio.Future[None] | None:
-        """Enqueue a message; if the mailbox is full, return a future to await for room.
-
-        Not a coroutine: the common case (room in the mailbox) costs no coroutine object.
-
-        :param waiting: the sender waits for the outcome (``ask``): an idle actor then takes
-            the message in the sender's step, not on the next loop step (nothing could join its
-            batch meanwhile that the sender would not wait for anyway)
-        """
-        actor = self._actor_for(ref)
-        if len(actor.mailbox) < self._context.mailbox_size and not actor.overflow:
-            if waiting and not actor.running and not self._draining:
-                self._drain_now(actor, message)
-            else:
-                self._enqueue(actor, message)
-            return None
-        # full: wait for room, in arrival order, behind the senders already waiting
-        entered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if actor.overflow is None:
-            actor.overflow = deque()
-        actor.overflow.append((message, entered))
-        return entered
-
-    def _withdraw(self, stream_id: str, message: Message) -> bool:
-        """Take a message back if no actor has taken it yet; return whether it was."""
-        actor = self._actors.get(stream_id)
-        if actor is None:
-            return False
-        for index, queued in enumerate(actor.mailbox):
-            if queued is message:
-                del actor.mailbox[index]
-                return True
-        if actor.overflow:
-            for index, (queued, entered) in enumerate(actor.overflow):
-                if queued is message:
-                    del actor.overflow[index]
-                    entered.cancel()
-                    return True
-        return False
-
-    def _send_nowait(self, ref: AggregateRef[Any], message: Message) -> None:
-        actor = self._actor_for(ref)
-        if len(actor.mailbox) >= self._context.mailbox_size or actor.overflow:
-            raise MailboxFullError(ref.stream_id, self._context.mailbox_size)
-        self._enqueue(actor, message)
-
-    def _closed_message(self, stream_id: str) -> str:
-        if self._state is RuntimeState.UNOPENED:
-            return f"cannot send to {stream_id!r}: the runtime is not open yet (async with it)"
-        return f"cannot send to {stream_id!r}: the runtime is {self._state.value}"
-
-    # -- activation limits and passivation -------------------------------------------------------
-
-    def _try_admit(self, actor: Actor) -> bool:
-        """Admit the actor if it need not wait (under ``max_active``, or an idle actor makes
-        room); return whether it was."""
-        admission = self._admission
-        if not admission.try_take():
-            if not self._idle or admission.waiting:
-                return False
-            _, victim = next(iter(self._idle.items()))
-            self._passivate(victim)  # gives its place back
-            if not admission.try_take():
-                return False
-        actor.admitted = True
-        return True
-
-    async def _admit(self, actor: Actor) -> None:
-        if not self._try_admit(actor):
-            # every active actor is busy: wait for one to go idle and hand us its place
-            await self._admission.take()
-        actor.admitted = True
-
-    def _on_idle(self, actor: Actor) -> None:
-        if actor.mailbox:  # a message arrived as the actor finished
-            actor.running = True
-            self._schedule(actor)
-            return
-        self._busy -= 1
-        if not self._busy:
-            self._all_idle.set()
-        if not actor.loaded or self._state is not RuntimeState.OPEN or self._admission.waiting:
-            self._passivate(actor)
-            return
-        if not self._track_idle:
-            return  # nothing passivates idle actors: spare the bookkeeping
-        actor.idle_since = asyncio.get_running_loop().time()
-        self._idle[actor.stream_id] = actor
-        if len(self._idle) == 1:
-            self._idle_changed.set()
-
-    def _passivate(self, actor: Actor) -> None:
-        """Remove an idle actor from memory (it has no task and an empty mailbox)."""
-        self._idle.pop(actor.stream_id, None)
-        actors = self._actors
-        if actors.get(actor.stream_id) is actor:
-            del actors[actor.stream_id]
-            if self._actors_high > 1024 and len(actors) < self._actors_high // 4:
-                self._compact()
-        if actor.admitted:
-            actor.admitted = False
-            if actor.loaded:
-                self._counters.passivations += 1
-                if self.metrics is not None:
-                    self.metrics.add(PASSIVATIONS, 1, {"category": actor.decider.name})
-            actor.unload()
-            self._admission.give_back()
-
-    def _compact(self) -> None:
-        # Python dicts never shrink when keys are deleted: after a mass passivation the tables
-        # sized for the peak would stay. Copies are sized for what is left (amortized O(1)).
-        self._actors = dict(self._actors)
-        self._idle = OrderedDict(self._idle)
-        self._actors_high = len(self._actors)
-
-    async def _run_timer(self) -> None:
-        with self._timer_scope:
-            await self._passivate_when_due()
-
-    async def _passivate_when_due(self) -> None:
-        assert self.passivate_after is not None
-        timeout = self.passivate_after
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._idle:
-                self._idle_changed.clear()
-                await self._idle_changed.wait()
-                continue
-            now = loop.time()
-            while self._idle:
-                actor = next(iter(self._idle.values()))
-                due = actor.idle_since + timeout
-                if due > now:
-                    await anyio.sleep(due - now)
-                    break
-                self._passivate(actor)
-            else:
-                continue
+    # -- passivation -------------------------------------------------------------------------------
 
     def passivate_idle(self) -> int:
         """Passivate every idle actor now (to shed memory); return how many were passivated.
 
         Busy actors are not touched: they stay until idle, as ``passivate_after`` decides.
         """
-        if self._track_idle:
-            idle = list(self._idle.values())
-        else:
-            idle = [a for a in self._actors.values() if not a.running and not a.mailbox]
-        for actor in idle:
-            self._passivate(actor)
-        return len(idle)
-
-    def _start_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        assert self._task_group is not None
-        self._task_group.start_soon(_run_coroutine, coroutine)
+        return self._dispatcher.passivate_idle()
 
     # -- health ------------------------------------------------------------------------------------
 
@@ -1114,44 +539,14 @@ class Runtime:
         - ``projection NAME``: the projection is not failing, and its oldest unhandled event is
           at most ``max_projection_lag`` seconds old.
         """
-        checks: list[HealthCheck] = []
-        try:
-            with anyio.fail_after(timeout):
-                head = await self.store.head_position()
-            checks.append(HealthCheck("store", True, f"reachable, head position {head}"))
-        except TimeoutError:
-            checks.append(HealthCheck("store", False, f"no answer within {timeout} s"))
-        except Exception as exc:
-            checks.append(HealthCheck("store", False, f"{type(exc).__name__}: {exc}"))
-        lag_of = self._capabilities.writer_lag
-        if lag_of is not None:
-            try:
-                lag = float(lag_of())
-                checks.append(
-                    HealthCheck(
-                        "writer",
-                        lag <= max_writer_lag,
-                        f"oldest pending write waited {lag:.3f} s (limit {max_writer_lag} s)",
-                    )
-                )
-            except Exception as exc:
-                checks.append(HealthCheck("writer", False, f"{type(exc).__name__}: {exc}"))
-        for entry in self._projections.values():
-            status = entry.runner.status()
-            if status.state == "failing":
-                checks.append(
-                    HealthCheck(f"projection {status.name}", False, f"failing: {status.last_error}")
-                )
-                continue
-            checks.append(
-                HealthCheck(
-                    f"projection {status.name}",
-                    status.lag_seconds <= max_projection_lag,
-                    f"{status.state}, lag {status.lag_events} events, "
-                    f"{status.lag_seconds:.3f} s (limit {max_projection_lag} s)",
-                )
-            )
-        return Health(all(check.ok for check in checks), tuple(checks))
+        return await check_health(
+            self.store,
+            self._capabilities.writer_lag,
+            self._hosting.current_statuses(),
+            max_writer_lag=max_writer_lag,
+            max_projection_lag=max_projection_lag,
+            timeout=timeout,
+        )
 
     # -- statistics ------------------------------------------------------------------------------
 
@@ -1159,7 +554,7 @@ class Runtime:
         """Return an immutable copy of this runtime's counters."""
         c = self._counters
         return RuntimeStatistics(
-            active_actors=self._admission.taken,
+            active_actors=self._dispatcher.active,
             activations=c.activations,
             passivations=c.passivations,
             commands_processed=c.commands_processed,
@@ -1169,293 +564,6 @@ class Runtime:
             snapshots_saved=c.snapshots_saved,
             conflicts_retried=c.conflicts_retried,
             actor_failures=c.actor_failures,
-            queued_messages=sum(len(a.mailbox) for a in self._actors.values()),
-            projections=tuple(
-                status
-                for entry in self._projections.values()
-                for status in (
-                    entry.runner.status(),
-                    *([entry.rebuild.status()] if entry.rebuild is not None else []),
-                )
-            ),
+            queued_messages=self._dispatcher.queued,
+            projections=self._hosting.statuses(),
         )
-
-
-def _describe_aggregate(aggregate: object) -> str:
-    """Name an aggregate class, or a Decider by its decide function, for a message."""
-    if isinstance(aggregate, Decider):
-        decide = aggregate.decide
-        where = getattr(decide, "__module__", None), getattr(decide, "__qualname__", None)
-        by = f"{where[0]}.{where[1]}" if all(where) else repr(decide)
-        return f"Decider {aggregate.name!r} (decide={by})"
-    if isinstance(aggregate, type):
-        return f"aggregate class {aggregate.__module__}.{aggregate.__qualname__}"
-    return repr(aggregate)
-
-
-def _latest_loader(
-    store: EventStore, capabilities: StoreCapabilities
-) -> Callable[[str], Awaitable[Latest]]:
-    """Return the store's one-read activation load if it has one, else ``load_snapshot``."""
-    if capabilities.load_latest is not None:
-        return capabilities.load_latest
-
-    async def snapshot_only(stream_id: str) -> Latest:
-        return await store.load_snapshot(stream_id), [], False
-
-    return snapshot_only
-
-
-def _data_reader(
-    store: EventStore, capabilities: StoreCapabilities
-) -> Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]:
-    """Return the store's lean replay read if it has one, else one made from ``read_stream``."""
-    if capabilities.read_stream_data is not None:
-        return capabilities.read_stream_data
-
-    async def from_records(
-        stream_id: str, from_version: int
-    ) -> AsyncIterator[tuple[int, str, JSONDict]]:
-        async for stored in store.read_stream(stream_id, from_version):
-            yield stored.version, stored.type, stored.data
-
-    return from_records
-
-
-def _no_burst() -> contextlib.AbstractContextManager[None]:
-    """The burst of a store without bursts: nothing to wait for."""
-    return contextlib.nullcontext()
-
-
-#: the context variables actor callbacks run in (none set)
-_ACTOR_CONTEXT: Final = contextvars.Context()
-
-
-def _appender(
-    store: EventStore, capabilities: StoreCapabilities
-) -> Callable[[str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None]:
-    """Return the store's callback append if it has one (``append_then``), else one made from
-    its non-async ``submit_append`` or from ``append``, calling back when the future is done."""
-    if capabilities.append_then is not None:
-        return capabilities.append_then
-    submit = capabilities.submit_append
-
-    def via_future(
-        stream_id: str,
-        expected_version: int,
-        events: list[NewEvent],
-        on_done: Callable[[AppendResult | BaseException], None],
-    ) -> None:
-        future: asyncio.Future[AppendResult] = (
-            submit(stream_id, expected_version, events)
-            if submit is not None
-            else asyncio.ensure_future(store.append(stream_id, expected_version, events))
-        )
-        # the actor's work never runs in a caller's context variables
-        future.add_done_callback(
-            functools.partial(_call_back, stream_id, on_done), context=_ACTOR_CONTEXT
-        )
-
-    return via_future
-
-
-def _call_back(
-    stream_id: str,
-    on_done: Callable[[AppendResult | BaseException], None],
-    future: asyncio.Future[AppendResult],
-) -> None:
-    if future.cancelled():
-        outcome: AppendResult | BaseException = StoreError(
-            f"the append to {stream_id!r} was cancelled"
-        )
-    else:
-        error = future.exception()
-        outcome = error if error is not None else future.result()
-    try:
-        on_done(outcome)
-    except Exception:  # a crashed actor, logged by it too: logged, as the SQLite store does
-        logger.exception("an append's callback failed", extra={"stream_id": stream_id})
-
-
-async def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
-    await coroutine
-
-
-def _reached(runner: ProjectionRunner, position: int) -> bool:
-    """Whether a projection handled every event up to ``position`` (and, inline, is live)."""
-    if not runner.loaded or runner.position < position:
-        return False
-    # an inline projection serves reads-after-writes only once appends call it
-    return runner.compiled.mode != "inline" or runner.state == "live"
-
-
-def _check_optional_positive(name: str, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        msg = f"{name} must be an int >= 1 or None, got {value!r}"
-        raise ValueError(msg)
-
-
-class _Default(enum.Enum):
-    DEFAULT = "default"
-
-
-#: "use the runtime's setting" (a sentinel for per-call options)
-DEFAULT: Final = _Default.DEFAULT
-
-
-class AggregateRef(Generic[S]):
-    """A handle to one aggregate instance; cheap to make, no I/O until a message is sent.
-
-    ``S`` is the aggregate's state type (the aggregate class for the class form).
-    """
-
-    __slots__ = ("_runtime", "aggregate_id", "decider", "stream_id")
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        decider: Decider[Any, Any, S],
-        aggregate_id: str,
-        stream_id: str,
-    ) -> None:
-        self._runtime = runtime
-        self.decider = decider
-        #: the aggregate's id as given to ``runtime.ref``
-        self.aggregate_id = aggregate_id
-        #: the id of the aggregate's stream in the store (``f"{category}-{aggregate_id}"``)
-        self.stream_id = stream_id
-
-    def __repr__(self) -> str:
-        return f"<AggregateRef {self.stream_id!r}>"
-
-    async def ask(
-        self,
-        command: object,
-        *,
-        metadata: JSONDict | None = None,
-        command_id: str | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-        timeout: float | _Default | None = DEFAULT,  # noqa: ASYNC109  # the asked-for API
-    ) -> list[RecordedEvent[Any]]:
-        """Send a command and wait until its events are durable.
-
-        Waits for mailbox room first if the mailbox is full. Each event is stored with
-        ``metadata`` and three ids (see the README, *Metadata and tracing*):
-        ``command_id``, ``correlation_id`` and ``causation_id``.
-
-        A command sent with a ``command_id`` that this aggregate already processed (it stored
-        events) is not decided again: ``ask`` returns the original recorded events, also after
-        a restart. A command that stored nothing (rejected, or no change) is decided again.
-
-        :param metadata: stored with each event the command produces (JSON-serializable; the
-            three id keys are reserved)
-        :param command_id: the command's id, to make retries idempotent (default: a new id;
-            such commands are never looked up)
-        :param correlation_id: the conversation the command belongs to (default: that of the
-            event being handled, see :func:`caused_by`; else the command's id)
-        :param causation_id: what caused the command (default: the id of the event being
-            handled; else the command's id)
-        :param timeout: seconds to wait for the outcome (default: the runtime's
-            ``ask_timeout``; ``None``: no limit)
-        :return: the recorded events (empty if the command changed nothing)
-        :raises Rejected: as raised by the command handler (nothing was stored)
-        :raises UnknownCommandError: if the aggregate has no handler for the command
-        :raises ConcurrencyError: if other writers kept winning after all retries
-        :raises AskTimeoutError: if the outcome did not come in time; ``.processed`` says
-            whether the command may still take effect
-        :raises RuntimeClosedError: if the runtime is not open
-        :raises TypeError: if ``metadata`` is not a dict or an id is not a str
-        :raises ValueError: if an id is empty, ``command_id`` holds NUL, or ``metadata`` uses a
-            reserved key
-        """
-        stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
-        future: asyncio.Future[list[RecordedEvent[Any]]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        message: Message = (COMMAND, command, future, stored, explicit)
-        limit = self._runtime.ask_timeout if isinstance(timeout, _Default) else timeout
-        metrics = self._runtime.metrics
-        started = time.perf_counter() if metrics is not None else 0.0
-        try:
-            if limit is None:
-                # _deliver inlined: one coroutine fewer alive per waiting ask
-                waiting = self._runtime._send(self, message, waiting=True)
-                if waiting is not None:
-                    await waiting
-                elif future.done():
-                    # answered in this step (a rejection): still let other tasks run, as an
-                    # await on the runtime always does
-                    await asyncio.sleep(0)
-                return await future
-            with anyio.move_on_after(limit):
-                return await self._deliver(message, future)
-        except asyncio.CancelledError:
-            # cancelled: a command still waiting in the mailbox is taken back, never run
-            self._runtime._withdraw(self.stream_id, message)
-            raise
-        finally:
-            if metrics is not None:
-                labels = {"category": self.decider.name}
-                metrics.record(ASK_DURATION, time.perf_counter() - started, labels)
-        withdrawn = self._runtime._withdraw(self.stream_id, message)
-        raise AskTimeoutError(self.stream_id, type(command).__name__, limit, not withdrawn)
-
-    async def _deliver(self, message: Message, future: asyncio.Future[_T]) -> _T:
-        waiting = self._runtime._send(self, message)
-        if waiting is not None:
-            await waiting
-        return await future
-
-    async def tell(
-        self,
-        command: object,
-        *,
-        metadata: JSONDict | None = None,
-        command_id: str | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-    ) -> None:
-        """Send a command without waiting for its outcome (waits only for mailbox room).
-
-        The keyword arguments are those of :meth:`ask`. Failures of told commands are logged
-        as warnings by ``actorsource.actor``.
-
-        :raises TypeError: if ``metadata`` is not a dict or an id is not a str
-        :raises ValueError: if an id is empty, ``command_id`` holds NUL, or ``metadata`` uses a
-            reserved key
-        """
-        stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
-        waiting = self._runtime._send(self, (COMMAND, command, None, stored, explicit))
-        if waiting is not None:
-            await waiting
-
-    def tell_nowait(
-        self,
-        command: object,
-        *,
-        metadata: JSONDict | None = None,
-        command_id: str | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-    ) -> None:
-        """Send a command without waiting at all.
-
-        The keyword arguments are those of :meth:`ask`.
-
-        :raises MailboxFullError: if the mailbox has no room
-        :raises TypeError: if ``metadata`` is not a dict or an id is not a str
-        :raises ValueError: if an id is empty, ``command_id`` holds NUL, or ``metadata`` uses a
-            reserved key
-        """
-        stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
-        self._runtime._send_nowait(self, (COMMAND, command, None, stored, explicit))
-
-    async def state(self) -> S:
-        """Return a deep copy of the aggregate's state after every message sent before this.
-
-        :raises ActorsourceError: if the state cannot be copied (the actor goes on)
-        :raises ActorFailedError: if the aggregate could not be loaded
-        """
-        future: asyncio.Future[S] = asyncio.get_running_loop().create_future()
-        return await self._deliver((GET_STATE, None, future, {}, None), future)

@@ -11,8 +11,9 @@ import anyio
 import pytest
 
 import actorsource.stores.sqlite.reads as reads_module
-from actorsource import ActorFailedError, Runtime, SQLiteEventStore
+from actorsource import ActorFailedError, Backoff, Runtime, SQLiteEventStore
 
+from .clock import ManualClock
 from .domain import Account, Deposit
 
 
@@ -31,14 +32,21 @@ async def test_a_failing_callback_load_backs_off_then_recovers(
     # loads go stream by stream (as when a job's one statement cannot run), and one fails
     monkeypatch.setattr(reads_module, "_latest_many", lambda *args: None)
     monkeypatch.setattr(reads_module, "_latest", latest)
-    async with SQLiteEventStore(tmp_path / "a.db") as store, Runtime(store) as runtime:
+    clock = ManualClock()
+    async with (
+        SQLiteEventStore(tmp_path / "a.db") as store,
+        Runtime(store, supervision=Backoff(base=0.05, clock=clock)) as runtime,
+    ):
         ref = runtime.ref(Account, "a")
         with pytest.raises(ActorFailedError, match=r"loading the aggregate failed: .*disk I/O"):
             await ref.ask(Deposit(1))
         with pytest.raises(ActorFailedError, match="failed 1 time"):
             await ref.ask(Deposit(2))  # within the backoff: fails at once
         await runtime.ref(Account, "other").ask(Deposit(5))  # the others are served
-        await anyio.sleep(0.06)  # the backoff after one failure (50 ms) is what is tested
+        clock.advance(0.049)
+        with pytest.raises(ActorFailedError, match="failed 1 time"):
+            await ref.ask(Deposit(4))  # 1 ms of the backoff left
+        clock.advance(0.001)  # the backoff after one failure (50 ms) has passed
         await ref.ask(Deposit(3))
         assert (await ref.state()).history == [3]
         assert runtime.statistics().actor_failures == 1

@@ -11,6 +11,7 @@ import pytest
 
 from actorsource import (
     AppendResult,
+    Backoff,
     CodecError,
     EventStore,
     InMemoryEventStore,
@@ -22,6 +23,7 @@ from actorsource import (
     StoreError,
 )
 
+from .clock import ManualClock
 from .conftest import make_store
 from .domain import Account, Deposit, Deposited, Noop, Withdraw
 from .faults import FaultyStore
@@ -101,12 +103,13 @@ async def test_commands_without_an_id_are_never_looked_up_and_allocate_no_window
             ref.tell_nowait(Deposit(amount))
         await ref.state()
         assert counting.command_lookups == []
-        assert runtime._actors["Account-a"].recent is None  # the W4 memory budget: no window
+        # the W4 memory budget: no window
+        assert runtime._dispatcher._actors["Account-a"].recent is None
         await ref.ask(Deposit(1), command_id="c-1")
         assert counting.command_lookups == [["c-1"]]  # a new id: looked up once
         await ref.ask(Deposit(1), command_id="c-1")
         assert counting.command_lookups == [["c-1"]]  # a repeat in the window: not again
-        assert runtime._actors["Account-a"].recent is not None
+        assert runtime._dispatcher._actors["Account-a"].recent is not None
 
 
 async def test_the_same_id_twice_in_one_batch_is_decided_once(store: EventStore) -> None:
@@ -259,7 +262,7 @@ async def test_ids_beyond_the_window_are_found_in_the_store(store: EventStore, w
     async with Runtime(counting, idempotency_window=window) as runtime:
         ref = runtime.ref(Account, "a")
         originals = [await ref.ask(Deposit(n), command_id=f"c-{n}") for n in range(1, 5)]
-        remembered = runtime._actors["Account-a"].recent
+        remembered = runtime._dispatcher._actors["Account-a"].recent
         assert (len(remembered) if remembered is not None else 0) == window
         counting.command_lookups.clear()
         for n in (4, 1):
@@ -328,12 +331,13 @@ async def test_a_retry_in_the_same_runtime_after_a_lost_reply_gets_the_original_
     store: EventStore,
 ) -> None:
     lossy = LostReplies(store)
-    async with Runtime(lossy) as runtime:
+    clock = ManualClock()
+    async with Runtime(lossy, supervision=Backoff(base=0.05, clock=clock)) as runtime:
         ref = runtime.ref(Account, "a")
         lossy.lose = 1
         with pytest.raises(StoreError):
             await ref.ask(Deposit(5), command_id="pay-1")
-        await anyio.sleep(0.06)  # the backoff after a failed append (50 ms)
+        clock.advance(0.05)  # the backoff after a failed append (50 ms) has passed
         [recorded] = await ref.ask(Deposit(5), command_id="pay-1")
         assert (await ref.state()).balance == 5
     [committed] = await stream(store)

@@ -21,6 +21,7 @@ from actorsource import (
     ActorsourceError,
     Aggregate,
     AskTimeoutError,
+    Backoff,
     CodecError,
     ConcurrencyError,
     Decider,
@@ -42,6 +43,7 @@ from actorsource import (
     command,
 )
 
+from .clock import ManualClock
 from .conftest import make_store
 from .domain import (
     Account,
@@ -129,7 +131,7 @@ async def test_a_batch_outcome_used_again_carries_nothing_of_the_batch_before(
     assert [e.type for e in await all_events(store)] == ["Deposited"] * 3
 
 
-@pytest.mark.parametrize("broken", ["_decide_batch", "_reply"])
+@pytest.mark.parametrize("broken", ["decide_batch", "reply"])
 async def test_a_bug_while_deciding_or_answering_fails_the_caller_instead_of_leaving_it_waiting(
     store: EventStore, monkeypatch: pytest.MonkeyPatch, broken: str
 ) -> None:
@@ -139,7 +141,7 @@ async def test_a_bug_while_deciding_or_answering_fails_the_caller_instead_of_lea
     async with Runtime(store) as runtime:
         ref = runtime.ref(Account, "a")
         await ref.ask(Deposit(1))  # loaded and working
-        monkeypatch.setattr(actor_module.Actor, broken, bug)
+        monkeypatch.setattr(actor_module, broken, bug)  # as the actor calls it
         with anyio.fail_after(10), pytest.raises(RuntimeError, match=f"a bug in {broken}"):
             await ref.ask(Deposit(2))
 
@@ -611,7 +613,8 @@ async def test_store_failure_reaches_the_caller_and_the_next_message_reloads(
     store: EventStore,
 ) -> None:
     faulty = FaultyStore(store)
-    async with Runtime(faulty) as runtime:
+    clock = ManualClock()
+    async with Runtime(faulty, supervision=Backoff(base=0.05, clock=clock)) as runtime:
         ref = runtime.ref(Account, "a")
         other = runtime.ref(Account, "b")
         await ref.ask(Deposit(1))
@@ -623,7 +626,7 @@ async def test_store_failure_reaches_the_caller_and_the_next_message_reloads(
         with pytest.raises(ActorFailedError, match="appending failed: injected: disk full"):
             await ref.ask(Deposit(9))  # within the backoff: fails at once, store untouched
         assert faulty.appends == appends
-        await anyio.sleep(0.06)  # the backoff after one failure (50 ms) is what is tested
+        clock.advance(0.05)  # the backoff after one failure (50 ms) has passed
         await ref.ask(Deposit(3))
         assert (await ref.state()).history == [1, 3]
         assert runtime.statistics().actor_failures == 1
@@ -634,7 +637,8 @@ async def test_load_failure_backs_off_without_touching_the_store_then_recovers(
     store: EventStore,
 ) -> None:
     faulty = FaultyStore(store)
-    async with Runtime(faulty) as runtime:
+    clock = ManualClock()
+    async with Runtime(faulty, supervision=Backoff(base=0.05, clock=clock)) as runtime:
         ref = runtime.ref(Account, "a")
         faulty.fail_reads = 1
         with pytest.raises(ActorFailedError, match="loading the aggregate failed"):
@@ -644,7 +648,7 @@ async def test_load_failure_backs_off_without_touching_the_store_then_recovers(
             await ref.ask(Deposit(2))  # within the backoff: fails at once
         assert faulty.snapshot_loads == loads  # the store was not touched
         await runtime.ref(Account, "other").ask(Deposit(5))  # the others are served
-        await anyio.sleep(0.06)  # the backoff after one failure (50 ms) is what is tested
+        clock.advance(0.05)  # the backoff after one failure (50 ms) has passed
         await ref.ask(Deposit(3))
         assert (await ref.state()).history == [3]
 

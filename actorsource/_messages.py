@@ -1,0 +1,44 @@
+"""What an actor's mailbox holds: a command to decide, or a request for a copy of the state."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ._records import JSONDict
+
+
+class Command:
+    """A command on its way to an aggregate, with what its events are stored with."""
+
+    __slots__ = ("command", "command_id", "metadata", "reply")
+
+    def __init__(
+        self,
+        command: object,
+        reply: asyncio.Future[Any] | None,
+        metadata: JSONDict,
+        command_id: str | None,
+    ) -> None:
+        #: the command object the aggregate decides
+        self.command = command
+        #: resolved with the recorded events or the error (``None``: told, nobody waits)
+        self.reply = reply
+        #: stored with each event the command produces (the three ids included)
+        self.metadata = metadata
+        #: the id the caller gave (``None``: the runtime made one, and never looks it up)
+        self.command_id = command_id
+
+
+class GetState:
+    """A request for a deep copy of an aggregate's state, once the messages before it ran."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: asyncio.Future[Any]) -> None:
+        #: resolved with the copy, or the reason none was made
+        self.reply = reply
+
+
+#: one message in a mailbox
+Message = Command | GetState

@@ -1,0 +1,105 @@
+"""The store's routes the actors use, resolved once from its declared capabilities.
+
+Each is the store's faster route where it declares one (:class:`StoreCapabilities`), else one
+made from the core contract: the actors never ask what a store can do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
+
+from ._errors import StoreError
+from ._records import AppendResult, JSONDict, NewEvent
+from .stores._base import EventStore, Latest, StoreCapabilities
+
+logger = logging.getLogger("actorsource.runtime")
+
+
+def latest_loader(
+    store: EventStore, capabilities: StoreCapabilities
+) -> Callable[[str], Awaitable[Latest]]:
+    """Return the store's one-read activation load if it has one, else ``load_snapshot``."""
+    if capabilities.load_latest is not None:
+        return capabilities.load_latest
+
+    async def snapshot_only(stream_id: str) -> Latest:
+        return await store.load_snapshot(stream_id), [], False
+
+    return snapshot_only
+
+
+def data_reader(
+    store: EventStore, capabilities: StoreCapabilities
+) -> Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]:
+    """Return the store's lean replay read if it has one, else one made from ``read_stream``."""
+    if capabilities.read_stream_data is not None:
+        return capabilities.read_stream_data
+
+    async def from_records(
+        stream_id: str, from_version: int
+    ) -> AsyncIterator[tuple[int, str, JSONDict]]:
+        async for stored in store.read_stream(stream_id, from_version):
+            yield stored.version, stored.type, stored.data
+
+    return from_records
+
+
+def no_burst() -> contextlib.AbstractContextManager[None]:
+    """The burst of a store without bursts: nothing to wait for."""
+    return contextlib.nullcontext()
+
+
+#: the context variables actor callbacks run in (none set)
+_ACTOR_CONTEXT: Final = contextvars.Context()
+
+
+def appender(
+    store: EventStore, capabilities: StoreCapabilities
+) -> Callable[[str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None]:
+    """Return the store's callback append if it has one (``append_then``), else one made from
+    its non-async ``submit_append`` or from ``append``, calling back when the future is done."""
+    if capabilities.append_then is not None:
+        return capabilities.append_then
+    submit = capabilities.submit_append
+
+    def via_future(
+        stream_id: str,
+        expected_version: int,
+        events: list[NewEvent],
+        on_done: Callable[[AppendResult | BaseException], None],
+    ) -> None:
+        future: asyncio.Future[AppendResult] = (
+            submit(stream_id, expected_version, events)
+            if submit is not None
+            else asyncio.ensure_future(store.append(stream_id, expected_version, events))
+        )
+        # the actor's work never runs in a caller's context variables
+        future.add_done_callback(
+            functools.partial(_call_back, stream_id, on_done), context=_ACTOR_CONTEXT
+        )
+
+    return via_future
+
+
+def _call_back(
+    stream_id: str,
+    on_done: Callable[[AppendResult | BaseException], None],
+    future: asyncio.Future[AppendResult],
+) -> None:
+    if future.cancelled():
+        outcome: AppendResult | BaseException = StoreError(
+            f"the append to {stream_id!r} was cancelled"
+        )
+    else:
+        error = future.exception()
+        outcome = error if error is not None else future.result()
+    try:
+        on_done(outcome)
+    except Exception:  # a crashed actor, logged by it too: logged, as the SQLite store does
+        logger.exception("an append's callback failed", extra={"stream_id": stream_id})
