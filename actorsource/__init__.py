@@ -1,20 +1,22 @@
 """actorsource: event-sourced aggregates as lightweight async actors.
 
-General layout (lower layers never import higher ones)::
+General layout (lower layers never import higher ones; docs/architecture.md has the picture and
+the path of one ``ask``)::
 
     _errors            L0  the error tree
-    _gc                L0  tuning the garbage collector for a busy runtime (opt-in)
     _decider, _aggregate, _records, _ids, _tracing
                        L1  the pure domain core (Decider, Aggregate sugar), records, event
                            ids, tracing metadata (command, correlation and causation ids)
     _codec             L2  event/state <-> JSON-ready dicts, by stable type names; upcasters
-    stores/            L3  the EventStore contract; memory, SQLite and PostgreSQL stores
-    _actor             L4  one aggregate's mailbox loop
-    _runtime, _projection
-                       L5  live actors, activation, passivation, refs, statistics, time
-                           travel; projections run from checkpoints
-    cli                L6  the command line (``actorsource bench``)
-    testing            L6  given/when/then for your aggregates, a runtime for your tests
+    stores/            L3  the EventStore contract and capabilities; memory, SQLite and
+                           PostgreSQL stores
+    _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
+    _policies, _routes, _messages
+                       L4  one aggregate's mailbox, its loading and batches; policies
+    _runtime, _dispatcher, _refs, _reading, _health
+                       L5  lifecycle, live actors, refs, time travel, health
+    _hosting, _projection, cli, bench, testing
+                       L6  projections, the command line, benchmarks, the test kit
 
 This module is the only public surface.
 """

@@ -160,7 +160,7 @@ class Runtime:
             shutdown_timeout=shutdown_timeout,
         )
         self.store = store
-        self.passivate_after = passivate_after
+        #: the most actors holding state in memory at once (None: no limit)
         self.max_active = max_active
         #: where counters and histograms go (None: nowhere)
         self.metrics = metrics
@@ -229,6 +229,15 @@ class Runtime:
     @ask_timeout.setter
     def ask_timeout(self, value: float | None) -> None:
         self._dispatcher.ask_timeout = value
+
+    @property
+    def passivate_after(self) -> float | None:
+        """Seconds an actor may stay idle before it leaves memory (None: never)."""
+        return self._dispatcher.passivate_after
+
+    @passivate_after.setter
+    def passivate_after(self, value: float | None) -> None:
+        self._dispatcher.passivate_after = value
 
     @property
     def shutdown_timeout(self) -> float | None:
