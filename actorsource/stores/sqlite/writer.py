@@ -24,7 +24,7 @@ from .._base import (
 )
 from ._thread import ConnectionThread, Job
 from .commit import _commit_batch
-from .ops import _answer_op, _Op
+from .ops import _answer_op, _answer_ops, _Op
 
 logger = logging.getLogger("actorsource.stores.sqlite")
 
@@ -272,8 +272,7 @@ class SQLiteWriter(StoreLifecycle):
             return
         results, _, head_position = outcome
         self.batches_committed += 1
-        for op, result in zip(batch, results, strict=True):
-            _answer_op(op, result)
+        _answer_ops(batch, results)
         self._watch.advance(head_position)
 
     def _fail_pending(self, reason: str) -> None:
