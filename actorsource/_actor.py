@@ -365,7 +365,16 @@ class Actor(Activation):
             fail_unanswered(self.stream_id, batch, exc)
             self._crash(exc)
             raise
-        self.drain()
+        if self.mailbox:
+            self.drain()
+            return
+        # drain's end, inlined: an actor with nothing more to do (once per append)
+        try:
+            self.running = False
+            self.context.on_idle(self)
+        except BaseException as exc:
+            self._crash(exc)
+            raise
 
     #: the actor is its own commit callback (``append_then(..., self)``): a bound method made
     #: per append would be one more object per command in flight for the garbage collector,

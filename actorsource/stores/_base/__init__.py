@@ -18,6 +18,7 @@ from .checks import matches as matches
 from .coding import damaged_event as damaged_event
 from .coding import decode_json as decode_json
 from .coding import encode_json as encode_json
+from .coding import encode_rows as encode_rows
 from .coding import encode_snapshot_state as encode_snapshot_state
 from .coding import event_data as event_data
 from .coding import event_data_of as event_data_of

@@ -28,7 +28,8 @@ def check_stream_id(stream_id: object) -> str:
 
 def check_append(stream_id: str, expected_version: int | None, events: Sequence[NewEvent]) -> None:
     """Raise a ValueError naming what is wrong with the arguments of an append."""
-    check_stream_id(stream_id)
+    if not (type(stream_id) is str and stream_id and stream_id.isascii()):
+        check_stream_id(stream_id)  # almost every id passes above: spare the call
     if expected_version is not None and (
         not isinstance(expected_version, int)
         or isinstance(expected_version, bool)

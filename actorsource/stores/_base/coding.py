@@ -6,7 +6,7 @@ import logging
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -34,6 +34,39 @@ def encode_json(value: JSONDict, what: str, event: NewEvent) -> str:
         )
         raise CodecError(msg, type_name=event.type)
     return text
+
+
+_NOTHING: Final = object()
+
+
+def encode_rows(events: Sequence[NewEvent]) -> list[tuple[str, str, str, str]]:
+    """Return events as ``(type, data json, metadata json, event id)`` rows.
+
+    One call per append, not two per event; the events of one command share their metadata
+    dict, which is encoded once. What JSON cannot hold raises :func:`encode_json`'s CodecError.
+    """
+    rows = []
+    encoded: object = _NOTHING  # the metadata dict meta_text holds
+    meta_text = ""
+    for e in events:
+        data = e.data
+        try:
+            data_text = orjson.dumps(data).decode()
+        except TypeError:
+            data_text = encode_json(data, "data", e)  # raises, naming the event
+        if "null" in data_text:
+            data_text = encode_json(data, "data", e)  # raises for NaN or an infinity
+        metadata = e.metadata
+        if metadata is not encoded:
+            try:
+                meta_text = orjson.dumps(metadata).decode()
+            except TypeError:
+                meta_text = encode_json(metadata, "metadata", e)
+            if "null" in meta_text:
+                meta_text = encode_json(metadata, "metadata", e)
+            encoded = metadata
+        rows.append((e.type, data_text, meta_text, e.event_id))
+    return rows
 
 
 def stored_event(row: Any, recorded_at: datetime) -> StoredEvent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -61,22 +61,28 @@ _Op = _Append | _SaveSnapshot | _Transact | _CatchUpInline
 
 
 def _answer_op(op: _Op, outcome: Any) -> None:
-    """Tell a write's caller its outcome (an exception is its error), unless it gave up.
+    """Tell a write's caller its outcome (an exception is its error), unless it gave up."""
+    _answer_ops((op,), (outcome,))
+
+
+def _answer_ops(ops: Iterable[_Op], outcomes: Iterable[Any]) -> None:
+    """Tell each write's caller its outcome (one call per batch, not per write).
 
     A callback (``append_then``) must not raise: what it raises is logged, and the other
     writers of the batch still hear back.
     """
-    if type(op) is _Append and op.on_done is not None:
-        on_done, op.on_done = op.on_done, None  # at most once
-        try:
-            on_done(outcome)
-        except Exception:
-            logger.exception("an append's callback failed", extra={"stream_id": op.stream_id})
-        return
-    future = op.future
-    if future is None or future.done():  # the caller was cancelled; the write stands regardless
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+    for op, outcome in zip(ops, outcomes, strict=True):
+        if type(op) is _Append and op.on_done is not None:
+            on_done, op.on_done = op.on_done, None  # at most once
+            try:
+                on_done(outcome)
+            except Exception:
+                logger.exception("an append's callback failed", extra={"stream_id": op.stream_id})
+            continue
+        future = op.future
+        if future is None or future.done():  # the caller was cancelled; the write stands
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -21,12 +21,13 @@ from .._base import (
     HeadWatch,
     InlineHook,
     StoreCapabilities,
+    StoreState,
     T,
     TransactionWork,
     check_append,
     check_checkpoint,
     check_snapshot,
-    encode_json,
+    encode_rows,
     encode_snapshot_state,
 )
 from ._thread import ConnectionThread
@@ -158,7 +159,11 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         step. ``on_done`` must not raise (what it raises is logged). Bad arguments raise here,
         at once.
         """
-        rows = self._rows(stream_id, expected_version, events)
+        # _rows inlined: once per command on the runtime's path
+        if self._state is not StoreState.OPEN:
+            self._check_open()
+        check_append(stream_id, expected_version, events)
+        rows = encode_rows(events)
         self._enqueue(_Append(stream_id, expected_version, rows, None, on_done))
 
     def _rows(
@@ -167,15 +172,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         """Check an append and encode its events as (type, data, metadata, event id) rows."""
         self._check_open()
         check_append(stream_id, expected_version, events)
-        return [
-            (
-                e.type,
-                encode_json(e.data, "data", e),
-                encode_json(e.metadata, "metadata", e),
-                e.event_id,
-            )
-            for e in events
-        ]
+        return encode_rows(events)
 
     async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
         """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""

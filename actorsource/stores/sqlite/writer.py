@@ -24,7 +24,7 @@ from .._base import (
 )
 from ._thread import ConnectionThread, Job
 from .commit import _commit_batch
-from .ops import _answer_op, _Op
+from .ops import _answer_op, _answer_ops, _Op
 
 logger = logging.getLogger("actorsource.stores.sqlite")
 
@@ -43,7 +43,8 @@ class _Burst:
     def __exit__(self, *exc_info: object) -> None:
         store = self._store
         store._bursts -= 1
-        if not store._bursts:
+        # the writer's thread, when busy, takes what is queued itself: no call then
+        if not store._bursts and store._queued and not store._busy.locked():
             store._burst_ended()
 
 
@@ -99,7 +100,8 @@ class SQLiteWriter(StoreLifecycle):
         return conn is not None and conn.alive
 
     def _enqueue(self, op: _Op) -> None:
-        if not self._writer_alive():
+        conn = self._writer  # _writer_alive inlined: once per write
+        if conn is None or not conn.alive:
             # nobody would ever answer the write
             msg = f"{self!r} cannot write: its writer thread has stopped; make a new store"
             raise StoreError(msg)
@@ -270,8 +272,7 @@ class SQLiteWriter(StoreLifecycle):
             return
         results, _, head_position = outcome
         self.batches_committed += 1
-        for op, result in zip(batch, results, strict=True):
-            _answer_op(op, result)
+        _answer_ops(batch, results)
         self._watch.advance(head_position)
 
     def _fail_pending(self, reason: str) -> None:
