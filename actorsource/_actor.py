@@ -1,7 +1,7 @@
 """One aggregate's actor: a mailbox drained by callbacks, not by a task of its own.
 
-An idle actor owns no task: it is its state, its version and an empty deque (PERF_NOTES: most of
-an idle actor's memory would otherwise be a task parked on a queue). A message to an idle actor
+An idle actor owns no task: it is its state, its version and an empty deque (most of an idle
+actor's memory would otherwise be a task parked on a queue). A message to an idle actor
 schedules :meth:`Actor.drain` on the event loop. Draining is synchronous: it decides a batch of
 commands and hands their events to the store, which calls the actor back at commit
 (:meth:`Actor._appended`), which replies and drains on. Loading is a callback too when nothing

@@ -4,22 +4,19 @@ Both settings belong to the whole process (every library and thread in it), so t
 changes them by itself: a service calls :func:`tune_gc` and :func:`tune_switch_interval` once at
 startup, after its imports, if it wants the trade each describes.
 
-The garbage collector. Measured (``shared/PERF_NOTES.md``, and the notes of issue #3): under
-load, a burst of commands allocates thousands of short-lived container objects (messages,
+The garbage collector (measurements: ``docs/performance.md``). Under load, a burst of commands allocates thousands of short-lived container objects (messages,
 futures, records) before their replies free them. With CPython's default first threshold (700)
 every burst starts a young collection that finds nothing to free, promotes what is in flight,
 and so feeds the older generations, whose full collections walk every live object (actors,
-tasks, modules): about 15% of the loop thread's time in the W1 benchmark, and its worst pauses.
+tasks, modules): a visible share of the loop thread's time under load, and its worst pauses.
 None of it frees anything: the runtime makes no reference cycles on its hot path.
 
 The switch interval. The SQLite store commits on its writer thread, which needs the GIL twice per
 batch: to start (bind the rows) and to finish (after SQLite's work, done without the GIL). While
 the loop thread runs Python, a thread that wants the GIL waits until the loop thread blocks or
 the switch interval (CPython's default: 5 ms) forces a handover. Under load the loop seldom
-blocks, so each batch waited up to 5 ms twice: its commit took about twice its own time, and the
-loop then idled for the replies. Measured in issue #3: a batch of 450 rows took 30 us a row with
-a busy Python thread beside it at 5 ms, 14 us at 0.5 ms, and 11 us alone; W1 went from 32% to
-38% of the ceiling at 1 ms (three alternating rounds).
+blocks, so each batch may wait up to a switch interval twice: its commit takes longer than its
+own work, and the loop then idles for the replies.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ writer's thread), :mod:`.commit` (commit strategies, on that thread), :mod:`.rea
 schema and its opening), :mod:`.ops` (the queued writes), :mod:`._thread` (a connection and the
 thread that owns it).
 
-Design (measured in ``shared/PERF_NOTES.md``):
+Design (the measurements behind it are in the repository's ``docs/performance.md``):
 
 - **Group commit.** One writer owns the write connection. Appends and snapshot saves that are
   pending at the same moment are committed in one transaction by one call on the connection's

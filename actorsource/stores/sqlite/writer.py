@@ -192,11 +192,10 @@ class SQLiteWriter(StoreLifecycle):
         When a batch is done, the thread takes the next one itself (the writes queued while it
         committed) before it hands the outcome to the loop, and lets go of ``_busy`` only when
         nothing is queued (or another call waits for the connection's thread). Why: a batch
-        handed over by the loop waited for the GIL before it could start, since the thread
-        wakes while the loop runs Python; measured in W1 (issue #3), 5 ms on average at
-        CPython's default switch interval and 15 ms at the 90th percentile (behind garbage
-        collections), a third of a batch's cycle. At the end of its commit the thread holds the
-        GIL anyway. Stream heads are remembered here, before the next batch relies on them.
+        handed over by the loop waits for the GIL before it can start, since the thread wakes
+        while the loop runs Python (up to a switch interval, a large share of a batch's cycle
+        under load); at the end of its commit the thread holds the GIL anyway. Stream heads are
+        remembered here, before the next batch relies on them.
         """
         while True:
             now = utc_now()
