@@ -4,8 +4,9 @@ Both settings belong to the whole process (every library and thread in it), so t
 changes them by itself: a service calls :func:`tune_gc` and :func:`tune_switch_interval` once at
 startup, after its imports, if it wants the trade each describes.
 
-The garbage collector (measurements: ``docs/performance.md``). Under load, a burst of commands allocates thousands of short-lived container objects (messages,
-futures, records) before their replies free them. With CPython's default first threshold (700)
+The garbage collector (measurements: ``docs/performance.md``). Under load, a burst of commands
+allocates thousands of short-lived container objects (messages, futures, records) before their
+replies free them. With CPython's default first threshold (700)
 every burst starts a young collection that finds nothing to free, promotes what is in flight,
 and so feeds the older generations, whose full collections walk every live object (actors,
 tasks, modules): a visible share of the loop thread's time under load, and its worst pauses.
