@@ -68,13 +68,34 @@ S = TypeVar("S")
 
 
 class ProjectionRuntime(Protocol):
-    """What projections see of the runtime running them: refs, to send commands with."""
+    """What projections see of the runtime running them: refs, to send commands with, and
+    aggregates' past states (a :class:`~actorsource.Runtime` is one)."""
 
     @overload
     def ref(self, aggregate: type[A], aggregate_id: str) -> AggregateRef[A]: ...
 
     @overload
     def ref(self, aggregate: Decider[Any, Any, S], aggregate_id: str) -> AggregateRef[S]: ...
+
+    @overload
+    async def state_at(
+        self,
+        aggregate: type[A],
+        aggregate_id: str,
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> A: ...
+
+    @overload
+    async def state_at(
+        self,
+        aggregate: Decider[Any, Any, S],
+        aggregate_id: str,
+        *,
+        version: int | None = None,
+        at: datetime | None = None,
+    ) -> S: ...
 
 Mode = Literal["at_least_once", "exactly_once", "inline"]
 _MODES: Final = ("at_least_once", "exactly_once", "inline")
