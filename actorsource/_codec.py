@@ -192,6 +192,9 @@ class Codec:
         #: (a field typed ``Any``, ``object``, a dict with non-str keys, ...): the actor applies
         #: such an event as a load will read it back, so that the live state is the stored one
         self.inexact: set[type] = set()
+        #: per registered event class: its fields of a plain type (int, str, date, ...) and the
+        #: value types that read back into them, checked before an event is stored
+        self._plain_fields: dict[type, tuple[tuple[str, tuple[type, ...]], ...]] = {}
 
     def register_events(self, event_types: Iterable[type]) -> None:
         """Register event classes under their stored type names and aliases.
@@ -225,6 +228,7 @@ class Codec:
                 exact = False
             if not exact:
                 self.inexact.add(cls)
+            self._plain_fields[cls] = _plain_fields(cls)
 
     def encode_event(self, event: object) -> tuple[str, JSONDict]:
         """Return the stored type name and the JSON-ready data of ``event``.
@@ -239,6 +243,16 @@ class Codec:
             msg = f"event type {cls.__qualname__} is not registered with this runtime"
             raise CodecError(msg, type_name=cls.__name__)
         name = spec.name
+        for field, allowed in self._plain_fields[cls]:
+            value = getattr(event, field)
+            if type(value) not in allowed and not _fits(value, allowed):
+                # stored so, it could never be decoded again: its stream would not load
+                msg = (
+                    f"event {name}: field {field!r} is typed {_type_names(allowed)} but holds "
+                    f"{type(value).__name__} {value!r}; it was not stored (stored so, it could "
+                    f"not be read back into {cls.__qualname__})"
+                )
+                raise CodecError(msg, type_name=name)
         hook = self._unstructure.get(cls)
         if hook is None:
             hook = self._converter.get_unstructure_hook(cls)
@@ -439,6 +453,78 @@ def _upcast(
 _EXACT: Final = frozenset({int, str, bool, float, bytes, type(None), datetime, date})
 #: the types the converter passes through in a union (see ``configure_union_passthrough``)
 _PASSED_THROUGH: Final = frozenset({int, str, bool, float, type(None)})
+
+
+#: plain field types, and the value types that read back into each as they were
+_PLAIN: Final[dict[Any, tuple[type, ...]]] = {
+    int: (int,),
+    float: (float, int),
+    str: (str,),
+    bool: (bool,),
+    bytes: (bytes,),
+    datetime: (datetime,),
+    date: (date,),
+}
+
+
+def _plain_fields(cls: type) -> tuple[tuple[str, tuple[type, ...]], ...]:
+    """Return the fields of an event class whose annotation is a plain type (or an optional
+    one), with the value types each accepts; others are not checked here."""
+    try:
+        if attrs.has(cls):
+            attrs.resolve_types(cls)
+            fields = [(f.name, f.type) for f in attrs.fields(cls) if f.init]
+        elif dataclasses.is_dataclass(cls):
+            hints = typing.get_type_hints(cls)
+            fields = [(f.name, hints.get(f.name)) for f in dataclasses.fields(cls) if f.init]
+        else:
+            return ()
+    except Exception:  # an annotation that does not resolve: cattrs will say so on use
+        return ()
+    found = []
+    for name, kind in fields:
+        allowed = _plain_values(kind)
+        if allowed is not None:
+            found.append((name, allowed))
+    return tuple(found)
+
+
+def _plain_values(kind: Any) -> tuple[type, ...] | None:
+    try:
+        if kind in _PLAIN:
+            return _PLAIN[kind]
+    except TypeError:  # an unhashable annotation
+        return None
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Annotated:
+        return _plain_values(args[0])
+    if isinstance(kind, typing.NewType):
+        return _plain_values(kind.__supertype__)
+    if origin is typing.Union or origin is types.UnionType:
+        members = [member for member in args if member is not type(None)]
+        if len(members) == 1 and len(args) == 2:
+            inner = _plain_values(members[0])
+            return None if inner is None else (*inner, type(None))
+    return None
+
+
+def _fits(value: object, allowed: tuple[type, ...]) -> bool:
+    """Whether a value of a subclass of an allowed type reads back equal to itself (an
+    ``IntEnum`` in an int field does; a bool in an int field, or a datetime in a date field,
+    does not)."""
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, datetime):
+        return datetime in allowed
+    return isinstance(value, allowed)
+
+
+def _type_names(allowed: tuple[type, ...]) -> str:
+    names = [t.__name__ for t in allowed if t is not type(None)]
+    if len(allowed) == 2 and allowed[0] is float:
+        names = ["float"]
+    text = " | ".join(names)
+    return f"{text} | None" if type(None) in allowed else text
 
 
 def _round_trips(kind: Any, seen: set[type]) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import enum
 import hashlib
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import uuid
@@ -865,3 +868,76 @@ async def test_every_refused_input_leaves_the_store_readable_by_a_fresh_runtime(
     assert [(e.type, e.version, e.position) for e in log] == [
         ("Poked", n, n) for n in range(1, len(BAD_COMMANDS) + 1)
     ]
+
+
+# -- a typed event field holding a value of another type ----------------------------------------
+
+
+@attrs.frozen
+class _Put:
+    value: Any
+
+
+@attrs.frozen
+class _Counted:  # a storage format: a plain int
+    n: int
+
+
+@attrs.frozen
+class _Dated:
+    on: datetime.date
+    note: str | None = None
+
+
+@attrs.define
+class _Box(Aggregate):
+    n: Any = 0
+
+    @command
+    def put(self, cmd: _Put) -> Any:
+        if isinstance(cmd.value, tuple):
+            return _Dated(*cmd.value)
+        return _Counted(cmd.value)
+
+    @apply
+    def counted(self, event: _Counted) -> None:
+        self.n = event.n
+
+    @apply
+    def dated(self, event: _Dated) -> None:
+        self.n = event.on
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("5", "field 'n' is typed int but holds str '5'"),
+        (True, "field 'n' is typed int but holds bool True"),
+        (2.5, "field 'n' is typed int but holds float 2.5"),
+        ((datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC),), "typed date but holds datetime"),
+        ((datetime.date(2026, 1, 2), 7), "field 'note' is typed str | None but holds int 7"),
+    ],
+)
+async def test_a_typed_event_field_holding_another_type_is_refused_before_it_is_stored(
+    store: EventStore, value: Any, problem: str
+) -> None:
+    async with Runtime(store) as runtime:
+        box = runtime.ref(_Box, "b")
+        with pytest.raises(CodecError, match=re.escape(problem)) as refused:
+            await box.ask(_Put(value))
+        assert "it was not stored" in str(refused.value)
+        # bad input: no backoff, and the aggregate goes on (values that read back are taken)
+        await box.ask(_Put(_Level.HIGH))
+        await box.ask(_Put((datetime.date(2026, 1, 2), None)))
+        await box.ask(_Put(4))
+    assert [e.data for e in await collect(store.read_stream("_Box-b"))] == [
+        {"n": 3},
+        {"on": "2026-01-02", "note": None},
+        {"n": 4},
+    ]
+    async with Runtime(store) as runtime:  # and it still loads
+        assert (await runtime.ref(_Box, "b").state()).n == 4
