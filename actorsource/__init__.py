@@ -3,20 +3,21 @@
 General layout (lower layers never import higher ones; docs/architecture.md has the picture and
 the path of one ``ask``)::
 
-    _errors            L0  the error tree
-    _decider, _aggregate, _records, _ids, _tracing
+    _errors, _tuning   L0  the error tree; opt-in process tuning
+    _decider, _aggregate, _records, _ids, _tracing, _policies, _metrics, _context
                        L1  the pure domain core (Decider, Aggregate sugar), records, event
-                           ids, tracing metadata (command, correlation and causation ids)
+                           ids, tracing metadata; policies as values, metrics hooks
     _codec             L2  event/state <-> JSON-ready dicts, by stable type names; upcasters
     stores/            L3  the EventStore contract and capabilities; memory, SQLite and
                            PostgreSQL stores
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
-    _policies, _routes, _messages
-                       L4  one aggregate's mailbox, its loading and batches; policies
-    _runtime, _dispatcher, _refs, _reading, _health
-                       L5  lifecycle, live actors, refs, time travel, health
-    _hosting, _projection, cli, bench, testing
-                       L6  projections, the command line, benchmarks, the test kit
+    _routes, _messages
+                       L4  one aggregate's mailbox, its loading and batches
+    _dispatcher, _refs, _reading, _health, _hosting, _projection, _rebuilds
+                       L5  live actors, refs, time travel, health; projections
+    _runtime           L6  the runtime: lifecycle and the composition of the rest
+    cli, bench, testing, otel
+                       L7  the command line, benchmarks, the test kit
 
 This module is the only public surface.
 """

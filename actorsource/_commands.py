@@ -26,7 +26,8 @@ from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
 from ._errors import ActorsourceError
-from ._projection import Projection, compile_projection, rebuild_refusal, reset_read_model
+from ._projection import Projection, compile_projection
+from ._rebuilds import rebuild_refusal, reset_read_model
 from ._records import StoredEvent
 from ._runtime import Runtime
 from .stores._base import EventStore, poll_for_events

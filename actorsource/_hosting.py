@@ -26,9 +26,8 @@ from ._projection import (
     ProjectionRuntime,
     ProjectionStatus,
     compile_projection,
-    rebuild_refusal,
-    reset_read_model,
 )
+from ._rebuilds import rebuild_refusal, reset_read_model
 from .stores._base import EventStore, TransactionalStore
 
 logger = logging.getLogger("actorsource.runtime")
