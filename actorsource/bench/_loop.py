@@ -30,16 +30,26 @@ class LoopProbe:
         self._due = 0.0
         self._cpu_started = 0.0
 
-    def start(self) -> None:
-        """Start a measured stretch (from a coroutine on the loop to measure)."""
+    def start(self, *, lag: bool = True) -> None:
+        """Start a measured stretch (from a coroutine on the loop to measure).
+
+        :param lag: run the lag timer too; a stretch whose speed is measured leaves it off
+            when the loop would otherwise sleep between commands (one caller): each firing
+            then wakes the loop, and costs the commands around it their speed
+        """
         loop = self._loop = asyncio.get_running_loop()
-        self._due = loop.time() + self.interval
-        self._handle = loop.call_at(self._due, self._fired)
+        if lag:
+            self._due = loop.time() + self.interval
+            self._handle = loop.call_at(self._due, self._fired)
         self._cpu_started = time.thread_time()
 
-    def stop(self) -> None:
-        """End a measured stretch."""
-        self.cpu_seconds += time.thread_time() - self._cpu_started
+    def stop(self, *, cpu: bool = True) -> None:
+        """End a measured stretch.
+
+        :param cpu: count its CPU time (False: a stretch run for the lag only)
+        """
+        if cpu:
+            self.cpu_seconds += time.thread_time() - self._cpu_started
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
