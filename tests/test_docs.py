@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import importlib.util
 import os
 import re
 import shutil
@@ -15,10 +16,12 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import actorsource
+import actorsource.testing
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -147,3 +150,36 @@ def test_type_checkers_find_the_installed_package_from_another_directory(
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _block_defining(page: str, marker: str) -> dict[str, object]:
+    block = next(b for b in _python_blocks(DOCS / page) if marker in b)
+    namespace: dict[str, object] = {"__name__": f"docs_{page.removesuffix('.md')}"}
+    exec(compile(block, page, "exec"), namespace)
+    return namespace
+
+
+async def test_the_documented_account_keeps_its_rules() -> None:
+    from actorsource import Rejected
+    from actorsource.testing import given
+
+    ns: Any = _block_defining("aggregates.md", "class Account(Aggregate)")
+    account = ns["Account"]
+    given(account, ns["Deposited"](10)).when(ns["Withdraw"](4)).then(ns["Withdrawn"](4))
+    given(account, ns["Deposited"](10)).when(ns["Withdraw"](11)).raises(Rejected, match="funds")
+    async with actorsource.testing.runtime() as runtime:
+        ref = runtime.ref(account, "acc-1")
+        await ref.ask(ns["Deposit"](5))
+        await ref.ask(ns["Withdraw"](2))
+        assert (await ref.state()).balance == 3
+
+
+async def test_the_documented_decider_counts() -> None:
+    ns: Any = _block_defining("aggregates.md", "counter = Decider(")
+    async with actorsource.testing.runtime() as runtime:
+        ref = runtime.ref(ns["counter"], "c-1")
+        await ref.ask(ns["Increment"](2))
+        await ref.ask(ns["Increment"]())
+        assert await ref.state() == 3
+        with pytest.raises(actorsource.Rejected, match="at least 1"):
+            await ref.ask(ns["Increment"](0))
