@@ -83,7 +83,7 @@ class AggregateRef(Generic[S]):
         """Send a command and wait until its events are durable.
 
         Waits for mailbox room first if the mailbox is full. Each event is stored with
-        ``metadata`` and three ids (see the README, *Metadata and tracing*):
+        ``metadata`` and three ids (see the docs, *Metadata and idempotency*):
         ``command_id``, ``correlation_id`` and ``causation_id``.
 
         A command sent with a ``command_id`` that this aggregate already processed (it stored

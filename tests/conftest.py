@@ -24,7 +24,7 @@ from actorsource import EventStore, InMemoryEventStore, SQLiteEventStore, Transa
 POSTGRES_DSN = os.environ.get("ACTORSOURCE_TEST_POSTGRES_DSN", "")
 NO_POSTGRES = (
     "PostgreSQL tests need ACTORSOURCE_TEST_POSTGRES_DSN (a postgresql:// URI of a test "
-    "database; see the README's PostgreSQL section)"
+    "database; see 'Testing on PostgreSQL' in docs/stores.md)"
 )
 
 

@@ -1,4 +1,4 @@
-"""Examples and the README quickstart are real programs: run them."""
+"""Examples, the README quickstart and the documented test snippets are real programs: run them."""
 
 from __future__ import annotations
 
@@ -83,9 +83,10 @@ def test_readme_quickstart_is_the_bank_account_example(tmp_path: Path) -> None:
     assert _run(script, tmp_path).splitlines() == ["1 Deposited(amount=100)", "105"]
 
 
-def test_readme_testing_snippets_pass_under_pytest(tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+def test_documented_testing_snippets_pass_under_pytest(tmp_path: Path) -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages)
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     (tmp_path / "test_account.py").write_text(next(b for b in blocks if "import given" in b))
     (tmp_path / "conftest.py").write_text(next(b for b in blocks if "testing.runtime(" in b))
     (tmp_path / "test_fixture.py").write_text(

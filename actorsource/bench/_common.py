@@ -151,7 +151,7 @@ def machine() -> Result:
     """Describe the machine and settings the numbers were measured on (the SQLite store)."""
     return {
         "cpus": os.cpu_count(),
-        # fewer under taskset or a container's CPU set: it changes the numbers (see the README)
+        # fewer under taskset or a container's CPU set: it changes the numbers (docs/performance.md)
         "cpus_usable": _usable_cpus(),
         "python": platform.python_version(),
         "store": "SQLite",

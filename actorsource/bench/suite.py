@@ -192,7 +192,7 @@ async def run_repeated(
     """Run the suite ``runs`` times over (fresh files each time); return every run and, per
     ratio and per workload's rate, the median and the range over the runs.
 
-    On a shared machine one run's ratios swing by several points (see the README), so a
+    On a shared machine one run's ratios swing by several points (see docs/performance.md), so a
     claim about a ratio is better read off the median of a few runs than off any one of them.
 
     :param options: the keyword arguments of :func:`run_suite`
