@@ -93,7 +93,8 @@ def test_the_version_is_written_once() -> None:
 
 def test_the_license_file_is_the_one_pyproject_names() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["license"] == {"text": "MIT"}
+    assert project["license"] == "MIT"
+    assert project["license-files"] == ["LICENSE"]
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("MIT License")
     assert "the actorsource authors" in text
