@@ -39,11 +39,13 @@ from ._errors import EventApplyError as EventApplyError
 from ._errors import IncompatibleStoreError as IncompatibleStoreError
 from ._errors import InvalidEventError as InvalidEventError
 from ._errors import MailboxFullError as MailboxFullError
+from ._errors import NaiveDatetimeError as NaiveDatetimeError
 from ._errors import ProjectionError as ProjectionError
 from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownCommandError as UnknownCommandError
+from ._errors import VersionNotReachedError as VersionNotReachedError
 from ._errors import WaitTimeoutError as WaitTimeoutError
 from ._health import Health as Health
 from ._health import HealthCheck as HealthCheck
@@ -99,6 +101,7 @@ __all__ = [
     "InvalidEventError",
     "MailboxFullError",
     "Metrics",
+    "NaiveDatetimeError",
     "NewEvent",
     "Passivation",
     "PostgresEventStore",
@@ -123,6 +126,7 @@ __all__ = [
     "StreamInfo",
     "TransactionalStore",
     "UnknownCommandError",
+    "VersionNotReachedError",
     "WaitTimeoutError",
     "apply",
     "caused_by",

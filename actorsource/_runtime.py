@@ -19,7 +19,9 @@ from ._context import Counters, Slots
 from ._decider import Decider
 from ._dispatcher import Dispatcher, RuntimeState
 from ._errors import (
+    NaiveDatetimeError,
     RuntimeClosedError,
+    VersionNotReachedError,
 )
 from ._health import Health, check_health
 from ._hosting import ProjectionHost
@@ -363,8 +365,10 @@ class Runtime:
         one); the live actor, if any, is not involved. ``version=0``, or a time before the
         first event, gives the initial state.
 
-        :raises ValueError: unless exactly one of ``version`` and ``at`` is given, or if the
-            stream has no such version yet
+        :raises VersionNotReachedError: if the stream has not reached ``version`` yet
+        :raises NaiveDatetimeError: if ``at`` has no time zone
+        :raises ValueError: unless exactly one of ``version`` and ``at`` is given, or if
+            ``version`` is not an int >= 0 (both errors above are ValueErrors too)
         """
         decider = self._decider(aggregate, aggregate_id)
         stream_id = f"{decider.name}-{aggregate_id}"
@@ -374,6 +378,9 @@ class Runtime:
         if self._state is not RuntimeState.OPEN:
             raise RuntimeClosedError(self._dispatcher.closed_message(stream_id))
         if at is not None:
+            if isinstance(at, datetime) and at.tzinfo is None:
+                where = f"state_at of {decider.name} {stream_id!r}: "
+                raise NaiveDatetimeError("at", at, stream_id=stream_id, where=where)
             version = await self.store.stream_version(stream_id, at=at)
         else:
             if not isinstance(version, int) or isinstance(version, bool) or version < 0:
@@ -381,8 +388,7 @@ class Runtime:
                 raise ValueError(msg)
             head = await self.store.stream_version(stream_id)
             if version > head:
-                msg = f"{stream_id!r} is at version {head}: it has no version {version} yet"
-                raise ValueError(msg)
+                raise VersionNotReachedError(decider.name, stream_id, version, head)
         assert version is not None
         return await state_at(self.store, Rehydration(decider, self._codec, stream_id), version)
 
