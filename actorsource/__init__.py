@@ -4,10 +4,12 @@ General layout (lower layers never import higher ones; docs/architecture.md has 
 the path of one ``ask``)::
 
     _errors, _tuning   L0  the error tree; opt-in process tuning
-    _decider, _aggregate, _records, _ids, _tracing, _policies, _metrics, _context
+    _decider, _aggregate, _records, _ids, _tracing, _policies, _metrics, _context, _models
                        L1  the pure domain core (Decider, Aggregate sugar), records, event
-                           ids, tracing metadata; policies as values, metrics hooks
-    _codec             L2  event/state <-> JSON-ready dicts, by stable type names; upcasters
+                           ids, tracing metadata; policies as values, metrics hooks; the
+                           record classes (attrs, dataclasses, Pydantic models)
+    _codec, _storable  L2  event/state <-> JSON-ready dicts, by stable type names; upcasters;
+                           what the codec can store
     stores/            L3  the EventStore contract and capabilities; memory, SQLite and
                            PostgreSQL stores
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,

@@ -205,7 +205,7 @@ class Runtime:
         self._opened_store = False
         self._task_group: anyio.abc.TaskGroup | None = None
         #: the aggregates used here, by class or Decider, their events registered
-        self._deciders = Deciders(self._codec)
+        self._deciders = Deciders(self._codec, snapshots=snapshot is not None)
         if not poll_interval > 0:
             msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
             raise ValueError(msg)

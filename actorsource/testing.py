@@ -54,13 +54,12 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack, overload
 
-import attrs
-
 from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
 from ._errors import CodecError, EventApplyError
 from ._metrics import Metrics
+from ._models import field_values
 from ._policies import Backoff, Passivation, SnapshotEvery
 from ._records import NewEvent
 from ._runtime import Runtime
@@ -479,16 +478,16 @@ def _listing(events: Sequence[object]) -> str:
 
 
 def _field_differences(expected: object, actual: object) -> str:
-    """Name the fields that differ between two instances of one attrs class ("" otherwise)."""
+    """Name the fields that differ between two instances of one record class (attrs,
+    dataclass or Pydantic model; "" otherwise)."""
     if type(expected) is not type(actual):
         return f"\n  (expected a {type(expected).__name__}, got a {type(actual).__name__})"
-    kind = type(expected)
-    if not attrs.has(kind):
+    wanted, got = field_values(expected), field_values(actual)
+    if wanted is None or got is None:
         return ""
     lines = [
-        f"\n  {field.name}: expected {getattr(expected, field.name)!r}, "
-        f"got {getattr(actual, field.name)!r}"
-        for field in attrs.fields(kind)
-        if getattr(expected, field.name) != getattr(actual, field.name)
+        f"\n  {name}: expected {value!r}, got {got[name]!r}"
+        for name, value in wanted.items()
+        if value != got[name]
     ]
     return "".join(lines)
