@@ -29,6 +29,7 @@ from ._decider import Upcaster, checked_upcasters, checked_version
 from ._errors import CodecError, DefinitionError
 from ._models import (
     is_pydantic_model,
+    is_record_class,
     pydantic_dump,
     pydantic_hooks,
     pydantic_load,
@@ -97,7 +98,8 @@ def event_type(
     :param aliases: older stored names of this class (after a rename); their data is decoded
         into this class, through the same upcasters
     :return: a class decorator that returns the class itself, marked
-    :raises DefinitionError: if an argument is malformed (when the class is decorated)
+    :raises DefinitionError: if an argument is malformed, or a field is of a type the codec
+        cannot store and read back (when the class is decorated)
     """
     if isinstance(name, type):
         msg = (
@@ -122,6 +124,9 @@ def event_type(
         checked_version(owner, "version", version)
         steps = checked_upcasters(owner, "upcasters", upcasters, version, complete=True)
         spec = EventTypeSpec(stored, version, steps, _checked_aliases(owner, stored, aliases))
+        if is_record_class(cls):  # else decorated below @attrs.frozen: checked when registered
+            # at once where the annotations resolve already (else when registered)
+            Codec()._check_storable(owner, cls)
         setattr(cls, EVENT_TYPE_ATTRIBUTE, spec)
         return cls
 

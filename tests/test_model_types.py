@@ -8,6 +8,7 @@ aggregate is first used, naming the class and the field.
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import uuid
@@ -390,3 +391,18 @@ def test_importing_actorsource_does_not_import_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+def test_an_event_type_with_an_unreadable_field_is_refused_when_it_is_decorated() -> None:
+    with pytest.raises(DefinitionError) as caught:
+
+        @event_type("Refunded")
+        @dataclasses.dataclass(frozen=True)
+        class Refunded:
+            amount: Decimal
+
+    assert re.search(
+        r"Refunded cannot be stored: field 'amount' of \S*Refunded is typed Decimal, which the "
+        "codec cannot read back",
+        str(caught.value),
+    )
