@@ -256,10 +256,12 @@ class Codec:
     def _check_storable(self, owner: str, kind: type) -> None:
         problem = unstorable(kind, self._can_structure)
         if problem is not None:
-            msg = (
-                f"{owner} cannot be stored: {problem}. The codec stores {SUPPORTED}; "
-                "a Pydantic model may hold any type Pydantic can write as JSON"
-            )
+            msg = f"{owner} cannot be stored: {problem}"
+            if "Pydantic takes" not in problem:
+                msg += (
+                    f". The codec stores {SUPPORTED}; a Pydantic model may hold any type "
+                    "Pydantic can write as JSON"
+                )
             raise DefinitionError(msg)
 
     def _can_structure(self, kind: Any) -> bool:
