@@ -126,11 +126,22 @@ def event_type(
         spec = EventTypeSpec(stored, version, steps, _checked_aliases(owner, stored, aliases))
         if is_record_class(cls):  # else decorated below @attrs.frozen: checked when registered
             # at once where the annotations resolve already (else when registered)
-            Codec()._check_storable(owner, cls)
+            _checking_codec()._check_storable(owner, cls)
         setattr(cls, EVENT_TYPE_ATTRIBUTE, spec)
         return cls
 
     return decorate
+
+
+_checker: list[Codec] = []
+
+
+def _checking_codec() -> Codec:
+    """One codec for the checks made as event classes are decorated (a converter costs ~1 ms
+    to make)."""
+    if not _checker:
+        _checker.append(Codec())
+    return _checker[0]
 
 
 def _checked_aliases(owner: str, name: str, aliases: Iterable[str]) -> tuple[str, ...]:

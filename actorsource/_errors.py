@@ -114,7 +114,8 @@ class CodecError(ActorsourceError):
 
 
 class DefinitionError(ActorsourceError, TypeError):
-    """Raised when an aggregate class, a Decider or an ``@event_type`` declaration is malformed.
+    """Raised when an aggregate class, a Decider or an ``@event_type`` declaration is malformed,
+    or an event (or a snapshotted state) has a field of a type the codec cannot store.
 
     Aggregate classes are checked when first used (their ``stream_category`` when defined),
     Deciders and ``@event_type`` at once; two aggregates of one category in a runtime when the

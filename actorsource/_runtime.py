@@ -313,8 +313,9 @@ class Runtime:
 
         :param aggregate: an :class:`Aggregate` subclass or a :class:`Decider`
         :param aggregate_id: any non-empty str
-        :raises DefinitionError: if the aggregate class is malformed, or another aggregate
-            used in this runtime has its stream category
+        :raises DefinitionError: if the aggregate class is malformed, another aggregate used
+            in this runtime has its stream category, or its events (or its state, when
+            snapshots are taken) have a field of a type the codec cannot store
         """
         decider = self._decider(aggregate, aggregate_id)
         stream_id = f"{decider.name}-{aggregate_id}"
