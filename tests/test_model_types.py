@@ -406,3 +406,43 @@ def test_an_event_type_with_an_unreadable_field_is_refused_when_it_is_decorated(
         "codec cannot read back",
         str(caught.value),
     )
+
+
+class Measure(pydantic.BaseModel):
+    value: float
+
+
+class Measured(pydantic.BaseModel):
+    """Stored rounded: its serializer changes the value on the way to the store."""
+
+    value: float
+
+    @pydantic.field_serializer("value")
+    def _rounded(self, value: float) -> float:
+        return round(value, 2)
+
+
+class Gauge(pydantic.BaseModel, Aggregate):
+    readings: list[float] = []
+
+    @command
+    def measure(self, cmd: Measure) -> Measured:
+        return Measured(value=cmd.value)
+
+    @apply
+    def measured(self, event: Measured) -> None:
+        self.readings.append(event.value)
+
+
+async def test_a_pydantic_event_that_changes_on_its_way_to_the_store_is_applied_as_stored(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Gauge, "g")
+        recorded = await ref.ask(Measure(value=1.23456))
+        live = await ref.state()
+        assert runtime.passivate_idle() == 1
+        reloaded = await ref.state()
+    # the state in memory is the one every reload gives, and the reply is the stored event
+    assert live == reloaded == Gauge(readings=[1.23])
+    assert recorded[0].event == Measured(value=1.23)
