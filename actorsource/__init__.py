@@ -18,8 +18,8 @@ the path of one ``ask``)::
     _dispatcher, _refs, _reading, _health, _hosting, _projection, _rebuilds
                        L5  live actors, refs, time travel, health; projections
     _runtime           L6  the runtime: lifecycle and the composition of the rest
-    cli, bench, testing, otel
-                       L7  the command line, benchmarks, the test kit
+    cli, bench, testing, otel, _projection_kit, pytest_plugin
+                       L7  the command line, benchmarks, the test kit, the pytest plugin
 
 This module is the only public surface.
 """
