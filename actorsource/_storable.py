@@ -57,6 +57,8 @@ def _check_class(kind: type, can_structure: Callable[[Any], bool], seen: set[typ
     for name, annotation, _ in fields:
         problem = _check_type(annotation, can_structure, seen)
         if problem is not None:
+            if problem.startswith("holds ") and not isinstance(annotation, type):
+                problem = f"(typed {_name(annotation)}) {problem}"  # a container of it
             return f"field {name!r} of {kind.__qualname__} {problem}"
     return None
 
@@ -84,7 +86,10 @@ def _check_type(kind: Any, can_structure: Callable[[Any], bool], seen: set[type]
     if origin is not None:
         if isinstance(origin, type) and issubclass(origin, (list, tuple, set, frozenset)):
             return _first([a for a in args if a is not Ellipsis], can_structure, seen)
-        if origin.__module__ == "collections.abc" and origin.__name__ in _COLLECTIONS:
+        if (
+            getattr(origin, "__module__", None) == "collections.abc"
+            and getattr(origin, "__name__", None) in _COLLECTIONS
+        ):
             return _first(args, can_structure, seen)
     elif isinstance(kind, type):
         if issubclass(kind, enum.Enum):
@@ -104,10 +109,15 @@ _COLLECTIONS: Final = frozenset({"Sequence", "MutableSequence", "Set", "MutableS
 def _first(
     kinds: typing.Iterable[Any], can_structure: Callable[[Any], bool], seen: set[type]
 ) -> str | None:
+    """The first problem of the types a container (or union) holds, said as held."""
     for kind in kinds:
         problem = _check_type(kind, can_structure, seen)
         if problem is not None:
-            return problem
+            return (
+                "holds " + problem.removeprefix("is typed ")
+                if problem.startswith("is typed ")
+                else problem
+            )
     return None
 
 
@@ -183,6 +193,16 @@ def _arbitrary(node: Any, owner: str, field: str | None) -> tuple[str, str | Non
 
 
 def _name(kind: Any) -> str:
-    if isinstance(kind, type) and typing.get_origin(kind) is None:
+    """A type as written in an annotation, by short names (``list[Line]``, ``int | None``)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(_name(arg) for arg in args)
+    if origin is not None and args and origin is not typing.Literal:
+        return f"{_name(origin)}[{', '.join(_name(arg) for arg in args)}]"
+    if kind is type(None):
+        return "None"
+    if kind is Ellipsis:
+        return "..."
+    if isinstance(kind, type):
         return kind.__qualname__
     return repr(kind).replace("typing.", "")

@@ -358,8 +358,8 @@ async def test_a_dataclass_event_holding_an_unreadable_type_names_the_nested_fie
         with pytest.raises(DefinitionError) as caught:
             runtime.ref(Shop, "s")
     assert str(caught.value).startswith(
-        "event type Order cannot be stored: field 'lines' of Order holds Priced, whose field "
-        "'price' of Priced is typed Decimal, which the codec cannot read back."
+        "event type Order cannot be stored: field 'lines' of Order (typed list[Priced]) holds "
+        "Priced, whose field 'price' of Priced is typed Decimal, which the codec cannot read back."
     )
 
 
@@ -376,12 +376,9 @@ async def test_an_unstorable_state_is_refused_only_where_snapshots_would_store_i
     async with Runtime(store, snapshot_every=10) as runtime:
         with pytest.raises(DefinitionError) as caught:
             runtime.ref(Ledger, "l")
-    assert "the state of aggregate class tests.test_model_types.Ledger cannot be stored" in str(
-        caught.value
-    )
-    assert "field 'last' of Ledger is typed Money | None" not in str(caught.value)
-    assert "field 'last' of Ledger is typed Money, which the codec cannot read back" in str(
-        caught.value
+    assert str(caught.value).startswith(
+        "the state of aggregate class tests.test_model_types.Ledger cannot be stored: field "
+        "'last' of Ledger (typed Money | None) holds Money, which the codec cannot read back."
     )
 
 
