@@ -4,10 +4,12 @@ General layout (lower layers never import higher ones; docs/architecture.md has 
 the path of one ``ask``)::
 
     _errors, _tuning   L0  the error tree; opt-in process tuning
-    _decider, _aggregate, _records, _ids, _tracing, _policies, _metrics, _context
+    _decider, _aggregate, _records, _ids, _tracing, _policies, _metrics, _context, _models
                        L1  the pure domain core (Decider, Aggregate sugar), records, event
-                           ids, tracing metadata; policies as values, metrics hooks
-    _codec             L2  event/state <-> JSON-ready dicts, by stable type names; upcasters
+                           ids, tracing metadata; policies as values, metrics hooks; the
+                           record classes (attrs, dataclasses, Pydantic models)
+    _codec, _storable  L2  event/state <-> JSON-ready dicts, by stable type names; upcasters;
+                           what the codec can store
     stores/            L3  the EventStore contract and capabilities; memory, SQLite and
                            PostgreSQL stores
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
@@ -16,8 +18,8 @@ the path of one ``ask``)::
     _dispatcher, _refs, _reading, _health, _hosting, _projection, _rebuilds
                        L5  live actors, refs, time travel, health; projections
     _runtime           L6  the runtime: lifecycle and the composition of the rest
-    cli, bench, testing, otel
-                       L7  the command line, benchmarks, the test kit
+    cli, bench, testing, otel, _projection_kit, pytest_plugin
+                       L7  the command line, benchmarks, the test kit, the pytest plugin
 
 This module is the only public surface.
 """
@@ -39,11 +41,13 @@ from ._errors import EventApplyError as EventApplyError
 from ._errors import IncompatibleStoreError as IncompatibleStoreError
 from ._errors import InvalidEventError as InvalidEventError
 from ._errors import MailboxFullError as MailboxFullError
+from ._errors import NaiveDatetimeError as NaiveDatetimeError
 from ._errors import ProjectionError as ProjectionError
 from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownCommandError as UnknownCommandError
+from ._errors import VersionNotReachedError as VersionNotReachedError
 from ._errors import WaitTimeoutError as WaitTimeoutError
 from ._health import Health as Health
 from ._health import HealthCheck as HealthCheck
@@ -99,6 +103,7 @@ __all__ = [
     "InvalidEventError",
     "MailboxFullError",
     "Metrics",
+    "NaiveDatetimeError",
     "NewEvent",
     "Passivation",
     "PostgresEventStore",
@@ -123,6 +128,7 @@ __all__ = [
     "StreamInfo",
     "TransactionalStore",
     "UnknownCommandError",
+    "VersionNotReachedError",
     "WaitTimeoutError",
     "apply",
     "caused_by",

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar, Union
 
 from ._decider import Decider, Upcaster, checked_category, checked_upcasters, checked_version
 from ._errors import DefinitionError, UnknownCommandError
+from ._models import is_record_class
 
 F = TypeVar("F", bound=Callable[..., Any])
 A = TypeVar("A", bound="Aggregate")
@@ -25,9 +26,10 @@ _APPLY_MARK = "__actorsource_apply__"
 class Aggregate:
     """Base class of user aggregates.
 
-    Subclasses are ``attrs.define`` classes: their fields are the state and their defaults are
-    the initial state. Mark command handlers with :func:`command` and event appliers with
-    :func:`apply`; both dispatch on the annotated type of their one argument.
+    Subclasses are ``attrs.define`` classes (or dataclasses, or Pydantic models): their fields
+    are the state and their defaults are the initial state. Mark command handlers with
+    :func:`command` and event appliers with :func:`apply`; both dispatch on the annotated type
+    of their one argument. (A Pydantic model annotates the settings below with ``ClassVar``.)
 
     Class-level settings (plain class attributes, not fields):
 
@@ -98,8 +100,12 @@ def _compile(cls: type[A]) -> Decider[Any, Any, A]:
     if not (isinstance(cls, type) and issubclass(cls, Aggregate)):
         msg = f"{cls!r} is not an Aggregate subclass (nor a Decider)"
         raise DefinitionError(msg)
-    if not hasattr(cls, "__attrs_attrs__"):
-        msg = f"{cls.__qualname__} must be an attrs class: decorate it with @attrs.define"
+    if not is_record_class(cls):
+        msg = (
+            f"{cls.__qualname__} must be an attrs class, a dataclass or a Pydantic model: "
+            "decorate it with @attrs.define (or @dataclasses.dataclass), or derive it from "
+            "pydantic.BaseModel too"
+        )
         raise DefinitionError(msg)
     name = cls.stream_category or cls.__name__
     # checked here too, so that the messages name the class rather than its Decider

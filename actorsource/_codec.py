@@ -12,7 +12,6 @@ current class. Stored data is never rewritten.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import types
 import typing
@@ -22,12 +21,22 @@ from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
+from cattrs.errors import StructureHandlerNotFoundError
 from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.orjson import make_converter
 
 from ._decider import Upcaster, checked_upcasters, checked_version
 from ._errors import CodecError, DefinitionError
+from ._models import (
+    is_pydantic_model,
+    is_record_class,
+    pydantic_dump,
+    pydantic_hooks,
+    pydantic_load,
+    record_fields,
+)
 from ._records import JSONDict
+from ._storable import SUPPORTED, unstorable
 
 T = TypeVar("T")
 
@@ -89,7 +98,8 @@ def event_type(
     :param aliases: older stored names of this class (after a rename); their data is decoded
         into this class, through the same upcasters
     :return: a class decorator that returns the class itself, marked
-    :raises DefinitionError: if an argument is malformed (when the class is decorated)
+    :raises DefinitionError: if an argument is malformed, or a field is of a type the codec
+        cannot store and read back (when the class is decorated)
     """
     if isinstance(name, type):
         msg = (
@@ -114,10 +124,24 @@ def event_type(
         checked_version(owner, "version", version)
         steps = checked_upcasters(owner, "upcasters", upcasters, version, complete=True)
         spec = EventTypeSpec(stored, version, steps, _checked_aliases(owner, stored, aliases))
+        if is_record_class(cls):  # else decorated below @attrs.frozen: checked when registered
+            # at once where the annotations resolve already (else when registered)
+            _checking_codec()._check_storable(owner, cls)
         setattr(cls, EVENT_TYPE_ATTRIBUTE, spec)
         return cls
 
     return decorate
+
+
+_checker: list[Codec] = []
+
+
+def _checking_codec() -> Codec:
+    """One codec for the checks made as event classes are decorated (a converter costs ~1 ms
+    to make)."""
+    if not _checker:
+        _checker.append(Codec())
+    return _checker[0]
 
 
 def _checked_aliases(owner: str, name: str, aliases: Iterable[str]) -> tuple[str, ...]:
@@ -200,7 +224,8 @@ class Codec:
         """Register event classes under their stored type names and aliases.
 
         :raises DefinitionError: if two different classes claim one name (as their name or as
-            an alias), or a name cannot be stored
+            an alias), a name cannot be stored, or a field is of a type the codec cannot
+            store and read back
         """
         for cls in event_types:
             if cls in self._specs:
@@ -219,6 +244,7 @@ class Codec:
                         f"{_claim(cls, name)}; give one of them another stored name"
                     )
                     raise DefinitionError(msg)
+            self._check_storable(f"event type {cls.__qualname__}", cls)
             for name in claimed:
                 self._by_name[name] = cls
             self._specs[cls] = spec
@@ -229,6 +255,34 @@ class Codec:
             if not exact:
                 self.inexact.add(cls)
             self._plain_fields[cls] = _plain_fields(cls)
+
+    def check_state(self, owner: str, state_type: type) -> None:
+        """Refuse a state type whose snapshots could never be stored and read back.
+
+        :param owner: names the aggregate in the message
+        :raises DefinitionError: naming the class and the field the codec cannot hold
+        """
+        self._check_storable(f"the state of {owner}", state_type)
+
+    def _check_storable(self, owner: str, kind: type) -> None:
+        problem = unstorable(kind, self._can_structure)
+        if problem is not None:
+            msg = f"{owner} cannot be stored: {problem}"
+            if "Pydantic takes" not in problem:
+                msg += (
+                    f". The codec stores {SUPPORTED}; a Pydantic model may hold any type "
+                    "Pydantic can write as JSON"
+                )
+            raise DefinitionError(msg)
+
+    def _can_structure(self, kind: Any) -> bool:
+        try:
+            self._converter.get_structure_hook(kind)
+        except StructureHandlerNotFoundError:
+            return False
+        except Exception:  # cattrs could not judge it here: it will say so on use
+            return True
+        return True
 
     def encode_event(self, event: object) -> tuple[str, JSONDict]:
         """Return the stored type name and the JSON-ready data of ``event``.
@@ -470,19 +524,15 @@ _PLAIN: Final[dict[Any, tuple[type, ...]]] = {
 def _plain_fields(cls: type) -> tuple[tuple[str, tuple[type, ...]], ...]:
     """Return the fields of an event class whose annotation is a plain type (or an optional
     one), with the value types each accepts; others are not checked here."""
-    try:
-        if attrs.has(cls):
-            attrs.resolve_types(cls)
-            fields = [(f.name, f.type) for f in attrs.fields(cls) if f.init]
-        elif dataclasses.is_dataclass(cls):
-            hints = typing.get_type_hints(cls)
-            fields = [(f.name, hints.get(f.name)) for f in dataclasses.fields(cls) if f.init]
-        else:
-            return ()
-    except Exception:  # an annotation that does not resolve: cattrs will say so on use
+    if is_pydantic_model(cls):
+        return ()  # Pydantic checks the values as it builds the model
+    fields = record_fields(cls)
+    if fields is None:
         return ()
     found = []
-    for name, kind in fields:
+    for name, kind, init in fields:
+        if not init:
+            continue
         allowed = _plain_values(kind)
         if allowed is not None:
             found.append((name, allowed))
@@ -568,20 +618,12 @@ def _round_trips(kind: Any, seen: set[type]) -> bool:
     if kind in seen:
         return True
     seen.add(kind)
-    try:
-        if attrs.has(kind):
-            attrs.resolve_types(kind)
-            fields = [
-                (f.type, f.init and f.converter is None) for f in attrs.fields(kind)
-            ]
-        elif dataclasses.is_dataclass(kind):
-            hints = typing.get_type_hints(kind)
-            fields = [(hints.get(f.name), f.init) for f in dataclasses.fields(kind)]
-        else:
-            return False
-    except Exception:  # an annotation that does not resolve: cattrs will say so on use
+    if is_pydantic_model(kind) and pydantic_hooks(kind):
+        return False  # its own validators or serializers may change values on the way
+    fields = record_fields(kind)
+    if fields is None:
         return False
-    return all(plain and _round_trips(field_type, seen) for field_type, plain in fields)
+    return all(plain and _round_trips(field_type, seen) for _, field_type, plain in fields)
 
 
 def _copy_json(value: Any) -> Any:
@@ -616,6 +658,9 @@ def _make_strict(converter: cattrs.Converter) -> None:
         return hook
 
     converter.register_structure_hook_factory(attrs.has, attrs_from_objects_only)
+    # Pydantic models are written and read by Pydantic itself, in its JSON mode
+    converter.register_unstructure_hook_factory(is_pydantic_model, pydantic_dump)
+    converter.register_structure_hook_factory(is_pydantic_model, pydantic_load)
     converter.register_structure_hook(int, _exactly("an int", (int,), int))
     converter.register_structure_hook(float, _exactly("a number", (float, int), float))
     converter.register_structure_hook(str, _exactly("a str", (str,), str))

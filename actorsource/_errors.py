@@ -10,6 +10,9 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     ├── CodecError                an event or snapshot could not be encoded or decoded
     ├── DefinitionError           an aggregate class, Decider or @event_type is malformed
     ├── ConcurrencyError          the stream moved on (expected vs. actual version)
+    ├── VersionNotReachedError    state_at asked for a version the stream has not reached
+    │                             (also a ValueError)
+    ├── NaiveDatetimeError        a time without a time zone was given (also a ValueError)
     ├── StoreError                the event store failed (I/O, disk full, locked, closed)
     │   └── IncompatibleStoreError  the database is not (or a newer) actorsource database
     ├── RuntimeClosedError        the runtime is not open
@@ -111,7 +114,8 @@ class CodecError(ActorsourceError):
 
 
 class DefinitionError(ActorsourceError, TypeError):
-    """Raised when an aggregate class, a Decider or an ``@event_type`` declaration is malformed.
+    """Raised when an aggregate class, a Decider or an ``@event_type`` declaration is malformed,
+    or an event (or a snapshotted state) has a field of a type the codec cannot store.
 
     Aggregate classes are checked when first used (their ``stream_category`` when defined),
     Deciders and ``@event_type`` at once; two aggregates of one category in a runtime when the
@@ -140,6 +144,47 @@ class ConcurrencyError(ActorsourceError):
         msg = f"stream {stream_id!r} is at version {actual_version}, expected {expected_version}"
         if retries is not None:
             msg += f"; the command was retried {retries} times"
+        super().__init__(msg)
+
+
+class VersionNotReachedError(ActorsourceError, ValueError):
+    """Raised when ``state_at`` asks for a version that the aggregate's stream has not reached.
+
+    ``version`` is what was asked, ``current_version`` where the stream stands (0: no events).
+    A ``ValueError`` too, as it was before it had a type of its own.
+    """
+
+    def __init__(self, aggregate: str, stream_id: str, version: int, current_version: int):
+        self.aggregate = aggregate
+        self.stream_id = stream_id
+        self.version = version
+        self.current_version = current_version
+        msg = (
+            f"{aggregate} stream {stream_id!r} is at version {current_version}: it has no "
+            f"version {version} yet; ask for a version from 0 to {current_version}"
+        )
+        super().__init__(msg)
+
+
+class NaiveDatetimeError(ActorsourceError, ValueError):
+    """Raised when a time without a time zone (a naive ``datetime``) is given where a moment is
+    meant: which moment it is would be a guess.
+
+    ``argument`` names what was given (``"at"``, ``"since"``, ...) and ``value`` is the time;
+    ``stream_id`` is the stream it was asked of, if any. A ``ValueError`` too, as it was before
+    it had a type of its own.
+    """
+
+    def __init__(
+        self, argument: str, value: object, *, stream_id: str | None = None, where: str = ""
+    ) -> None:
+        self.argument = argument
+        self.value = value
+        self.stream_id = stream_id
+        msg = (
+            f"{where}{argument} must be a timezone-aware datetime, got the naive {value!r}; "
+            "give its time zone, for example datetime.now(UTC) or value.replace(tzinfo=UTC)"
+        )
         super().__init__(msg)
 
 

@@ -22,8 +22,11 @@ class Deciders:
     other's events, and a read of the category would return both).
     """
 
-    def __init__(self, codec: Codec) -> None:
+    def __init__(self, codec: Codec, *, snapshots: bool) -> None:
         self._codec = codec
+        #: whether the runtime takes snapshots of every aggregate (else only of those that
+        #: say so): their states must be storable
+        self._snapshots = snapshots
         self._deciders: dict[object, Decider[Any, Any, Any]] = {}
         #: stream category -> the aggregate (class or Decider) that uses it here, and its Decider
         self._categories: dict[str, tuple[object, Decider[Any, Any, Any]]] = {}
@@ -31,7 +34,9 @@ class Deciders:
     def decider_of(self, aggregate: Any) -> Decider[Any, Any, Any]:
         """The Decider of an aggregate class (or the Decider itself), its events registered.
 
-        :raises DefinitionError: if another aggregate of this runtime has its stream category
+        :raises DefinitionError: if another aggregate of this runtime has its stream category,
+            an event class has a field the codec cannot store, or the state does and this
+            runtime would take snapshots of it
         """
         decider = self._deciders.get(aggregate)
         if decider is None:
@@ -45,6 +50,9 @@ class Deciders:
                 )
                 raise DefinitionError(msg)
             self._codec.register_events(decider.event_types)
+            if self._snapshots or decider.snapshot_every:
+                # else every snapshot would be skipped, each with a warning
+                self._codec.check_state(_describe_aggregate(aggregate), decider.state_type)
             self._deciders[aggregate] = decider
             self._categories[decider.name] = (aggregate, decider)
         return decider

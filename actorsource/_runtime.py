@@ -19,7 +19,9 @@ from ._context import Counters, Slots
 from ._decider import Decider
 from ._dispatcher import Dispatcher, RuntimeState
 from ._errors import (
+    NaiveDatetimeError,
     RuntimeClosedError,
+    VersionNotReachedError,
 )
 from ._health import Health, check_health
 from ._hosting import ProjectionHost
@@ -203,7 +205,7 @@ class Runtime:
         self._opened_store = False
         self._task_group: anyio.abc.TaskGroup | None = None
         #: the aggregates used here, by class or Decider, their events registered
-        self._deciders = Deciders(self._codec)
+        self._deciders = Deciders(self._codec, snapshots=snapshot is not None)
         if not poll_interval > 0:
             msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
             raise ValueError(msg)
@@ -311,8 +313,9 @@ class Runtime:
 
         :param aggregate: an :class:`Aggregate` subclass or a :class:`Decider`
         :param aggregate_id: any non-empty str
-        :raises DefinitionError: if the aggregate class is malformed, or another aggregate
-            used in this runtime has its stream category
+        :raises DefinitionError: if the aggregate class is malformed, another aggregate used
+            in this runtime has its stream category, or its events (or its state, when
+            snapshots are taken) have a field of a type the codec cannot store
         """
         decider = self._decider(aggregate, aggregate_id)
         stream_id = f"{decider.name}-{aggregate_id}"
@@ -363,8 +366,10 @@ class Runtime:
         one); the live actor, if any, is not involved. ``version=0``, or a time before the
         first event, gives the initial state.
 
-        :raises ValueError: unless exactly one of ``version`` and ``at`` is given, or if the
-            stream has no such version yet
+        :raises VersionNotReachedError: if the stream has not reached ``version`` yet
+        :raises NaiveDatetimeError: if ``at`` has no time zone
+        :raises ValueError: unless exactly one of ``version`` and ``at`` is given, or if
+            ``version`` is not an int >= 0 (both errors above are ValueErrors too)
         """
         decider = self._decider(aggregate, aggregate_id)
         stream_id = f"{decider.name}-{aggregate_id}"
@@ -374,6 +379,9 @@ class Runtime:
         if self._state is not RuntimeState.OPEN:
             raise RuntimeClosedError(self._dispatcher.closed_message(stream_id))
         if at is not None:
+            if isinstance(at, datetime) and at.tzinfo is None:
+                where = f"state_at of {decider.name} {stream_id!r}: "
+                raise NaiveDatetimeError("at", at, stream_id=stream_id, where=where)
             version = await self.store.stream_version(stream_id, at=at)
         else:
             if not isinstance(version, int) or isinstance(version, bool) or version < 0:
@@ -381,8 +389,7 @@ class Runtime:
                 raise ValueError(msg)
             head = await self.store.stream_version(stream_id)
             if version > head:
-                msg = f"{stream_id!r} is at version {head}: it has no version {version} yet"
-                raise ValueError(msg)
+                raise VersionNotReachedError(decider.name, stream_id, version, head)
         assert version is not None
         return await state_at(self.store, Rehydration(decider, self._codec, stream_id), version)
 

@@ -37,6 +37,16 @@ not register) or could not load again as it was (a value that does not fit its f
 fails the test at once, with the codec's error. A command handler that changes its state (only
 appliers may) fails too, when the state compares by value.
 
+Read models are tested the same way, without a runtime: :func:`given_events` stores events
+and :meth:`GivenEvents.project` runs a projection's handlers on them as the runtime would::
+
+    def test_balances_add_up_per_account() -> None:
+        given_events(
+            ("Account-a", Deposited(10)), ("Account-a", Withdrew(3)), ("Account-b", Deposited(1))
+        ).project(Balances()).then(
+            lambda balances: balances.by_account, {"Account-a": 7, "Account-b": 1}
+        )
+
 For tests that need the runtime itself, :func:`runtime` is an open
 :class:`~actorsource.Runtime` on a fresh :class:`~actorsource.InMemoryEventStore`. A fixture
 for your ``conftest.py``, with anyio's pytest plugin (``anyio_mode = "auto"``)::
@@ -45,6 +55,12 @@ for your ``conftest.py``, with anyio's pytest plugin (``anyio_mode = "auto"``)::
     async def runtime() -> AsyncIterator[Runtime]:
         async with actorsource.testing.runtime() as opened:
             yield opened
+
+(Installed, actorsource is a pytest plugin that gives such fixtures ready-made:
+``actorsource_runtime``, ``actorsource_sqlite_runtime``, ``actorsource_postgres_runtime`` and
+``actorsource_store``; see :mod:`actorsource.pytest_plugin`.) :class:`ManualClock` is a clock
+that moves only when the test moves it, for policies that take one
+(``Backoff(clock=...)``).
 """
 
 from __future__ import annotations
@@ -54,20 +70,30 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack, overload
 
-import attrs
-
 from ._aggregate import Aggregate, decider_of
 from ._codec import Codec
 from ._decider import Decider
 from ._errors import CodecError, EventApplyError
 from ._metrics import Metrics
+from ._models import field_values
 from ._policies import Backoff, Passivation, SnapshotEvery
+from ._projection_kit import GivenEvents, Projected, given_events
 from ._records import NewEvent
 from ._runtime import Runtime
 from .stores._base import decode_json, encode_json
 from .stores.memory import InMemoryEventStore
 
-__all__ = ["Given", "RuntimeOptions", "When", "given", "runtime"]
+__all__ = [
+    "Given",
+    "GivenEvents",
+    "ManualClock",
+    "Projected",
+    "RuntimeOptions",
+    "When",
+    "given",
+    "given_events",
+    "runtime",
+]
 
 A = TypeVar("A", bound=Aggregate)
 S = TypeVar("S")
@@ -424,6 +450,33 @@ async def runtime(**runtime_options: Unpack[RuntimeOptions]) -> AsyncIterator[Ru
         yield opened
 
 
+class ManualClock:
+    """A clock that moves only when the test moves it: seconds, like :func:`time.monotonic`.
+
+    Pass it where a policy takes a clock (``Backoff(clock=clock)``) and move it with
+    :meth:`advance` instead of sleeping::
+
+        clock = ManualClock()
+        runtime = Runtime(store, supervision=Backoff(base=1.0, clock=clock))
+        ...
+        clock.advance(1.0)  # the backoff is over
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        #: the time now, in seconds
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds`` (>= 0)."""
+        if not seconds >= 0:
+            msg = f"a clock moves forward only: advance by a number >= 0, got {seconds!r}"
+            raise ValueError(msg)
+        self.now += seconds
+
+
 def _store(decider: Decider[Any, Any, Any], codec: Codec, event: object, label: str) -> _Stored:
     """Encode ``event`` as the runtime and the stores would, and check that it reads back.
 
@@ -479,16 +532,16 @@ def _listing(events: Sequence[object]) -> str:
 
 
 def _field_differences(expected: object, actual: object) -> str:
-    """Name the fields that differ between two instances of one attrs class ("" otherwise)."""
+    """Name the fields that differ between two instances of one record class (attrs,
+    dataclass or Pydantic model; "" otherwise)."""
     if type(expected) is not type(actual):
         return f"\n  (expected a {type(expected).__name__}, got a {type(actual).__name__})"
-    kind = type(expected)
-    if not attrs.has(kind):
+    wanted, got = field_values(expected), field_values(actual)
+    if wanted is None or got is None:
         return ""
     lines = [
-        f"\n  {field.name}: expected {getattr(expected, field.name)!r}, "
-        f"got {getattr(actual, field.name)!r}"
-        for field in attrs.fields(kind)
-        if getattr(expected, field.name) != getattr(actual, field.name)
+        f"\n  {name}: expected {value!r}, got {got[name]!r}"
+        for name, value in wanted.items()
+        if value != got[name]
     ]
     return "".join(lines)

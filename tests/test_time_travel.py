@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from actorsource import EventStore, Rejected, Runtime, SnapshotRecord
+from actorsource import (
+    EventStore,
+    NaiveDatetimeError,
+    Rejected,
+    Runtime,
+    SnapshotRecord,
+    VersionNotReachedError,
+)
 from actorsource.testing import given
 
 from .domain import Account, Deposit, Withdraw
@@ -86,10 +93,42 @@ async def test_state_at_of_a_version_not_reached_yet_names_the_stream_and_its_ve
     async with Runtime(store) as runtime:
         await runtime.ref(Account, "a").ask(Deposit(1))
 
-        with pytest.raises(ValueError, match="'Account-a' is at version 1: it has no version 2"):
+        with pytest.raises(VersionNotReachedError, match="'Account-a' is at version 1") as info:
             await runtime.state_at(Account, "a", version=2)
         with pytest.raises(ValueError, match="exactly one of version= and at="):
             await runtime.state_at(Account, "a")
         with pytest.raises(ValueError, match="version must be an int >= 0, got -1"):
             await runtime.state_at(Account, "a", version=-1)
         assert await runtime.state_at(Account, "never", version=0) == Account()
+    error = info.value
+    assert isinstance(error, ValueError)  # what it was before it had a type of its own
+    assert (error.aggregate, error.stream_id) == ("Account", "Account-a")
+    assert (error.version, error.current_version) == (2, 1)
+    assert str(error) == (
+        "Account stream 'Account-a' is at version 1: it has no version 2 yet; ask for a "
+        "version from 0 to 1"
+    )
+
+
+async def test_state_at_a_naive_time_is_told_apart_and_names_the_aggregate(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        await runtime.ref(Account, "a").ask(Deposit(1))
+        naive = datetime(2024, 1, 2, 3, 4, 5)
+
+        with pytest.raises(NaiveDatetimeError) as info:
+            await runtime.state_at(Account, "a", at=naive)
+        # the store refuses one by the same type, for whatever asked it
+        with pytest.raises(NaiveDatetimeError, match="at must be a timezone-aware datetime"):
+            await store.stream_version("Account-a", at=naive)
+        aware = await runtime.state_at(Account, "a", at=naive.replace(tzinfo=UTC))
+    error = info.value
+    assert isinstance(error, ValueError)
+    assert (error.argument, error.value, error.stream_id) == ("at", naive, "Account-a")
+    assert str(error).startswith(
+        "state_at of Account 'Account-a': at must be a timezone-aware datetime, got the naive "
+        "datetime.datetime(2024, 1, 2, 3, 4, 5)"
+    )
+    assert "datetime.now(UTC)" in str(error)
+    assert aware == Account()

@@ -13,6 +13,7 @@ import pytest
 
 from actorsource import (
     EventStore,
+    NaiveDatetimeError,
     SQLiteEventStore,
     StoredEvent,
     StoreError,
@@ -91,7 +92,7 @@ async def test_reads_by_time_range_keep_events_recorded_in_it(store: EventStore)
 
 
 async def test_a_naive_datetime_is_refused_by_name(store: EventStore) -> None:
-    with pytest.raises(ValueError, match="since must be a timezone-aware datetime"):
+    with pytest.raises(NaiveDatetimeError, match="since must be a timezone-aware datetime"):
         await collect(store.read_all(since=datetime(2026, 1, 1)))
 
 

@@ -6,6 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from ..._errors import NaiveDatetimeError
 from ..._records import NewEvent, SnapshotRecord
 
 #: the largest version or position a store can hold (SQLite and Postgres hold signed 64 bits)
@@ -153,18 +154,17 @@ def matches(
 
 
 def check_time(what: str, value: datetime | None) -> datetime | None:
-    """Return ``value`` in UTC; a naive datetime is refused (its time zone would be a guess)."""
+    """Return ``value`` in UTC; a naive datetime is refused (its time zone would be a guess).
+
+    :raises NaiveDatetimeError: if ``value`` has no time zone
+    """
     if value is None:
         return None
     if not isinstance(value, datetime):
         msg = f"{what} must be a datetime, got {value!r}"
         raise ValueError(msg)
     if value.tzinfo is None:
-        msg = (
-            f"{what} must be a timezone-aware datetime (for example datetime.now(UTC)), "
-            f"got {value!r}"
-        )
-        raise ValueError(msg)
+        raise NaiveDatetimeError(what, value)
     return value.astimezone(UTC)
 
 
