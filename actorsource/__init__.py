@@ -7,7 +7,8 @@ the path of one ``ask``)::
     _decider, _aggregate, _records, _ids, _tracing, _policies, _metrics, _context
                        L1  the pure domain core (Decider, Aggregate sugar), records, event
                            ids, tracing metadata; policies as values, metrics hooks
-    _codec             L2  event/state <-> JSON-ready dicts, by stable type names; upcasters
+    _codec, _jsonable  L2  event/state <-> JSON-ready dicts, by stable type names; upcasters;
+                           JSON-ready data for responses
     stores/            L3  the EventStore contract and capabilities; memory, SQLite and
                            PostgreSQL stores
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
@@ -47,6 +48,7 @@ from ._errors import UnknownCommandError as UnknownCommandError
 from ._errors import WaitTimeoutError as WaitTimeoutError
 from ._health import Health as Health
 from ._health import HealthCheck as HealthCheck
+from ._jsonable import jsonable as jsonable
 from ._metrics import Metrics as Metrics
 from ._metrics import RecordingMetrics as RecordingMetrics
 from ._policies import Backoff as Backoff
@@ -129,6 +131,7 @@ __all__ = [
     "command",
     "event_type",
     "handle",
+    "jsonable",
     "subscribe",
     "tune_gc",
     "tune_switch_interval",

@@ -24,6 +24,7 @@ LAYERS = {
     "_policies": 1,
     "_context": 1,
     "_codec": 2,
+    "_jsonable": 2,
     "stores": 3,
     "_messages": 4,
     "_rehydration": 4,
