@@ -50,13 +50,14 @@ LAYERS = {
     "bench": 7,
     "testing": 7,
     "otel": 7,
+    "web": 7,
 }
 
 
 def test_all_is_sorted_and_names_every_public_export() -> None:
     assert actorsource.__all__ == sorted(actorsource.__all__)
     public = {name for name in vars(actorsource) if not name.startswith("_")}
-    submodules = {"stores", "cli", "bench", "testing", "otel"}
+    submodules = {"stores", "cli", "bench", "testing", "otel", "web"}
     assert public - submodules == set(actorsource.__all__)
 
 
