@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import typing
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,27 +51,9 @@ from actorsource.web.fastapi import IfMatchVersion, RuntimeDep
 from actorsource.web.starlette import get_runtime, problem_handler
 
 from .domain import Account, Deposit, Deposited, Withdraw, Withdrew
+from .web_clients import asgi_client
 
 ROOT = Path(__file__).resolve().parent.parent
-
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def client_for(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """A client over httpx's ASGI transport, with the app's lifespan running around it (the
-    transport itself does not run lifespans: this hands each request the lifespan state, as a
-    server does)."""
-    async with app.router.lifespan_context(app) as state:
-
-        async def with_state(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            scope["state"] = dict(state or {})
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=with_state)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
-
 
 class Balances(Projection):
     def __init__(self) -> None:
@@ -130,7 +110,7 @@ SECRET_PATH = "/srv/secret/events.db"
 async def test_each_error_is_a_problem_response_with_its_status_and_no_internals(
     error: Exception, status: int, kind: str, members: dict[str, Any]
 ) -> None:
-    async with client_for(_raising(error)) as client:
+    async with asgi_client(_raising(error)) as client:
         response = await client.get("/")
     assert response.status_code == status
     assert response.headers["content-type"] == PROBLEM_JSON
@@ -144,14 +124,14 @@ async def test_each_error_is_a_problem_response_with_its_status_and_no_internals
 
 
 async def test_a_full_mailbox_tells_the_client_when_to_send_again() -> None:
-    async with client_for(_raising(MailboxFullError("Account-a", 10))) as client:
+    async with asgi_client(_raising(MailboxFullError("Account-a", 10))) as client:
         response = await client.post("/")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
 
 
 async def test_a_version_conflict_is_412_for_a_conditional_request_and_409_otherwise() -> None:
-    async with client_for(_raising(ConcurrencyError("Account-a", 1, 2))) as client:
+    async with asgi_client(_raising(ConcurrencyError("Account-a", 1, 2))) as client:
         conditional = await client.post("/", headers={"If-Match": '"1"'})
         creating = await client.post("/", headers={"If-None-Match": "*"})
         plain = await client.post("/")
@@ -172,7 +152,7 @@ async def test_a_rejected_command_is_409_naming_the_aggregate_and_the_reason() -
         lifespan=runtime_lifespan(lambda: Runtime(InMemoryEventStore())),
         exception_handlers={ActorsourceError: problem_handler},
     )
-    async with client_for(app) as client:
+    async with asgi_client(app) as client:
         response = await client.post("/")
     assert response.status_code == 409
     assert response.json() == {
@@ -198,7 +178,7 @@ async def test_a_handler_for_a_rejected_subclass_takes_precedence() -> None:
         routes=[Route("/", endpoint)],
         exception_handlers={ActorsourceError: problem_handler, NotFound: missing},
     )
-    async with client_for(app) as client:
+    async with asgi_client(app) as client:
         response = await client.get("/")
     assert (response.status_code, response.json()) == (404, {"missing": "no order 7"})
 
@@ -234,9 +214,9 @@ async def test_the_lifespan_serves_once_the_projections_caught_up(tmp_path: Path
             lambda: Runtime(SQLiteEventStore(database)), projections=[Balances]
         ),
     )
-    async with client_for(app) as client:  # the first request already sees every event
+    async with asgi_client(app) as client:  # the first request already sees every event
         assert (await client.get("/balances")).json() == {"Account-a": 50}
-    async with client_for(app) as client:  # a second start: a new runtime, a new read model
+    async with asgi_client(app) as client:  # a second start: a new runtime, a new read model
         assert (await client.get("/balances")).json() == {"Account-a": 50}
 
 
@@ -322,7 +302,7 @@ def _fastapi_app() -> FastAPI:
 
 
 async def test_fastapi_endpoints_get_the_runtime_and_the_if_match_version() -> None:
-    async with client_for(_fastapi_app()) as client:
+    async with asgi_client(_fastapi_app()) as client:
         assert (await client.post("/accounts/a/deposits?amount=5")).json() == {"version": 1}
         read = await client.get("/accounts/a")
         assert read.headers["etag"] == '"1"'
