@@ -12,6 +12,8 @@ from types import ModuleType
 import httpx
 import pytest
 
+from actorsource import InMemoryEventStore, Rejected, Runtime
+
 from .web_clients import asgi_client, http_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +31,24 @@ def _example() -> ModuleType:
 
 
 example = _example()
+# the tutorial's names (its code comes from here and from the example)
+Order, SetLine, RemoveLine = example.Order, example.SetLine, example.RemoveLine
+Submit = example.Submit
+
+
+async def test_an_order_decides_its_commands_without_a_web_server() -> None:
+    async with Runtime(InMemoryEventStore()) as runtime:
+        order = runtime.ref(Order, "7")
+        await order.ask(SetLine("apple", 2))
+        await order.ask(SetLine("pear", 1))
+        await order.ask(Submit(datetime(2026, 3, 1, 12, 0, tzinfo=UTC)))
+
+        with pytest.raises(Rejected, match="the order was submitted"):
+            await order.ask(RemoveLine("apple"))
+
+        state, version = await order.state_and_version()
+        assert state.lines == {"apple": 2, "pear": 1}
+        assert version == 3
 
 
 @contextlib.asynccontextmanager
