@@ -8,8 +8,8 @@ the path of one ``ask``)::
                        L1  the pure domain core (Decider, Aggregate sugar), records, event
                            ids, tracing metadata; policies as values, metrics hooks; the
                            record classes (attrs, dataclasses, Pydantic models)
-    _codec, _storable  L2  event/state <-> JSON-ready dicts, by stable type names; upcasters;
-                           what the codec can store
+    _codec, _storable,  L2  event/state <-> JSON-ready dicts, by stable type names; upcasters;
+    _jsonable              what the codec can store; JSON-ready data for responses
     stores/            L3  the EventStore contract and capabilities; memory, SQLite and
                            PostgreSQL stores
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
@@ -51,6 +51,7 @@ from ._errors import VersionNotReachedError as VersionNotReachedError
 from ._errors import WaitTimeoutError as WaitTimeoutError
 from ._health import Health as Health
 from ._health import HealthCheck as HealthCheck
+from ._jsonable import jsonable as jsonable
 from ._metrics import Metrics as Metrics
 from ._metrics import RecordingMetrics as RecordingMetrics
 from ._policies import Backoff as Backoff
@@ -135,6 +136,7 @@ __all__ = [
     "command",
     "event_type",
     "handle",
+    "jsonable",
     "subscribe",
     "tune_gc",
     "tune_switch_interval",

@@ -183,7 +183,7 @@ class Actor(Activation):
                     if self.overflow:
                         self._accept_overflow()
                     if not first.reply.done():
-                        self._answer_state(first.reply)
+                        self._answer_state(first)
                     continue
                 batch: list[Command] = [first]
                 explicit = first.command_id is not None  # an id to look up, maybe
@@ -211,12 +211,17 @@ class Actor(Activation):
             self._crash(exc)
             raise
 
-    def _answer_state(self, future: asyncio.Future[Any]) -> None:
-        """Answer a state request with a deep copy of the state, or with why none was made.
+    def _answer_state(self, request: GetState) -> None:
+        """Answer a state request with a deep copy of the state (and the version it is at, or
+        the version alone, as asked), or with why none was made.
 
         A state that cannot be copied (nested too deep, an object that refuses copying) is not
         a corrupt one: the caller gets the error and the actor goes on.
         """
+        future = request.reply
+        if request.wanted == "version":
+            future.set_result(self.version)
+            return
         try:
             state = copy.deepcopy(self.state)
         except Exception as exc:
@@ -231,7 +236,7 @@ class Actor(Activation):
             future.set_exception(crash_error(self.stream_id, exc))  # then the actor crashes
             raise
         else:
-            future.set_result(state)
+            future.set_result(state if request.wanted == "state" else (state, self.version))
 
     def _crash(self, exc: BaseException) -> None:
         """A bug (or cancellation) stopped the actor: fail what waits, drop the state."""

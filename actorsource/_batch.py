@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol
 from ._codec import Codec
 from ._context import Counters
 from ._decider import Decider
-from ._errors import ActorFailedError, CodecError, EventApplyError, Rejected
+from ._errors import ActorFailedError, CodecError, ConcurrencyError, EventApplyError, Rejected
 from ._ids import new_event_id
 from ._messages import Command
 from ._metrics import COMMANDS, EVENTS_APPENDED, STREAM_LENGTH, Metrics
@@ -40,6 +40,7 @@ class BatchActor(Protocol):
     stream_id: str
     decider: Decider[Any, Any, Any]
     state: Any
+    version: int
 
     @property
     def context(self) -> BatchContext: ...
@@ -64,9 +65,16 @@ def decide_batch(actor: BatchActor, batch: list[Command], known: Known | None) -
             if earlier is not None:
                 outcome.results.append(earlier)
                 continue
+        if message.expected_version is not None:
+            refusal = precondition_refusal(actor, message.expected_version, outcome)
+            if refusal is not None:
+                outcome.results.append(refusal)
+                continue
         try:
             events = decider.decide_events(message.command, actor.state)
         except Exception as exc:  # Rejected and any handler error: reply, go on
+            if isinstance(exc, Rejected) and exc.stream_id is None:
+                exc.stream_id = actor.stream_id  # whoever shows the refusal can name the aggregate
             outcome.results.append(exc)
             continue
         if not events:
@@ -107,6 +115,18 @@ def decide_batch(actor: BatchActor, batch: list[Command], known: Known | None) -
                 outcome.keyed = {}
             outcome.keyed[command_id] = []  # its recorded events, once replied
     return outcome
+
+
+def precondition_refusal(
+    actor: BatchActor, expected: int, outcome: BatchOutcome
+) -> ConcurrencyError | None:
+    """The refusal of a conditional command if the stream is not at ``expected`` now: after
+    the commands decided before it in this batch (a retry after a conflict decides again
+    against the reloaded stream, so such a command is refused then, never decided anew)."""
+    actual = actor.version + len(outcome.new_events)
+    if actual == expected:
+        return None
+    return ConcurrencyError(actor.stream_id, expected, actual)
 
 
 def as_stored(

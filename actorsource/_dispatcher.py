@@ -291,6 +291,18 @@ class Dispatcher:
                     return True
         return False
 
+    def is_live(self, stream_id: str) -> bool:
+        """Whether an actor holds (or is loading) the stream's state, so that it can answer
+        from memory."""
+        actor = self._actors.get(stream_id)
+        return actor is not None and (actor.loaded or actor.running)
+
+    async def stored_version(self, stream_id: str) -> int:
+        """Return the stream's version as the store has it (no actor involved)."""
+        if self.state is not RuntimeState.OPEN:
+            raise RuntimeClosedError(self.closed_message(stream_id))
+        return await self.context.store.stream_version(stream_id)
+
     def send_nowait(self, ref: AggregateRef[Any], message: Message) -> None:
         actor = self._actor_for(ref)
         if len(actor.mailbox) >= self.context.mailbox_size or actor.overflow:

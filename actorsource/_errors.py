@@ -44,6 +44,10 @@ class Rejected(ActorsourceError):
     actor goes on.
     """
 
+    #: the stream of the aggregate that refused (set by the runtime as the refusal goes back
+    #: to the caller; ``None`` for one raised elsewhere)
+    stream_id: str | None = None
+
 
 class UnknownCommandError(ActorsourceError):
     """Raised when an aggregate has no ``@command`` handler for the command's type."""

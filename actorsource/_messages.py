@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from ._records import JSONDict
 
@@ -11,7 +11,7 @@ from ._records import JSONDict
 class Command:
     """A command on its way to an aggregate, with what its events are stored with."""
 
-    __slots__ = ("command", "command_id", "metadata", "reply")
+    __slots__ = ("command", "command_id", "expected_version", "metadata", "reply")
 
     def __init__(
         self,
@@ -19,6 +19,7 @@ class Command:
         reply: asyncio.Future[Any] | None,
         metadata: JSONDict,
         command_id: str | None,
+        expected_version: int | None = None,
     ) -> None:
         #: the command object the aggregate decides
         self.command = command
@@ -28,16 +29,25 @@ class Command:
         self.metadata = metadata
         #: the id the caller gave (``None``: the runtime made one, and never looks it up)
         self.command_id = command_id
+        #: the version the stream must be at when the command is decided (``None``: any);
+        #: otherwise the command is refused with ConcurrencyError, never decided
+        self.expected_version = expected_version
 
 
 class GetState:
     """A request for a deep copy of an aggregate's state, once the messages before it ran."""
 
-    __slots__ = ("reply",)
+    __slots__ = ("reply", "wanted")
 
-    def __init__(self, reply: asyncio.Future[Any]) -> None:
-        #: resolved with the copy, or the reason none was made
+    def __init__(self, reply: asyncio.Future[Any], wanted: StateWanted = "state") -> None:
+        #: resolved with what was wanted, or the reason it could not be made
         self.reply = reply
+        #: the copy, the copy and the stream's version as a pair, or the version alone
+        self.wanted = wanted
+
+
+#: what a GetState answers with
+StateWanted = Literal["state", "state_and_version", "version"]
 
 
 #: one message in a mailbox

@@ -36,6 +36,10 @@ class Mailboxes(Protocol):
 
     def withdraw(self, stream_id: str, message: Message) -> bool: ...
 
+    def is_live(self, stream_id: str) -> bool: ...
+
+    async def stored_version(self, stream_id: str) -> int: ...
+
 
 class _Default(enum.Enum):
     DEFAULT = "default"
@@ -79,6 +83,7 @@ class AggregateRef(Generic[S]):
         correlation_id: str | None = None,
         causation_id: str | None = None,
         timeout: float | _Default | None = DEFAULT,  # noqa: ASYNC109  # the asked-for API
+        expected_version: int | None = None,
     ) -> list[RecordedEvent[Any]]:
         """Send a command and wait until its events are durable.
 
@@ -100,22 +105,29 @@ class AggregateRef(Generic[S]):
             handled; else the command's id)
         :param timeout: seconds to wait for the outcome (default: the runtime's
             ``ask_timeout``; ``None``: no limit)
+        :param expected_version: decide the command only if the stream is at this version
+            when its turn comes (after the commands queued before it); otherwise refuse it
+            with :class:`ConcurrencyError`, without deciding it or retrying (an HTTP
+            ``If-Match``; ``0``: the aggregate must have no events yet)
         :return: the recorded events (empty if the command changed nothing)
         :raises Rejected: as raised by the command handler (nothing was stored)
         :raises UnknownCommandError: if the aggregate has no handler for the command
-        :raises ConcurrencyError: if other writers kept winning after all retries
+        :raises ConcurrencyError: if the stream was not at ``expected_version``, or other
+            writers kept winning after all retries
         :raises AskTimeoutError: if the outcome did not come in time; ``.processed`` says
             whether the command may still take effect
         :raises RuntimeClosedError: if the runtime is not open
         :raises TypeError: if ``metadata`` is not a dict or an id is not a str
-        :raises ValueError: if an id is empty, ``command_id`` holds NUL, or ``metadata`` uses a
-            reserved key
+        :raises ValueError: if an id is empty, ``command_id`` holds NUL, ``metadata`` uses a
+            reserved key, or ``expected_version`` is negative
         """
         stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
+        if expected_version is not None:
+            _check_expected_version(expected_version)
         future: asyncio.Future[list[RecordedEvent[Any]]] = (
             asyncio.get_running_loop().create_future()
         )
-        message = Command(command, future, stored, explicit)
+        message = Command(command, future, stored, explicit, expected_version)
         limit = self._runtime.ask_timeout if isinstance(timeout, _Default) else timeout
         metrics = self._runtime.metrics
         started = time.perf_counter() if metrics is not None else 0.0
@@ -201,3 +213,42 @@ class AggregateRef(Generic[S]):
         """
         future: asyncio.Future[S] = asyncio.get_running_loop().create_future()
         return await self._deliver(GetState(future), future)
+
+    async def state_and_version(self) -> tuple[S, int]:
+        """Return a deep copy of the aggregate's state and the version of its stream that it
+        is at, after every message sent before this (for an HTTP ``ETag``).
+
+        The pair is taken at one moment: pass the version to ``ask(..., expected_version=)`` to
+        decide a command only if nothing changed since.
+
+        :raises ActorsourceError: if the state cannot be copied (the actor goes on)
+        :raises ActorFailedError: if the aggregate could not be loaded
+        """
+        future: asyncio.Future[tuple[S, int]] = asyncio.get_running_loop().create_future()
+        return await self._deliver(GetState(future, "state_and_version"), future)
+
+    async def exists(self) -> bool:
+        """Return whether the aggregate's stream has at least one event.
+
+        A live actor answers from memory, after every message sent before this; otherwise
+        the store is asked for the stream's version (the aggregate is not loaded for it).
+
+        :raises ActorFailedError: if a live aggregate could not be loaded
+        :raises RuntimeClosedError: if the runtime is not open
+        """
+        if not self._runtime.is_live(self.stream_id):
+            return await self._runtime.stored_version(self.stream_id) > 0
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        return await self._deliver(GetState(future, "version"), future) > 0
+
+
+def _check_expected_version(expected_version: object) -> None:
+    if type(expected_version) is not int:
+        msg = (
+            "expected_version must be an int (a version of the stream) or None, got "
+            f"{type(expected_version).__name__} {expected_version!r}"
+        )
+        raise TypeError(msg)
+    if expected_version < 0:
+        msg = f"expected_version must be >= 0 (0: no events yet), got {expected_version}"
+        raise ValueError(msg)

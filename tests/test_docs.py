@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,17 @@ def test_every_python_block_in_the_docs_and_readme_is_valid_python() -> None:
         for block in _python_blocks(page):
             if block.lstrip().startswith("--8<--"):
                 continue  # an included file: the examples' tests run it
+            # snippets may await at top level, as in an async function's body; a tutorial's
+            # step may show part of a function's body (indented as there, or with a return)
+            code = textwrap.dedent(block)
             try:
-                # snippets may await at top level, as in an async function's body
-                compile(block, str(page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                compile(code, str(page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
             except SyntaxError as exc:
-                pytest.fail(f"{page.relative_to(ROOT)}: a python block does not parse: {exc}")
+                body = textwrap.indent(code, "    ")
+                try:
+                    compile(f"async def _step():\n{body}", str(page), "exec")
+                except SyntaxError:
+                    pytest.fail(f"{page.relative_to(ROOT)}: a python block does not parse: {exc}")
             checked += 1
     assert checked > 20
 

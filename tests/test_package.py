@@ -26,6 +26,7 @@ LAYERS = {
     "_models": 1,
     "_codec": 2,
     "_storable": 2,
+    "_jsonable": 2,
     "stores": 3,
     "_messages": 4,
     "_rehydration": 4,
@@ -53,6 +54,7 @@ LAYERS = {
     "_projection_kit": 7,
     "pytest_plugin": 7,
     "otel": 7,
+    "web": 7,
 }
 
 
@@ -60,7 +62,7 @@ def test_all_is_sorted_and_names_every_public_export() -> None:
     assert actorsource.__all__ == sorted(actorsource.__all__)
     # pytest rewrites the asserts of a package that ships a pytest plugin (its "@py_" names)
     public = {name for name in vars(actorsource) if not name.startswith(("_", "@"))}
-    submodules = {"stores", "cli", "bench", "testing", "otel", "pytest_plugin"}
+    submodules = {"stores", "cli", "bench", "testing", "otel", "pytest_plugin", "web"}
     assert public - submodules == set(actorsource.__all__)
 
 
