@@ -299,7 +299,7 @@ class _Terminal(io.StringIO):
 def test_a_terminal_gets_colours_unless_no_color_is_set(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actorsource._commands import run_command
+    from actorsource.cli._commands import run_command
     from actorsource.cli import parser
 
     monkeypatch.delenv("NO_COLOR", raising=False)

@@ -45,7 +45,6 @@ LAYERS = {
     # the runtime composes them
     "_runtime": 6,
     "cli": 7,
-    "_commands": 7,
     "bench": 7,
     "testing": 7,
     "otel": 7,
