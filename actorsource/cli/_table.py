@@ -11,7 +11,7 @@ import os
 import shutil
 import unicodedata
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
 import orjson
@@ -68,7 +68,7 @@ def table(
     widths = [max(display_width(row[i]) for row in cells) for i in range(len(headers))]
     limit = width_for(out)
     if limit is not None:
-        widths = fit(widths, [display_width(cell(h)) for h in headers], limit, flexible)
+        widths = fit(widths, limit, flexible)
     ellipsis = _ellipsis(out)
     on = styled(out)
     for index, row in enumerate(cells):
@@ -83,16 +83,14 @@ def table(
         out.write(line + "\n")
 
 
-def fit(
-    widths: Sequence[int], headers: Sequence[int], limit: int, flexible: Sequence[int] = ()
-) -> list[int]:
+def fit(widths: Sequence[int], limit: int, flexible: Sequence[int] = ()) -> list[int]:
     """Return column widths whose row (with its gaps) is at most ``limit`` wide.
 
     The ``flexible`` columns are cut first, then all of them; each time the widest are cut
-    to a common width, and none below its header or :data:`_MIN_WIDTH`. When even that is too
-    wide, every column keeps its floor and the row overflows.
+    to a common width, none below :data:`_MIN_WIDTH` (headers are cut too). When even that is
+    too wide, every column keeps that much and the row overflows.
     """
-    floors = [min(w, max(h, _MIN_WIDTH)) for w, h in zip(widths, headers, strict=True)]
+    floors = [min(w, _MIN_WIDTH) for w in widths]
     room = limit - len(_GAP) * (len(widths) - 1)
     fitted = list(widths)
     for cuttable in (set(flexible), set(range(len(widths)))):
@@ -164,9 +162,10 @@ def _ellipsis(out: TextIO) -> str:
 
 
 def cell(value: object) -> str:
-    """A value as a table shows it: times to the millisecond, JSON compact, controls escaped."""
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="milliseconds")
+    """A value as a table shows it: times in UTC to the millisecond, JSON compact, controls
+    escaped."""
+    if isinstance(value, datetime):  # the column's header says UTC
+        return value.astimezone(UTC).isoformat(sep=" ", timespec="milliseconds")[:-6]
     if isinstance(value, dict | list):
         return orjson.dumps(value).decode()
     return str(value).translate(_CONTROLS)
