@@ -12,7 +12,7 @@ from ..stores.postgres import PostgresEventStore, redact_dsn
 from ..stores.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from ..stores.sqlite import SQLiteEventStore
 from ._inspect import checkpoints
-from ._table import KEY, dumps, pad, paint, styled, table
+from ._table import KEY, cell, dumps, pad, paint, styled, table
 
 
 async def info(
@@ -50,10 +50,14 @@ async def info(
     if args.json:
         out.write(dumps(facts) + "\n")
         return
-    _print(out, facts, [(name, position, lag, seconds) for name, position, _, lag, seconds in rows])
+    last = max((s.last_recorded_at for s in streams), default=None)
+    rows_shown = [(name, position, lag, seconds) for name, position, _, lag, seconds in rows]
+    _print(out, facts, "-" if last is None else cell(last), rows_shown)
 
 
-def _print(out: TextIO, facts: dict[str, Any], rows: list[tuple[str, int, int, float]]) -> None:
+def _print(
+    out: TextIO, facts: dict[str, Any], last: str, rows: list[tuple[str, int, int, float]]
+) -> None:
     version = str(facts["schema_version"])
     if facts["schema_version"] < facts["current_schema_version"]:
         version += (
@@ -70,7 +74,7 @@ def _print(out: TextIO, facts: dict[str, Any], rows: list[tuple[str, int, int, f
         ("streams", f"{facts['streams']:,}"),
         ("events", f"{facts['events']:,}"),
         ("head position", str(facts["head_position"])),
-        ("last write (UTC)", facts["last_recorded_at"] or "-"),
+        ("last write (UTC)", last),
     ]
     if facts["store"] == "sqlite":
         size = f"{facts['size_bytes']:,} bytes"
