@@ -73,11 +73,12 @@ async def events(store: EventStore, args: argparse.Namespace, out: TextIO) -> No
     if args.limit is not None:  # versions are gap-free: the limit is a range
         last = args.from_version + args.limit - 1
         to_version = last if to_version is None else min(to_version, last)
-    found = [e async for e in store.read_stream(args.stream, args.from_version, to_version)]
-    if args.json:
-        for event in found:
+    read = store.read_stream(args.stream, args.from_version, to_version)
+    if args.json:  # as it is read: a long history is never held whole
+        async for event in read:
             out.write(dumps(event_json(event)) + "\n")
         return
+    found = [e async for e in read]
     table(
         out,
         ["version", "position", "type", "recorded at (UTC)", "data", "metadata"],
@@ -96,11 +97,12 @@ async def _log(store: EventStore, args: argparse.Namespace, out: TextIO) -> None
     start = 1 if args.start is None else args.start
     # positions are gap-free: the limit is a range
     end = None if args.limit is None else start + args.limit - 1
-    found = [e async for e in store.read_all(start, to_position=end)]
-    if args.json:
-        for event in found:
+    read = store.read_all(start, to_position=end)
+    if args.json:  # as it is read: a long log is never held whole
+        async for event in read:
             out.write(dumps(event_json(event)) + "\n")
         return
+    found = [e async for e in read]
     table(
         out,
         ["position", "stream", "version", "type", "recorded at (UTC)", "data", "metadata"],
