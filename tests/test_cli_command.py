@@ -119,6 +119,19 @@ def test_version_prints_the_installed_distributions_version() -> None:
     assert metadata.version("actorsource") == actorsource.__version__
 
 
+def test_version_falls_back_to_the_packages_own_outside_an_installation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from actorsource.cli import version
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+
+    assert version() == actorsource.__version__
+
+
 def test_python_dash_m_actorsource_is_the_same_command() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "actorsource", "--version"],
@@ -372,10 +385,8 @@ def test_no_command_creates_a_missing_sqlite_file(tmp_path: Path, argv: list[str
 
 
 @pytest.fixture
-def postgres_store(tmp_path: Path) -> Iterator[str]:
+def postgres_store(postgres_dsn: str, tmp_path: Path) -> Iterator[str]:
     """A PostgreSQL store in this test's schema, with Account-a at version 1."""
-    if not POSTGRES_DSN:
-        pytest.skip("needs ACTORSOURCE_TEST_POSTGRES_DSN")
     from .conftest import drop_schema, run_sync
 
     async def fill() -> None:
@@ -384,8 +395,8 @@ def postgres_store(tmp_path: Path) -> Iterator[str]:
 
     anyio.run(fill)
     yield postgres_schema(tmp_path)
-    run_sync(drop_schema(POSTGRES_DSN, postgres_schema(tmp_path)))
-    run_sync(drop_schema(POSTGRES_DSN, postgres_schema(tmp_path) + "_typo"))
+    run_sync(drop_schema(postgres_dsn, postgres_schema(tmp_path)))
+    run_sync(drop_schema(postgres_dsn, postgres_schema(tmp_path) + "_typo"))
 
 
 def _schema_exists(schema: str) -> bool:

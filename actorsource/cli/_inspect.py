@@ -130,14 +130,14 @@ async def tail(store: EventStore, args: argparse.Namespace, out: TextIO) -> None
             if args.json:
                 out.write(dumps(event_json(event)) + "\n")
             else:
-                where = f"{event.stream_id}@{event.version}"
+                where = f"{cell(event.stream_id)}@{event.version}"
                 data = cell(event.data)
                 if width is not None:  # the data is cut to what is left of the line
-                    used = display_width(f"{event.position}  {where}  {event.type}  ")
+                    used = display_width(f"{event.position}  {where}  {cell(event.type)}  ")
                     data = cut(data, max(width - used, 6))
                 out.write(
                     f"{paint(str(event.position), DIM, on)}  {paint(where, KEY, on)}  "
-                    f"{paint(event.type, TYPE, on)}  {data}\n"
+                    f"{paint(cell(event.type), TYPE, on)}  {data}\n"
                 )
             out.flush()
             printed += 1
