@@ -44,7 +44,8 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
     SQLite's lock (waiting up to ``busy_timeout`` seconds), and every append checks its
     expected version.
 
-    :param path: the database file; it is created with its schema on first open
+    :param path: the database file; it is created with its schema on first open (unless
+        ``read_only``)
     :param synchronous: SQLite's ``synchronous`` setting; ``FULL`` makes every acknowledged
         append survive power loss, ``NORMAL`` only a process crash
     :param busy_timeout: seconds to wait for another connection's write lock
