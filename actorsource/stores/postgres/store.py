@@ -40,8 +40,8 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         ``postgresql://user:password@host:5432/dbname`` or
         ``postgresql:///dbname?host=/var/run/postgresql`` for the local socket
     :param schema: the PostgreSQL schema holding the store's tables (created if missing, unless
-        ``read_only``), so
-        that tenants or tests can be kept apart in one database: a lower-case identifier
+        ``read_only``), so that tenants or tests can be kept apart in one database: a
+        lower-case identifier
     :param pool_size: the most connections readers use at once (besides the writer's and the
         listener's)
     :param max_batch: the most appends one transaction takes
