@@ -19,7 +19,14 @@ from .._base import (
     encode_json,
     encode_snapshot_state,
 )
-from .connection import _SERVER_SETTINGS, _Connection, _driver, _driver_errors, _Pool
+from .connection import (
+    _SERVER_SETTINGS,
+    _Connection,
+    _driver,
+    _driver_errors,
+    _Pool,
+    store_schemas,
+)
 from .dsn import _scrub, _secret_words, redact_dsn
 from .plan import _Append, _check_no_nul, _jsonb_columns, _Op, _Row, _SaveSnapshot
 from .reads import PostgresReads
@@ -232,16 +239,11 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         if version > 0:
             return version
         try:
-            rows = await conn.fetch(
-                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relname = 'actorsource_schema' AND c.relkind IN ('r', 'p') "
-                'ORDER BY n.nspname COLLATE "C"'
-            )
+            found = ", ".join(await store_schemas(conn)) or "none"
         except self._errors as exc:
             detail = " ".join(str(exc).split())
             msg = f"cannot list the schemas at {self._where}: {type(exc).__name__}: {detail}"
             raise StoreError(msg) from exc
-        found = ", ".join(row[0] for row in rows) or "none"
         msg = (
             f"no actorsource store in schema {self.schema!r} of {self._where}; schemas with a "
             f"store: {found} (opened read-only: nothing is created)"
