@@ -299,8 +299,8 @@ class _Terminal(io.StringIO):
 def test_a_terminal_gets_colours_unless_no_color_is_set(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actorsource._commands import run_command
     from actorsource.cli import parser
+    from actorsource.cli._commands import run_command
 
     monkeypatch.delenv("NO_COLOR", raising=False)
     coloured = _Terminal()

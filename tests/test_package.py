@@ -48,7 +48,6 @@ LAYERS = {
     # the runtime composes them
     "_runtime": 6,
     "cli": 7,
-    "_commands": 7,
     "bench": 7,
     "testing": 7,
     "_projection_kit": 7,

@@ -49,6 +49,8 @@ def format_table(results: Result) -> str:
         lines.extend(line for line in loop_lines if line)
     if "baselines_skipped" in results:
         lines.append(f"baselines: {results['baselines_skipped']}")
+    if "peer_skipped" in results:
+        lines.append(f"baselines: {results['peer_skipped']}")
     seq = results["workloads"].get("W1-seq")
     if seq and seq.get("first_asks"):
         lines.append("")
@@ -107,6 +109,8 @@ def format_repeated(repeated: Result) -> str:
         else:
             cells = [f"{spread[k]:>12.0%}" for k in ("median", "min", "max")]
         lines.append(f"{name:<32}{''.join(cells)}")
+    if "peer_skipped" in runs[0]:
+        lines.append(f"baselines: {runs[0]['peer_skipped']}")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from .. import PostgresEventStore, SQLiteEventStore, tune_gc, tune_switch_interv
 from .._tuning import DEFAULT_GEN0_THRESHOLD, DEFAULT_SWITCH_INTERVAL
 from ..stores.postgres import drop_schema
 from ._common import BenchStore, Progress, Result, Sizes, machine, postgres_machine, quiet
-from .baselines import baseline_ceiling, baseline_peer
+from .baselines import baseline_ceiling, baseline_peer, peer_installed
 from .workloads import (
     workload_hot,
     workload_many,
@@ -25,6 +25,12 @@ from .workloads import (
     workload_rehydrate,
     workload_sequential_with_floor,
     workload_skew,
+)
+
+#: why the eventsourcing rows are missing, and how to have them
+PEER_MISSING = (
+    "eventsourcing (the Python peer) is not installed, so its baseline did not run: "
+    "pip install 'actorsource[bench]' adds it (--no-peer leaves it out)"
 )
 
 
@@ -93,6 +99,10 @@ async def _run_suite(
         results["baselines_skipped"] = (
             "the raw ceiling, the floors and eventsourcing measure SQLite: not run on PostgreSQL"
         )
+    elif peer and {"W1", "W1-seq"} & set(workloads) and not peer_installed():
+        # said, not left out silently: a reader would look for the rows
+        results["peer_skipped"] = PEER_MISSING
+        progress(PEER_MISSING)
     schemas: list[str] = []
     with tempfile.TemporaryDirectory(dir=directory, prefix="actorsource-bench-") as tmp:
         counter = 0
@@ -167,7 +177,13 @@ async def _run_suite(
                     "W5", lambda: workload_skew(fresh_store(), sizes, progress)
                 )
             # with W1-seq, the peer ran in its rounds already
-            if peer and not on_postgres and "W1" in workloads and "peer" not in base:
+            if (
+                peer
+                and not on_postgres
+                and "W1" in workloads
+                and "peer" not in base
+                and "peer_skipped" not in results
+            ):
                 for cache in (False, True):
                     key = "peer_cached" if cache else "peer"
                     progress(f"{key}: running")

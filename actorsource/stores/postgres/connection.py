@@ -94,6 +94,16 @@ def _driver_errors(driver: Any, *more: type[BaseException]) -> tuple[type[BaseEx
     )
 
 
+async def store_schemas(conn: _Connection) -> list[str]:
+    """Return the schemas of the database that hold an actorsource store, by name."""
+    rows = await conn.fetch(
+        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = 'actorsource_schema' AND c.relkind IN ('r', 'p') "
+        'ORDER BY n.nspname COLLATE "C"'
+    )
+    return [row[0] for row in rows]
+
+
 async def server_facts(dsn: str) -> dict[str, str]:
     """Return the server's version and durability settings (for reports such as the bench).
 

@@ -36,6 +36,7 @@ class PostgresReads(StoreLifecycle):
     _pool: _Pool | None
     _sql: _Statements
     _where: str
+    read_only: bool
 
     async def read_stream(
         self,
@@ -270,6 +271,10 @@ class PostgresReads(StoreLifecycle):
             raise StoreError(msg) from exc
 
     async def _execute(self, sql: str, *params: object) -> None:
+        if self.read_only:
+            self._check_open()
+            msg = f"{self!r} was opened read_only: it cannot write"
+            raise StoreError(msg)
         await self._fetch(sql, *params, doing="writing to")
 
 

@@ -19,7 +19,14 @@ from .._base import (
     encode_json,
     encode_snapshot_state,
 )
-from .connection import _SERVER_SETTINGS, _Connection, _driver, _driver_errors, _Pool
+from .connection import (
+    _SERVER_SETTINGS,
+    _Connection,
+    _driver,
+    _driver_errors,
+    _Pool,
+    store_schemas,
+)
 from .dsn import _scrub, _secret_words, redact_dsn
 from .plan import _Append, _check_no_nul, _jsonb_columns, _Op, _Row, _SaveSnapshot
 from .reads import PostgresReads
@@ -39,8 +46,9 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
     :param dsn: a ``postgresql://`` URI (asyncpg's format), for example
         ``postgresql://user:password@host:5432/dbname`` or
         ``postgresql:///dbname?host=/var/run/postgresql`` for the local socket
-    :param schema: the PostgreSQL schema holding the store's tables (created if missing), so
-        that tenants or tests can be kept apart in one database: a lower-case identifier
+    :param schema: the PostgreSQL schema holding the store's tables (created if missing, unless
+        ``read_only``), so that tenants or tests can be kept apart in one database: a
+        lower-case identifier
     :param pool_size: the most connections readers use at once (besides the writer's and the
         listener's)
     :param max_batch: the most appends one transaction takes
@@ -48,6 +56,11 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
     :param known_heads: how many stream heads the writer remembers (for appends that give no
         expected version)
     :param connect_timeout: seconds to wait for a connection
+    :param read_only: open an existing store only to read it (tools that inspect a store):
+        nothing is created, upgraded or written (every session is read-only on the server,
+        and no writer runs); a schema without an actorsource store is refused when opening
+        (:class:`StoreError`, naming the schemas that hold one); every write raises
+        :class:`StoreError`
     :raises ImportError: if asyncpg is not installed (``pip install 'actorsource[postgres]'``)
     """
 
@@ -61,6 +74,7 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         read_page_size: int = 2000,
         known_heads: int = 100_000,
         connect_timeout: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             msg = f"dsn must be a non-empty str (a postgresql:// URI), got {dsn!r}"
@@ -88,6 +102,14 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         self.max_batch = max_batch
         self.read_page_size = read_page_size
         self.connect_timeout = connect_timeout
+        #: whether the store was made to be read only (see the class docstring)
+        self.read_only = read_only
+        self._settings = (
+            {**_SERVER_SETTINGS, "default_transaction_read_only": "on"}
+            if read_only
+            else _SERVER_SETTINGS
+        )
+        self._opened_version = 0
         self._where = redact_dsn(dsn)
         self._secret_words = _secret_words(dsn)
         self._append_lock = _lock_key("append", schema)
@@ -115,18 +137,31 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open store (this code's, unless opened read-only)."""
+        self._check_open()
+        return self._opened_version
+
     async def _open(self) -> None:
         self._closing = False
         try:
             self._writer = await self._connect()
-            await self._migrate(self._writer)
+            if self.read_only:
+                self._opened_version = await self._existing_version(self._writer)
+                # a connection of its own only for migrating and writing
+                writer, self._writer = self._writer, None
+                await writer.close(timeout=self.connect_timeout)
+            else:
+                await self._migrate(self._writer)
+                self._opened_version = SCHEMA_VERSION
             try:
                 self._pool = await self._driver.create_pool(
                     self.dsn,
                     min_size=1,
                     max_size=self.pool_size,
                     timeout=self.connect_timeout,
-                    server_settings=_SERVER_SETTINGS,
+                    server_settings=self._settings,
                 )
             except Exception as exc:
                 raise self._connect_error(exc) from exc
@@ -135,6 +170,8 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         except BaseException:
             await self._close_connections()
             raise
+        if self.read_only:
+            return
         self._wakeup = asyncio.Event()
         self._writer_task = asyncio.get_running_loop().create_task(
             self._write_loop(), name=f"actorsource writer {self._where} {self.schema}"
@@ -143,7 +180,7 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
     async def _connect(self) -> _Connection:
         try:
             conn: _Connection = await self._driver.connect(
-                self.dsn, timeout=self.connect_timeout, server_settings=_SERVER_SETTINGS
+                self.dsn, timeout=self.connect_timeout, server_settings=self._settings
             )
         except Exception as exc:
             raise self._connect_error(exc) from exc
@@ -194,6 +231,24 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
             )
             raise StoreError(msg) from exc
         logger.info("schema %r at version %d", self.schema, SCHEMA_VERSION, extra={"from": version})
+
+    async def _existing_version(self, conn: _Connection) -> int:
+        """Return the version of the store in the schema; raise, naming the schemas that hold
+        one, if there is none (or it is not ours, or newer)."""
+        version = await self._schema_version(conn)
+        if version > 0:
+            return version
+        try:
+            found = ", ".join(await store_schemas(conn)) or "none"
+        except self._errors as exc:
+            detail = " ".join(str(exc).split())
+            msg = f"cannot list the schemas at {self._where}: {type(exc).__name__}: {detail}"
+            raise StoreError(msg) from exc
+        msg = (
+            f"no actorsource store in schema {self.schema!r} of {self._where}; schemas with a "
+            f"store: {found} (opened read-only: nothing is created)"
+        )
+        raise StoreError(msg)
 
     async def _schema_version(self, conn: _Connection) -> int:
         """Return the schema's version (0: no store yet); raise if it is not ours or newer."""

@@ -36,6 +36,7 @@ class PostgresWriter(StoreLifecycle):
     _where: str
     _append_lock: int
     _closing: bool
+    read_only: bool
     _heads: KnownHeads
     _wakeup: asyncio.Event
     _writer: _Connection | None
@@ -52,6 +53,8 @@ class PostgresWriter(StoreLifecycle):
         if task is None or task.done():
             # nobody would ever answer the write
             msg = f"{self!r} cannot write: its writer task has stopped; make a new store"
+            if self.read_only:
+                msg = f"{self!r} was opened read_only: it cannot write"
             raise StoreError(msg)
         if not self._pending:
             self._pending_since = time.monotonic()

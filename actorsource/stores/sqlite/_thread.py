@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import anyio
 
@@ -46,17 +47,27 @@ class ConnectionThread:
         self.alive = False
 
     @classmethod
-    async def connect(cls, path: Path, *, busy_timeout: float, name: str) -> ConnectionThread:
+    async def connect(
+        cls, path: Path, *, busy_timeout: float, name: str, read_only: bool = False
+    ) -> ConnectionThread:
         """Start a thread and open ``path`` on it in autocommit mode.
 
+        :param read_only: open with SQLite's read-only mode: the file must exist, and nothing
+            through this connection can change it
         :raises sqlite3.Error: if SQLite cannot open it (the thread has ended then)
         """
         worker = cls(name)
         worker._thread.start()
 
         def connect() -> None:
+            # a URI, for its mode parameter (the path quoted: '?' and '#' are URI syntax)
+            target = f"file:{quote(str(path.absolute()))}?mode=ro" if read_only else path
             worker._conn = sqlite3.connect(
-                path, isolation_level=None, timeout=busy_timeout, check_same_thread=False
+                target,
+                isolation_level=None,
+                timeout=busy_timeout,
+                check_same_thread=False,
+                uri=read_only,
             )
 
         try:

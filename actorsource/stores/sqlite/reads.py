@@ -38,7 +38,7 @@ from .._base import (
 )
 from ._thread import ConnectionThread
 from .latest import _EVENTS_PER_LOAD_IN_JOB, _latest, _latest_many
-from .schema import _COLUMNS, _STREAM_HEAD, _STREAM_HEAD_AT
+from .schema import _COLUMNS, _STREAM_HEAD, _STREAM_HEAD_AT, CHECKPOINTS_SINCE
 
 logger = logging.getLogger("actorsource.stores.sqlite")
 
@@ -62,6 +62,8 @@ class SQLiteReads(StoreLifecycle):
 
     def _init_reads(self, read_page_size: int) -> None:
         self.read_page_size = read_page_size
+        #: the open file's schema version (set by opening)
+        self._schema_version = 0
         self._reader: ConnectionThread | None = None
         self._time_cache: tuple[str, datetime] = ("", utc_now())
         #: activation loads waiting for the reader (see _start_loads), and whether one runs
@@ -247,6 +249,9 @@ class SQLiteReads(StoreLifecycle):
 
     async def load_checkpoint(self, name: str) -> int:
         """Return the checkpoint ``name`` (see :class:`EventStore`)."""
+        if self._schema_version < CHECKPOINTS_SINCE:  # an older file, opened read-only
+            check_checkpoint(name)
+            return 0
         rows = await self._fetch(
             "SELECT position FROM checkpoints WHERE name = ?", (check_checkpoint(name),)
         )
@@ -254,6 +259,9 @@ class SQLiteReads(StoreLifecycle):
 
     async def list_checkpoints(self) -> dict[str, int]:
         """Return every checkpoint (see :class:`EventStore`)."""
+        if self._schema_version < CHECKPOINTS_SINCE:  # an older file, opened read-only
+            self._check_open()
+            return {}
         rows = await self._fetch("SELECT name, position FROM checkpoints ORDER BY name", ())
         return {name: position for name, position in rows}
 

@@ -17,8 +17,12 @@ from ._thread import ConnectionThread
 APPLICATION_ID: Final = 0x4143534F
 
 #: the schema version this code writes and reads (PRAGMA user_version); version 2 added the
-#: checkpoints table (a version 1 file is upgraded in place when opened)
+#: checkpoints table (a version 1 file is upgraded in place when opened, and read as it is when
+#: opened read-only)
 SCHEMA_VERSION: Final = 2
+
+#: the first schema version with the checkpoints table
+CHECKPOINTS_SINCE: Final = 2
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
@@ -75,11 +79,12 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
 async def connect(
-    path: Path, role: str, *, busy_timeout: float, cache_kib: int
+    path: Path, role: str, *, busy_timeout: float, cache_kib: int, read_only: bool = False
 ) -> ConnectionThread:
-    """Open ``path`` on a thread of its own (``role`` names the thread), with its settings."""
+    """Open ``path`` on a thread of its own (``role`` names the thread), with its settings
+    (``read_only``: in SQLite's read-only mode)."""
     conn = await ConnectionThread.connect(
-        path, busy_timeout=busy_timeout, name=f"actorsource-sqlite-{role}"
+        path, busy_timeout=busy_timeout, name=f"actorsource-sqlite-{role}", read_only=read_only
     )
     try:
         await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -164,8 +169,33 @@ async def _switch_to_wal(conn: ConnectionThread, path: Path, busy_timeout: float
         raise StoreError(msg)
 
 
+async def read_identity(conn: ConnectionThread, path: Path) -> int:
+    """Return the schema version of the store in the file, changing nothing; raise if the file
+    holds no actorsource store, or one newer than this code reads."""
+    await conn.execute("BEGIN")
+    try:
+        app_id, version = await _identity(conn, path)
+    finally:
+        if conn.in_transaction:
+            await conn.execute("COMMIT")
+    if app_id != APPLICATION_ID or version < 1:
+        msg = (
+            f"{str(path)!r} holds no actorsource store (an empty SQLite database); opened "
+            "read-only, it is not created"
+        )
+        raise IncompatibleStoreError(msg)
+    return version
+
+
 async def _check_identity(conn: ConnectionThread, path: Path) -> bool:
     """Return whether the file needs the schema; raise if it is not ours to touch."""
+    app_id, version = await _identity(conn, path)
+    return app_id != APPLICATION_ID or version < SCHEMA_VERSION
+
+
+async def _identity(conn: ConnectionThread, path: Path) -> tuple[int, int]:
+    """Return the file's application id and schema version; raise if it is not ours to touch
+    (another application's, or newer than this code reads)."""
     app_id = await _scalar(conn, "PRAGMA application_id")
     version = await _scalar(conn, "PRAGMA user_version")
     if app_id not in (0, APPLICATION_ID):
@@ -194,7 +224,7 @@ async def _check_identity(conn: ConnectionThread, path: Path) -> bool:
             "actorsource"
         )
         raise IncompatibleStoreError(msg)
-    return app_id != APPLICATION_ID or version < SCHEMA_VERSION
+    return app_id, version
 
 
 async def _scalar(conn: ConnectionThread, sql: str) -> int:

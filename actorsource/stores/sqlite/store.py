@@ -33,7 +33,7 @@ from .._base import (
 from ._thread import ConnectionThread
 from .ops import _Append, _CatchUpInline, _SaveSnapshot, _Transact
 from .reads import SQLiteReads
-from .schema import Synchronous, connect, open_error, prepare
+from .schema import SCHEMA_VERSION, Synchronous, connect, open_error, prepare, read_identity
 from .writer import SQLiteWriter
 
 
@@ -44,7 +44,8 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
     SQLite's lock (waiting up to ``busy_timeout`` seconds), and every append checks its
     expected version.
 
-    :param path: the database file; it is created with its schema on first open
+    :param path: the database file; it is created with its schema on first open (unless
+        ``read_only``)
     :param synchronous: SQLite's ``synchronous`` setting; ``FULL`` makes every acknowledged
         append survive power loss, ``NORMAL`` only a process crash
     :param busy_timeout: seconds to wait for another connection's write lock
@@ -52,6 +53,11 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
     :param read_page_size: rows fetched per thread hop when reading
     :param known_heads: how many stream heads the writer remembers (to skip version queries)
     :param cache_kib: SQLite page cache per connection, in KiB
+    :param read_only: open an existing store only to read it (tools that inspect a store):
+        the file is opened in SQLite's read-only mode and nothing is created, upgraded or
+        written; a missing file, or one without an actorsource store, is refused when opening
+        (:class:`StoreError`); a store of an older schema version is read as it is; every write
+        raises :class:`StoreError`
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         read_page_size: int = 2000,
         known_heads: int = 100_000,
         cache_kib: int = 65_536,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
         if str(path) == ":memory:" or str(path).startswith("file::memory:"):
@@ -75,6 +82,8 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.cache_kib = cache_kib
+        #: whether the store was made to be read only (see the class docstring)
+        self.read_only = read_only
         self._watch = HeadWatch()
         self._init_writer(max_batch, known_heads)
         self._init_reads(read_page_size)
@@ -84,7 +93,17 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open store's file (this code's, unless opened read-only
+        on an older one)."""
+        self._check_open()
+        return self._schema_version
+
     async def _open(self) -> None:
+        if self.read_only:
+            await self._open_read_only()
+            return
         directory = self.path.parent
         if not directory.is_dir():
             msg = f"cannot open {str(self.path)!r}: directory {str(directory)!r} does not exist"
@@ -105,12 +124,35 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         except BaseException:
             await self._close_connections()
             raise
+        self._schema_version = SCHEMA_VERSION
         self._drained = asyncio.Event()
         self._drained.set()
 
-    async def _connect(self, role: str) -> ConnectionThread:
+    async def _open_read_only(self) -> None:
+        # the reader alone: no writer thread, no WAL switch, no schema
+        if not self.path.is_file():
+            msg = f"no actorsource database at {str(self.path)!r} (opened read-only: not created)"
+            raise StoreError(msg)
+        try:
+            try:
+                self._reader = await self._connect("reader", read_only=True)
+                await self._reader.execute("PRAGMA query_only = ON")
+                self._schema_version = await read_identity(self._reader, self.path)
+            except sqlite3.Error as exc:
+                raise open_error(self.path, exc) from exc
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    async def _connect(self, role: str, *, read_only: bool = False) -> ConnectionThread:
         return await connect(
-            self.path, role, busy_timeout=self.busy_timeout, cache_kib=self.cache_kib
+            self.path,
+            role,
+            busy_timeout=self.busy_timeout,
+            cache_kib=self.cache_kib,
+            read_only=read_only,
         )
 
     async def _close(self) -> None:

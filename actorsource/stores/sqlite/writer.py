@@ -52,6 +52,7 @@ class SQLiteWriter(StoreLifecycle):
     """The write side of :class:`SQLiteEventStore`: its queue, batches and writer thread."""
 
     path: Path
+    read_only: bool
 
     def _init_writer(self, max_batch: int, known_heads: int) -> None:
         self.max_batch = max_batch
@@ -104,6 +105,8 @@ class SQLiteWriter(StoreLifecycle):
         if conn is None or not conn.alive:
             # nobody would ever answer the write
             msg = f"{self!r} cannot write: its writer thread has stopped; make a new store"
+            if self.read_only:
+                msg = f"{self!r} was opened read_only: it cannot write"
             raise StoreError(msg)
         if not self._queued:
             self._pending_since = time.monotonic()

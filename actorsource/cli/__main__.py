@@ -1,0 +1,5 @@
+"""``python -m actorsource.cli``: the command line."""
+
+from . import main
+
+raise SystemExit(main())

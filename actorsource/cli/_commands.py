@@ -1,0 +1,60 @@
+"""The commands that inspect a store: info, streams, events, tail, state, projections.
+
+Each command opens the store named on the command line (a SQLite path or a PostgreSQL DSN)
+read-only, so that looking never creates, upgrades or changes anything (only ``projections
+rebuild`` writes, and it too refuses a store that is not there). It prints a table for a terminal
+(bold headers when stdout is a TTY and ``NO_COLOR`` is unset, fitted to its width) or JSON with
+``--json`` (one object per line for lists), and turns every expected failure into one line on
+stderr and exit status 1 (:class:`CommandError`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TextIO
+
+import anyio
+
+from .._errors import ActorsourceError
+from ._info import info
+from ._inspect import events, projections, state, streams, tail
+from ._open import FAILED, CommandError, open_store
+
+_Command = Callable[[Any, argparse.Namespace, TextIO], Coroutine[Any, Any, None]]
+
+_HANDLERS: dict[str, _Command] = {
+    "info": info,
+    "streams": streams,
+    "events": events,
+    "tail": tail,
+    "state": state,
+    "projections": projections,
+}
+
+#: the inspection commands, in the order ``--help`` lists them
+COMMANDS = tuple(_HANDLERS)
+
+
+def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run one inspection command, printing to ``out`` (stdout); return the exit status."""
+    stream = sys.stdout if out is None else out
+    command = _HANDLERS[args.command]
+    rebuild = args.command == "projections" and args.action == "rebuild"
+
+    async def main() -> None:
+        if rebuild:
+            # a rebuild writes; looking first refuses a store that is not there (opening it
+            # for writing would create one)
+            async with open_store(args.db, args.schema):
+                pass
+        async with open_store(args.db, args.schema, read_only=not rebuild) as store:
+            await command(store, args, stream)
+
+    try:
+        anyio.run(main, backend="asyncio")
+    except (CommandError, ActorsourceError, ValueError, LookupError) as exc:
+        sys.stderr.write(f"actorsource {args.command}: error: {exc}\n")
+        return FAILED
+    return 0
