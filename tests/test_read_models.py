@@ -31,7 +31,7 @@ from actorsource import (
 )
 from actorsource.stores.postgres import PostgresEventStore
 
-from .conftest import POSTGRES_DSN, need_transactional, postgres_schema
+from .conftest import POSTGRES_DSN, postgres_schema
 from .domain import Account, Deposit, Deposited
 
 
@@ -394,8 +394,6 @@ async def test_a_store_error_in_a_projection_is_retried_and_the_runtime_goes_on(
 ) -> None:
     failing = Failing()
     store = _failing_store(store_kind, tmp_path, failing)
-    if projection.mode != "at_least_once":
-        need_transactional(store)
     async with store, Runtime(store) as runtime:
         failing.runtime = runtime
         position = await _deposit(runtime, 1, 2)
