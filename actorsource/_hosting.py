@@ -23,11 +23,10 @@ from ._metrics import Metrics
 from ._projection import (
     Projection,
     ProjectionRunner,
-    ProjectionRuntime,
-    ProjectionStatus,
     compile_projection,
     transactional_refusal,
 )
+from ._projection_context import ProjectionRuntime, ProjectionStatus
 from ._rebuilds import rebuild_refusal, reset_read_model
 from .stores._base import EventStore
 

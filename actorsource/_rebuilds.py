@@ -12,10 +12,10 @@ from ._errors import DefinitionError
 from ._projection import (
     CompiledProjection,
     Projection,
-    ResetContext,
     compile_projection,
     transactional_refusal,
 )
+from ._projection_context import ResetContext
 from .stores._base import EventStore
 
 
