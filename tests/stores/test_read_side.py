@@ -197,6 +197,15 @@ async def test_closing_the_store_wakes_its_waiters_with_a_store_error(tmp_path: 
 # -- read-model transactions ---------------------------------------------------------------------
 
 
+async def test_every_store_declares_its_read_model_transactions_in_its_capabilities(
+    store: EventStore,
+) -> None:
+    capabilities = store.capabilities()
+    assert capabilities.transactional is store
+    # PostgreSQL awaits async work in its transactions; SQLite runs plain work on its thread
+    assert capabilities.async_transactions is (type(store).__name__ == "PostgresEventStore")
+
+
 async def test_commit_with_checkpoint_runs_the_work_and_moves_the_checkpoint(
     store: EventStore,
 ) -> None:
