@@ -58,9 +58,10 @@ async def test_work_gets_a_connection_whose_unqualified_tables_live_beside_the_e
         found = await conn.fetchval(f'SELECT amount FROM "{store.schema}".balances')
         in_public = await conn.fetchval("SELECT to_regclass('public.balances')")
         # the pooled connection went back to the pool with its own search_path
-        assert await conn.fetchval("SELECT current_setting('search_path')") == search_path[
-            len(f'"{store.schema}", ') :
-        ]
+        assert (
+            await conn.fetchval("SELECT current_setting('search_path')")
+            == search_path[len(f'"{store.schema}", ') :]
+        )
     finally:
         await conn.close()
     assert (found, in_public) == (5, None)
