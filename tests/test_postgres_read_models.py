@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
 import asyncpg  # type: ignore[import-untyped]
+import attrs
 import pytest
 
 from actorsource import (
@@ -26,6 +27,7 @@ from actorsource import (
     ResetContext,
     Runtime,
     SQLiteEventStore,
+    StoreCapabilities,
     handle,
 )
 
@@ -36,10 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def schema(postgres_dsn: str, tmp_path: Path) -> AsyncIterator[str]:
+def schema(postgres_dsn: str, tmp_path: Path) -> Iterator[str]:
     """The test's own schema, dropped afterwards."""
     name = postgres_schema(tmp_path)
-    yield name  # type: ignore[misc]
+    yield name
     run_sync(_drop(postgres_dsn, name))
 
 
@@ -332,3 +334,16 @@ async def test_async_transactional_handlers_are_refused_only_where_transactions_
             Runtime(store).add_projection(AsyncExactly())
     # a PostgreSQL store awaits them inside its transaction (no connection needed to add one)
     Runtime(PostgresEventStore("postgresql:///unused")).add_projection(AsyncExactly())
+
+
+class Untransactional(InMemoryEventStore):
+    """Has the methods of a TransactionalStore, but does not declare them."""
+
+    def capabilities(self) -> StoreCapabilities:
+        return attrs.evolve(super().capabilities(), transactional=None)
+
+
+async def test_a_store_that_declares_no_transactions_runs_no_exactly_once_projection() -> None:
+    runtime = Runtime(Untransactional())
+    with pytest.raises(DefinitionError, match=r"is exactly_once, .* use at_least_once"):
+        runtime.add_projection(Balances())
