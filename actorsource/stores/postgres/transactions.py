@@ -35,24 +35,25 @@ class _TransactionStatements:
     def __init__(self, schema: str) -> None:
         s = f'"{schema}"'
         # the read model's unqualified names resolve in the store's schema first, then as
-        # before (extensions in public stay reachable); for this transaction only
-        self.enter_schema = (
-            f"SELECT set_config('search_path', '{s}, ' || current_setting('search_path'), true)"
+        # before (extensions in public stay reachable); for this transaction only, and once
+        # however many statements set it
+        path = "current_setting('search_path')"
+        enter_schema = (
+            f"set_config('search_path', CASE WHEN starts_with({path}, '{s}, ') THEN {path} "
+            f"ELSE '{s}, ' || {path} END, true)"
         )
-        # locks the checkpoint's row (made at 0 if missing: removed again by a rollback) and
-        # returns its position; a second runner waits here, then finds where the first left it
-        lock_checkpoint = (
-            f"INSERT INTO {s}.checkpoints AS c (name, position, updated_at) "
+        # locks the checkpoint's row (made at 0 if missing: removed again by a rollback),
+        # returns its position and enters the schema (RETURNING runs once: one row); a second
+        # runner waits here, then finds where the first left the checkpoint
+        locked = (
+            f"WITH locked AS (INSERT INTO {s}.checkpoints AS c (name, position, updated_at) "
             "VALUES ($1, 0, clock_timestamp()) "
-            "ON CONFLICT (name) DO UPDATE SET name = c.name RETURNING c.position"
+            f"ON CONFLICT (name) DO UPDATE SET name = c.name RETURNING c.position, {enter_schema})"
         )
-        self.enter_checkpoint = (
-            f"WITH locked AS ({lock_checkpoint}) "
-            f"SELECT (SELECT position FROM locked), ({self.enter_schema})"
-        )
-        # the events an inline projection has not seen, its checkpoint locked first
+        self.enter_checkpoint = f"{locked} SELECT position FROM locked"
+        # the events an inline projection has not seen, in the same statement
         self.inline_unseen = (
-            f"WITH locked AS ({lock_checkpoint}) SELECT {_COLUMNS} FROM {s}.events "
+            f"{locked} SELECT {_COLUMNS} FROM {s}.events "
             "WHERE position > (SELECT position FROM locked) ORDER BY position"
         )
         self.save_checkpoint = (
@@ -194,7 +195,6 @@ async def feed_inline(
 
     :raises InlineRefused: if a hook raised (the caller rolls the transaction back)
     """
-    await conn.execute(sql.enter_schema)
     for name, hook in hooks.items():
         rows = await conn.fetch(sql.inline_unseen, name)
         if not rows:
