@@ -15,8 +15,8 @@ the path of one ``ask``)::
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
     _routes, _messages
                        L4  one aggregate's mailbox, its loading and batches
-    _dispatcher, _refs, _reading, _health, _hosting, _projection, _rebuilds
-                       L5  live actors, refs, time travel, health; projections
+    _dispatcher, _refs, _reading, _health, _hosting, _projection, _projection_context,
+    _rebuilds          L5  live actors, refs, time travel, health; projections
     _runtime           L6  the runtime: lifecycle and the composition of the rest
     cli, bench, testing, otel, _projection_kit, pytest_plugin
                        L7  the command line, benchmarks, the test kit, the pytest plugin
@@ -58,10 +58,10 @@ from ._policies import Backoff as Backoff
 from ._policies import Passivation as Passivation
 from ._policies import SnapshotEvery as SnapshotEvery
 from ._projection import Projection as Projection
-from ._projection import ProjectionContext as ProjectionContext
-from ._projection import ProjectionStatus as ProjectionStatus
-from ._projection import ResetContext as ResetContext
 from ._projection import handle as handle
+from ._projection_context import ProjectionContext as ProjectionContext
+from ._projection_context import ProjectionStatus as ProjectionStatus
+from ._projection_context import ResetContext as ResetContext
 from ._records import AppendResult as AppendResult
 from ._records import NewEvent as NewEvent
 from ._records import RecordedEvent as RecordedEvent

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 import anyio
 import attrs
 
-from ._projection import ProjectionStatus
+from ._projection_context import ProjectionStatus
 from .stores._base import EventStore
 
 

@@ -23,12 +23,12 @@ from ._metrics import Metrics
 from ._projection import (
     Projection,
     ProjectionRunner,
-    ProjectionRuntime,
-    ProjectionStatus,
     compile_projection,
+    transactional_refusal,
 )
+from ._projection_context import ProjectionRuntime, ProjectionStatus
 from ._rebuilds import rebuild_refusal, reset_read_model
-from .stores._base import EventStore, TransactionalStore
+from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.runtime")
 
@@ -114,12 +114,9 @@ class ProjectionHost:
         if compiled.name in self._entries:
             msg = f"a projection named {compiled.name!r} was already added to this runtime"
             raise ValueError(msg)
-        if compiled.mode != "at_least_once" and not isinstance(self.store, TransactionalStore):
-            msg = (
-                f"projection {compiled.name!r} is {compiled.mode}, but {self.store!r} cannot "
-                "run read-model writes in its transactions; use at_least_once"
-            )
-            raise DefinitionError(msg)
+        refusal = transactional_refusal(compiled, self.store, self.store.capabilities())
+        if refusal is not None:
+            raise DefinitionError(refusal)
         if not self._accepting:
             raise RuntimeClosedError(f"cannot add projection {compiled.name!r}: runtime closed")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -171,8 +168,9 @@ class ProjectionHost:
                 else:
                     await runner.run()
         finally:
-            if runner.compiled.mode == "inline" and isinstance(self.store, TransactionalStore):
-                self.store.remove_inline_projection(runner.name)
+            transactions = self.store.capabilities().transactional
+            if runner.compiled.mode == "inline" and transactions is not None:
+                transactions.remove_inline_projection(runner.name)
             runner.state = "stopped"
             entry.done.set()
             entry.changed.set()  # waiters look again: the runtime may be closing

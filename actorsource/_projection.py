@@ -9,6 +9,8 @@ A projection is a class with ``@handle`` methods, dispatched on the annotated ev
 - ``"exactly_once"``: each batch's handlers and the checkpoint commit in one store transaction
   (the read model lives in the store's database: handlers get the transaction in their
   context). A crash redelivers nothing that was committed and loses nothing that was not.
+  Handlers are plain functions on SQLite (they run on its writer thread), plain or ``async``
+  on PostgreSQL (the transaction is an ``asyncpg.Connection``).
 - ``"inline"``: the handlers run inside the transaction of every append, so that the read model
   is up to date when ``ask`` returns (read-your-writes); a failing handler fails the append.
 
@@ -44,58 +46,30 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final, Literal, Protocol, TypeVar, cast, overload
+from typing import Any, ClassVar, Final, Literal, TypeVar, cast
 
 import anyio
 import attrs
 
-from ._aggregate import Aggregate, _handlers, _lookup
+from ._aggregate import _handlers, _lookup
 from ._codec import Codec, event_type_spec
-from ._decider import Decider
 from ._errors import CheckpointConflictError, DefinitionError, ProjectionError
 from ._metrics import PROJECTION_DURATION, PROJECTION_EVENTS, Metrics
+from ._projection_context import ProjectionContext, ProjectionRuntime, ProjectionStatus
 from ._records import RecordedEvent, StoredEvent
-from ._refs import AggregateRef
 from ._tracing import CORRELATION_ID, cause_of, current_cause
-from .stores._base import EventStore, TransactionalStore, check_checkpoint, poll_for_events
+from .stores._base import (
+    EventStore,
+    StoreCapabilities,
+    TransactionalStore,
+    check_checkpoint,
+    poll_for_events,
+)
 
 logger = logging.getLogger("actorsource.projection")
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-A = TypeVar("A", bound=Aggregate)
-S = TypeVar("S")
-
-
-class ProjectionRuntime(Protocol):
-    """What projections see of the runtime running them: refs, to send commands with, and
-    aggregates' past states (a :class:`~actorsource.Runtime` is one)."""
-
-    @overload
-    def ref(self, aggregate: type[A], aggregate_id: str) -> AggregateRef[A]: ...
-
-    @overload
-    def ref(self, aggregate: Decider[Any, Any, S], aggregate_id: str) -> AggregateRef[S]: ...
-
-    @overload
-    async def state_at(
-        self,
-        aggregate: type[A],
-        aggregate_id: str,
-        *,
-        version: int | None = None,
-        at: datetime | None = None,
-    ) -> A: ...
-
-    @overload
-    async def state_at(
-        self,
-        aggregate: Decider[Any, Any, S],
-        aggregate_id: str,
-        *,
-        version: int | None = None,
-        at: datetime | None = None,
-    ) -> S: ...
 
 Mode = Literal["at_least_once", "exactly_once", "inline"]
 _MODES: Final = ("at_least_once", "exactly_once", "inline")
@@ -106,7 +80,8 @@ def handle(method: F) -> F:
     """Mark a projection method as the handler of the event type its argument is annotated with.
 
     The method takes the event and, optionally, a :class:`ProjectionContext`; it may be async
-    in the ``at_least_once`` mode.
+    in the ``at_least_once`` mode, and in every mode on a store whose transactions are async
+    (PostgreSQL).
     """
     setattr(method, _HANDLE_MARK, True)
     return method
@@ -127,68 +102,14 @@ class Projection:
 
     A durable projection that can be rebuilt in place defines ``reset(self, ctx)`` (a
     :class:`ResetContext`): it clears the read model. Exactly-once and inline projections get the
-    store's transaction in ``ctx.transaction`` and reset plainly (no ``async``); an at-least-once
-    projection's ``reset`` may be ``async``.
+    store's transaction in ``ctx.transaction`` and reset plainly (no ``async``) on SQLite and in
+    memory, plainly or ``async`` on PostgreSQL; an at-least-once projection's ``reset`` may be
+    ``async``.
     """
 
     name: ClassVar[str | None] = None
     mode: ClassVar[Mode] = "at_least_once"
     durable: ClassVar[bool | None] = None
-
-
-@attrs.frozen(slots=True)
-class ProjectionContext:
-    """What a handler may want besides the event: where it is stored, and the transaction."""
-
-    #: the event as stored: stream, version, position, id, commit time and metadata
-    record: RecordedEvent[Any]
-    #: the store's transaction in the exactly-once and inline modes (a ``sqlite3.Connection``
-    #: for SQLite, ``None`` for the in-memory store); ``None`` in the at-least-once mode
-    transaction: Any
-    #: the runtime running the projection (to send commands from an at-least-once handler:
-    #: they join the event's conversation and name it as their cause, see
-    #: :func:`~actorsource.caused_by`); exactly-once and inline handlers run inside the store's
-    #: transaction, on SQLite on its writer thread, and must not use it
-    runtime: ProjectionRuntime
-
-
-@attrs.frozen(slots=True)
-class ResetContext:
-    """What a projection's ``reset`` gets: which rebuild it is, and the transaction."""
-
-    #: the name of the checkpoint being reset (the projection's name, or a temporary name while
-    #: a fresh instance is built beside the serving one)
-    name: str
-    #: the first position the rebuild delivers again
-    from_position: int
-    #: the store's transaction for exactly-once and inline projections (as handlers get it);
-    #: ``None`` for at-least-once ones
-    transaction: Any
-
-
-@attrs.frozen(slots=True)
-class ProjectionStatus:
-    """A projection's progress, as ``Runtime.statistics()`` reports it."""
-
-    #: the projection's name (its checkpoint key)
-    name: str
-    #: its delivery mode
-    mode: str
-    #: ``"loading"`` (its checkpoint), ``"catching_up"``, ``"live"``, ``"failing"`` (retrying
-    #: after a handler or store error), ``"rebuilding"`` or ``"stopped"``
-    state: str
-    #: the last position it handled (its checkpoint)
-    position: int
-    #: the store's last position, as last seen
-    head_position: int
-    #: events it has still to handle
-    lag_events: int
-    #: how long ago the oldest event it has still to handle was committed (0 when caught up)
-    lag_seconds: float
-    #: the error it is retrying after, if any
-    last_error: str | None
-    #: whether its read model outlives the process (it resumes from a stored checkpoint)
-    durable: bool = True
 
 
 @attrs.frozen(slots=True)
@@ -259,12 +180,6 @@ def _compile(cls: type[Projection]) -> CompiledProjection:
     handlers: dict[type, _Handler] = {}
     for event_class, method in methods.items():
         is_async = inspect.iscoroutinefunction(method)
-        if is_async and cls.mode != "at_least_once":
-            msg = (
-                f"{cls.__qualname__}.{method.__name__} is async, but {cls.mode} handlers run "
-                "inside the store's transaction and must be plain functions"
-            )
-            raise DefinitionError(msg)
         takes_context = len(inspect.signature(method).parameters) == 3
         handlers[event_class] = _Handler(method, takes_context, is_async)
     return CompiledProjection(name, cls.mode, handlers, durable, reset)
@@ -298,14 +213,41 @@ def _reset_of(cls: type[Projection]) -> _Handler | None:
     if not callable(reset) or len(inspect.signature(reset).parameters) != 2:
         msg = f"{cls.__qualname__}.reset must be a method taking (self, ctx), got {reset!r}"
         raise DefinitionError(msg)
-    is_async = inspect.iscoroutinefunction(reset)
-    if is_async and cls.mode != "at_least_once":
-        msg = (
-            f"{cls.__qualname__}.reset is async, but a {cls.mode} projection resets inside the "
-            "store's transaction (with its checkpoint) and must be a plain method"
+    return _Handler(reset, True, inspect.iscoroutinefunction(reset))
+
+
+def transactional_refusal(
+    compiled: CompiledProjection, store: EventStore, capabilities: StoreCapabilities
+) -> str | None:
+    """Why ``store`` cannot run an exactly-once or inline projection (``None``: it can).
+
+    A store without transactions runs none; one whose transactions are not async (SQLite, on
+    its writer thread; memory) runs only plain handlers and ``reset``.
+    """
+    if compiled.mode == "at_least_once":
+        return None
+    if capabilities.transactional is None:
+        return (
+            f"projection {compiled.name!r} is {compiled.mode}, but {store!r} cannot run "
+            "read-model writes in its transactions; use at_least_once"
         )
-        raise DefinitionError(msg)
-    return _Handler(reset, True, is_async)
+    if capabilities.async_transactions:
+        return None
+    for handler in compiled.handlers.values():
+        if handler.is_async:
+            return (
+                f"{handler.function.__qualname__} is async, but {compiled.mode} handlers run "
+                f"inside {store!r}'s transaction and must be plain functions there (async "
+                "ones need a store whose transactions are async: PostgreSQL)"
+            )
+    if compiled.reset is not None and compiled.reset.is_async:
+        return (
+            f"{compiled.reset.function.__qualname__} is async, but a {compiled.mode} "
+            f"projection resets inside {store!r}'s transaction (with its checkpoint) and must "
+            "be a plain method there (an async one needs a store whose transactions are "
+            "async: PostgreSQL)"
+        )
+    return None
 
 
 class ProjectionRunner:
@@ -331,6 +273,13 @@ class ProjectionRunner:
         #: where an in-memory read model starts (a durable one starts from its checkpoint)
         self.from_position = from_position
         self.store = store
+        capabilities = store.capabilities()
+        #: the store as a TransactionalStore, if it is one (declared in its capabilities)
+        self._transactions = capabilities.transactional
+        #: why this store cannot run this projection, if it cannot
+        self._refusal = transactional_refusal(self.compiled, store, capabilities)
+        #: whether handlers are awaited inside the store's transaction (PostgreSQL)
+        self._async_transactions = capabilities.async_transactions
         self.codec = codec
         self.runtime = runtime
         self.batch_size = batch_size
@@ -411,13 +360,12 @@ class ProjectionRunner:
         Appends by this process run the handlers in their transactions; appends by other
         processes are caught up here (found when polling), so the read model never misses them.
         """
-        store = cast(TransactionalStore, self.store)
         await self.run(until_caught_up=True)  # the bulk, in batches: not in one append
+        store = self._transactional()
+        hook = self.handle_inline_async if self._async_transactions else self.handle_inline
         while True:
             # (again) caught up inside one transaction, then called by every append
-            await self._until_it_succeeds(
-                lambda: store.add_inline_projection(self.name, self.handle_inline)
-            )
+            await self._until_it_succeeds(lambda: store.add_inline_projection(self.name, hook))
             self.state = "live"
             self.on_progress()  # live: appends from now on run the handlers
             await self._until_it_succeeds(self._follow_inline)
@@ -493,14 +441,20 @@ class ProjectionRunner:
             extra={"projection": self.name, "position": self.position, "retry_in": backoff},
         )
 
+    def _transactional(self) -> TransactionalStore:
+        """The store, for a projection it can run in its transactions.
+
+        :raises DefinitionError: if it cannot (see :func:`transactional_refusal`)
+        """
+        if self._refusal is not None:
+            raise DefinitionError(self._refusal)
+        assert self._transactions is not None
+        return self._transactions
+
     async def run(self, *, until_caught_up: bool = False) -> None:
         """Handle events from the checkpoint on; forever, or until caught up with the head."""
-        if self.transactional and not isinstance(self.store, TransactionalStore):
-            msg = (
-                f"projection {self.name!r} is {self.compiled.mode}, but {self.store!r} cannot "
-                "run read-model writes in its transactions"
-            )
-            raise DefinitionError(msg)
+        if self.transactional:
+            self._transactional()
         while True:
             caught_up = await self._until_it_succeeds(self._catch_up)
             if caught_up:
@@ -540,11 +494,18 @@ class ProjectionRunner:
             return
         started = time.perf_counter()
         if self.transactional:
-            store = cast(TransactionalStore, self.store)
+            store = self._transactional()
+            work: Callable[[Any], Any]
+            if self._async_transactions:
 
-            def work(transaction: Any) -> None:
-                for stored in batch:
-                    self._call_sync(stored, transaction)
+                async def work(transaction: Any) -> None:  # awaited inside the transaction
+                    await self._call_async(batch, transaction)
+
+            else:
+
+                def work(transaction: Any) -> None:
+                    for stored in batch:
+                        self._call_sync(stored, transaction)
 
             # only if no other runner committed since this batch began (no event twice)
             await store.commit_with_checkpoint(self.name, through, work, expected=self.position)
@@ -585,6 +546,21 @@ class ProjectionRunner:
         for stored in batch:
             self._call_sync(stored, transaction)
         self._report(len(batch), time.perf_counter() - started)
+
+    async def handle_inline_async(self, transaction: Any, batch: list[StoredEvent]) -> None:
+        """The inline hook of a store whose transactions are async: handlers, plain or async,
+        run inside the append's transaction on the loop."""
+        started = time.perf_counter()
+        await self._call_async(batch, transaction)
+        self._report(len(batch), time.perf_counter() - started)
+
+    async def _call_async(self, batch: list[StoredEvent], transaction: Any) -> None:
+        """Handle a batch in a transaction of a store whose transactions are async: one
+        handler at a time (they share the transaction's connection)."""
+        for stored in batch:
+            result = self._call(stored, transaction)
+            if result is not None:
+                await result
 
     def _call_sync(self, stored: StoredEvent, transaction: Any) -> None:
         result = self._call(stored, transaction)

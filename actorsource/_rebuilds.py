@@ -9,8 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from ._errors import DefinitionError
-from ._projection import CompiledProjection, Projection, ResetContext, compile_projection
-from .stores._base import EventStore, TransactionalStore
+from ._projection import (
+    CompiledProjection,
+    Projection,
+    compile_projection,
+    transactional_refusal,
+)
+from ._projection_context import ResetContext
+from .stores._base import EventStore
 
 
 def rebuild_refusal(compiled: CompiledProjection) -> str:
@@ -42,14 +48,18 @@ async def reset_read_model(
     if reset is None:
         raise DefinitionError(rebuild_refusal(compiled))
     if compiled.mode != "at_least_once":
-        if not isinstance(store, TransactionalStore):
-            msg = f"projection {name!r} is {compiled.mode}, but {store!r} has no transactions"
-            raise DefinitionError(msg)
+        capabilities = store.capabilities()
+        refusal = transactional_refusal(compiled, store, capabilities)
+        if refusal is not None:
+            raise DefinitionError(refusal)
+        transactions = capabilities.transactional
+        assert transactions is not None
 
-        def work(transaction: Any) -> None:
-            reset.function(projection, ResetContext(name, from_position, transaction))
+        def work(transaction: Any) -> Any:
+            # an async reset's coroutine is awaited inside the transaction (PostgreSQL)
+            return reset.function(projection, ResetContext(name, from_position, transaction))
 
-        await store.commit_with_checkpoint(name, from_position - 1, work)
+        await transactions.commit_with_checkpoint(name, from_position - 1, work)
         return
     await store.save_checkpoint(name, from_position - 1)
     result = reset.function(projection, ResetContext(name, from_position, None))

@@ -35,7 +35,8 @@ from ._policies import (
     passivation_policy,
     snapshot_policy,
 )
-from ._projection import Projection, ProjectionStatus
+from ._projection import Projection
+from ._projection_context import ProjectionStatus
 from ._reading import Deciders, matching_records, state_at
 from ._records import RecordedEvent
 from ._refs import AggregateRef

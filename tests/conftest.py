@@ -89,14 +89,12 @@ async def drop_schema(dsn: str, schema: str) -> None:
         await conn.close()
 
 
-def need_transactional(store: EventStore) -> TransactionalStore:
-    """Return ``store`` if it runs read-model writes in its transactions, else skip the test."""
-    if not isinstance(store, TransactionalStore):
-        pytest.skip(
-            f"needs a TransactionalStore (exactly-once and inline read models: SQLite, memory); "
-            f"{type(store).__name__} is not one"
-        )
-    return store
+def transactional(store: EventStore) -> TransactionalStore:
+    """Return ``store`` as the TransactionalStore its capabilities declare (every store here
+    is one)."""
+    found = store.capabilities().transactional
+    assert found is store, f"{store!r} declares no read-model transactions"
+    return found
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .conftest import drop_schema, postgres_schema, run_sync
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -135,3 +137,31 @@ def test_read_side_example_builds_balances_and_activity_and_travels_in_time(
     # the same file again: the commands are answered from the log (they carry ids), the
     # table resumes from its checkpoint and the in-memory view is built again from the log
     assert _run(script, tmp_path).splitlines() == expected
+
+
+def test_postgres_read_models_example_reads_its_writes_and_the_page_quotes_it(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    script = ROOT / "examples" / "postgres_read_models.py"
+    schema = postgres_schema(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), postgres_dsn, schema],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        run_sync(drop_schema(postgres_dsn, schema))
+    assert done.returncode == 0, done.stderr
+    page = (ROOT / "docs" / "postgres-projections.md").read_text()
+    printed = re.findall(r"It prints:\n\n```\n(.*?)```", page, flags=re.DOTALL)
+    assert done.stdout == printed[0]
+    # every Python block of the page is code of the example, as it is there
+    example = script.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+    assert len(blocks) == 2
+    assert all(block in example for block in blocks)

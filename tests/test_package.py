@@ -42,6 +42,7 @@ LAYERS = {
     "_refs": 5,
     "_reading": 5,
     "_health": 5,
+    "_projection_context": 5,
     "_projection": 5,
     "_hosting": 5,
     "_rebuilds": 5,

@@ -24,7 +24,6 @@ from actorsource import (
     handle,
 )
 
-from .conftest import need_transactional
 from .domain import Account, Deposit, Deposited, Withdraw, Withdrew
 
 
@@ -275,7 +274,6 @@ class InlineCount(Projection):
 
 
 async def test_inline_projection_is_up_to_date_when_ask_returns(store: EventStore) -> None:
-    need_transactional(store)
     async with Runtime(store) as runtime:
         ref = runtime.ref(Account, "a")
         await ref.ask(Deposit(2))  # before the projection: caught up when it starts
@@ -292,7 +290,6 @@ async def test_inline_projection_is_up_to_date_when_ask_returns(store: EventStor
 async def test_a_failing_inline_handler_fails_the_command_and_stores_nothing(
     store: EventStore,
 ) -> None:
-    need_transactional(store)
     async with Runtime(store) as runtime:
         view = InlineCount()
         runtime.add_projection(view)
@@ -326,7 +323,6 @@ class ExactlyOnceNoop(Projection):
 async def test_exactly_once_projection_runs_on_every_transactional_store(
     store: EventStore,
 ) -> None:
-    need_transactional(store)
     async with Runtime(store) as runtime:
         view = ExactlyOnceNoop()
         runtime.add_projection(view, batch_size=3)

@@ -31,7 +31,7 @@ from actorsource import (
 )
 from actorsource.stores.postgres import PostgresEventStore
 
-from .conftest import POSTGRES_DSN, need_transactional, postgres_schema
+from .conftest import POSTGRES_DSN, SKIP_WITHOUT_POSTGRES, postgres_schema
 from .domain import Account, Deposit, Deposited
 
 
@@ -394,8 +394,6 @@ async def test_a_store_error_in_a_projection_is_retried_and_the_runtime_goes_on(
 ) -> None:
     failing = Failing()
     store = _failing_store(store_kind, tmp_path, failing)
-    if projection.mode != "at_least_once":
-        need_transactional(store)
     async with store, Runtime(store) as runtime:
         failing.runtime = runtime
         position = await _deposit(runtime, 1, 2)
@@ -441,39 +439,85 @@ class CountingInline(CountingExactly):
     mode: ClassVar[Any] = "inline"
 
 
-@pytest.mark.parametrize("projection", [CountingExactly, CountingInline])
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+class PostgresCountingExactly(CountingExactly):
+    """The same on PostgreSQL: async, through the asyncpg connection of the transaction."""
+
+    @handle
+    async def deposited(self, event: Deposited, ctx: ProjectionContext) -> None:  # type: ignore[override]
+        self.seen.append(ctx.record.position)
+        await ctx.transaction.execute("INSERT INTO seen VALUES ($1)", ctx.record.position)
+
+
+class PostgresCountingInline(PostgresCountingExactly):
+    mode: ClassVar[Any] = "inline"
+
+
+_COUNTING = {
+    ("exactly_once", False): CountingExactly,
+    ("inline", False): CountingInline,
+    ("exactly_once", True): PostgresCountingExactly,
+    ("inline", True): PostgresCountingInline,
+}
+
+
+@pytest.mark.parametrize("mode", ["exactly_once", "inline"])
+@pytest.mark.parametrize(
+    "kind", ["memory", "sqlite", pytest.param("postgres", marks=SKIP_WITHOUT_POSTGRES)]
+)
 async def test_two_runtimes_running_one_projection_on_one_store_apply_each_event_once(
-    tmp_path: Path, kind: str, projection: type[CountingExactly]
+    tmp_path: Path, kind: str, mode: str
 ) -> None:
+    projection = _COUNTING[mode, kind == "postgres"]
     path = tmp_path / "events.db"
+    schema = postgres_schema(tmp_path)
     shared = InMemoryEventStore()
     await shared.open()  # one store object that both runtimes use (they leave it open)
 
     def make() -> EventStore:
+        if kind == "postgres":
+            return PostgresEventStore(POSTGRES_DSN, schema=schema)
         return shared if kind == "memory" else SQLiteEventStore(path)
 
     async with Runtime(make()) as runtime:
         for n in range(300):
             await runtime.ref(Account, f"acc-{n % 7}").ask(Deposit(1))
         head = await runtime.store.head_position()
+        if kind == "postgres":
+            await _postgres(f'CREATE TABLE "{schema}".seen (position bigint)')
 
     committed: list[int] = []  # every handler call that was kept, from both runners
     first, second = make(), make()
-    async with Runtime(first) as one, Runtime(second) as two:
-        for runtime in (one, two):
-            runtime.add_projection(projection(committed), batch_size=10)
-        with anyio.fail_after(60):
-            await one.wait_for_projection(projection, head, timeout=None)
-            await two.wait_for_projection(projection, head, timeout=None)
-        assert await one.store.load_checkpoint("Counting") == head
+    try:
+        async with Runtime(first) as one, Runtime(second) as two:
+            for runtime in (one, two):
+                runtime.add_projection(projection(committed), batch_size=10)
+            with anyio.fail_after(60):
+                await one.wait_for_projection(projection, head, timeout=None)
+                await two.wait_for_projection(projection, head, timeout=None)
+            assert await one.store.load_checkpoint("Counting") == head
+        if kind == "postgres":
+            rows = [r[0] for r in await _postgres(f'SELECT position FROM "{schema}".seen')]
+            assert sorted(rows) == list(range(1, head + 1))  # 300 rows, not 600
+    finally:
+        if kind == "postgres":
+            await _postgres(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
     if kind == "sqlite":
         with sqlite3.connect(path) as conn:
             rows = [row[0] for row in conn.execute("SELECT position FROM seen")]
         assert sorted(rows) == list(range(1, head + 1))  # 300 rows, not 600
-    else:
+    elif kind == "memory":
         assert sorted(committed) == list(range(1, head + 1))
+
+
+async def _postgres(sql: str) -> list[Any]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
 
 
 # -- names a store cannot hold ------------------------------------------------------------------

@@ -252,8 +252,11 @@ class InMemoryEventStore(StoreLifecycle):
         ]
 
     def capabilities(self) -> StoreCapabilities:
-        """Future appends and the writer's lag (always 0)."""
-        return StoreCapabilities(submit_append=self.submit_append, writer_lag=self.writer_lag)
+        """Future appends, the writer's lag (always 0), and read models changed with their
+        checkpoints in one step (``ctx.transaction`` is ``None``)."""
+        return StoreCapabilities(
+            submit_append=self.submit_append, writer_lag=self.writer_lag, transactional=self
+        )
 
     def writer_lag(self) -> float:
         """Return 0: appends are applied at once (see ``SQLiteEventStore.writer_lag``)."""

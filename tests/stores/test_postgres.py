@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -22,22 +22,19 @@ import pytest
 
 from actorsource import (
     ConcurrencyError,
-    DefinitionError,
     IncompatibleStoreError,
     NewEvent,
     PostgresEventStore,
-    Projection,
     Runtime,
     SnapshotRecord,
     StoredEvent,
     StoreError,
     WaitTimeoutError,
-    handle,
 )
 from actorsource.stores.postgres import SCHEMA_VERSION
 
 from ..conftest import drop_schema, postgres_schema, run_sync
-from ..domain import Account, Deposit, Deposited
+from ..domain import Account, Deposit
 from .test_contract import collect, event, everything, positions, versions
 
 
@@ -639,22 +636,6 @@ async def test_text_that_postgresql_cannot_hold_is_refused_by_name(
 
 
 # -- with a runtime ---------------------------------------------------------------------------
-
-
-class ExactlyOnce(Projection):
-    mode: ClassVar[Any] = "exactly_once"
-
-    @handle
-    def deposited(self, event: Deposited) -> None:
-        pass
-
-
-async def test_exactly_once_projections_are_refused_with_a_clear_error(
-    postgres_dsn: str, schema: str
-) -> None:
-    async with Runtime(store_in(postgres_dsn, schema)) as runtime:
-        with pytest.raises(DefinitionError, match=r"exactly_once.*use at_least_once"):
-            runtime.add_projection(ExactlyOnce())
 
 
 async def test_two_runtimes_on_two_stores_hosting_one_aggregate_lose_nothing(

@@ -21,7 +21,7 @@ from actorsource import (
     subscribe,
 )
 
-from ..conftest import need_transactional
+from ..conftest import transactional
 from .test_contract import collect, event, everything, positions
 
 
@@ -198,10 +198,19 @@ async def test_closing_the_store_wakes_its_waiters_with_a_store_error(tmp_path: 
 # -- read-model transactions ---------------------------------------------------------------------
 
 
+async def test_every_store_declares_its_read_model_transactions_in_its_capabilities(
+    store: EventStore,
+) -> None:
+    capabilities = store.capabilities()
+    assert capabilities.transactional is store
+    # PostgreSQL awaits async work in its transactions; SQLite runs plain work on its thread
+    assert capabilities.async_transactions is (type(store).__name__ == "PostgresEventStore")
+
+
 async def test_commit_with_checkpoint_runs_the_work_and_moves_the_checkpoint(
     store: EventStore,
 ) -> None:
-    store = need_transactional(store)
+    store = transactional(store)
     seen: list[Any] = []
 
     result = await store.commit_with_checkpoint("view", 4, lambda tx: seen.append(tx) or "done")
@@ -214,7 +223,7 @@ async def test_commit_with_checkpoint_runs_the_work_and_moves_the_checkpoint(
 async def test_commit_with_checkpoint_keeps_the_checkpoint_when_the_work_fails(
     store: EventStore,
 ) -> None:
-    store = need_transactional(store)
+    store = transactional(store)
     await store.save_checkpoint("view", 2)
 
     def fail(_: Any) -> None:
@@ -229,7 +238,7 @@ async def test_commit_with_checkpoint_keeps_the_checkpoint_when_the_work_fails(
 async def test_an_inline_projection_sees_every_event_once_from_its_checkpoint(
     store: EventStore,
 ) -> None:
-    store = need_transactional(store)
+    store = transactional(store)
     await store.append("Account-1", 0, [event("Opened")])  # before the projection existed
     seen: list[StoredEvent] = []
     await store.add_inline_projection("inline", lambda _tx, events: seen.extend(events))
@@ -253,7 +262,7 @@ async def test_an_inline_projection_sees_every_event_once_from_its_checkpoint(
 async def test_a_failing_inline_projection_fails_the_append_and_stores_nothing(
     store: EventStore,
 ) -> None:
-    store = need_transactional(store)
+    store = transactional(store)
     await store.append("Account-1", 0, [event()])
 
     def refuse(_tx: Any, events: list[StoredEvent]) -> None:

@@ -54,6 +54,13 @@ class StoreCapabilities:
     burst: Callable[[], AbstractContextManager[None]] | None = None
     #: seconds the oldest write not yet committed has waited, for health checks (else none)
     writer_lag: Callable[[], float] | None = None
+    #: the store itself, if it runs read-model writes in its own transactions (exactly-once and
+    #: inline projections; else none: the runtime refuses those projections)
+    transactional: TransactionalStore | None = None
+    #: whether :attr:`transactional`'s work and inline hooks may be coroutine functions, awaited
+    #: inside the transaction on the event loop (PostgreSQL); else they must be plain functions
+    #: (SQLite runs them on its writer thread, the memory store in one step of the loop)
+    async_transactions: bool = False
 
 
 @runtime_checkable
@@ -222,19 +229,28 @@ class EventStore(Protocol):
 
 T = TypeVar("T")
 
-#: what a transactional store calls inside its write transaction: ``work(transaction)``
+#: what a transactional store calls inside its write transaction: ``work(transaction)``; on a
+#: store with ``async_transactions`` it may return an awaitable, awaited inside the transaction
 TransactionWork = Callable[[Any], T]
-#: an inline projection's hook: ``hook(transaction, events)``, inside the append's transaction
-InlineHook = Callable[[Any, list[StoredEvent]], None]
+#: an inline projection's hook: ``hook(transaction, events)``, inside the append's transaction;
+#: on a store with ``async_transactions`` it may return an awaitable, awaited there
+InlineHook = Callable[[Any, list[StoredEvent]], Awaitable[None] | None]
 
 
 @runtime_checkable
 class TransactionalStore(EventStore, Protocol):
     """A store that can run read-model writes inside its own transactions.
 
-    What the transaction object is depends on the store: a ``sqlite3.Connection`` (on the
-    store's writer thread) for SQLite, ``None`` for the in-memory store (whose read models live
-    in Python objects, changed in one step of the event loop).
+    What the transaction object is depends on the store:
+
+    - SQLite: the writer's ``sqlite3.Connection``, inside its transaction, on the writer's
+      thread (work and hooks are plain functions);
+    - PostgreSQL: an ``asyncpg.Connection`` inside a transaction, its ``search_path`` starting
+      with the store's schema (work and hooks may be plain or ``async``, run on the loop);
+    - in memory: ``None`` (read models live in Python objects, changed in one step of the loop).
+
+    A store declares that it is one in :attr:`StoreCapabilities.transactional`, and whether its
+    work may be ``async`` in :attr:`StoreCapabilities.async_transactions`.
     """
 
     async def commit_with_checkpoint(

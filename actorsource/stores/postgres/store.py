@@ -31,17 +31,21 @@ from .dsn import _scrub, _secret_words, redact_dsn
 from .plan import _Append, _check_no_nul, _jsonb_columns, _Op, _Row, _SaveSnapshot
 from .reads import PostgresReads
 from .schema import _SCHEMA_NAME, SCHEMA_VERSION, _channel, _lock_key, _migrations, _Statements
+from .transactions import PostgresTransactions, _TransactionStatements
 from .writer import PostgresWriter
 
 logger = logging.getLogger("actorsource.stores.postgres")
 
 
-class PostgresEventStore(PostgresWriter, PostgresReads):
+class PostgresEventStore(PostgresWriter, PostgresReads, PostgresTransactions):
     """An event store in a PostgreSQL schema (tables ``events``, ``snapshots``, ``checkpoints``).
 
     Several runtimes, processes and machines may use one schema at once: appends take turns on
     an advisory lock, so positions are gap-free in commit order, and every append checks its
     expected version. The schema and its tables are created on first open.
+
+    It is a ``TransactionalStore``: exactly-once and inline projections write their read models
+    through an ``asyncpg.Connection`` in its transactions (see :mod:`.transactions`).
 
     :param dsn: a ``postgresql://`` URI (asyncpg's format), for example
         ``postgresql://user:password@host:5432/dbname`` or
@@ -115,6 +119,8 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         self._append_lock = _lock_key("append", schema)
         self._channel = _channel(schema)
         self._sql = _Statements(schema)
+        self._tx_sql = _TransactionStatements(schema)
+        self._inline = {}
         self._writer: _Connection | None = None
         self._listener: _Connection | None = None
         self._listener_task: asyncio.Task[None] | None = None
@@ -432,10 +438,13 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         await self._execute(self._sql.save_checkpoint, name, position)
 
     def capabilities(self) -> StoreCapabilities:
-        """Future appends, one-read activation loads, lean replays, and the writer's lag."""
+        """Future appends, one-read activation loads, lean replays, the writer's lag, and
+        read-model writes in its transactions (plain or ``async``, on the loop)."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             load_latest=self.load_latest,
             read_stream_data=self.read_stream_data,
             writer_lag=self.writer_lag,
+            transactional=self,
+            async_transactions=True,
         )

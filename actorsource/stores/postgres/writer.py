@@ -12,6 +12,7 @@ from typing import Any
 from ..._errors import StoreError
 from ..._records import AppendResult
 from .._base import (
+    InlineHook,
     KnownHeads,
     StoreLifecycle,
     prior_append,
@@ -20,6 +21,7 @@ from .._base import (
 from .connection import _Connection
 from .plan import _Append, _NeedFacts, _Op, _Plan, _plan, _resolve, _Sent
 from .schema import _Statements
+from .transactions import InlineRefused, _TransactionStatements, feed_inline
 
 logger = logging.getLogger("actorsource.stores.postgres")
 
@@ -44,6 +46,8 @@ class PostgresWriter(StoreLifecycle):
     _pending: list[_Op]
     _pending_since: float | None
     _committing_since: float | None
+    _inline: dict[str, InlineHook]
+    _tx_sql: _TransactionStatements
 
     async def _connect(self) -> _Connection:
         raise NotImplementedError
@@ -153,7 +157,7 @@ class PostgresWriter(StoreLifecycle):
             plan: _Plan | None = _plan(batch, self._heads, None)
         except _NeedFacts:
             plan = None
-        if plan is not None:
+        if plan is not None and not self._inline:  # inline projections: in the facts' transaction
             try:
                 first, at = await self._insert(conn, plan, sent)
             except Exception as exc:
@@ -167,6 +171,10 @@ class PostgresWriter(StoreLifecycle):
                 return (*_resolve(plan, first, at), first + len(plan.event_ids) - 1)
         try:
             plan, first, at = await self._commit_with_facts(conn, batch, sent)
+        except InlineRefused as refused:
+            if len(batch) == 1:
+                return [refused.error], {}, 0
+            sent.value = False
         except Exception as exc:
             if self._lost_connection(exc) or len(batch) == 1:
                 raise
@@ -181,6 +189,10 @@ class PostgresWriter(StoreLifecycle):
         for op in batch:
             try:
                 plan, first, at = await self._commit_with_facts(conn, [op], sent)
+            except InlineRefused as refused:
+                sent.value = False
+                results.append(refused.error)
+                continue
             except Exception as exc:
                 if self._lost_connection(exc):
                     raise
@@ -221,6 +233,8 @@ class PostgresWriter(StoreLifecycle):
             if not plan.event_ids and not plan.snapshots:
                 return plan, 0, None
             first, at = await self._insert(conn, plan, sent)
+            if self._inline:
+                await feed_inline(conn, dict(self._inline), self._tx_sql)
         self.batches_committed += 1
         return plan, first, at
 

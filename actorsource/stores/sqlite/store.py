@@ -231,7 +231,8 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         await future
 
     def capabilities(self) -> StoreCapabilities:
-        """Callback appends and loads, bursts, lean replays, and the writer's lag."""
+        """Callback appends and loads, bursts, lean replays, the writer's lag, and read-model
+        writes in the writer's transactions (plain functions, on its thread)."""
         return StoreCapabilities(
             append_then=self.append_then,
             submit_append=self.submit_append,
@@ -240,6 +241,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
             read_stream_data=self.read_stream_data,
             burst=self.burst,
             writer_lag=self.writer_lag,
+            transactional=self,
         )
 
     async def save_checkpoint(self, name: str, position: int) -> None:
