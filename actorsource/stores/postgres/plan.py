@@ -137,10 +137,12 @@ def _plan(batch: Sequence[_Op], heads: Mapping[str, int], stored: set[str] | Non
     plan = _Plan()
     running: dict[str, int] = {}
     used: set[str] = set()
+    rows: list[_Row] = []  # the rows to insert, turned into columns at the end
+    outcomes = plan.outcomes
     for op in batch:
         if isinstance(op, _SaveSnapshot):
             plan.snapshots[op.row[:2]] = op.row
-            plan.outcomes.append(None)
+            outcomes.append(None)
             continue
         stream_id, expected = op.stream_id, op.expected_version
         head = running.get(stream_id)
@@ -152,30 +154,43 @@ def _plan(batch: Sequence[_Op], heads: Mapping[str, int], stored: set[str] | Non
         if expected is not None and expected != head:
             # a fact (read under the lock), or an earlier append of this batch moved the stream:
             # final either way, as the batch commits whole or not at all
-            plan.outcomes.append(ConcurrencyError(stream_id, expected, head))
+            outcomes.append(ConcurrencyError(stream_id, expected, head))
             continue
-        ids = [row[5] for row in op.rows]
-        refused = _refused_ids(stream_id, ids, used, stored)
-        if refused is not None:
-            plan.outcomes.append(refused)
-            continue
+        added = op.rows
+        count = len(added)
+        if count == 1 and stored is None and added[0][5] not in used:
+            used.add(added[0][5])  # the common case, without the general check's lists
+        else:
+            ids = [row[5] for row in added]
+            refused = _refused_ids(stream_id, ids, used, stored)
+            if refused is not None:
+                outcomes.append(refused)
+                continue
+            used.update(ids)
         if stream_id not in plan.heads and head > 0 and heads.get(stream_id, 0) < head:
+            # a head the writer has not seen stored: the server checks that it is (a head it
+            # has seen is stored for good, and the unique (stream, version) index refuses an
+            # append after a head that moved on)
             plan.check_streams.append(stream_id)
             plan.check_heads.append(head)
-        offset = len(plan.event_ids)
-        for i, (kind, data, data_text, meta, meta_text, event_id) in enumerate(op.rows):
+        outcomes.append((len(rows), head + count))
+        rows += added
+        if count == 1:
             plan.stream_ids.append(stream_id)
-            plan.versions.append(head + i + 1)
-            plan.types.append(kind)
-            plan.data.append(data)
-            plan.data_text.append(data_text)
-            plan.metadata.append(meta)
-            plan.metadata_text.append(meta_text)
-            plan.event_ids.append(event_id)
-        head += len(op.rows)
+            plan.versions.append(head + 1)
+        else:
+            plan.stream_ids += [stream_id] * count
+            plan.versions += range(head + 1, head + count + 1)
+        head += count
         running[stream_id] = plan.heads[stream_id] = head
-        used.update(ids)
-        plan.outcomes.append((offset, head))
+    if rows:
+        columns = list(zip(*rows, strict=True))
+        plan.types = list(columns[0])
+        plan.data = list(columns[1])
+        plan.data_text = list(columns[2])
+        plan.metadata = list(columns[3])
+        plan.metadata_text = list(columns[4])
+        plan.event_ids = list(columns[5])
     if stored is not None:
         plan.heads = running  # facts, for the streams that failed too
     return plan
