@@ -130,7 +130,8 @@ def _plan(batch: Sequence[_Op], heads: Mapping[str, int], stored: set[str] | Non
     With ``stored`` (the batch's event ids found in the table) ``heads`` are facts read under
     the lock, and the plan is final. Without, ``heads`` are what the writer last saw, and an
     append's expected version is trusted as its stream's head: the append function checks
-    every planned head under the lock, and the unique constraints every event id.
+    under the lock that each planned head the writer has not seen is stored, and the unique
+    constraints refuse a version or an event id stored before.
 
     :raises _NeedFacts: if an append has no expected version and its stream's head is unknown
     """
