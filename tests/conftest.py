@@ -1,14 +1,17 @@
 """Shared fixtures: the anyio backend (asyncio only: aiosqlite is asyncio-bound) and stores.
 
-The ``store`` fixture runs each test on every kind of store: memory, SQLite and, when
-``ACTORSOURCE_TEST_POSTGRES_DSN`` is set, PostgreSQL (each test in a fresh schema, dropped
-afterwards). Without the variable the PostgreSQL cases are skipped with that reason; with it
-set and the server unreachable, the run fails at once rather than skip.
+The ``store`` fixture runs each test on every kind of store: memory, SQLite and PostgreSQL
+(each test in a fresh schema, dropped afterwards). PostgreSQL is the database
+``ACTORSOURCE_TEST_POSTGRES_DSN`` names (CI sets it: a server it names that cannot be reached
+fails the run at once rather than skip), else a throwaway server this run starts from the
+installed PostgreSQL when a collected test needs one (see ``postgres_server.py``); without
+either, the PostgreSQL cases are skipped with one line saying how to enable them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import os
 import threading
@@ -20,17 +23,24 @@ import pytest
 
 from actorsource import EventStore, InMemoryEventStore, SQLiteEventStore, TransactionalStore
 
-#: a postgresql:// URI of a database the tests may create and drop schemas in
-POSTGRES_DSN = os.environ.get("ACTORSOURCE_TEST_POSTGRES_DSN", "")
-NO_POSTGRES = (
-    "PostgreSQL tests need ACTORSOURCE_TEST_POSTGRES_DSN (a postgresql:// URI of a test "
-    "database; see 'Testing on PostgreSQL' in docs/stores.md)"
+from .postgres_server import ThrowawayServer, choose, find_bindir
+
+_CHOICE = choose(os.environ, find_bindir)
+#: the server this run starts, if it needs one (see pytest_collection_finish)
+_SERVER = ThrowawayServer(Path(_CHOICE.value)) if _CHOICE.kind == "throwaway" else None
+if _SERVER is not None:
+    atexit.register(_SERVER.stop)  # also when the session ends before pytest_sessionfinish
+#: a postgresql:// URI of a database the tests may create and drop schemas in ("": none)
+POSTGRES_DSN = (
+    _CHOICE.value if _CHOICE.kind == "dsn" else _SERVER.dsn if _SERVER is not None else ""
 )
+#: why the PostgreSQL tests are skipped ("": they run)
+NO_POSTGRES = _CHOICE.value if _CHOICE.kind == "skip" else ""
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Fail the whole run at once if PostgreSQL was asked for but cannot be reached."""
-    if not POSTGRES_DSN:
+    if _CHOICE.kind != "dsn":
         return
     try:
         run_sync(_ping(POSTGRES_DSN))
@@ -43,6 +53,36 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"{redact_dsn(POSTGRES_DSN)} cannot be used: {type(exc).__name__}: {detail}",
             returncode=3,
         )
+
+
+def _needs_postgres(item: pytest.Item) -> bool:
+    if "postgres_dsn" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "postgres" in callspec.params.values()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the throwaway server once the tests are known, if one of them needs it."""
+    if _SERVER is None or session.config.option.collectonly:
+        return
+    if not any(_needs_postgres(item) for item in session.items):
+        return
+    try:
+        _SERVER.start()
+    except Exception as exc:
+        _SERVER.stop()
+        pytest.exit(
+            f"PostgreSQL is installed (at {_SERVER.bindir}) but a throwaway server for the "
+            f"tests could not start: {exc}; set ACTORSOURCE_TEST_POSTGRES_DSN to a test "
+            "database, or ACTORSOURCE_TEST_POSTGRES=0 to skip the PostgreSQL tests",
+            returncode=3,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _SERVER is not None:
+        _SERVER.stop()
 
 
 async def _ping(dsn: str) -> None:
@@ -118,7 +158,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Report every skip for want of PostgreSQL at this file, so that -ra shows them as one
     line ("SKIPPED [n] tests/conftest.py: PostgreSQL tests need ..."), not one per test."""
     report = yield
-    if report.skipped and isinstance(report.longrepr, tuple) and NO_POSTGRES in report.longrepr[2]:
+    if (
+        NO_POSTGRES
+        and report.skipped
+        and isinstance(report.longrepr, tuple)
+        and NO_POSTGRES in report.longrepr[2]
+    ):
         report.longrepr = (__file__, None, report.longrepr[2])
     return report
 

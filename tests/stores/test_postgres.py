@@ -1,8 +1,9 @@
 """What only the PostgreSQL store promises: gap-free positions under concurrent writers, JSONB,
 LISTEN/NOTIFY across store objects, a versioned schema, clear connection errors.
 
-These tests run when ``ACTORSOURCE_TEST_POSTGRES_DSN`` is set (see ``tests/conftest.py``);
-each works in a schema of its own, dropped afterwards.
+These tests run on the server ``tests/conftest.py`` finds (``ACTORSOURCE_TEST_POSTGRES_DSN``, or
+a throwaway one started from the installed PostgreSQL); each works in a schema of its own,
+dropped afterwards.
 """
 
 from __future__ import annotations

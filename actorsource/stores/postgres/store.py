@@ -16,7 +16,7 @@ from .._base import (
     check_append,
     check_checkpoint,
     check_snapshot,
-    encode_json,
+    encode_rows,
     encode_snapshot_state,
 )
 from .connection import (
@@ -402,19 +402,17 @@ class PostgresEventStore(PostgresWriter, PostgresReads, PostgresTransactions):
         check_append(stream_id, expected_version, events)
         _check_no_nul("a stream id", stream_id)
         rows: list[_Row] = []
-        for e in events:
-            _check_no_nul("an event type", e.type)
-            _check_no_nul("an event id", e.event_id)
-            data = encode_json(e.data, "data", e)
-            meta = encode_json(e.metadata, "metadata", e)
-            rows.append(
-                (
-                    e.type,
-                    *_jsonb_columns(data, e.data),
-                    *_jsonb_columns(meta, e.metadata),
-                    e.event_id,
-                )
-            )
+        meta_text = ""
+        meta_columns: tuple[str | None, str | None] = (None, None)
+        # one call encodes the append (the events of a command share one metadata dict,
+        # encoded once, its columns decided once)
+        for e, (kind, data, meta, event_id) in zip(events, encode_rows(events), strict=True):
+            if "\x00" in kind or "\x00" in event_id:
+                _check_no_nul("an event type", kind)
+                _check_no_nul("an event id", event_id)
+            if meta is not meta_text:
+                meta_text, meta_columns = meta, _jsonb_columns(meta, e.metadata)
+            rows.append((kind, *_jsonb_columns(data, e.data), *meta_columns, event_id))
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._enqueue(_Append(stream_id, expected_version, rows, future))
         return future
