@@ -25,6 +25,9 @@ This module is the only public surface.
 from ._aggregate import Aggregate as Aggregate
 from ._aggregate import apply as apply
 from ._aggregate import command as command
+from ._archiving import Archiver as Archiver
+from ._archiving import JsonLinesArchiver as JsonLinesArchiver
+from ._archiving import read_archive as read_archive
 from ._codec import event_type as event_type
 from ._decider import Decider as Decider
 from ._dispatcher import RuntimeState as RuntimeState
@@ -43,6 +46,9 @@ from ._errors import ProjectionError as ProjectionError
 from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
+from ._errors import StreamArchivedError as StreamArchivedError
+from ._errors import StreamDeletedError as StreamDeletedError
+from ._errors import StreamNotFoundError as StreamNotFoundError
 from ._errors import UnknownCommandError as UnknownCommandError
 from ._errors import WaitTimeoutError as WaitTimeoutError
 from ._health import Health as Health
@@ -58,10 +64,12 @@ from ._projection import ProjectionStatus as ProjectionStatus
 from ._projection import ResetContext as ResetContext
 from ._projection import handle as handle
 from ._records import AppendResult as AppendResult
+from ._records import ArchivedStream as ArchivedStream
 from ._records import NewEvent as NewEvent
 from ._records import RecordedEvent as RecordedEvent
 from ._records import SnapshotRecord as SnapshotRecord
 from ._records import StoredEvent as StoredEvent
+from ._records import StreamDeleted as StreamDeleted
 from ._records import StreamInfo as StreamInfo
 from ._refs import AggregateRef as AggregateRef
 from ._runtime import Runtime as Runtime
@@ -83,6 +91,8 @@ __all__ = [
     "Aggregate",
     "AggregateRef",
     "AppendResult",
+    "ArchivedStream",
+    "Archiver",
     "AskTimeoutError",
     "Backoff",
     "CheckpointConflictError",
@@ -97,6 +107,7 @@ __all__ = [
     "InMemoryEventStore",
     "IncompatibleStoreError",
     "InvalidEventError",
+    "JsonLinesArchiver",
     "MailboxFullError",
     "Metrics",
     "NewEvent",
@@ -120,7 +131,11 @@ __all__ = [
     "StoreCapabilities",
     "StoreError",
     "StoredEvent",
+    "StreamArchivedError",
+    "StreamDeleted",
+    "StreamDeletedError",
     "StreamInfo",
+    "StreamNotFoundError",
     "TransactionalStore",
     "UnknownCommandError",
     "WaitTimeoutError",
@@ -129,6 +144,7 @@ __all__ = [
     "command",
     "event_type",
     "handle",
+    "read_archive",
     "subscribe",
     "tune_gc",
     "tune_switch_interval",

@@ -39,6 +39,7 @@ LAYERS = {
     "_refs": 5,
     "_reading": 5,
     "_health": 5,
+    "_archiving": 5,
     "_projection": 5,
     "_hosting": 5,
     "_rebuilds": 5,

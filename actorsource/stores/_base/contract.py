@@ -32,8 +32,10 @@ class StoreCapabilities:
     """What a store offers beyond the core contract, declared by the store itself.
 
     The runtime asks once (:meth:`EventStore.capabilities`) and uses each one the store has;
-    where one is ``None`` it uses the core method named beside it. No capability changes what
-    is stored: they are faster routes to the same results.
+    where one is ``None`` it uses the core method named beside it. These capabilities change
+    nothing stored: they are faster routes to the same results. The retention operations
+    (``archive_stream``, ``delete_stream``) do change what is stored; a store without them
+    cannot archive or delete, and the runtime says so.
     """
 
     #: a non-async append that calls back on the loop at commit, with no future (else
@@ -54,6 +56,15 @@ class StoreCapabilities:
     burst: Callable[[], AbstractContextManager[None]] | None = None
     #: seconds the oldest write not yet committed has waited, for health checks (else none)
     writer_lag: Callable[[], float] | None = None
+    #: ``archive_stream(stream_id, through_version, max_position)``: remove the stream's
+    #: events up to ``through_version`` in one transaction, checking there that they are
+    #: behind its latest snapshot, before its last event, at or below ``max_position`` and
+    #: every stored checkpoint; return how many were removed (see ``retention.archive_refusal``)
+    archive_stream: Callable[[str, int, int | None], Awaitable[int]] | None = None
+    #: ``delete_stream(stream_id, tombstone, hard)``: append the tombstone event after the
+    #: stream's last event and, if ``hard``, remove every other event and snapshot of the
+    #: stream, in one transaction (see ``retention.deletion_refusal``)
+    delete_stream: Callable[[str, NewEvent, bool], Awaitable[AppendResult]] | None = None
 
 
 @runtime_checkable
