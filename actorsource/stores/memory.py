@@ -14,11 +14,8 @@ from .._errors import (
     CheckpointConflictError,
     ConcurrencyError,
     StoreError,
-    StreamArchivedError,
-    StreamDeletedError,
 )
 from .._records import (
-    TOMBSTONE_TYPE,
     AppendResult,
     NewEvent,
     SnapshotRecord,
@@ -33,6 +30,7 @@ from ._base import (
     T,
     TransactionWork,
     archive_refusal,
+    before_kept,
     check_append,
     check_archive_args,
     check_checkpoint,
@@ -465,10 +463,7 @@ def _position(row: _Row) -> int:
 
 def _before_kept(stream_id: str, first: _Row) -> Exception:
     """The error for a read of a stream before its first stored event."""
-    if first.type == TOMBSTONE_TYPE:
-        hard = bool(decode_json(first.data).get("hard"))
-        return StreamDeletedError(stream_id, hard=hard, version=first.version)
-    return StreamArchivedError(stream_id, first.version)
+    return before_kept(stream_id, first.version, first.type, decode_json(first.data))
 
 
 def _in_range(moment: datetime, since: datetime | None, until: datetime | None) -> bool:

@@ -36,6 +36,7 @@ from .contract import TransactionWork as TransactionWork
 from .lifecycle import StoreLifecycle as StoreLifecycle
 from .lifecycle import StoreState as StoreState
 from .retention import archive_refusal as archive_refusal
+from .retention import before_kept as before_kept
 from .retention import check_archive_args as check_archive_args
 from .retention import check_delete_args as check_delete_args
 from .retention import deletion_refusal as deletion_refusal

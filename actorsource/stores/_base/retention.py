@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..._errors import StreamDeletedError, StreamNotFoundError
+from ..._errors import StreamArchivedError, StreamDeletedError, StreamNotFoundError
 from ..._records import TOMBSTONE_TYPE, JSONDict
 from .checks import MAX_VERSION, check_stream_id
 
@@ -133,3 +133,17 @@ def check_delete_args(stream_id: str, tombstone_type: str, hard: object) -> None
 
 def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value <= MAX_VERSION
+
+
+def before_kept(
+    stream_id: str, first_version: int, first_type: str, first_data: JSONDict
+) -> Exception:
+    """The error for a read of a stream from before its first stored event (``first_*``).
+
+    The first stored event of a hard-deleted stream is its tombstone; of an archived one, the
+    first event kept.
+    """
+    if first_type == TOMBSTONE_TYPE:
+        hard = bool(first_data.get("hard"))
+        return StreamDeletedError(stream_id, hard=hard, version=first_version)
+    return StreamArchivedError(stream_id, first_version)

@@ -33,11 +33,12 @@ from .._base import (
 from ._thread import ConnectionThread
 from .ops import _Append, _CatchUpInline, _SaveSnapshot, _Transact
 from .reads import SQLiteReads
+from .retention import SQLiteRetention
 from .schema import Synchronous, connect, open_error, prepare
 from .writer import SQLiteWriter
 
 
-class SQLiteEventStore(SQLiteWriter, SQLiteReads):
+class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention):
     """An event store in one SQLite file (WAL, ``synchronous=FULL`` by default).
 
     Several runtimes and several processes may use one file at once: writes are serialized by
@@ -189,7 +190,8 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         await future
 
     def capabilities(self) -> StoreCapabilities:
-        """Callback appends and loads, bursts, lean replays, and the writer's lag."""
+        """Callback appends and loads, bursts, lean replays, the writer's lag, archiving and
+        deleting streams."""
         return StoreCapabilities(
             append_then=self.append_then,
             submit_append=self.submit_append,
@@ -198,6 +200,8 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
             read_stream_data=self.read_stream_data,
             burst=self.burst,
             writer_lag=self.writer_lag,
+            archive_stream=self.archive_stream,
+            delete_stream=self.delete_stream,
         )
 
     async def save_checkpoint(self, name: str, position: int) -> None:
