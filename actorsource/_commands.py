@@ -29,6 +29,7 @@ from ._errors import ActorsourceError
 from ._projection import Projection, compile_projection
 from ._rebuilds import rebuild_refusal, reset_read_model
 from ._records import StoredEvent
+from ._retention_commands import add_retention_commands, archive_command, delete_command
 from ._runtime import Runtime
 from .stores._base import EventStore, poll_for_events
 from .stores.postgres import redact_dsn
@@ -97,6 +98,7 @@ def add_commands(commands: Any) -> None:
         "module:collection); its reset(self, ctx) clears the read model",
     )
     _json(projections)
+    add_retention_commands(commands, _db, _json)
 
 
 def _db(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +114,7 @@ def _json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-COMMANDS = ("streams", "events", "tail", "state", "projections")
+COMMANDS = ("streams", "events", "tail", "state", "projections", "archive", "delete")
 
 _Command = Callable[[EventStore, argparse.Namespace, TextIO], Coroutine[Any, Any, None]]
 
@@ -126,6 +128,8 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         "tail": _tail,
         "state": _state,
         "projections": _projections,
+        "archive": archive_command,
+        "delete": delete_command,
     }
     command = handlers[args.command]
 

@@ -47,6 +47,7 @@ LAYERS = {
     "_runtime": 6,
     "cli": 7,
     "_commands": 7,
+    "_retention_commands": 7,
     "bench": 7,
     "testing": 7,
     "otel": 7,

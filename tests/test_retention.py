@@ -224,7 +224,7 @@ async def test_the_store_refuses_archiving_past_the_snapshot_or_a_checkpoint_in_
     before = await _everything(store)
     with pytest.raises(ValueError, match="checkpoint 'behind' has handled only up to position 2"):
         await archive(STREAM, 5, None)
-    with pytest.raises(ValueError, match="a reader of this runtime .* up to position 1"):
+    with pytest.raises(ValueError, match=r"a reader of this runtime .* up to position 1"):
         await archive(STREAM, 2, 1)
     with pytest.raises(ValueError, match="latest snapshot is at version 5"):
         await archive(STREAM, 6, None)
@@ -264,7 +264,7 @@ async def test_a_soft_deleted_stream_keeps_its_events_and_refuses_commands(
         assert (await ref.state()).balance == 6  # live in this runtime
         result = await runtime.delete_stream(STREAM)
         assert result.version == 4
-        with pytest.raises(StreamDeletedError, match="was deleted \\(its events kept\\) at version 4"):
+        with pytest.raises(StreamDeletedError, match=r"deleted \(its events kept\) at version 4"):
             await ref.ask(Deposit(1))
         with pytest.raises(StreamDeletedError) as raised:
             await ref.ask(Deposit(1))
