@@ -130,6 +130,10 @@ class EventStore(Protocol):
     ) -> AsyncIterator[StoredEvent]:
         """Yield a stream's events in version order, from ``from_version`` to ``to_version``.
 
+        :raises StreamArchivedError: if ``from_version`` is before the first version stored
+            (the events before it were archived)
+        :raises StreamDeletedError: likewise, when the stream was hard-deleted
+
         ``since`` (inclusive) and ``until`` (exclusive) keep only events recorded in that time
         range.
         """
@@ -147,8 +151,9 @@ class EventStore(Protocol):
     ) -> AsyncIterator[StoredEvent]:
         """Yield the store's events in global position (commit) order.
 
-        Positions are gap-free and in commit order: a reader never sees a position before
-        every lower one is committed. The filters keep only events of the given stored type
+        Positions are in commit order: a reader never sees a position before every lower one
+        is committed. They are gap-free until events are archived or streams hard-deleted
+        (their positions are then missing). The filters keep only events of the given stored type
         names, of streams of the given categories (``f"{category}-..."`` stream ids), and
         recorded in ``[since, until)``.
         """
