@@ -13,10 +13,10 @@ the path of one ``ask``)::
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
     _routes, _messages
                        L4  one aggregate's mailbox, its loading and batches
-    _dispatcher, _refs, _reading, _health, _hosting, _projection, _rebuilds
-                       L5  live actors, refs, time travel, health; projections
+    _dispatcher, _refs, _reading, _health, _hosting, _projection, _rebuilds, _archiving
+                       L5  live actors, refs, time travel, health; projections; retention
     _runtime           L6  the runtime: lifecycle and the composition of the rest
-    cli, bench, testing, otel
+    cli, _retention_commands, bench, testing, otel
                        L7  the command line, benchmarks, the test kit
 
 This module is the only public surface.
