@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import anyio
+import attrs
 import pytest
 
 from actorsource import (
+    ActorFailedError,
     ArchivedStream,
     EventStore,
     JsonLinesArchiver,
@@ -97,6 +99,27 @@ async def test_an_archived_stream_rehydrates_to_the_same_state_from_its_snapshot
         recorded = await ref.ask(Deposit(100))
     assert recorded[0].version == 13
     assert recorded[0].position == before[-1].position + 1
+
+
+@attrs.define
+class AccountV2(Account):
+    """Account with a newer snapshot schema and no upcaster: its old snapshots are ignored."""
+
+    stream_category: ClassVar[str | None] = "Account"
+    snapshot_version: ClassVar[int] = 2
+
+
+async def test_an_archived_stream_whose_snapshot_cannot_be_used_fails_to_load_saying_why(
+    store: EventStore,
+) -> None:
+    await _deposits(store, 6)
+    async with Runtime(store) as runtime:
+        await runtime.archive(STREAM, archiver=Recording())
+    async with Runtime(store) as runtime:
+        with pytest.raises(ActorFailedError, match="before version 6 are archived") as raised:
+            await runtime.ref(AccountV2, "a").ask(Deposit(1))
+    assert isinstance(raised.value.__cause__, StreamArchivedError)
+    assert await store.stream_version(STREAM) == 6  # nothing appended
 
 
 async def test_archiving_never_removes_an_event_a_durable_projection_has_not_handled(
