@@ -16,10 +16,12 @@ the path of one ``ask``)::
     _routes, _messages
                        L4  one aggregate's mailbox, its loading and batches
     _dispatcher, _refs, _reading, _health, _hosting, _projection, _projection_context,
-    _rebuilds          L5  live actors, refs, time travel, health; projections
+    _rebuilds, _archiving
+                       L5  live actors, refs, time travel, health; projections; retention
     _runtime           L6  the runtime: lifecycle and the composition of the rest
-    cli, bench, testing, otel, _projection_kit, pytest_plugin
-                       L7  the command line, benchmarks, the test kit, the pytest plugin
+    cli, bench, testing, otel, _projection_kit, pytest_plugin, web
+                       L7  the command line, benchmarks, the test kit, the pytest plugin, the
+                           web integration
 
 This module is the only public surface.
 """
@@ -27,6 +29,9 @@ This module is the only public surface.
 from ._aggregate import Aggregate as Aggregate
 from ._aggregate import apply as apply
 from ._aggregate import command as command
+from ._archiving import Archiver as Archiver
+from ._archiving import JsonLinesArchiver as JsonLinesArchiver
+from ._archiving import read_archive as read_archive
 from ._codec import event_type as event_type
 from ._decider import Decider as Decider
 from ._dispatcher import RuntimeState as RuntimeState
@@ -46,6 +51,9 @@ from ._errors import ProjectionError as ProjectionError
 from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import StoreError as StoreError
+from ._errors import StreamArchivedError as StreamArchivedError
+from ._errors import StreamDeletedError as StreamDeletedError
+from ._errors import StreamNotFoundError as StreamNotFoundError
 from ._errors import UnknownCommandError as UnknownCommandError
 from ._errors import VersionNotReachedError as VersionNotReachedError
 from ._errors import WaitTimeoutError as WaitTimeoutError
@@ -63,10 +71,12 @@ from ._projection_context import ProjectionContext as ProjectionContext
 from ._projection_context import ProjectionStatus as ProjectionStatus
 from ._projection_context import ResetContext as ResetContext
 from ._records import AppendResult as AppendResult
+from ._records import ArchivedStream as ArchivedStream
 from ._records import NewEvent as NewEvent
 from ._records import RecordedEvent as RecordedEvent
 from ._records import SnapshotRecord as SnapshotRecord
 from ._records import StoredEvent as StoredEvent
+from ._records import StreamDeleted as StreamDeleted
 from ._records import StreamInfo as StreamInfo
 from ._refs import AggregateRef as AggregateRef
 from ._runtime import Runtime as Runtime
@@ -88,6 +98,8 @@ __all__ = [
     "Aggregate",
     "AggregateRef",
     "AppendResult",
+    "ArchivedStream",
+    "Archiver",
     "AskTimeoutError",
     "Backoff",
     "CheckpointConflictError",
@@ -102,6 +114,7 @@ __all__ = [
     "InMemoryEventStore",
     "IncompatibleStoreError",
     "InvalidEventError",
+    "JsonLinesArchiver",
     "MailboxFullError",
     "Metrics",
     "NaiveDatetimeError",
@@ -126,7 +139,11 @@ __all__ = [
     "StoreCapabilities",
     "StoreError",
     "StoredEvent",
+    "StreamArchivedError",
+    "StreamDeleted",
+    "StreamDeletedError",
     "StreamInfo",
+    "StreamNotFoundError",
     "TransactionalStore",
     "UnknownCommandError",
     "VersionNotReachedError",
@@ -137,6 +154,7 @@ __all__ = [
     "event_type",
     "handle",
     "jsonable",
+    "read_archive",
     "subscribe",
     "tune_gc",
     "tune_switch_interval",

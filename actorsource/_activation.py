@@ -21,7 +21,7 @@ import anyio
 from ._codec import Codec
 from ._context import Counters, Slots
 from ._decider import Decider
-from ._errors import ActorFailedError
+from ._errors import ActorFailedError, StreamDeletedError
 from ._metrics import ACTIVATIONS, REPLAY_DURATION, REPLAY_EVENTS, Metrics
 from ._records import JSONDict
 from ._rehydration import Rehydration
@@ -154,8 +154,9 @@ class Activation:
         with self.context.burst():
             self.drain()
 
-    async def _activate(self) -> bool:
-        """Load the snapshot and the events after it; on failure fail the queued messages.
+    async def _activate(self) -> Exception | None:
+        """Load the snapshot and the events after it; on failure fail the queued messages and
+        return the error they got.
 
         Loads are limited in number (``max_activations``) and in time (``activation_timeout``),
         and an aggregate whose loads keep failing is not tried again until its backoff passed:
@@ -166,7 +167,7 @@ class Activation:
         refusal = supervisor.refusal(self.stream_id)
         if refusal is not None:
             self._fail_all(refusal)
-            return False
+            return refusal
         started = time.perf_counter()
         try:
             await context.activation_slots.take()
@@ -180,13 +181,19 @@ class Activation:
             finally:
                 context.activation_slots.give_back()
         except Exception as exc:
-            self._load_failed(exc)
-            return False
+            return self._load_failed(exc)
         self._load_succeeded(started, replayed)
-        return True
+        return None
 
-    def _load_failed(self, exc: Exception) -> None:
-        """A load failed: count it, back off, and fail the queued messages with the reason."""
+    def _load_failed(self, exc: Exception) -> Exception:
+        """A load failed: count it, back off, and fail the queued messages with the reason;
+        return the error they got.
+
+        A deleted stream is no failure: its messages get the :class:`StreamDeletedError`.
+        """
+        if isinstance(exc, StreamDeletedError):
+            self._fail_all(exc)
+            return exc
         context = self.context
         context.counters.actor_failures += 1
         if isinstance(exc, TimeoutError):
@@ -198,6 +205,7 @@ class Activation:
         error = ActorFailedError(self.stream_id, reason)
         error.__cause__ = exc
         self._fail_all(error)
+        return error
 
     def _load_succeeded(self, started: float, replayed: int) -> None:
         context = self.context

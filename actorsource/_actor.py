@@ -59,6 +59,7 @@ from ._errors import (
     ConcurrencyError,
     ProjectionError,
     StoreError,
+    StreamDeletedError,
 )
 from ._idempotency import IdempotencyWindow, look_up, unknown_ids
 from ._messages import Command, GetState, Message
@@ -391,8 +392,14 @@ class Actor(Activation):
         try:
             if retries > 2:
                 await asyncio.sleep(random.uniform(0, min(0.001 * 2**retries, 0.05)))
-            if not await self._activate():
-                reply_error(self, batch, ActorFailedError(self.stream_id, "reload failed"))
+            failure = await self._activate()
+            if failure is not None:
+                deleted = isinstance(failure, StreamDeletedError)
+                reply_error(
+                    self,
+                    batch,
+                    failure if deleted else ActorFailedError(self.stream_id, "reload failed"),
+                )
             else:
                 # the writer that won may have processed some of these commands itself
                 known = await self._look_up(batch) if self._unknown_ids(batch) else None

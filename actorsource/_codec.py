@@ -35,7 +35,7 @@ from ._models import (
     pydantic_load,
     record_fields,
 )
-from ._records import JSONDict
+from ._records import JSONDict, StreamDeleted
 from ._storable import SUPPORTED, unstorable
 
 T = TypeVar("T")
@@ -219,6 +219,8 @@ class Codec:
         #: per registered event class: its fields of a plain type (int, str, date, ...) and the
         #: value types that read back into them, checked before an event is stored
         self._plain_fields: dict[type, tuple[tuple[str, tuple[type, ...]], ...]] = {}
+        # the tombstone of deleted streams: every reader of a log may meet one
+        self.register_events([StreamDeleted])
 
     def register_events(self, event_types: Iterable[type]) -> None:
         """Register event classes under their stored type names and aliases.

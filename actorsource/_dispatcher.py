@@ -402,6 +402,14 @@ class Dispatcher:
             else:
                 continue
 
+    def passivate_stream(self, stream_id: str) -> bool:
+        """Passivate a stream's live actor if it is idle; return whether it was."""
+        actor = self._actors.get(stream_id)
+        if actor is None or actor.running or actor.mailbox:
+            return False
+        self._passivate(actor)
+        return True
+
     def passivate_idle(self) -> int:
         """Passivate every idle actor now (to shed memory); return how many were passivated.
 

@@ -22,6 +22,10 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     │                             (also a TimeoutError)
     ├── CheckpointConflictError   another runner moved a projection's checkpoint first
     ├── ActorFailedError          the actor could not load its aggregate from the store
+    ├── StreamNotFoundError       an operation on a stream that has no events (also a
+    │                             LookupError)
+    ├── StreamArchivedError       a read before a stream's first kept (not archived) version
+    ├── StreamDeletedError        a command to (or a change of) a deleted stream
     └── ProjectionError           a projection's handler failed on an event
 
 Failure semantics (as in Akka Persistence's ``onPersistFailure``): an error raised while
@@ -295,6 +299,55 @@ class ActorFailedError(ActorsourceError):
     def __init__(self, stream_id: str, reason: str) -> None:
         self.stream_id = stream_id
         msg = f"actor for stream {stream_id!r} failed: {reason}"
+        super().__init__(msg)
+
+
+class StreamNotFoundError(ActorsourceError, LookupError):
+    """Raised when an operation names a stream that has no events (nothing was changed)."""
+
+    def __init__(self, stream_id: str, operation: str) -> None:
+        self.stream_id = stream_id
+        msg = (
+            f"cannot {operation} stream {stream_id!r}: it has no events; check the stream id "
+            "(an aggregate's stream id is its category, '-', and its id)"
+        )
+        super().__init__(msg)
+
+
+class StreamArchivedError(ActorsourceError):
+    """Raised when a read asks for events of a stream that were archived (moved out of the
+    store); the events from ``first_kept_version`` on are still there."""
+
+    def __init__(self, stream_id: str, first_kept_version: int, *, wanted: str = "") -> None:
+        self.stream_id = stream_id
+        self.first_kept_version = first_kept_version
+        wanted = wanted or f"events before version {first_kept_version}"
+        msg = (
+            f"stream {stream_id!r} cannot give {wanted}: its events before version "
+            f"{first_kept_version} are archived (moved out of the store); the store keeps "
+            f"version {first_kept_version} on, the archive files hold the rest"
+        )
+        super().__init__(msg)
+
+
+class StreamDeletedError(ActorsourceError):
+    """Raised when a command is sent to a deleted stream, or a deleted stream is changed.
+
+    A soft-deleted stream keeps its events (still readable); a hard-deleted one keeps only
+    its tombstone. Neither takes new events: its id is not reused.
+    """
+
+    def __init__(self, stream_id: str, *, hard: bool, version: int) -> None:
+        self.stream_id = stream_id
+        #: whether the stream's events were removed (hard delete) or kept (soft delete)
+        self.hard = hard
+        #: the version of the stream's tombstone
+        self.version = version
+        how = "hard-deleted (its events removed)" if hard else "deleted (its events kept)"
+        msg = (
+            f"stream {stream_id!r} was {how} at version {version}; it takes no new events "
+            "and its id is not reused: use a new id"
+        )
         super().__init__(msg)
 
 

@@ -39,7 +39,8 @@ class StoredEvent:
     stream_id: str
     #: the event's place in its stream, starting at 1
     version: int
-    #: the event's place in the whole store: global, gap-free, in commit order
+    #: the event's place in the whole store: global, in commit order, gap-free unless events
+    #: were archived or streams hard-deleted (their positions are then missing)
     position: int
     #: the event's stored type name
     type: str
@@ -91,6 +92,43 @@ class SnapshotRecord:
     schema_version: int = 1
     #: when the snapshot was saved (UTC); set by the store
     recorded_at: datetime | None = None
+
+
+#: the stored type name of a stream's tombstone (:class:`StreamDeleted`); a ``$`` name, which
+#: no class name can be, so that it never collides with an application's event type
+TOMBSTONE_TYPE = "$StreamDeleted"
+
+
+@attrs.frozen(slots=True)
+class StreamDeleted:
+    """The tombstone a deleted stream ends with: a system event, stored as ``$StreamDeleted``.
+
+    Projections that want to know of deletions handle it like any event (``@handle`` a method
+    taking a ``StreamDeleted``); it reaches them in log order, after the stream's last event.
+    Its fields are a storage format, like any event's.
+    """
+
+    # the codec's stored-name attribute (a plain str: records sit below the codec)
+    __actorsource_event_type__ = TOMBSTONE_TYPE
+
+    #: the deleted stream
+    stream_id: str
+    #: whether the stream's events were removed (hard delete) or kept readable (soft delete)
+    hard: bool
+
+
+@attrs.frozen(slots=True)
+class ArchivedStream:
+    """What archiving did to one stream (what ``Runtime.archive`` returns, one per stream)."""
+
+    #: the stream
+    stream_id: str
+    #: the first version archived this time
+    first_version: int
+    #: the last version archived this time; the stream's events now start after it
+    last_version: int
+    #: where the archiver put them (its own words: a file path for :class:`JsonLinesArchiver`)
+    location: str
 
 
 @attrs.frozen(slots=True)

@@ -15,8 +15,8 @@ from typing import Any
 
 from ._codec import Codec
 from ._decider import Decider
-from ._errors import ActorFailedError, CodecError
-from ._records import JSONDict, SnapshotRecord
+from ._errors import ActorFailedError, CodecError, StreamArchivedError, StreamDeletedError
+from ._records import TOMBSTONE_TYPE, JSONDict, SnapshotRecord
 from .stores._base import Latest
 
 logger = logging.getLogger("actorsource.actor")
@@ -143,6 +143,8 @@ class Rehydration:
         decode = self.codec.decode_event
         evolve = self.decider.evolve
         for stored_version, type_name, data in events:
+            if stored_version != version + 1 or type_name == TOMBSTONE_TYPE:
+                self.refuse(stored_version, type_name, data, version)
             try:
                 event = decode(type_name, data)
             except CodecError:
@@ -159,6 +161,15 @@ class Rehydration:
                 raise ActorFailedError(self.stream_id, msg) from exc
             version = stored_version
         return state, version
+
+    def refuse(self, stored_version: int, type_name: str, data: JSONDict, version: int) -> None:
+        """Raise for a stream that cannot be rebuilt: deleted, or archived before its
+        snapshot (the events after ``version`` start at ``stored_version``)."""
+        if type_name == TOMBSTONE_TYPE:
+            hard = bool(data.get("hard"))
+            raise StreamDeletedError(self.stream_id, hard=hard, version=stored_version)
+        wanted = f"the events after version {version} (to rebuild its state)"
+        raise StreamArchivedError(self.stream_id, stored_version, wanted=wanted)
 
     def where(self, version: int) -> str:
         return f" (stream {self.stream_id!r}, version {version})"

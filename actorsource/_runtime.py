@@ -14,6 +14,7 @@ import attrs
 
 from ._actor import ActorContext
 from ._aggregate import Aggregate
+from ._archiving import Archiver, Retention
 from ._codec import Codec
 from ._context import Counters, Slots
 from ._decider import Decider
@@ -38,7 +39,7 @@ from ._policies import (
 from ._projection import Projection
 from ._projection_context import ProjectionStatus
 from ._reading import Deciders, matching_records, state_at
-from ._records import RecordedEvent
+from ._records import AppendResult, ArchivedStream, RecordedEvent
 from ._refs import AggregateRef
 from ._rehydration import Rehydration
 from ._routes import appender, data_reader, latest_loader, no_burst
@@ -214,6 +215,11 @@ class Runtime:
         #: the projections this runtime runs
         self._hosting = ProjectionHost(
             store, self._codec, self, metrics=metrics, poll_interval=poll_interval
+        )
+        #: what each live ``subscribe`` has yielded up to (archiving stays behind them)
+        self._subscribers: dict[object, int] = {}
+        self._retention = Retention(
+            store, capabilities, self._reader_positions, self._dispatcher.passivate_stream
         )
 
     def __repr__(self) -> str:
@@ -436,9 +442,78 @@ class Runtime:
             poll_interval=self.poll_interval,
         )
         decode = self._codec.decode_event
-        async for stored in records:
-            event = decode(stored.type, stored.data, where=f" at position {stored.position}")
-            yield RecordedEvent.of(event, stored)
+        token = object()
+        self._subscribers[token] = from_position - 1
+        try:
+            async for stored in records:
+                event = decode(stored.type, stored.data, where=f" at position {stored.position}")
+                yield RecordedEvent.of(event, stored)
+                self._subscribers[token] = stored.position
+        finally:
+            del self._subscribers[token]
+
+    def _reader_positions(self) -> list[int]:
+        """Where this runtime's in-memory readers stand: its live subscriptions and
+        projections (a durable projection's stored checkpoint is the store's to check)."""
+        return [
+            *self._subscribers.values(),
+            *(status.position for status in self._hosting.statuses() if not status.durable),
+        ]
+
+    # -- retention -------------------------------------------------------------------------------
+
+    async def archive(
+        self,
+        stream: str | None = None,
+        *,
+        category: str | None = None,
+        archiver: Archiver,
+        through_version: int | None = None,
+    ) -> list[ArchivedStream]:
+        """Move the events that may leave the store to ``archiver``, then remove them.
+
+        A stream's events may leave once they are behind its latest snapshot and handled by
+        every reader: every stored checkpoint (durable projections, in any process) and this
+        runtime's projections and ``subscribe`` iterators. Its last event always stays. The
+        archiver gets a stream's events first; then the store removes them in one
+        transaction that checks all of this again. Loading uses the snapshot; a read from
+        before the first kept version raises :class:`StreamArchivedError`.
+
+        :param stream: one stream id (``"Account-42"``); default: every stream (of
+            ``category``, if given)
+        :param archiver: receives the events, e.g. :class:`JsonLinesArchiver`
+        :param through_version: archive no further than this version (``stream=`` only)
+        :return: what was archived, one entry per stream that had something to archive
+        :raises StreamNotFoundError: if ``stream`` has no events
+        :raises StreamDeletedError: if ``stream`` was deleted
+        :raises ValueError: if ``stream``'s events cannot leave: ``through_version`` ahead of
+            its latest snapshot (or none) or at its last event, or a reader not past them
+        :raises StoreError: if the store cannot archive
+        """
+        self._check_open("archive")
+        return await self._retention.archive(stream, category, archiver, through_version)
+
+    async def delete_stream(self, stream_id: str, *, hard: bool = False) -> AppendResult:
+        """Delete a stream: it ends with a tombstone and takes no new events.
+
+        Soft (default): its events stay readable. ``hard``: its events and snapshots are
+        removed; the tombstone stays, so that the id is never reused by accident. Commands to
+        it (here or in any runtime on the store) then fail with :class:`StreamDeletedError`;
+        projections handling :class:`StreamDeleted` get the tombstone in log order.
+
+        :return: where the tombstone was stored
+        :raises StreamNotFoundError: if the stream has no events
+        :raises StreamDeletedError: if it was deleted already (a soft-deleted stream may still
+            be hard-deleted)
+        :raises StoreError: if the store cannot delete
+        """
+        self._check_open(f"delete {stream_id!r}")
+        return await self._retention.delete(stream_id, hard)
+
+    def _check_open(self, what: str) -> None:
+        if self._state is not RuntimeState.OPEN:
+            msg = f"cannot {what}: the runtime is {self._state.value} (use it inside async with)"
+            raise RuntimeClosedError(msg)
 
     # -- projections ---------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ LAYERS = {
     "_reading": 5,
     "_health": 5,
     "_projection_context": 5,
+    "_archiving": 5,
     "_projection": 5,
     "_hosting": 5,
     "_rebuilds": 5,

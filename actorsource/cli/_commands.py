@@ -1,4 +1,4 @@
-"""The commands that inspect a store: info, streams, events, tail, state, projections.
+"""The commands on a store: info, streams, events, tail, state, projections; archive, delete.
 
 Each command opens the store named on the command line (a SQLite path or a PostgreSQL DSN)
 read-only, so that looking never creates, upgrades or changes anything (only ``projections
@@ -21,6 +21,7 @@ from .._errors import ActorsourceError
 from ._info import info
 from ._inspect import events, projections, state, streams, tail
 from ._open import FAILED, CommandError, open_store
+from ._retention_commands import archive_command, delete_command
 
 _Command = Callable[[Any, argparse.Namespace, TextIO], Coroutine[Any, Any, None]]
 
@@ -31,9 +32,11 @@ _HANDLERS: dict[str, _Command] = {
     "tail": tail,
     "state": state,
     "projections": projections,
+    "archive": archive_command,
+    "delete": delete_command,
 }
 
-#: the inspection commands, in the order ``--help`` lists them
+#: the store commands, in the order ``--help`` lists them
 COMMANDS = tuple(_HANDLERS)
 
 
@@ -41,12 +44,15 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run one inspection command, printing to ``out`` (stdout); return the exit status."""
     stream = sys.stdout if out is None else out
     command = _HANDLERS[args.command]
-    rebuild = args.command == "projections" and args.action == "rebuild"
+    # the commands that write (the others open the store read-only)
+    rebuild = args.command in ("archive", "delete") or (
+        args.command == "projections" and args.action == "rebuild"
+    )
 
     async def main() -> None:
         if rebuild:
-            # a rebuild writes; looking first refuses a store that is not there (opening it
-            # for writing would create one)
+            # these write; looking first refuses a store that is not there (opening it for
+            # writing would create one)
             async with open_store(args.db, args.schema):
                 pass
         async with open_store(args.db, args.schema, read_only=not rebuild) as store:

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from .. import bench
 from ..stores.postgres import redact_dsn
+from ._retention_commands import add_retention_commands
 
 DESCRIPTION = (
     "Inspect an actorsource store (a SQLite file or a PostgreSQL DSN) without changing it, "
@@ -187,6 +188,7 @@ def _add_inspection(commands: Any) -> None:
         "module:collection); its reset(self, ctx) clears the read model",
     )
     _json(projections)
+    add_retention_commands(commands, _db, _json)
 
 
 def _db(parser: argparse.ArgumentParser) -> None:

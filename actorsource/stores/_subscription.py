@@ -20,7 +20,8 @@ async def subscribe(
 
     Each round reads up to the head it saw (in pages), then waits for the next commit: this
     process's appends wake it at once, other processes' are found every ``poll_interval``
-    seconds. Positions are gap-free and in commit order, so nothing is skipped or repeated.
+    seconds. Positions are in commit order (with gaps only where events were archived), so
+    nothing is skipped or repeated.
     Stop by leaving the ``async for`` (or cancelling it); resume later from the last
     position + 1.
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
 
 import attrs
 
-from .._errors import ActorsourceError, CheckpointConflictError, ConcurrencyError, StoreError
-from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent, StreamInfo
+from .._errors import (
+    ActorsourceError,
+    CheckpointConflictError,
+    ConcurrencyError,
+    StoreError,
+)
+from .._records import (
+    AppendResult,
+    NewEvent,
+    SnapshotRecord,
+    StoredEvent,
+    StreamInfo,
+)
 from ._base import (
     HeadWatch,
     InlineHook,
@@ -17,14 +29,19 @@ from ._base import (
     StoreLifecycle,
     T,
     TransactionWork,
+    archive_refusal,
+    before_kept,
     check_append,
+    check_archive_args,
     check_checkpoint,
     check_command_ids,
+    check_delete_args,
     check_filters,
     check_snapshot,
     check_stream_id,
     check_time,
     decode_json,
+    deletion_refusal,
     encode_json,
     encode_snapshot_state,
     matches,
@@ -60,7 +77,11 @@ class InMemoryEventStore(StoreLifecycle):
     """
 
     def __init__(self) -> None:
+        #: every stored event in position order (positions have gaps where events were
+        #: archived or streams hard-deleted)
         self._log: list[_Row] = []
+        #: the position of the last event ever appended (never goes back)
+        self._head = 0
         self._streams: dict[str, list[_Row]] = {}
         self._event_ids: set[str] = set()
         self._snapshots: dict[str, dict[int, SnapshotRecord]] = {}
@@ -109,7 +130,7 @@ class InMemoryEventStore(StoreLifecycle):
             (encode_json(e.data, "data", e), encode_json(e.metadata, "metadata", e)) for e in events
         ]
         stream = self._streams.get(stream_id, [])
-        actual = len(stream)
+        actual = stream[-1].version if stream else 0
         if expected_version is not None and expected_version != actual:
             prior = _prior_append(stream, expected_version, events)
             if prior is not None:
@@ -134,7 +155,7 @@ class InMemoryEventStore(StoreLifecycle):
                 raise StoreError(msg)
             seen.add(event.event_id)
         recorded_at = utc_now()
-        first_position = len(self._log) + 1
+        first_position = self._head + 1
         new_rows = [
             _Row(
                 stream_id,
@@ -153,7 +174,8 @@ class InMemoryEventStore(StoreLifecycle):
         self._log.extend(new_rows)
         self._streams.setdefault(stream_id, []).extend(new_rows)
         self._event_ids.update(seen)
-        self._watch.advance(len(self._log))
+        self._head = new_rows[-1].position
+        self._watch.advance(self._head)
         return AppendResult(actual + len(events), first_position, recorded_at)
 
     def _run_inline(self, new_rows: list[_Row]) -> None:
@@ -161,7 +183,7 @@ class InMemoryEventStore(StoreLifecycle):
         last = new_rows[-1].position
         for name, hook in list(self._inline.items()):
             done = self._checkpoints.get(name, 0)
-            unseen = [*self._log[done:], *(r for r in new_rows if r.position > done)]
+            unseen = [*self._after(done), *(r for r in new_rows if r.position > done)]
             if not unseen:
                 continue
             try:
@@ -188,9 +210,13 @@ class InMemoryEventStore(StoreLifecycle):
         check_stream_id(stream_id)
         since, until = check_time("since", since), check_time("until", until)
         rows = self._streams.get(stream_id, [])
+        offset = rows[0].version - 1 if rows else 0
+        start = max(from_version, 1)
+        if start <= offset and (to_version is None or to_version >= start):
+            raise _before_kept(stream_id, rows[0])
         # a negative end would slice from the back of the list
-        end = len(rows) if to_version is None else max(min(to_version, len(rows)), 0)
-        for row in rows[max(from_version, 1) - 1 : end]:
+        end = len(rows) if to_version is None else max(min(to_version - offset, len(rows)), 0)
+        for row in rows[start - offset - 1 : end]:
             if _in_range(row.recorded_at, since, until):
                 yield _stored(row)
 
@@ -208,10 +234,11 @@ class InMemoryEventStore(StoreLifecycle):
         self._check_open()
         type_names, prefixes = check_filters(types, categories)
         since, until = check_time("since", since), check_time("until", until)
-        position = max(from_position, 1)
-        while position <= len(self._log) and (to_position is None or position <= to_position):
-            row = self._log[position - 1]
-            position += 1
+        log = self._log
+        index = bisect.bisect_left(log, max(from_position, 1), key=_position)
+        while index < len(log) and (to_position is None or log[index].position <= to_position):
+            row = log[index]
+            index += 1
             if matches(row.type, row.stream_id, type_names, prefixes) and _in_range(
                 row.recorded_at, since, until
             ):
@@ -238,7 +265,7 @@ class InMemoryEventStore(StoreLifecycle):
         rows = self._streams.get(check_stream_id(stream_id), [])
         moment = check_time("at", at)
         if moment is None:
-            return len(rows)
+            return rows[-1].version if rows else 0
         return max((r.version for r in rows if r.recorded_at <= moment), default=0)
 
     async def list_streams(self, category: str | None = None) -> list[StreamInfo]:
@@ -252,11 +279,80 @@ class InMemoryEventStore(StoreLifecycle):
         ]
 
     def capabilities(self) -> StoreCapabilities:
-        """Future appends, the writer's lag (always 0), and read models changed with their
-        checkpoints in one step (``ctx.transaction`` is ``None``)."""
+        """Future appends, the writer's lag (always 0), read models changed with their
+        checkpoints in one step (``ctx.transaction`` is ``None``), archiving and deleting
+        streams."""
         return StoreCapabilities(
-            submit_append=self.submit_append, writer_lag=self.writer_lag, transactional=self
+            submit_append=self.submit_append,
+            writer_lag=self.writer_lag,
+            transactional=self,
+            archive_stream=self.archive_stream,
+            delete_stream=self.delete_stream,
         )
+
+    def _after(self, position: int) -> list[_Row]:
+        """The stored events after ``position``."""
+        return self._log[bisect.bisect_right(self._log, position, key=_position) :]
+
+    async def archive_stream(
+        self, stream_id: str, through_version: int, max_position: int | None
+    ) -> int:
+        """Remove a stream's events up to ``through_version``, once they are safe to remove
+        (see :attr:`StoreCapabilities.archive_stream`); return how many were removed."""
+        self._check_open()
+        check_archive_args(stream_id, through_version, max_position)
+        rows = self._streams.get(stream_id, [])
+        first_kept = rows[0].version if rows else 1
+        through = next((r for r in rows if r.version == through_version), None)
+        snapshots = self._snapshots.get(stream_id, {})
+        refusal = archive_refusal(
+            stream_id,
+            through_version,
+            head=rows[-1].version if rows else 0,
+            first_kept=first_kept,
+            last_type=rows[-1].type if rows else None,
+            last_data=decode_json(rows[-1].data) if rows else None,
+            snapshot_version=max(snapshots, default=None),
+            through_position=None if through is None else through.position,
+            max_position=max_position,
+            checkpoints=self._checkpoints,
+        )
+        if refusal is not None:
+            raise refusal
+        removed = [r for r in rows if r.version <= through_version]
+        if removed:
+            self._remove(stream_id, removed)
+        await asyncio.sleep(0)
+        return len(removed)
+
+    async def delete_stream(self, stream_id: str, tombstone: NewEvent, hard: bool) -> AppendResult:
+        """Append the tombstone and, if ``hard``, remove the stream's other events and its
+        snapshots (see :attr:`StoreCapabilities.delete_stream`)."""
+        self._check_open()
+        check_delete_args(stream_id, tombstone.type, hard)
+        rows = self._streams.get(stream_id, [])
+        head = rows[-1].version if rows else 0
+        refusal = deletion_refusal(
+            stream_id,
+            hard,
+            head=head,
+            last_type=rows[-1].type if rows else None,
+            last_data=decode_json(rows[-1].data) if rows else None,
+        )
+        if refusal is not None:
+            raise refusal
+        result = self._append_now(stream_id, head, [tombstone])
+        if hard:
+            self._remove(stream_id, [r for r in self._streams[stream_id] if r.version <= head])
+            self._snapshots.pop(stream_id, None)
+        await asyncio.sleep(0)
+        return result
+
+    def _remove(self, stream_id: str, removed: list[_Row]) -> None:
+        gone = {row.position for row in removed}
+        self._log = [row for row in self._log if row.position not in gone]
+        self._streams[stream_id] = self._streams[stream_id][len(removed) :]
+        self._event_ids.difference_update(row.event_id for row in removed)
 
     def writer_lag(self) -> float:
         """Return 0: appends are applied at once (see ``SQLiteEventStore.writer_lag``)."""
@@ -266,7 +362,7 @@ class InMemoryEventStore(StoreLifecycle):
     async def head_position(self) -> int:
         """Return the position of the last event (see :class:`EventStore`)."""
         self._check_open()
-        return len(self._log)
+        return self._head
 
     async def wait_for_events(self, after_position: int, timeout: float) -> None:  # noqa: ASYNC109  # a poll interval
         """Return when an event beyond ``after_position`` is stored, or after ``timeout``."""
@@ -310,7 +406,7 @@ class InMemoryEventStore(StoreLifecycle):
         self._check_open()
         check_checkpoint(name)
         done = self._checkpoints.get(name, 0)
-        unseen = self._log[done:]
+        unseen = self._after(done)
         if unseen:
             hook(None, [_stored(row) for row in unseen])
             self._checkpoints[name] = unseen[-1].position
@@ -353,13 +449,24 @@ def _prior_append(
     if expected_version is None:
         found = next((row.version for row in stream if row.event_id == ids[0]), None)
     start = retry_start(expected_version, found, len(ids))
-    if start is None:
+    offset = stream[0].version - 1 if stream else 0  # versions before it were archived
+    if start is None or start < offset:
         return None
     stored = [
-        (row.event_id, row.position, row.recorded_at) for row in stream[start : start + len(ids)]
+        (row.event_id, row.position, row.recorded_at)
+        for row in stream[start - offset : start - offset + len(ids)]
     ]
     prior = prior_append(ids, start, stored)
     return None if prior is None else AppendResult(*prior)
+
+
+def _position(row: _Row) -> int:
+    return row.position
+
+
+def _before_kept(stream_id: str, first: _Row) -> Exception:
+    """The error for a read of a stream before its first stored event."""
+    return before_kept(stream_id, first.version, first.type, decode_json(first.data))
 
 
 def _in_range(moment: datetime, since: datetime | None, until: datetime | None) -> bool:

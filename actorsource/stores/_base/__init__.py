@@ -35,5 +35,10 @@ from .contract import TransactionalStore as TransactionalStore
 from .contract import TransactionWork as TransactionWork
 from .lifecycle import StoreLifecycle as StoreLifecycle
 from .lifecycle import StoreState as StoreState
+from .retention import archive_refusal as archive_refusal
+from .retention import before_kept as before_kept
+from .retention import check_archive_args as check_archive_args
+from .retention import check_delete_args as check_delete_args
+from .retention import deletion_refusal as deletion_refusal
 from .watch import HeadWatch as HeadWatch
 from .watch import poll_for_events as poll_for_events

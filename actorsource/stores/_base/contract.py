@@ -32,8 +32,10 @@ class StoreCapabilities:
     """What a store offers beyond the core contract, declared by the store itself.
 
     The runtime asks once (:meth:`EventStore.capabilities`) and uses each one the store has;
-    where one is ``None`` it uses the core method named beside it. No capability changes what
-    is stored: they are faster routes to the same results.
+    where one is ``None`` it uses the core method named beside it. These capabilities change
+    nothing stored: they are faster routes to the same results. The retention operations
+    (``archive_stream``, ``delete_stream``) do change what is stored; a store without them
+    cannot archive or delete, and the runtime says so.
     """
 
     #: a non-async append that calls back on the loop at commit, with no future (else
@@ -61,6 +63,15 @@ class StoreCapabilities:
     #: inside the transaction on the event loop (PostgreSQL); else they must be plain functions
     #: (SQLite runs them on its writer thread, the memory store in one step of the loop)
     async_transactions: bool = False
+    #: ``archive_stream(stream_id, through_version, max_position)``: remove the stream's
+    #: events up to ``through_version`` in one transaction, checking there that they are
+    #: behind its latest snapshot, before its last event, at or below ``max_position`` and
+    #: every stored checkpoint; return how many were removed (see ``retention.archive_refusal``)
+    archive_stream: Callable[[str, int, int | None], Awaitable[int]] | None = None
+    #: ``delete_stream(stream_id, tombstone, hard)``: append the tombstone event after the
+    #: stream's last event and, if ``hard``, remove every other event and snapshot of the
+    #: stream, in one transaction (see ``retention.deletion_refusal``)
+    delete_stream: Callable[[str, NewEvent, bool], Awaitable[AppendResult]] | None = None
 
 
 @runtime_checkable
@@ -126,6 +137,10 @@ class EventStore(Protocol):
     ) -> AsyncIterator[StoredEvent]:
         """Yield a stream's events in version order, from ``from_version`` to ``to_version``.
 
+        :raises StreamArchivedError: if ``from_version`` is before the first version stored
+            (the events before it were archived)
+        :raises StreamDeletedError: likewise, when the stream was hard-deleted
+
         ``since`` (inclusive) and ``until`` (exclusive) keep only events recorded in that time
         range.
         """
@@ -143,8 +158,9 @@ class EventStore(Protocol):
     ) -> AsyncIterator[StoredEvent]:
         """Yield the store's events in global position (commit) order.
 
-        Positions are gap-free and in commit order: a reader never sees a position before
-        every lower one is committed. The filters keep only events of the given stored type
+        Positions are in commit order: a reader never sees a position before every lower one
+        is committed. They are gap-free until events are archived or streams hard-deleted
+        (their positions are then missing). The filters keep only events of the given stored type
         names, of streams of the given categories (``f"{category}-..."`` stream ids), and
         recorded in ``[since, until)``.
         """

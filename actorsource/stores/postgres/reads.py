@@ -59,8 +59,18 @@ class PostgresReads(StoreLifecycle):
         params: list[Any] = [stream_id, version, last]
         where += _time_range(start, end, params)
         sql = f"SELECT {_COLUMNS} FROM {self._sql.events} WHERE {where} ORDER BY version LIMIT "
+        first = True
         async for row in self._pages(sql, params, 1, key=1):
+            if first:
+                first = False
+                if row[1] != version:  # archived before, or a time range
+                    await self._refuse_before(stream_id, version)
             yield stored_event(row, row[7])
+        if first:
+            await self._refuse_before(stream_id, version)
+
+    async def _refuse_before(self, stream_id: str, version: int) -> None:
+        raise NotImplementedError  # the store's (PostgresRetention)
 
     async def read_all(
         self,

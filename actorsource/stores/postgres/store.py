@@ -30,6 +30,7 @@ from .connection import (
 from .dsn import _scrub, _secret_words, redact_dsn
 from .plan import _Append, _check_no_nul, _jsonb_columns, _Op, _Row, _SaveSnapshot
 from .reads import PostgresReads
+from .retention import PostgresRetention
 from .schema import _SCHEMA_NAME, SCHEMA_VERSION, _channel, _lock_key, _migrations, _Statements
 from .transactions import PostgresTransactions, _TransactionStatements
 from .writer import PostgresWriter
@@ -37,7 +38,7 @@ from .writer import PostgresWriter
 logger = logging.getLogger("actorsource.stores.postgres")
 
 
-class PostgresEventStore(PostgresWriter, PostgresReads, PostgresTransactions):
+class PostgresEventStore(PostgresWriter, PostgresRetention, PostgresReads, PostgresTransactions):
     """An event store in a PostgreSQL schema (tables ``events``, ``snapshots``, ``checkpoints``).
 
     Several runtimes, processes and machines may use one schema at once: appends take turns on
@@ -436,8 +437,9 @@ class PostgresEventStore(PostgresWriter, PostgresReads, PostgresTransactions):
         await self._execute(self._sql.save_checkpoint, name, position)
 
     def capabilities(self) -> StoreCapabilities:
-        """Future appends, one-read activation loads, lean replays, the writer's lag, and
-        read-model writes in its transactions (plain or ``async``, on the loop)."""
+        """Future appends, one-read activation loads, lean replays, the writer's lag,
+        read-model writes in its transactions (plain or ``async``, on the loop), archiving and
+        deleting streams."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             load_latest=self.load_latest,
@@ -445,4 +447,6 @@ class PostgresEventStore(PostgresWriter, PostgresReads, PostgresTransactions):
             writer_lag=self.writer_lag,
             transactional=self,
             async_transactions=True,
+            archive_stream=self.archive_stream,
+            delete_stream=self.delete_stream,
         )

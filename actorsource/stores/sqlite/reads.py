@@ -38,6 +38,7 @@ from .._base import (
 )
 from ._thread import ConnectionThread
 from .latest import _EVENTS_PER_LOAD_IN_JOB, _latest, _latest_many
+from .retention import _FIRST, refuse_before
 from .schema import _COLUMNS, _STREAM_HEAD, _STREAM_HEAD_AT, CHECKPOINTS_SINCE
 
 logger = logging.getLogger("actorsource.stores.sqlite")
@@ -91,10 +92,22 @@ class SQLiteReads(StoreLifecycle):
             f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? "
             f"AND version <= ?{time_sql} ORDER BY version LIMIT ?"
         )
+        first = True
         async for event in self._read_pages(
             sql, (stream_id,), version, (last, *time_params), key=1
         ):
+            if first:
+                first = False
+                if event.version != version:  # archived before, or a time range
+                    await self._refuse_before(stream_id, version)
             yield event
+        if first:
+            await self._refuse_before(stream_id, version)
+
+    async def _refuse_before(self, stream_id: str, version: int) -> None:
+        """Raise if the stream's stored events start after ``version`` (archived before it)."""
+        rows = await self._fetch(_FIRST, (stream_id,))
+        refuse_before(stream_id, version, rows[0] if rows else None)
 
     async def read_all(
         self,

@@ -33,11 +33,12 @@ from .._base import (
 from ._thread import ConnectionThread
 from .ops import _Append, _CatchUpInline, _SaveSnapshot, _Transact
 from .reads import SQLiteReads
+from .retention import SQLiteRetention
 from .schema import SCHEMA_VERSION, Synchronous, connect, open_error, prepare, read_identity
 from .writer import SQLiteWriter
 
 
-class SQLiteEventStore(SQLiteWriter, SQLiteReads):
+class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention):
     """An event store in one SQLite file (WAL, ``synchronous=FULL`` by default).
 
     Several runtimes and several processes may use one file at once: writes are serialized by
@@ -231,8 +232,9 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         await future
 
     def capabilities(self) -> StoreCapabilities:
-        """Callback appends and loads, bursts, lean replays, the writer's lag, and read-model
-        writes in the writer's transactions (plain functions, on its thread)."""
+        """Callback appends and loads, bursts, lean replays, the writer's lag, read-model
+        writes in the writer's transactions (plain functions, on its thread), archiving and
+        deleting streams."""
         return StoreCapabilities(
             append_then=self.append_then,
             submit_append=self.submit_append,
@@ -242,6 +244,8 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
             burst=self.burst,
             writer_lag=self.writer_lag,
             transactional=self,
+            archive_stream=self.archive_stream,
+            delete_stream=self.delete_stream,
         )
 
     async def save_checkpoint(self, name: str, position: int) -> None:
