@@ -42,6 +42,7 @@ from ._errors import MailboxFullError as MailboxFullError
 from ._errors import ProjectionError as ProjectionError
 from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
+from ._errors import SnapshotError as SnapshotError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownCommandError as UnknownCommandError
 from ._errors import WaitTimeoutError as WaitTimeoutError
@@ -52,6 +53,7 @@ from ._metrics import RecordingMetrics as RecordingMetrics
 from ._policies import Backoff as Backoff
 from ._policies import Passivation as Passivation
 from ._policies import SnapshotEvery as SnapshotEvery
+from ._policies import SnapshotInterval as SnapshotInterval
 from ._projection import Projection as Projection
 from ._projection import ProjectionContext as ProjectionContext
 from ._projection import ProjectionStatus as ProjectionStatus
@@ -60,6 +62,7 @@ from ._projection import handle as handle
 from ._records import AppendResult as AppendResult
 from ._records import NewEvent as NewEvent
 from ._records import RecordedEvent as RecordedEvent
+from ._records import SnapshotInfo as SnapshotInfo
 from ._records import SnapshotRecord as SnapshotRecord
 from ._records import StoredEvent as StoredEvent
 from ._records import StreamInfo as StreamInfo
@@ -115,7 +118,10 @@ __all__ = [
     "RuntimeState",
     "RuntimeStatistics",
     "SQLiteEventStore",
+    "SnapshotError",
     "SnapshotEvery",
+    "SnapshotInfo",
+    "SnapshotInterval",
     "SnapshotRecord",
     "StoreCapabilities",
     "StoreError",

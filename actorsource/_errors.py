@@ -19,6 +19,7 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     │                             (also a TimeoutError)
     ├── CheckpointConflictError   another runner moved a projection's checkpoint first
     ├── ActorFailedError          the actor could not load its aggregate from the store
+    ├── SnapshotError             ref.snapshot() found nothing to snapshot
     └── ProjectionError           a projection's handler failed on an event
 
 Failure semantics (as in Akka Persistence's ``onPersistFailure``): an error raised while
@@ -246,6 +247,20 @@ class ActorFailedError(ActorsourceError):
     def __init__(self, stream_id: str, reason: str) -> None:
         self.stream_id = stream_id
         msg = f"actor for stream {stream_id!r} failed: {reason}"
+        super().__init__(msg)
+
+
+class SnapshotError(ActorsourceError):
+    """Raised when a snapshot cannot be taken on demand (``ref.snapshot()``): the stream has no
+    events. Nothing was saved and the actor goes on."""
+
+    def __init__(self, stream_id: str, reason: str) -> None:
+        self.stream_id = stream_id
+        self.reason = reason
+        msg = (
+            f"cannot snapshot {stream_id!r}: {reason}; a snapshot holds the state after an "
+            "event, so send the aggregate a command that records one first"
+        )
         super().__init__(msg)
 
 

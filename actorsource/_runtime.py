@@ -28,6 +28,7 @@ from ._policies import (
     Backoff,
     Passivation,
     SnapshotEvery,
+    SnapshotInterval,
     check_optional_positive,
     check_runtime_options,
     passivation_policy,
@@ -114,7 +115,8 @@ class Runtime:
     :param idempotency_window: how many recent commands sent with an explicit ``command_id``
         each live actor remembers, to answer a repeat without a store read (``0``: none; the
         store is then read for every such command). Commands without one cost nothing
-    :param snapshot: the snapshot policy as a value (:class:`SnapshotEvery`; instead of
+    :param snapshot: the snapshot policy as a value (:class:`SnapshotEvery` or
+        :class:`SnapshotInterval`, each with how many snapshots to keep per stream; instead of
         ``snapshot_every``)
     :param passivation: the passivation policy as a value (:class:`Passivation`; instead of
         ``passivate_after`` and ``max_active``)
@@ -139,7 +141,7 @@ class Runtime:
         poll_interval: float = 0.5,
         metrics: Metrics | None = None,
         idempotency_window: int = 32,
-        snapshot: SnapshotEvery | None = None,
+        snapshot: SnapshotEvery | SnapshotInterval | None = None,
         passivation: Passivation | None = None,
         supervision: Backoff | None = None,
     ) -> None:

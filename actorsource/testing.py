@@ -61,7 +61,7 @@ from ._codec import Codec
 from ._decider import Decider
 from ._errors import CodecError, EventApplyError
 from ._metrics import Metrics
-from ._policies import Backoff, Passivation, SnapshotEvery
+from ._policies import Backoff, Passivation, SnapshotEvery, SnapshotInterval
 from ._records import NewEvent
 from ._runtime import Runtime
 from .stores._base import decode_json, encode_json
@@ -406,7 +406,7 @@ class RuntimeOptions(TypedDict, total=False):
     poll_interval: float
     metrics: Metrics | None
     idempotency_window: int
-    snapshot: SnapshotEvery | None
+    snapshot: SnapshotEvery | SnapshotInterval | None
     passivation: Passivation | None
     supervision: Backoff | None
 

@@ -9,7 +9,14 @@ from datetime import datetime
 import attrs
 
 from .._errors import ActorsourceError, CheckpointConflictError, ConcurrencyError, StoreError
-from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent, StreamInfo
+from .._records import (
+    AppendResult,
+    NewEvent,
+    SnapshotInfo,
+    SnapshotRecord,
+    StoredEvent,
+    StreamInfo,
+)
 from ._base import (
     HeadWatch,
     InlineHook,
@@ -21,6 +28,7 @@ from ._base import (
     check_checkpoint,
     check_command_ids,
     check_filters,
+    check_keep,
     check_snapshot,
     check_stream_id,
     check_time,
@@ -330,14 +338,28 @@ class InMemoryEventStore(StoreLifecycle):
         found = by_version[max(versions)]
         return attrs.evolve(found, state=decode_json(encode_snapshot_state(found)))
 
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Save a snapshot (see :class:`EventStore`)."""
+    async def save_snapshot(self, snapshot: SnapshotRecord, *, keep: int | None = None) -> None:
+        """Save a snapshot, keeping the ``keep`` latest (see :class:`EventStore`)."""
         self._check_open()
         check_snapshot(snapshot)
+        check_keep(keep)
         stored = attrs.evolve(
             snapshot, state=decode_json(encode_snapshot_state(snapshot)), recorded_at=utc_now()
         )
-        self._snapshots.setdefault(snapshot.stream_id, {})[snapshot.version] = stored
+        by_version = self._snapshots.setdefault(snapshot.stream_id, {})
+        by_version[snapshot.version] = stored
+        if keep is not None and len(by_version) > keep:
+            for version in sorted(by_version)[:-keep]:
+                del by_version[version]
+
+    async def list_snapshots(self, stream_id: str) -> list[SnapshotInfo]:
+        """Return the stream's snapshots, oldest version first (see :class:`EventStore`)."""
+        self._check_open()
+        by_version = self._snapshots.get(check_stream_id(stream_id), {})
+        return [
+            SnapshotInfo(s.stream_id, s.version, s.schema_version, s.recorded_at or utc_now())
+            for _, s in sorted(by_version.items())
+        ]
 
 
 def _prior_append(

@@ -11,6 +11,7 @@ from .checks import check_append as check_append
 from .checks import check_checkpoint as check_checkpoint
 from .checks import check_command_ids as check_command_ids
 from .checks import check_filters as check_filters
+from .checks import check_keep as check_keep
 from .checks import check_snapshot as check_snapshot
 from .checks import check_stream_id as check_stream_id
 from .checks import check_time as check_time

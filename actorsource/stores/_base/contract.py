@@ -15,6 +15,7 @@ from ..._records import (
     AppendResult,
     JSONDict,
     NewEvent,
+    SnapshotInfo,
     SnapshotRecord,
     StoredEvent,
     StreamInfo,
@@ -210,8 +211,20 @@ class EventStore(Protocol):
         """
         ...
 
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Save a snapshot (a later save for the same version replaces it)."""
+    async def save_snapshot(self, snapshot: SnapshotRecord, *, keep: int | None = None) -> None:
+        """Save a snapshot (a later save for the same version replaces it).
+
+        :param keep: then delete the stream's snapshots but the ``keep`` latest (by version),
+            in the same transaction as the save; ``None``: delete none
+        :raises ValueError: if ``keep`` is not an int >= 1 or None
+        """
+        ...
+
+    async def list_snapshots(self, stream_id: str) -> list[SnapshotInfo]:
+        """Return the stream's saved snapshots (without their states), oldest version first.
+
+        Load one of them with :meth:`load_snapshot` and ``max_version=info.version``.
+        """
         ...
 
     def capabilities(self) -> StoreCapabilities:

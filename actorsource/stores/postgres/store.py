@@ -15,6 +15,7 @@ from .._base import (
     StoreCapabilities,
     check_append,
     check_checkpoint,
+    check_keep,
     check_snapshot,
     encode_json,
     encode_snapshot_state,
@@ -358,16 +359,41 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         self._enqueue(_Append(stream_id, expected_version, rows, future))
         return future
 
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""
+    async def save_snapshot(self, snapshot: SnapshotRecord, *, keep: int | None = None) -> None:
+        """Save a snapshot in the writer's next transaction (see :class:`EventStore`); with
+        ``keep``, in a transaction of its own that deletes the stream's snapshots but the
+        ``keep`` latest."""
         self._check_open()
         check_snapshot(snapshot)
+        check_keep(keep)
         _check_no_nul("a stream id", snapshot.stream_id)
         state, exact = _jsonb_columns(encode_snapshot_state(snapshot), snapshot.state)
         row = (snapshot.stream_id, snapshot.version, snapshot.schema_version, state, exact)
+        if keep is not None:
+            await self._save_snapshot_keeping(row, keep)
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(_SaveSnapshot(row, future))
         await future
+
+    async def _save_snapshot_keeping(
+        self, row: tuple[str, int, int, str | None, str | None], keep: int
+    ) -> None:
+        pool = self._pool
+        if pool is None:
+            msg = f"{self!r} is not connected"
+            raise StoreError(msg)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(self._sql.save_snapshot, *row)
+                await conn.execute(self._sql.prune_snapshots, row[0], keep)
+        except self._errors as exc:
+            detail = " ".join(str(exc).split())
+            msg = (
+                f"saving a snapshot of {row[0]!r} to PostgreSQL at {self._where} failed: "
+                f"{type(exc).__name__}: {detail}; nothing of it was stored"
+            )
+            raise StoreError(msg) from exc
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Save the checkpoint ``name`` (see :class:`EventStore`)."""

@@ -31,7 +31,14 @@ from .._base import (
     stored_event,
 )
 from .ops import _Append, _CatchUpInline, _Op, _SaveSnapshot, _Transact
-from .schema import _COLUMNS, _INSERT_EVENT, _SAVE_CHECKPOINT, _SAVE_SNAPSHOT, _STREAM_HEAD
+from .schema import (
+    _COLUMNS,
+    _INSERT_EVENT,
+    _PRUNE_SNAPSHOTS,
+    _SAVE_CHECKPOINT,
+    _SAVE_SNAPSHOT,
+    _STREAM_HEAD,
+)
 
 
 def _commit_batch(
@@ -326,6 +333,8 @@ class _BatchCommit:
                 self._flush_run()
             if isinstance(op, _SaveSnapshot):
                 conn.execute(_SAVE_SNAPSHOT, (*op.row, self.now_text))
+                if op.keep is not None:
+                    conn.execute(_PRUNE_SNAPSHOTS, (op.row[0], op.keep))
                 results.append(None)
             elif isinstance(op, _Transact):
                 results.append(_transact(conn, op, self.now_text))

@@ -35,6 +35,8 @@ class _Append:
 class _SaveSnapshot:
     row: tuple[str, int, int, str]  # (stream_id, version, schema_version, state json)
     future: asyncio.Future[None]
+    #: delete the stream's snapshots but the ``keep`` latest in the same transaction
+    keep: int | None = None
 
 
 @attrs.define(slots=True)

@@ -63,6 +63,12 @@ _SAVE_SNAPSHOT: Final = (
     "VALUES (?, ?, ?, ?, ?)"
 )
 
+#: keep a stream's ``?`` latest snapshots (by version), delete the others
+_PRUNE_SNAPSHOTS: Final = (
+    "DELETE FROM snapshots WHERE stream_id = ?1 AND version NOT IN "
+    "(SELECT version FROM snapshots WHERE stream_id = ?1 ORDER BY version DESC LIMIT ?2)"
+)
+
 _COLUMNS: Final = "stream_id, version, position, type, data, metadata, event_id, recorded_at"
 
 _SAVE_CHECKPOINT: Final = (

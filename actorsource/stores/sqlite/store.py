@@ -26,6 +26,7 @@ from .._base import (
     TransactionWork,
     check_append,
     check_checkpoint,
+    check_keep,
     check_snapshot,
     encode_rows,
     encode_snapshot_state,
@@ -174,10 +175,12 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         check_append(stream_id, expected_version, events)
         return encode_rows(events)
 
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""
+    async def save_snapshot(self, snapshot: SnapshotRecord, *, keep: int | None = None) -> None:
+        """Save a snapshot in the writer's next transaction, deleting the stream's snapshots
+        but the ``keep`` latest in it (see :class:`EventStore`)."""
         self._check_open()
         check_snapshot(snapshot)
+        check_keep(keep)
         row = (
             snapshot.stream_id,
             snapshot.version,
@@ -185,7 +188,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
             encode_snapshot_state(snapshot),
         )
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(_SaveSnapshot(row, future))
+        self._enqueue(_SaveSnapshot(row, future, keep))
         await future
 
     def capabilities(self) -> StoreCapabilities:
