@@ -73,6 +73,8 @@ from ._tracing import caused_by as caused_by
 from ._tuning import tune_gc as tune_gc
 from ._tuning import tune_switch_interval as tune_switch_interval
 from .stores._base import EventStore as EventStore
+from .stores._base import GrowthMeter as GrowthMeter
+from .stores._base import StorageGrowth as StorageGrowth
 from .stores._base import StoreCapabilities as StoreCapabilities
 from .stores._base import TransactionalStore as TransactionalStore
 from .stores._subscription import subscribe as subscribe
@@ -95,6 +97,7 @@ __all__ = [
     "DefinitionError",
     "EventApplyError",
     "EventStore",
+    "GrowthMeter",
     "Health",
     "HealthCheck",
     "InMemoryEventStore",
@@ -123,6 +126,7 @@ __all__ = [
     "SnapshotInfo",
     "SnapshotInterval",
     "SnapshotRecord",
+    "StorageGrowth",
     "StoreCapabilities",
     "StoreError",
     "StoredEvent",

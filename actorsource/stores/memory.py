@@ -18,8 +18,10 @@ from .._records import (
     StreamInfo,
 )
 from ._base import (
+    GrowthMeter,
     HeadWatch,
     InlineHook,
+    StorageGrowth,
     StoreCapabilities,
     StoreLifecycle,
     T,
@@ -75,6 +77,9 @@ class InMemoryEventStore(StoreLifecycle):
         self._checkpoints: dict[str, int] = {}
         self._inline: dict[str, InlineHook] = {}
         self._watch = HeadWatch()
+        #: counts what this store commits, for :meth:`storage_growth` (replace it before use
+        #: to measure over another window)
+        self.growth_meter = GrowthMeter()
 
     def __repr__(self) -> str:
         return f"InMemoryEventStore(events={len(self._log)})"
@@ -161,6 +166,7 @@ class InMemoryEventStore(StoreLifecycle):
         self._log.extend(new_rows)
         self._streams.setdefault(stream_id, []).extend(new_rows)
         self._event_ids.update(seen)
+        self.growth_meter.record(len(rows_json), sum(len(d) + len(m) for d, m in rows_json))
         self._watch.advance(len(self._log))
         return AppendResult(actual + len(events), first_position, recorded_at)
 
@@ -260,8 +266,17 @@ class InMemoryEventStore(StoreLifecycle):
         ]
 
     def capabilities(self) -> StoreCapabilities:
-        """Future appends and the writer's lag (always 0)."""
-        return StoreCapabilities(submit_append=self.submit_append, writer_lag=self.writer_lag)
+        """Future appends, the writer's lag (always 0), and the storage growth."""
+        return StoreCapabilities(
+            submit_append=self.submit_append,
+            writer_lag=self.writer_lag,
+            storage_growth=self.storage_growth,
+        )
+
+    def storage_growth(self) -> StorageGrowth:
+        """Return how fast this store grows (see :class:`StorageGrowth`)."""
+        self._check_open()
+        return self.growth_meter.growth()
 
     def writer_lag(self) -> float:
         """Return 0: appends are applied at once (see ``SQLiteEventStore.writer_lag``)."""

@@ -20,6 +20,7 @@ from ..._records import (
     StoredEvent,
     StreamInfo,
 )
+from .growth import StorageGrowth
 
 #: what an append reports when it is done: its result, or why it failed
 AppendCallback = Callable[[AppendResult | BaseException], None]
@@ -55,6 +56,9 @@ class StoreCapabilities:
     burst: Callable[[], AbstractContextManager[None]] | None = None
     #: seconds the oldest write not yet committed has waited, for health checks (else none)
     writer_lag: Callable[[], float] | None = None
+    #: how fast the store grows (events and bytes, totals and recent rates), for statistics
+    #: and health checks (else none)
+    storage_growth: Callable[[], StorageGrowth] | None = None
 
 
 @runtime_checkable

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from ..._errors import IncompatibleStoreError, StoreError
 from ..._records import AppendResult, NewEvent, SnapshotRecord
 from .._base import (
+    GrowthMeter,
     HeadWatch,
     KnownHeads,
+    StorageGrowth,
     StoreCapabilities,
     check_append,
     check_checkpoint,
@@ -109,6 +111,9 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         self._heads = KnownHeads(known_heads)
         #: number of transactions committed by the writer (a batch is one transaction)
         self.batches_committed = 0
+        #: counts what this store commits, for ``storage_growth`` (replace it before use to
+        #: measure over another window)
+        self.growth_meter = GrowthMeter()
         self._watch = HeadWatch()
 
     def __repr__(self) -> str:
@@ -403,10 +408,18 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         await self._execute(self._sql.save_checkpoint, name, position)
 
     def capabilities(self) -> StoreCapabilities:
-        """Future appends, one-read activation loads, lean replays, and the writer's lag."""
+        """Future appends, one-read activation loads, lean replays, the writer's lag, and the
+        storage growth."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             load_latest=self.load_latest,
             read_stream_data=self.read_stream_data,
             writer_lag=self.writer_lag,
+            storage_growth=self.storage_growth,
         )
+
+    def storage_growth(self) -> StorageGrowth:
+        """Return how fast this store grows (see :class:`StorageGrowth`): what this store
+        object committed (JSON text, before PostgreSQL's own compression of large values)."""
+        self._check_open()
+        return self.growth_meter.growth()

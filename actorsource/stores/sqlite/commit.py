@@ -593,7 +593,7 @@ def _prior_append(
     conn: sqlite3.Connection,
     stream_id: str,
     expected: int | None,
-    rows: list[tuple[str, str, str, str]],
+    rows: list[tuple[str, str | bytes, str, str]],
 ) -> AppendResult | None:
     """The result of an earlier append of exactly these events at these versions, if any (see
     :func:`prior_append`). Only called on the failure paths of an append."""
@@ -621,7 +621,7 @@ def _prior_append(
 def _append_refused(
     conn: sqlite3.Connection,
     stream_id: str,
-    rows: list[tuple[str, str, str, str]],
+    rows: list[tuple[str, str | bytes, str, str]],
     exc: sqlite3.IntegrityError,
 ) -> StoreError:
     """Return the error for an append refused by a constraint other than the stream version."""

@@ -17,8 +17,10 @@ from ._thread import ConnectionThread
 APPLICATION_ID: Final = 0x4143534F
 
 #: the schema version this code writes and reads (PRAGMA user_version); version 2 added the
-#: checkpoints table (a version 1 file is upgraded in place when opened)
-SCHEMA_VERSION: Final = 2
+#: checkpoints table; version 3 lets events.data and snapshots.state hold zlib-compressed JSON
+#: as a BLOB (no table changes: the mark makes older versions refuse a file they would misread).
+#: An older file is upgraded in place when opened
+SCHEMA_VERSION: Final = 3
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (

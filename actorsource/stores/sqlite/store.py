@@ -20,14 +20,17 @@ from ..._records import (
 from .._base import (
     HeadWatch,
     InlineHook,
+    StorageGrowth,
     StoreCapabilities,
     StoreState,
     T,
     TransactionWork,
     check_append,
     check_checkpoint,
+    check_compress_over,
     check_keep,
     check_snapshot,
+    compress_json,
     encode_rows,
     encode_snapshot_state,
 )
@@ -53,6 +56,8 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
     :param read_page_size: rows fetched per thread hop when reading
     :param known_heads: how many stream heads the writer remembers (to skip version queries)
     :param cache_kib: SQLite page cache per connection, in KiB
+    :param compress_over: store the data of events, and snapshot states, whose JSON is longer
+        than this many characters compressed (zlib; read back transparently); ``None``: never
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         read_page_size: int = 2000,
         known_heads: int = 100_000,
         cache_kib: int = 65_536,
+        compress_over: int | None = None,
     ) -> None:
         self.path = Path(path)
         if str(path) == ":memory:" or str(path).startswith("file::memory:"):
@@ -77,7 +83,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         self.busy_timeout = busy_timeout
         self.cache_kib = cache_kib
         self._watch = HeadWatch()
-        self._init_writer(max_batch, known_heads)
+        self._init_writer(max_batch, known_heads, check_compress_over(compress_over))
         self._init_reads(read_page_size)
 
     def __repr__(self) -> str:
@@ -169,7 +175,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
 
     def _rows(
         self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
-    ) -> list[tuple[str, str, str, str]]:
+    ) -> list[tuple[str, str | bytes, str, str]]:
         """Check an append and encode its events as (type, data, metadata, event id) rows."""
         self._check_open()
         check_append(stream_id, expected_version, events)
@@ -181,18 +187,18 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         self._check_open()
         check_snapshot(snapshot)
         check_keep(keep)
-        row = (
-            snapshot.stream_id,
-            snapshot.version,
-            snapshot.schema_version,
-            encode_snapshot_state(snapshot),
-        )
+        text = encode_snapshot_state(snapshot)
+        state: str | bytes = text
+        if self.compress_over is not None and len(text) > self.compress_over:
+            state = compress_json(text)
+        row = (snapshot.stream_id, snapshot.version, snapshot.schema_version, state)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(_SaveSnapshot(row, future, keep))
         await future
 
     def capabilities(self) -> StoreCapabilities:
-        """Callback appends and loads, bursts, lean replays, and the writer's lag."""
+        """Callback appends and loads, bursts, lean replays, the writer's lag, and the storage
+        growth."""
         return StoreCapabilities(
             append_then=self.append_then,
             submit_append=self.submit_append,
@@ -201,7 +207,13 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
             read_stream_data=self.read_stream_data,
             burst=self.burst,
             writer_lag=self.writer_lag,
+            storage_growth=self.storage_growth,
         )
+
+    def storage_growth(self) -> StorageGrowth:
+        """Return how fast this store grows (see :class:`StorageGrowth`)."""
+        self._check_open()
+        return self.growth_meter.growth()
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Save the checkpoint ``name`` in the writer's next transaction."""
