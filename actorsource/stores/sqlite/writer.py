@@ -304,13 +304,18 @@ def _compress_rows(batch: list[_Op], over: int) -> None:
 
 
 def _count_growth(meter: GrowthMeter, batch: list[_Op], results: Any) -> None:
-    """Count the events (and their stored bytes) of the appends a committed batch stored."""
-    every = not isinstance(results, list)  # an all-at-once batch: every append stored
-    events = size = 0
-    for i, op in enumerate(batch):
-        if type(op) is _Append and (every or not isinstance(results[i], BaseException)):
-            rows = op.rows
-            events += len(rows)
-            size += sum([len(row[1]) + len(row[2]) for row in rows])
-    if events:
-        meter.record(events, size)
+    """Count the events (and their stored bytes) of the appends a committed batch stored.
+
+    Comprehensions, not a loop: this runs for every batch, holding the GIL the loop needs.
+    """
+    if isinstance(results, list):
+        ops: list[Any] = [
+            op
+            for op, result in zip(batch, results, strict=True)
+            if type(op) is _Append and not isinstance(result, BaseException)
+        ]
+    else:  # an all-at-once batch: only appends, all stored
+        ops = batch
+    rows = [row for op in ops for row in op.rows]
+    if rows:
+        meter.record(len(rows), sum([len(row[1]) + len(row[2]) for row in rows]))
