@@ -50,6 +50,7 @@ from ._errors import NaiveDatetimeError as NaiveDatetimeError
 from ._errors import ProjectionError as ProjectionError
 from ._errors import Rejected as Rejected
 from ._errors import RuntimeClosedError as RuntimeClosedError
+from ._errors import SnapshotError as SnapshotError
 from ._errors import StoreError as StoreError
 from ._errors import StreamArchivedError as StreamArchivedError
 from ._errors import StreamDeletedError as StreamDeletedError
@@ -65,6 +66,7 @@ from ._metrics import RecordingMetrics as RecordingMetrics
 from ._policies import Backoff as Backoff
 from ._policies import Passivation as Passivation
 from ._policies import SnapshotEvery as SnapshotEvery
+from ._policies import SnapshotInterval as SnapshotInterval
 from ._projection import Projection as Projection
 from ._projection import handle as handle
 from ._projection_context import ProjectionContext as ProjectionContext
@@ -74,6 +76,7 @@ from ._records import AppendResult as AppendResult
 from ._records import ArchivedStream as ArchivedStream
 from ._records import NewEvent as NewEvent
 from ._records import RecordedEvent as RecordedEvent
+from ._records import SnapshotInfo as SnapshotInfo
 from ._records import SnapshotRecord as SnapshotRecord
 from ._records import StoredEvent as StoredEvent
 from ._records import StreamDeleted as StreamDeleted
@@ -85,6 +88,8 @@ from ._tracing import caused_by as caused_by
 from ._tuning import tune_gc as tune_gc
 from ._tuning import tune_switch_interval as tune_switch_interval
 from .stores._base import EventStore as EventStore
+from .stores._base import GrowthMeter as GrowthMeter
+from .stores._base import StorageGrowth as StorageGrowth
 from .stores._base import StoreCapabilities as StoreCapabilities
 from .stores._base import TransactionalStore as TransactionalStore
 from .stores._subscription import subscribe as subscribe
@@ -109,6 +114,7 @@ __all__ = [
     "DefinitionError",
     "EventApplyError",
     "EventStore",
+    "GrowthMeter",
     "Health",
     "HealthCheck",
     "InMemoryEventStore",
@@ -134,8 +140,12 @@ __all__ = [
     "RuntimeState",
     "RuntimeStatistics",
     "SQLiteEventStore",
+    "SnapshotError",
     "SnapshotEvery",
+    "SnapshotInfo",
+    "SnapshotInterval",
     "SnapshotRecord",
+    "StorageGrowth",
     "StoreCapabilities",
     "StoreError",
     "StoredEvent",

@@ -62,14 +62,14 @@ from ._errors import (
     StreamDeletedError,
 )
 from ._idempotency import IdempotencyWindow, look_up, unknown_ids
-from ._messages import Command, GetState, Message
+from ._messages import Command, GetState, Message, TakeSnapshot
 from ._metrics import (
     CONFLICTS_RETRIED,
     Metrics,
 )
-from ._policies import SnapshotEvery
+from ._policies import SnapshotPolicy
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, StoredEvent
-from ._snapshots import snapshot_if_due
+from ._snapshots import snapshot_if_due, take_snapshot
 from ._supervision import Supervisor
 from .stores._base import EventStore, Latest
 
@@ -85,7 +85,7 @@ class ActorContext:
     codec: Codec
     counters: Counters
     #: the runtime's snapshot policy (an aggregate's own ``snapshot_every`` comes first)
-    snapshot: SnapshotEvery | None
+    snapshot: SnapshotPolicy | None
     mailbox_size: int
     max_batch: int
     max_conflict_retries: int
@@ -140,6 +140,7 @@ class Actor(Activation):
         "overflow",
         "recent",
         "running",
+        "snapshot_at",
         "stream_id",
     )
 
@@ -163,6 +164,8 @@ class Actor(Activation):
         self.in_flight: BatchOutcome | None = None
         #: explicit command id -> the events it recorded, oldest first (None until one comes)
         self.recent: IdempotencyWindow | None = None
+        #: when a SnapshotInterval policy last saw a snapshot taken (None: not yet)
+        self.snapshot_at: float | None = None
 
     def __repr__(self) -> str:
         return f"<Actor {self.stream_id!r} v{self.version}>"
@@ -180,11 +183,14 @@ class Actor(Activation):
                         context.start_task(self._activate_then_drain())
                     return
                 first = mailbox.popleft()
-                if isinstance(first, GetState):
+                if type(first) is not Command:
                     if self.overflow:
                         self._accept_overflow()
-                    if not first.reply.done():
-                        self._answer_state(first)
+                    if isinstance(first, GetState):
+                        if not first.reply.done():
+                            self._answer_state(first)
+                    elif isinstance(first, TakeSnapshot) and not first.reply.done():
+                        take_snapshot(self, first.reply)
                     continue
                 batch: list[Command] = [first]
                 explicit = first.command_id is not None  # an id to look up, maybe
@@ -355,14 +361,7 @@ class Actor(Activation):
                 if outcome.corrupted:
                     self.unload()
                 elif self.decider.snapshot_every or self.context.snapshot is not None:
-                    snapshot_if_due(
-                        self.context,
-                        self.decider,
-                        self.stream_id,
-                        self.state,
-                        previous_version=start_version,
-                        version=self.version,
-                    )
+                    snapshot_if_due(self, start_version)
             spare = self.context.spare_outcomes  # _recycle, inlined: once per append
             if len(spare) < SPARE_OUTCOMES:
                 outcome.clear()

@@ -26,6 +26,7 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     │                             LookupError)
     ├── StreamArchivedError       a read before a stream's first kept (not archived) version
     ├── StreamDeletedError        a command to (or a change of) a deleted stream
+    ├── SnapshotError             ref.snapshot() found nothing to snapshot
     └── ProjectionError           a projection's handler failed on an event
 
 Failure semantics (as in Akka Persistence's ``onPersistFailure``): an error raised while
@@ -347,6 +348,20 @@ class StreamDeletedError(ActorsourceError):
         msg = (
             f"stream {stream_id!r} was {how} at version {version}; it takes no new events "
             "and its id is not reused: use a new id"
+        )
+        super().__init__(msg)
+
+
+class SnapshotError(ActorsourceError):
+    """Raised when a snapshot cannot be taken on demand (``ref.snapshot()``): the stream has no
+    events. Nothing was saved and the actor goes on."""
+
+    def __init__(self, stream_id: str, reason: str) -> None:
+        self.stream_id = stream_id
+        self.reason = reason
+        msg = (
+            f"cannot snapshot {stream_id!r}: {reason}; a snapshot holds the state after an "
+            "event, so send the aggregate a command that records one first"
         )
         super().__init__(msg)
 

@@ -1,4 +1,4 @@
-"""Health checks of a runtime: its store, the store's writer, its projections."""
+"""Health checks of a runtime: its store, the store's writer and growth, its projections."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import anyio
 import attrs
 
 from ._projection_context import ProjectionStatus
-from .stores._base import EventStore
+from .stores._base import EventStore, StorageGrowth
 
 
 @attrs.frozen(slots=True)
 class HealthCheck:
     """One check of :meth:`Runtime.health`."""
 
-    #: what was checked: ``store``, ``writer`` or ``projection <name>``
+    #: what was checked: ``store``, ``writer``, ``storage`` or ``projection <name>``
     name: str
     #: whether it passed
     ok: bool
@@ -41,6 +41,8 @@ async def check_health(
     max_writer_lag: float,
     max_projection_lag: float,
     timeout: float,  # noqa: ASYNC109  # a limit per check, as in health endpoints
+    storage_growth: Callable[[], StorageGrowth] | None = None,
+    max_bytes_per_day: float | None = None,
 ) -> Health:
     """Run the checks :meth:`Runtime.health` describes."""
     checks: list[HealthCheck] = []
@@ -65,6 +67,8 @@ async def check_health(
             )
         except Exception as exc:
             checks.append(HealthCheck("writer", False, f"{type(exc).__name__}: {exc}"))
+    if storage_growth is not None:
+        checks.append(_storage_check(storage_growth, max_bytes_per_day))
     for status in statuses:
         if status.state == "failing":
             checks.append(
@@ -80,3 +84,19 @@ async def check_health(
             )
         )
     return Health(all(check.ok for check in checks), tuple(checks))
+
+
+def _storage_check(
+    storage_growth: Callable[[], StorageGrowth], max_bytes_per_day: float | None
+) -> HealthCheck:
+    try:
+        growth = storage_growth()
+    except Exception as exc:
+        return HealthCheck("storage", False, f"{type(exc).__name__}: {exc}")
+    limit = "no limit" if max_bytes_per_day is None else f"limit {max_bytes_per_day:,.0f}"
+    detail = (
+        f"{growth.events_per_second:.1f} events/s, {growth.bytes_per_day:,.0f} bytes/day "
+        f"over the last {growth.window:.0f} s ({limit})"
+    )
+    ok = max_bytes_per_day is None or growth.bytes_per_day <= max_bytes_per_day
+    return HealthCheck("storage", ok, detail)

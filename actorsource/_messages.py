@@ -1,4 +1,5 @@
-"""What an actor's mailbox holds: a command to decide, or a request for a copy of the state."""
+"""What an actor's mailbox holds: a command to decide, or a request for a copy of the state or
+for a snapshot."""
 
 from __future__ import annotations
 
@@ -50,5 +51,15 @@ class GetState:
 StateWanted = Literal["state", "state_and_version", "version"]
 
 
+class TakeSnapshot:
+    """A request to save a snapshot of an aggregate's state, once the messages before it ran."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: asyncio.Future[int]) -> None:
+        #: resolved with the snapshot's version once it is saved, or the reason none was
+        self.reply = reply
+
+
 #: one message in a mailbox
-Message = Command | GetState
+Message = Command | GetState | TakeSnapshot

@@ -22,24 +22,66 @@ def _check_positive_int(owner: str, name: str, value: object) -> None:
         raise ValueError(msg)
 
 
+def _check_keep(owner: str, keep: object) -> None:
+    if keep is not None:
+        _check_positive_int(owner, "keep", keep)
+
+
 @attrs.frozen
 class SnapshotEvery:
     """Save a snapshot whenever a stream's version reaches a multiple of ``events``.
 
-    An aggregate class (or Decider) with its own ``snapshot_every`` keeps its own.
+    An aggregate class (or Decider) with its own ``snapshot_every`` keeps its own interval (and
+    this policy's ``keep``).
     """
 
     #: the interval, in events
     events: int
+    #: snapshots kept per stream: each save deletes the older ones in its transaction
+    #: (``None``: keep every snapshot); also applies to ``ref.snapshot()``
+    keep: int | None = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         _check_positive_int("SnapshotEvery", "events", self.events)
+        _check_keep("SnapshotEvery", self.keep)
 
     def due(self, previous_version: int, version: int) -> bool:
         """Whether an append that took the stream from ``previous_version`` to ``version``
         crossed a multiple of the interval."""
         every = self.events
         return version // every != previous_version // every
+
+
+@attrs.frozen
+class SnapshotInterval:
+    """Save a snapshot after an append when the last one this runtime saved of the stream (or
+    the first append since the aggregate was loaded) is at least ``seconds`` old: at most one
+    snapshot per stream per interval, and none for a stream nobody writes to.
+
+    The interval counts from the aggregate's load in this runtime, so an aggregate that
+    leaves memory before its interval is up saves none: combine with passivation settings, or
+    use :class:`SnapshotEvery` for aggregates that come and go. An aggregate class (or
+    Decider) with its own ``snapshot_every`` keeps its own interval (and this policy's
+    ``keep``).
+    """
+
+    #: the least time between two snapshots of a stream, in seconds
+    seconds: float
+    #: snapshots kept per stream (as :attr:`SnapshotEvery.keep`)
+    keep: int | None = attrs.field(default=None, kw_only=True)
+    #: the clock the interval is measured on (seconds; tests pass one they move by hand)
+    clock: Callable[[], float] = attrs.field(default=time.monotonic, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        seconds = self.seconds
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not seconds > 0:
+            msg = f"SnapshotInterval: seconds must be > 0, got {seconds!r}"
+            raise ValueError(msg)
+        _check_keep("SnapshotInterval", self.keep)
+
+
+#: when the runtime saves snapshots by itself
+SnapshotPolicy = SnapshotEvery | SnapshotInterval
 
 
 @attrs.frozen
@@ -95,13 +137,13 @@ class Backoff:
 
 
 def snapshot_policy(
-    snapshot: SnapshotEvery | None, snapshot_every: int | None
-) -> SnapshotEvery | None:
+    snapshot: SnapshotPolicy | None, snapshot_every: int | None
+) -> SnapshotPolicy | None:
     """The snapshot policy given as a value, or made from the ``snapshot_every`` keyword."""
     if snapshot is None:
         return SnapshotEvery(snapshot_every) if snapshot_every is not None else None
-    if not isinstance(snapshot, SnapshotEvery):
-        msg = f"snapshot must be a SnapshotEvery, got {snapshot!r}"
+    if not isinstance(snapshot, SnapshotEvery | SnapshotInterval):
+        msg = f"snapshot must be a SnapshotEvery or a SnapshotInterval, got {snapshot!r}"
         raise TypeError(msg)
     if snapshot_every is not None:
         msg = "give snapshot= or snapshot_every=, not both"

@@ -132,6 +132,20 @@ class ArchivedStream:
 
 
 @attrs.frozen(slots=True)
+class SnapshotInfo:
+    """One saved snapshot of a stream, without its state, as ``list_snapshots`` reports it."""
+
+    #: the stream the snapshot belongs to
+    stream_id: str
+    #: the stream version the state includes
+    version: int
+    #: the aggregate's snapshot schema version at the time of saving
+    schema_version: int
+    #: when the snapshot was saved (UTC)
+    recorded_at: datetime
+
+
+@attrs.frozen(slots=True)
 class RecordedEvent(Generic[E]):
     """A domain event once it is durable, as ``ask`` returns it."""
 

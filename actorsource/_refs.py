@@ -11,7 +11,7 @@ import anyio
 
 from ._decider import Decider
 from ._errors import AskTimeoutError
-from ._messages import Command, GetState, Message
+from ._messages import Command, GetState, Message, TakeSnapshot
 from ._metrics import ASK_DURATION, Metrics
 from ._records import JSONDict, RecordedEvent
 from ._tracing import command_metadata
@@ -213,6 +213,23 @@ class AggregateRef(Generic[S]):
         """
         future: asyncio.Future[S] = asyncio.get_running_loop().create_future()
         return await self._deliver(GetState(future), future)
+
+    async def snapshot(self) -> int:
+        """Save a snapshot of the aggregate's state now, after every message sent before this.
+
+        The snapshot is saved whatever the snapshot policy says, and the policy's ``keep``
+        prunes older ones; a :class:`SnapshotInterval` counts its next interval from it. Later
+        loads start from it (the latest snapshot); :meth:`EventStore.list_snapshots` lists a
+        stream's snapshots.
+
+        :return: the stream version the snapshot holds the state at
+        :raises SnapshotError: if the stream has no events (nothing was saved)
+        :raises CodecError: if the state cannot be encoded (the actor goes on)
+        :raises StoreError: if the store failed to save it
+        :raises ActorFailedError: if the aggregate could not be loaded
+        """
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        return await self._deliver(TakeSnapshot(future), future)
 
     async def state_and_version(self) -> tuple[S, int]:
         """Return a deep copy of the aggregate's state and the version of its stream that it

@@ -31,6 +31,7 @@ from ._policies import (
     Backoff,
     Passivation,
     SnapshotEvery,
+    SnapshotInterval,
     check_optional_positive,
     check_runtime_options,
     passivation_policy,
@@ -44,7 +45,7 @@ from ._refs import AggregateRef
 from ._rehydration import Rehydration
 from ._routes import appender, data_reader, latest_loader, no_burst
 from ._supervision import Supervisor
-from .stores._base import EventStore
+from .stores._base import EventStore, StorageGrowth
 
 logger = logging.getLogger("actorsource.runtime")
 
@@ -82,6 +83,9 @@ class RuntimeStatistics:
     queued_messages: int
     #: each projection's position, state and lag (a rebuild in progress is listed too)
     projections: tuple[ProjectionStatus, ...] = ()
+    #: how fast the store grows: events per second and bytes per day over a recent window
+    #: (``None``: the store does not say, or it is closed)
+    storage: StorageGrowth | None = None
 
 
 class Runtime:
@@ -118,7 +122,8 @@ class Runtime:
     :param idempotency_window: how many recent commands sent with an explicit ``command_id``
         each live actor remembers, to answer a repeat without a store read (``0``: none; the
         store is then read for every such command). Commands without one cost nothing
-    :param snapshot: the snapshot policy as a value (:class:`SnapshotEvery`; instead of
+    :param snapshot: the snapshot policy as a value (:class:`SnapshotEvery` or
+        :class:`SnapshotInterval`, each with how many snapshots to keep per stream; instead of
         ``snapshot_every``)
     :param passivation: the passivation policy as a value (:class:`Passivation`; instead of
         ``passivate_after`` and ``max_active``)
@@ -143,7 +148,7 @@ class Runtime:
         poll_interval: float = 0.5,
         metrics: Metrics | None = None,
         idempotency_window: int = 32,
-        snapshot: SnapshotEvery | None = None,
+        snapshot: SnapshotEvery | SnapshotInterval | None = None,
         passivation: Passivation | None = None,
         supervision: Backoff | None = None,
     ) -> None:
@@ -621,6 +626,7 @@ class Runtime:
         *,
         max_writer_lag: float = 5.0,
         max_projection_lag: float = 60.0,
+        max_bytes_per_day: float | None = None,
         timeout: float = 5.0,  # noqa: ASYNC109  # a limit per check, as in health endpoints
     ) -> Health:
         """Check the store, its writer and the projections (for a readiness endpoint).
@@ -628,6 +634,9 @@ class Runtime:
         - ``store``: a read answers within ``timeout`` seconds;
         - ``writer``: no write has waited longer than ``max_writer_lag`` seconds (stores that
           cannot tell pass);
+        - ``storage``: the store's growth rate (:class:`StorageGrowth`, events per second and
+          bytes per day over its recent window) is at most ``max_bytes_per_day`` (``None``:
+          reported, never failing; stores that cannot tell have no such check);
         - ``projection NAME``: the projection is not failing, and its oldest unhandled event is
           at most ``max_projection_lag`` seconds old.
         """
@@ -638,6 +647,8 @@ class Runtime:
             max_writer_lag=max_writer_lag,
             max_projection_lag=max_projection_lag,
             timeout=timeout,
+            storage_growth=self._capabilities.storage_growth,
+            max_bytes_per_day=max_bytes_per_day,
         )
 
     # -- statistics ------------------------------------------------------------------------------
@@ -658,4 +669,11 @@ class Runtime:
             actor_failures=c.actor_failures,
             queued_messages=self._dispatcher.queued,
             projections=self._hosting.statuses(),
+            storage=self._storage_growth(),
         )
+
+    def _storage_growth(self) -> StorageGrowth | None:
+        growth = self._capabilities.storage_growth
+        if growth is None or not self.store.is_open:
+            return None
+        return growth()

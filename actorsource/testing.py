@@ -76,7 +76,7 @@ from ._decider import Decider
 from ._errors import CodecError, EventApplyError
 from ._metrics import Metrics
 from ._models import field_values
-from ._policies import Backoff, Passivation, SnapshotEvery
+from ._policies import Backoff, Passivation, SnapshotEvery, SnapshotInterval
 from ._projection_kit import GivenEvents, Projected, given_events
 from ._records import NewEvent
 from ._runtime import Runtime
@@ -432,7 +432,7 @@ class RuntimeOptions(TypedDict, total=False):
     poll_interval: float
     metrics: Metrics | None
     idempotency_window: int
-    snapshot: SnapshotEvery | None
+    snapshot: SnapshotEvery | SnapshotInterval | None
     passivation: Passivation | None
     supervision: Backoff | None
 

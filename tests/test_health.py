@@ -22,7 +22,12 @@ async def test_a_working_runtime_is_healthy_and_says_what_it_checked(store: Even
         health = await runtime.health()
 
     assert health.healthy
-    assert [check.name for check in health.checks] == ["store", "writer", "projection DepositsOnly"]
+    assert [check.name for check in health.checks] == [
+        "store",
+        "writer",
+        "storage",
+        "projection DepositsOnly",
+    ]
     assert "head position 1" in health.checks[0].detail
 
 
@@ -81,5 +86,9 @@ async def test_an_unreachable_store_fails_the_store_check(tmp_path: Path) -> Non
         health = await runtime.health()
 
     assert not health.healthy
-    assert [(c.name, c.ok) for c in health.checks] == [("store", False), ("writer", False)]
+    assert [(c.name, c.ok) for c in health.checks] == [
+        ("store", False),
+        ("writer", False),
+        ("storage", False),
+    ]
     assert "StoreError" in health.checks[0].detail

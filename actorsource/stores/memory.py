@@ -18,13 +18,16 @@ from .._errors import (
 from .._records import (
     AppendResult,
     NewEvent,
+    SnapshotInfo,
     SnapshotRecord,
     StoredEvent,
     StreamInfo,
 )
 from ._base import (
+    GrowthMeter,
     HeadWatch,
     InlineHook,
+    StorageGrowth,
     StoreCapabilities,
     StoreLifecycle,
     T,
@@ -37,6 +40,7 @@ from ._base import (
     check_command_ids,
     check_delete_args,
     check_filters,
+    check_keep,
     check_snapshot,
     check_stream_id,
     check_time,
@@ -88,6 +92,9 @@ class InMemoryEventStore(StoreLifecycle):
         self._checkpoints: dict[str, int] = {}
         self._inline: dict[str, InlineHook] = {}
         self._watch = HeadWatch()
+        #: counts what this store commits, for :meth:`storage_growth` (replace it before use
+        #: to measure over another window)
+        self.growth_meter = GrowthMeter()
 
     def __repr__(self) -> str:
         return f"InMemoryEventStore(events={len(self._log)})"
@@ -174,6 +181,7 @@ class InMemoryEventStore(StoreLifecycle):
         self._log.extend(new_rows)
         self._streams.setdefault(stream_id, []).extend(new_rows)
         self._event_ids.update(seen)
+        self.growth_meter.record(len(rows_json), sum(len(d) + len(m) for d, m in rows_json))
         self._head = new_rows[-1].position
         self._watch.advance(self._head)
         return AppendResult(actual + len(events), first_position, recorded_at)
@@ -281,14 +289,20 @@ class InMemoryEventStore(StoreLifecycle):
     def capabilities(self) -> StoreCapabilities:
         """Future appends, the writer's lag (always 0), read models changed with their
         checkpoints in one step (``ctx.transaction`` is ``None``), archiving and deleting
-        streams."""
+        streams, and the storage growth."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             writer_lag=self.writer_lag,
             transactional=self,
             archive_stream=self.archive_stream,
             delete_stream=self.delete_stream,
+            storage_growth=self.storage_growth,
         )
+
+    def storage_growth(self) -> StorageGrowth:
+        """Return how fast this store grows (see :class:`StorageGrowth`)."""
+        self._check_open()
+        return self.growth_meter.growth()
 
     def _after(self, position: int) -> list[_Row]:
         """The stored events after ``position``."""
@@ -429,14 +443,28 @@ class InMemoryEventStore(StoreLifecycle):
         found = by_version[max(versions)]
         return attrs.evolve(found, state=decode_json(encode_snapshot_state(found)))
 
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Save a snapshot (see :class:`EventStore`)."""
+    async def save_snapshot(self, snapshot: SnapshotRecord, *, keep: int | None = None) -> None:
+        """Save a snapshot, keeping the ``keep`` latest (see :class:`EventStore`)."""
         self._check_open()
         check_snapshot(snapshot)
+        check_keep(keep)
         stored = attrs.evolve(
             snapshot, state=decode_json(encode_snapshot_state(snapshot)), recorded_at=utc_now()
         )
-        self._snapshots.setdefault(snapshot.stream_id, {})[snapshot.version] = stored
+        by_version = self._snapshots.setdefault(snapshot.stream_id, {})
+        by_version[snapshot.version] = stored
+        if keep is not None and len(by_version) > keep:
+            for version in sorted(by_version)[:-keep]:
+                del by_version[version]
+
+    async def list_snapshots(self, stream_id: str) -> list[SnapshotInfo]:
+        """Return the stream's snapshots, oldest version first (see :class:`EventStore`)."""
+        self._check_open()
+        by_version = self._snapshots.get(check_stream_id(stream_id), {})
+        return [
+            SnapshotInfo(s.stream_id, s.version, s.schema_version, s.recorded_at or utc_now())
+            for _, s in sorted(by_version.items())
+        ]
 
 
 def _prior_append(

@@ -20,6 +20,7 @@ from actorsource import (
     WaitTimeoutError,
     subscribe,
 )
+from actorsource.stores.sqlite import SCHEMA_VERSION
 
 from ..conftest import transactional
 from .test_contract import collect, event, everything, positions
@@ -345,7 +346,7 @@ async def test_a_version_1_sqlite_file_is_upgraded_to_hold_checkpoints(tmp_path:
         assert positions(await everything(store)) == [1]
 
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 async def test_another_process_appends_are_seen_by_polling_not_by_notification(

@@ -1,6 +1,7 @@
 """What every store shares: the contract (:mod:`.contract`), the checks at its door
 (:mod:`.checks`), JSON in and out of rows (:mod:`.coding`), the lifecycle (:mod:`.lifecycle`),
-the commit watch (:mod:`.watch`) and the rules of appending (:mod:`.appends`)."""
+the commit watch (:mod:`.watch`), the rules of appending (:mod:`.appends`) and the growth meter
+(:mod:`.growth`)."""
 
 from .appends import KnownHeads as KnownHeads
 from .appends import prior_append as prior_append
@@ -11,10 +12,13 @@ from .checks import check_append as check_append
 from .checks import check_checkpoint as check_checkpoint
 from .checks import check_command_ids as check_command_ids
 from .checks import check_filters as check_filters
+from .checks import check_keep as check_keep
 from .checks import check_snapshot as check_snapshot
 from .checks import check_stream_id as check_stream_id
 from .checks import check_time as check_time
 from .checks import matches as matches
+from .coding import check_compress_over as check_compress_over
+from .coding import compress_json as compress_json
 from .coding import damaged_event as damaged_event
 from .coding import decode_json as decode_json
 from .coding import encode_json as encode_json
@@ -33,6 +37,8 @@ from .contract import StoreCapabilities as StoreCapabilities
 from .contract import T as T
 from .contract import TransactionalStore as TransactionalStore
 from .contract import TransactionWork as TransactionWork
+from .growth import GrowthMeter as GrowthMeter
+from .growth import StorageGrowth as StorageGrowth
 from .lifecycle import StoreLifecycle as StoreLifecycle
 from .lifecycle import StoreState as StoreState
 from .retention import archive_refusal as archive_refusal

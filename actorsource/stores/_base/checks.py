@@ -183,6 +183,14 @@ def check_snapshot(snapshot: SnapshotRecord) -> None:
             raise ValueError(msg)
 
 
+def check_keep(keep: object) -> int | None:
+    """Return how many snapshots a save keeps (``None``: all), else raise a ValueError."""
+    if keep is not None and (not _is_int(keep) or keep < 1):  # type: ignore[operator]
+        msg = f"keep must be an int >= 1 (snapshots kept per stream) or None, got {keep!r}"
+        raise ValueError(msg)
+    return keep  # type: ignore[return-value]
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

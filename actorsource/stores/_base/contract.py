@@ -15,10 +15,12 @@ from ..._records import (
     AppendResult,
     JSONDict,
     NewEvent,
+    SnapshotInfo,
     SnapshotRecord,
     StoredEvent,
     StreamInfo,
 )
+from .growth import StorageGrowth
 
 #: what an append reports when it is done: its result, or why it failed
 AppendCallback = Callable[[AppendResult | BaseException], None]
@@ -72,6 +74,9 @@ class StoreCapabilities:
     #: stream's last event and, if ``hard``, remove every other event and snapshot of the
     #: stream, in one transaction (see ``retention.deletion_refusal``)
     delete_stream: Callable[[str, NewEvent, bool], Awaitable[AppendResult]] | None = None
+    #: how fast the store grows (events and bytes, totals and recent rates), for statistics
+    #: and health checks (else none)
+    storage_growth: Callable[[], StorageGrowth] | None = None
 
 
 @runtime_checkable
@@ -233,8 +238,20 @@ class EventStore(Protocol):
         """
         ...
 
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Save a snapshot (a later save for the same version replaces it)."""
+    async def save_snapshot(self, snapshot: SnapshotRecord, *, keep: int | None = None) -> None:
+        """Save a snapshot (a later save for the same version replaces it).
+
+        :param keep: then delete the stream's snapshots but the ``keep`` latest (by version),
+            in the same transaction as the save; ``None``: delete none
+        :raises ValueError: if ``keep`` is not an int >= 1 or None
+        """
+        ...
+
+    async def list_snapshots(self, stream_id: str) -> list[SnapshotInfo]:
+        """Return the stream's saved snapshots (without their states), oldest version first.
+
+        Load one of them with :meth:`load_snapshot` and ``max_version=info.version``.
+        """
         ...
 
     def capabilities(self) -> StoreCapabilities:

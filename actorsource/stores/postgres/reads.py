@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ..._errors import StoreError
-from ..._records import JSONDict, SnapshotRecord, StoredEvent, StreamInfo
+from ..._records import JSONDict, SnapshotInfo, SnapshotRecord, StoredEvent, StreamInfo
 from .._base import (
     MAX_VERSION,
     StoreLifecycle,
@@ -261,6 +261,13 @@ class PostgresReads(StoreLifecycle):
             return None
         version, schema_version, state, recorded_at = rows[0]
         return snapshot_record(stream_id, version, state, schema_version, recorded_at)
+
+    async def list_snapshots(self, stream_id: str) -> list[SnapshotInfo]:
+        """Return the stream's snapshots, oldest version first (see :class:`EventStore`)."""
+        check_stream_id(stream_id)
+        _check_no_nul("a stream id", stream_id)
+        rows = await self._fetch(self._sql.list_snapshots, stream_id)
+        return [SnapshotInfo(stream_id, v, schema_version, at) for v, schema_version, at in rows]
 
     async def _fetch(
         self, sql: str, *params: object, check: bool = True, doing: str = "reading from"

@@ -197,6 +197,23 @@ class _Statements:
             "AND e.version > coalesce((SELECT version FROM snap), 0) "
             "ORDER BY e.version LIMIT $2)) AS found ORDER BY kind, version"
         )
+        # a snapshot saved with the stream's older ones pruned, in one transaction
+        self.save_snapshot = (
+            f"INSERT INTO {s}.snapshots (stream_id, version, schema_version, state, state_text, "
+            "recorded_at) VALUES ($1, $2, $3, $4::jsonb, $5, clock_timestamp()) "
+            "ON CONFLICT (stream_id, version) DO UPDATE SET "
+            "schema_version = excluded.schema_version, state = excluded.state, "
+            "state_text = excluded.state_text, recorded_at = excluded.recorded_at"
+        )
+        self.prune_snapshots = (
+            f"DELETE FROM {s}.snapshots WHERE stream_id = $1 AND version NOT IN "
+            f"(SELECT version FROM {s}.snapshots WHERE stream_id = $1 "
+            "ORDER BY version DESC LIMIT $2)"
+        )
+        self.list_snapshots = (
+            "SELECT version, schema_version, recorded_at "
+            f"FROM {s}.snapshots WHERE stream_id = $1 ORDER BY version"
+        )
         self.version_of = f"SELECT version FROM {s}.events WHERE event_id = $1 AND stream_id = $2"
         self.stored_range = (
             f"SELECT event_id, position, recorded_at FROM {s}.events "

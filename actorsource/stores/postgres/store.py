@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 from ..._errors import IncompatibleStoreError, StoreError
 from ..._records import AppendResult, NewEvent, SnapshotRecord
 from .._base import (
+    GrowthMeter,
     HeadWatch,
     KnownHeads,
+    StorageGrowth,
     StoreCapabilities,
     check_append,
     check_checkpoint,
+    check_keep,
     check_snapshot,
     encode_rows,
     encode_snapshot_state,
@@ -137,6 +141,9 @@ class PostgresEventStore(PostgresWriter, PostgresRetention, PostgresReads, Postg
         self._heads = KnownHeads(known_heads)
         #: number of transactions committed by the writer (a batch is one transaction)
         self.batches_committed = 0
+        #: counts what this store commits, for ``storage_growth`` (replace it before use to
+        #: measure over another window)
+        self.growth_meter = GrowthMeter()
         self._watch = HeadWatch()
 
     def __repr__(self) -> str:
@@ -407,7 +414,9 @@ class PostgresEventStore(PostgresWriter, PostgresRetention, PostgresReads, Postg
         meta_columns: tuple[str | None, str | None] = (None, None)
         # one call encodes the append (the events of a command share one metadata dict,
         # encoded once, its columns decided once)
-        for e, (kind, data, meta, event_id) in zip(events, encode_rows(events), strict=True):
+        # nothing compresses on this store: every row holds text
+        encoded = cast("list[tuple[str, str, str, str]]", encode_rows(events))
+        for e, (kind, data, meta, event_id) in zip(events, encoded, strict=True):
             if "\x00" in kind or "\x00" in event_id:
                 _check_no_nul("an event type", kind)
                 _check_no_nul("an event id", event_id)
@@ -418,16 +427,41 @@ class PostgresEventStore(PostgresWriter, PostgresRetention, PostgresReads, Postg
         self._enqueue(_Append(stream_id, expected_version, rows, future))
         return future
 
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""
+    async def save_snapshot(self, snapshot: SnapshotRecord, *, keep: int | None = None) -> None:
+        """Save a snapshot in the writer's next transaction (see :class:`EventStore`); with
+        ``keep``, in a transaction of its own that deletes the stream's snapshots but the
+        ``keep`` latest."""
         self._check_open()
         check_snapshot(snapshot)
+        check_keep(keep)
         _check_no_nul("a stream id", snapshot.stream_id)
         state, exact = _jsonb_columns(encode_snapshot_state(snapshot), snapshot.state)
         row = (snapshot.stream_id, snapshot.version, snapshot.schema_version, state, exact)
+        if keep is not None:
+            await self._save_snapshot_keeping(row, keep)
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(_SaveSnapshot(row, future))
         await future
+
+    async def _save_snapshot_keeping(
+        self, row: tuple[str, int, int, str | None, str | None], keep: int
+    ) -> None:
+        pool = self._pool
+        if pool is None:
+            msg = f"{self!r} is not connected"
+            raise StoreError(msg)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(self._sql.save_snapshot, *row)
+                await conn.execute(self._sql.prune_snapshots, row[0], keep)
+        except self._errors as exc:
+            detail = " ".join(str(exc).split())
+            msg = (
+                f"saving a snapshot of {row[0]!r} to PostgreSQL at {self._where} failed: "
+                f"{type(exc).__name__}: {detail}; nothing of it was stored"
+            )
+            raise StoreError(msg) from exc
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Save the checkpoint ``name`` (see :class:`EventStore`)."""
@@ -439,7 +473,7 @@ class PostgresEventStore(PostgresWriter, PostgresRetention, PostgresReads, Postg
     def capabilities(self) -> StoreCapabilities:
         """Future appends, one-read activation loads, lean replays, the writer's lag,
         read-model writes in its transactions (plain or ``async``, on the loop), archiving and
-        deleting streams."""
+        deleting streams, and the storage growth."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             load_latest=self.load_latest,
@@ -449,4 +483,11 @@ class PostgresEventStore(PostgresWriter, PostgresRetention, PostgresReads, Postg
             async_transactions=True,
             archive_stream=self.archive_stream,
             delete_stream=self.delete_stream,
+            storage_growth=self.storage_growth,
         )
+
+    def storage_growth(self) -> StorageGrowth:
+        """Return how fast this store grows (see :class:`StorageGrowth`): what this store
+        object committed (JSON text, before PostgreSQL's own compression of large values)."""
+        self._check_open()
+        return self.growth_meter.growth()

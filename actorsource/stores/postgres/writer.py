@@ -12,6 +12,7 @@ from typing import Any
 from ..._errors import StoreError
 from ..._records import AppendResult
 from .._base import (
+    GrowthMeter,
     InlineHook,
     KnownHeads,
     StoreLifecycle,
@@ -48,6 +49,7 @@ class PostgresWriter(StoreLifecycle):
     _committing_since: float | None
     _inline: dict[str, InlineHook]
     _tx_sql: _TransactionStatements
+    growth_meter: GrowthMeter
 
     async def _connect(self) -> _Connection:
         raise NotImplementedError
@@ -290,6 +292,12 @@ class PostgresWriter(StoreLifecycle):
             [r[3] for r in snapshots],
             [r[4] for r in snapshots],
         )
+        if plan.event_ids:
+            size = sum([len(t) for t in plan.data if t is not None])
+            size += sum([len(t) for t in plan.data_text if t is not None])
+            size += sum([len(t) for t in plan.metadata if t is not None])
+            size += sum([len(t) for t in plan.metadata_text if t is not None])
+            self.growth_meter.record(len(plan.event_ids), size)
         return int(row[0]), row[1]
 
     async def _writer_connection(self) -> _Connection:

@@ -31,7 +31,14 @@ from .._base import (
     stored_event,
 )
 from .ops import _Append, _CatchUpInline, _Op, _SaveSnapshot, _Transact
-from .schema import _COLUMNS, _INSERT_EVENT, _SAVE_CHECKPOINT, _SAVE_SNAPSHOT, _STREAM_HEAD
+from .schema import (
+    _COLUMNS,
+    _INSERT_EVENT,
+    _PRUNE_SNAPSHOTS,
+    _SAVE_CHECKPOINT,
+    _SAVE_SNAPSHOT,
+    _STREAM_HEAD,
+)
 
 
 def _commit_batch(
@@ -326,6 +333,8 @@ class _BatchCommit:
                 self._flush_run()
             if isinstance(op, _SaveSnapshot):
                 conn.execute(_SAVE_SNAPSHOT, (*op.row, self.now_text))
+                if op.keep is not None:
+                    conn.execute(_PRUNE_SNAPSHOTS, (op.row[0], op.keep))
                 results.append(None)
             elif isinstance(op, _Transact):
                 results.append(_transact(conn, op, self.now_text))
@@ -584,7 +593,7 @@ def _prior_append(
     conn: sqlite3.Connection,
     stream_id: str,
     expected: int | None,
-    rows: list[tuple[str, str, str, str]],
+    rows: list[tuple[str, str | bytes, str, str]],
 ) -> AppendResult | None:
     """The result of an earlier append of exactly these events at these versions, if any (see
     :func:`prior_append`). Only called on the failure paths of an append."""
@@ -612,7 +621,7 @@ def _prior_append(
 def _append_refused(
     conn: sqlite3.Connection,
     stream_id: str,
-    rows: list[tuple[str, str, str, str]],
+    rows: list[tuple[str, str | bytes, str, str]],
     exc: sqlite3.IntegrityError,
 ) -> StoreError:
     """Return the error for an append refused by a constraint other than the stream version."""

@@ -24,7 +24,8 @@ logger = logging.getLogger("actorsource.stores.sqlite")
 class _Append:
     stream_id: str
     expected_version: int | None
-    rows: list[tuple[str, str, str, str]]  # (type, data json, metadata json, event_id)
+    #: (type, data json (or compressed), metadata json, event_id)
+    rows: list[tuple[str, str | bytes, str, str]]
     #: resolved at commit, unless the appender gave ``on_done``
     future: asyncio.Future[AppendResult] | None
     #: called at commit with the result or the error (``append_then``), instead of a future
@@ -33,8 +34,11 @@ class _Append:
 
 @attrs.define(slots=True)
 class _SaveSnapshot:
-    row: tuple[str, int, int, str]  # (stream_id, version, schema_version, state json)
+    #: (stream_id, version, schema_version, state json (or compressed))
+    row: tuple[str, int, int, str | bytes]
     future: asyncio.Future[None]
+    #: delete the stream's snapshots but the ``keep`` latest in the same transaction
+    keep: int | None = None
 
 
 @attrs.define(slots=True)

@@ -17,6 +17,7 @@ from ..._errors import (
 )
 from ..._records import (
     JSONDict,
+    SnapshotInfo,
     SnapshotRecord,
     StoredEvent,
     StreamInfo,
@@ -294,6 +295,18 @@ class SQLiteReads(StoreLifecycle):
             return None
         version, schema_version, state, recorded_at = rows[0]
         return snapshot_record(stream_id, version, state, schema_version, self._time(recorded_at))
+
+    async def list_snapshots(self, stream_id: str) -> list[SnapshotInfo]:
+        """Return the stream's snapshots, oldest version first (see :class:`EventStore`)."""
+        rows = await self._fetch(
+            "SELECT version, schema_version, recorded_at FROM snapshots "
+            "WHERE stream_id = ? ORDER BY version",
+            (check_stream_id(stream_id),),
+        )
+        return [
+            SnapshotInfo(stream_id, version, schema_version, self._time(recorded_at))
+            for version, schema_version, recorded_at in rows
+        ]
 
     async def load_latest(self, stream_id: str) -> Latest:
         """Return the latest snapshot and the first page of events after it, in one read.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..._errors import StoreError
 from ..._records import AppendResult, NewEvent
@@ -57,7 +57,8 @@ class SQLiteRetention(StoreLifecycle):
         snapshots (see ``StoreCapabilities.delete_stream``)."""
         self._check_open()
         check_delete_args(stream_id, tombstone.type, hard)
-        row = encode_rows([tombstone])[0]
+        # a tombstone's data is small: never compressed
+        row = cast("tuple[str, str, str, str]", encode_rows([tombstone])[0])
         result = await self._maintain(lambda conn: _delete(conn, stream_id, row, hard))
         self._watch.advance(result.first_position)
         return result

@@ -17,9 +17,10 @@ from ._thread import ConnectionThread
 APPLICATION_ID: Final = 0x4143534F
 
 #: the schema version this code writes and reads (PRAGMA user_version); version 2 added the
-#: checkpoints table (a version 1 file is upgraded in place when opened, and read as it is when
-#: opened read-only)
-SCHEMA_VERSION: Final = 2
+#: checkpoints table; version 3 lets events.data and snapshots.state hold zlib-compressed JSON
+#: as a BLOB (no table changes: the mark makes older versions refuse a file they would misread).
+#: An older file is upgraded in place when opened, and read as it is when opened read-only
+SCHEMA_VERSION: Final = 3
 
 #: the first schema version with the checkpoints table
 CHECKPOINTS_SINCE: Final = 2
@@ -65,6 +66,12 @@ _STREAM_HEAD_AT: Final = (
 _SAVE_SNAPSHOT: Final = (
     "INSERT OR REPLACE INTO snapshots (stream_id, version, schema_version, state, recorded_at) "
     "VALUES (?, ?, ?, ?, ?)"
+)
+
+#: keep a stream's ``?`` latest snapshots (by version), delete the others
+_PRUNE_SNAPSHOTS: Final = (
+    "DELETE FROM snapshots WHERE stream_id = ?1 AND version NOT IN "
+    "(SELECT version FROM snapshots WHERE stream_id = ?1 ORDER BY version DESC LIMIT ?2)"
 )
 
 _COLUMNS: Final = "stream_id, version, position, type, data, metadata, event_id, recorded_at"

@@ -20,13 +20,17 @@ from ..._records import (
 from .._base import (
     HeadWatch,
     InlineHook,
+    StorageGrowth,
     StoreCapabilities,
     StoreState,
     T,
     TransactionWork,
     check_append,
     check_checkpoint,
+    check_compress_over,
+    check_keep,
     check_snapshot,
+    compress_json,
     encode_rows,
     encode_snapshot_state,
 )
@@ -59,6 +63,8 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention):
         written; a missing file, or one without an actorsource store, is refused when opening
         (:class:`StoreError`); a store of an older schema version is read as it is; every write
         raises :class:`StoreError`
+    :param compress_over: store the data of events, and snapshot states, whose JSON is longer
+        than this many characters compressed (zlib; read back transparently); ``None``: never
     """
 
     def __init__(
@@ -72,6 +78,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention):
         known_heads: int = 100_000,
         cache_kib: int = 65_536,
         read_only: bool = False,
+        compress_over: int | None = None,
     ) -> None:
         self.path = Path(path)
         if str(path) == ":memory:" or str(path).startswith("file::memory:"):
@@ -86,7 +93,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention):
         #: whether the store was made to be read only (see the class docstring)
         self.read_only = read_only
         self._watch = HeadWatch()
-        self._init_writer(max_batch, known_heads)
+        self._init_writer(max_batch, known_heads, check_compress_over(compress_over))
         self._init_reads(read_page_size)
 
     def __repr__(self) -> str:
@@ -211,30 +218,31 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention):
 
     def _rows(
         self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
-    ) -> list[tuple[str, str, str, str]]:
+    ) -> list[tuple[str, str | bytes, str, str]]:
         """Check an append and encode its events as (type, data, metadata, event id) rows."""
         self._check_open()
         check_append(stream_id, expected_version, events)
         return encode_rows(events)
 
-    async def save_snapshot(self, snapshot: SnapshotRecord) -> None:
-        """Save a snapshot in the writer's next transaction (see :class:`EventStore`)."""
+    async def save_snapshot(self, snapshot: SnapshotRecord, *, keep: int | None = None) -> None:
+        """Save a snapshot in the writer's next transaction, deleting the stream's snapshots
+        but the ``keep`` latest in it (see :class:`EventStore`)."""
         self._check_open()
         check_snapshot(snapshot)
-        row = (
-            snapshot.stream_id,
-            snapshot.version,
-            snapshot.schema_version,
-            encode_snapshot_state(snapshot),
-        )
+        check_keep(keep)
+        text = encode_snapshot_state(snapshot)
+        state: str | bytes = text
+        if self.compress_over is not None and len(text) > self.compress_over:
+            state = compress_json(text)
+        row = (snapshot.stream_id, snapshot.version, snapshot.schema_version, state)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._enqueue(_SaveSnapshot(row, future))
+        self._enqueue(_SaveSnapshot(row, future, keep))
         await future
 
     def capabilities(self) -> StoreCapabilities:
         """Callback appends and loads, bursts, lean replays, the writer's lag, read-model
         writes in the writer's transactions (plain functions, on its thread), archiving and
-        deleting streams."""
+        deleting streams, and the storage growth."""
         return StoreCapabilities(
             append_then=self.append_then,
             submit_append=self.submit_append,
@@ -246,7 +254,13 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention):
             transactional=self,
             archive_stream=self.archive_stream,
             delete_stream=self.delete_stream,
+            storage_growth=self.storage_growth,
         )
+
+    def storage_growth(self) -> StorageGrowth:
+        """Return how fast this store grows (see :class:`StorageGrowth`)."""
+        self._check_open()
+        return self.growth_meter.growth()
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Save the checkpoint ``name`` in the writer's next transaction."""

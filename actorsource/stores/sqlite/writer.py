@@ -17,14 +17,16 @@ from ..._errors import (
     StoreError,
 )
 from .._base import (
+    GrowthMeter,
     InlineHook,
     KnownHeads,
     StoreLifecycle,
+    compress_json,
     utc_now,
 )
 from ._thread import ConnectionThread, Job
 from .commit import _commit_batch
-from .ops import _answer_op, _answer_ops, _Op
+from .ops import _answer_op, _answer_ops, _Append, _Op
 
 logger = logging.getLogger("actorsource.stores.sqlite")
 
@@ -54,8 +56,13 @@ class SQLiteWriter(StoreLifecycle):
     path: Path
     read_only: bool
 
-    def _init_writer(self, max_batch: int, known_heads: int) -> None:
+    def _init_writer(self, max_batch: int, known_heads: int, compress_over: int | None) -> None:
         self.max_batch = max_batch
+        #: event data longer than this (in characters of JSON) is stored compressed
+        self.compress_over = compress_over
+        #: counts what this store commits, for ``storage_growth`` (replace it before use to
+        #: measure over another window)
+        self.growth_meter = GrowthMeter()
         self._writer: ConnectionThread | None = None
         #: held while the writer's thread owns a batch (taken on the loop to hand one over,
         #: released on the thread when it finds nothing more queued: see _write_on_thread)
@@ -204,12 +211,15 @@ class SQLiteWriter(StoreLifecycle):
             now = utc_now()
             # after the take: a projection's catch-up in this batch has its hook here
             inline = dict(self._inline) if self._inline else None
+            if self.compress_over is not None:
+                _compress_rows(batch, self.compress_over)
             outcome: Any
             try:
                 outcome = _commit_batch(
                     conn, batch, self._heads, now, now.isoformat(), inline=inline
                 )
                 self._heads.remember(outcome[1])
+                _count_growth(self.growth_meter, batch, outcome[0])
             except BaseException as exc:  # reported on the loop, where callers wait
                 outcome = exc
                 self._heads.clear()  # what we believed about stream heads may be wrong now
@@ -282,3 +292,33 @@ class SQLiteWriter(StoreLifecycle):
         self._queued.clear()
         for op in pending:
             _answer_op(op, StoreError(f"{self!r} {reason}; nothing of it was stored"))
+
+
+def _compress_rows(batch: list[_Op], over: int) -> None:
+    """Compress the data of the batch's events longer than ``over`` (on the writer's thread,
+    where zlib works without holding the GIL): a len() per event, on text already encoded."""
+    for op in batch:
+        if type(op) is _Append:
+            rows = op.rows
+            for i, row in enumerate(rows):
+                data = row[1]
+                if len(data) > over and type(data) is str:
+                    rows[i] = (row[0], compress_json(data), row[2], row[3])
+
+
+def _count_growth(meter: GrowthMeter, batch: list[_Op], results: Any) -> None:
+    """Count the events (and their stored bytes) of the appends a committed batch stored.
+
+    Comprehensions, not a loop: this runs for every batch, holding the GIL the loop needs.
+    """
+    if isinstance(results, list):
+        ops: list[Any] = [
+            op
+            for op, result in zip(batch, results, strict=True)
+            if type(op) is _Append and not isinstance(result, BaseException)
+        ]
+    else:  # an all-at-once batch: only appends, all stored
+        ops = batch
+    rows = [row for op in ops for row in op.rows]
+    if rows:
+        meter.record(len(rows), sum([len(row[1]) + len(row[2]) for row in rows]))
