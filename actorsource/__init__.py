@@ -66,11 +66,21 @@ from ._records import StreamInfo as StreamInfo
 from ._refs import AggregateRef as AggregateRef
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._timers import Cancel as Cancel
+from ._timers import Clock as Clock
+from ._timers import Missed as Missed
+from ._timers import Schedule as Schedule
+from ._timers import StoredTimer as StoredTimer
+from ._timers import SystemClock as SystemClock
+from ._timers import TimerCancel as TimerCancel
+from ._timers import Timers as Timers
+from ._timers import TimerSchedule as TimerSchedule
 from ._tracing import caused_by as caused_by
 from ._tuning import tune_gc as tune_gc
 from ._tuning import tune_switch_interval as tune_switch_interval
 from .stores._base import EventStore as EventStore
 from .stores._base import StoreCapabilities as StoreCapabilities
+from .stores._base import TimerStore as TimerStore
 from .stores._base import TransactionalStore as TransactionalStore
 from .stores._subscription import subscribe as subscribe
 from .stores.memory import InMemoryEventStore as InMemoryEventStore
@@ -85,7 +95,9 @@ __all__ = [
     "AppendResult",
     "AskTimeoutError",
     "Backoff",
+    "Cancel",
     "CheckpointConflictError",
+    "Clock",
     "CodecError",
     "ConcurrencyError",
     "Decider",
@@ -99,6 +111,7 @@ __all__ = [
     "InvalidEventError",
     "MailboxFullError",
     "Metrics",
+    "Missed",
     "NewEvent",
     "Passivation",
     "PostgresEventStore",
@@ -115,12 +128,19 @@ __all__ = [
     "RuntimeState",
     "RuntimeStatistics",
     "SQLiteEventStore",
+    "Schedule",
     "SnapshotEvery",
     "SnapshotRecord",
     "StoreCapabilities",
     "StoreError",
     "StoredEvent",
+    "StoredTimer",
     "StreamInfo",
+    "SystemClock",
+    "TimerCancel",
+    "TimerSchedule",
+    "TimerStore",
+    "Timers",
     "TransactionalStore",
     "UnknownCommandError",
     "WaitTimeoutError",

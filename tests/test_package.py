@@ -23,6 +23,7 @@ LAYERS = {
     "_metrics": 1,
     "_policies": 1,
     "_context": 1,
+    "_timers": 1,
     "_codec": 2,
     "stores": 3,
     "_messages": 4,
@@ -34,6 +35,7 @@ LAYERS = {
     "_activation": 4,
     "_routes": 4,
     "_actor": 4,
+    "_timer_effects": 4,
     # the runtime's parts, and projections (which see the runtime through a protocol)
     "_dispatcher": 5,
     "_refs": 5,
@@ -42,6 +44,7 @@ LAYERS = {
     "_projection": 5,
     "_hosting": 5,
     "_rebuilds": 5,
+    "_scheduler": 5,
     # the runtime composes them
     "_runtime": 6,
     "cli": 7,

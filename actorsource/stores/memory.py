@@ -10,6 +10,8 @@ import attrs
 
 from .._errors import ActorsourceError, CheckpointConflictError, ConcurrencyError, StoreError
 from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent, StreamInfo
+from .._timers import StoredTimer, TimerChange
+from .memory_timers import TimerTable
 from ._base import (
     HeadWatch,
     InlineHook,
@@ -19,11 +21,13 @@ from ._base import (
     TransactionWork,
     check_append,
     check_checkpoint,
+    check_claim,
     check_command_ids,
     check_filters,
     check_snapshot,
     check_stream_id,
     check_time,
+    check_timer_append,
     decode_json,
     encode_json,
     encode_snapshot_state,
@@ -67,6 +71,7 @@ class InMemoryEventStore(StoreLifecycle):
         self._checkpoints: dict[str, int] = {}
         self._inline: dict[str, InlineHook] = {}
         self._watch = HeadWatch()
+        self._timers = TimerTable()
 
     def __repr__(self) -> str:
         return f"InMemoryEventStore(events={len(self._log)})"
@@ -155,6 +160,54 @@ class InMemoryEventStore(StoreLifecycle):
         self._event_ids.update(seen)
         self._watch.advance(len(self._log))
         return AppendResult(actual + len(events), first_position, recorded_at)
+
+    async def append_with_timers(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        timers: Sequence[TimerChange],
+    ) -> AppendResult:
+        """Append events and apply timer writes in one step (see :class:`TimerStore`)."""
+        self._check_open()
+        check_timer_append(stream_id, expected_version, events, timers)
+        await asyncio.sleep(0)  # a real checkpoint, as a durable store's append would be
+        self._check_open()
+        if events:
+            result = self._append_now(stream_id, expected_version, events)
+        else:
+            actual = len(self._streams.get(stream_id, ()))
+            if actual != expected_version:
+                raise ConcurrencyError(stream_id, expected_version, actual)
+            result = AppendResult(actual, len(self._log) + 1, utc_now())
+        self._timers.apply(timers)
+        return result
+
+    async def claim_due_timers(
+        self,
+        claimant: str,
+        now: datetime,
+        lease: float,
+        *,
+        limit: int,
+        categories: Collection[str] | None = None,
+    ) -> list[StoredTimer]:
+        """Claim due timers nobody holds (see :class:`TimerStore`)."""
+        self._check_open()
+        check_claim(claimant, now, lease, limit)
+        return self._timers.claim(claimant, now, lease, limit, categories)
+
+    async def finish_timer(
+        self, timer: StoredTimer, claimant: str, next_due: datetime | None
+    ) -> bool:
+        """Drop or move a claimed timer's tick (see :class:`TimerStore`)."""
+        self._check_open()
+        return self._timers.finish(timer, claimant, next_due)
+
+    async def list_timers(self) -> list[StoredTimer]:
+        """Return every timer, the earliest due first."""
+        self._check_open()
+        return self._timers.listing()
 
     def _run_inline(self, new_rows: list[_Row]) -> None:
         """Call the inline projections with what they have not seen; raise to refuse the append."""
@@ -253,7 +306,9 @@ class InMemoryEventStore(StoreLifecycle):
 
     def capabilities(self) -> StoreCapabilities:
         """Future appends and the writer's lag (always 0)."""
-        return StoreCapabilities(submit_append=self.submit_append, writer_lag=self.writer_lag)
+        return StoreCapabilities(
+            submit_append=self.submit_append, writer_lag=self.writer_lag, timers=self
+        )
 
     def writer_lag(self) -> float:
         """Return 0: appends are applied at once (see ``SQLiteEventStore.writer_lag``)."""

@@ -1,6 +1,7 @@
 """What every store shares: the contract (:mod:`.contract`), the checks at its door
 (:mod:`.checks`), JSON in and out of rows (:mod:`.coding`), the lifecycle (:mod:`.lifecycle`),
-the commit watch (:mod:`.watch`) and the rules of appending (:mod:`.appends`)."""
+the commit watch (:mod:`.watch`), the rules of appending (:mod:`.appends`) and durable
+timers (:mod:`.timers`)."""
 
 from .appends import KnownHeads as KnownHeads
 from .appends import prior_append as prior_append
@@ -33,6 +34,10 @@ from .contract import StoreCapabilities as StoreCapabilities
 from .contract import T as T
 from .contract import TransactionalStore as TransactionalStore
 from .contract import TransactionWork as TransactionWork
+from .timers import TimerStore as TimerStore
+from .timers import check_claim as check_claim
+from .timers import check_timer_append as check_timer_append
+from .timers import in_categories as in_categories
 from .lifecycle import StoreLifecycle as StoreLifecycle
 from .lifecycle import StoreState as StoreState
 from .watch import HeadWatch as HeadWatch

@@ -11,6 +11,7 @@ from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 import attrs
 
+from .timers import TimerStore
 from ..._records import (
     AppendResult,
     JSONDict,
@@ -54,6 +55,9 @@ class StoreCapabilities:
     burst: Callable[[], AbstractContextManager[None]] | None = None
     #: seconds the oldest write not yet committed has waited, for health checks (else none)
     writer_lag: Callable[[], float] | None = None
+    #: durable timers: appends carrying timer writes, leased claims of due timers (else
+    #: handlers cannot schedule, and no timer is delivered)
+    timers: TimerStore | None = None
 
 
 @runtime_checkable

@@ -1,0 +1,174 @@
+"""Delivering durable timers: claim the due ones with a lease, deliver, mark them done.
+
+One task per runtime given :class:`Timers`. A round claims what is due (a claim with a lease in
+the store, so that of several runtimes on one store each timer goes to one), delivers each
+claimed timer as a command whose ``command_id`` comes from its key and due time, and then drops
+it or moves a recurring one to its next tick. A claimer that dies leaves its claims to lapse;
+the next claimer delivers them again, and the ``command_id`` makes the repeat take effect once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime, timedelta
+
+import anyio
+
+from ._errors import (
+    ActorFailedError,
+    CodecError,
+    ConcurrencyError,
+    RuntimeClosedError,
+    StoreError,
+)
+from ._metrics import TIMER_LATENESS, TIMERS_DUE, TIMERS_LATE, Metrics
+from ._timers import StoredTimer, TimerChange, Timers, TimerSchedule
+from .stores._base import TimerStore
+
+logger = logging.getLogger("actorsource.timers")
+
+#: errors after which a tick is delivered again (once its claim lapses): the command may not
+#: have been decided. Any other outcome (events, a rejection, a handler's error) ends the tick.
+RETRIED = (
+    ActorFailedError,
+    CodecError,
+    ConcurrencyError,
+    RuntimeClosedError,
+    StoreError,
+    TimeoutError,
+)
+
+
+class TimerScheduler:
+    """Claims and delivers one runtime's due timers."""
+
+    def __init__(
+        self,
+        store: TimerStore,
+        policy: Timers,
+        deliver: Callable[[StoredTimer], Awaitable[None]],
+        categories: Callable[[], Collection[str]],
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.policy = policy
+        self.clock = policy.clock
+        #: this runtime's name in the claims it holds
+        self.claimant = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._store = store
+        self._deliver = deliver
+        self._categories = categories
+        self._metrics = metrics
+        #: one round at a time: fire_due waits for the background round in progress
+        self._round = asyncio.Lock()
+        self._wake = asyncio.Event()
+        #: when the loop means to look next (None: it is not sleeping)
+        self._next_look: datetime | None = None
+        #: ticks delivered (and marked done) by this runtime
+        self.delivered = 0
+
+    def stored(self, changes: list[TimerChange]) -> None:
+        """Wake the loop if a timer stored here is due before it means to look."""
+        next_look = self._next_look
+        if next_look is None:
+            return
+        for change in changes:
+            if isinstance(change, TimerSchedule) and change.due_at < next_look:
+                self._wake.set()
+                return
+
+    async def run(self) -> None:
+        """Deliver due timers until cancelled."""
+        clock = self.clock
+        poll = timedelta(seconds=self.policy.poll_interval)
+        while True:
+            try:
+                await self.fire_due()
+            except Exception:  # a store failure: logged, and tried again at the next look
+                logger.exception("delivering due timers failed")
+            self._wake.clear()
+            self._next_look = clock.now() + poll
+            async with anyio.create_task_group() as group:
+
+                async def sleep() -> None:
+                    assert self._next_look is not None
+                    await clock.sleep_until(self._next_look)
+                    group.cancel_scope.cancel()
+
+                async def woken() -> None:
+                    await self._wake.wait()
+                    group.cancel_scope.cancel()
+
+                group.start_soon(sleep)
+                group.start_soon(woken)
+            self._next_look = None
+
+    async def fire_due(self) -> int:
+        """Deliver every timer due now (by the clock) that nobody else holds; return how many
+        ticks were delivered.
+
+        Waits for a round already under way first, so that on return every timer due now
+        was delivered (or is held by another claimant, or failed and waits for its lease).
+        """
+        async with self._round:
+            delivered = 0
+            while True:
+                now = self.clock.now()
+                claimed = await self._store.claim_due_timers(
+                    self.claimant,
+                    now,
+                    self.policy.lease,
+                    limit=self.policy.max_claim,
+                    categories=self._categories(),
+                )
+                if not claimed:
+                    return delivered
+                self._report(claimed, now)
+                results: list[bool] = []
+                async with anyio.create_task_group() as group:
+                    for timer in claimed:
+                        group.start_soon(self._fire, timer, results)
+                done = sum(results)
+                delivered += done
+                if not done:
+                    return delivered  # the rest failed: they wait for their leases
+
+    async def _fire(self, timer: StoredTimer, results: list[bool]) -> None:
+        try:
+            await self._deliver(timer)
+        except RETRIED as exc:
+            logger.warning(
+                "timer delivery failed; it is delivered again when its claim lapses",
+                extra={"owner": timer.owner, "key": timer.key, "target": timer.target,
+                       "error": f"{type(exc).__name__}: {exc}"},
+            )
+            results.append(False)
+            return
+        except Exception as exc:  # decided: a rejection or the handler's own error
+            logger.info(
+                "timer's command refused",
+                extra={"owner": timer.owner, "key": timer.key, "target": timer.target,
+                       "error": f"{type(exc).__name__}: {exc}"},
+            )
+        next_due = timer.next_due(self.clock.now())
+        await self._store.finish_timer(timer, self.claimant, next_due)
+        self.delivered += 1
+        results.append(True)
+
+    def _report(self, claimed: list[StoredTimer], now: datetime) -> None:
+        metrics = self._metrics
+        if metrics is None:
+            return
+        late_after = self.policy.poll_interval
+        for timer in claimed:
+            labels = {"category": timer.target.partition("-")[0]}
+            lateness = (now - timer.due_at).total_seconds()
+            metrics.add(TIMERS_DUE, 1, labels)
+            metrics.record(TIMER_LATENESS, lateness, labels)
+            if lateness > late_after:
+                metrics.add(TIMERS_LATE, 1, labels)
