@@ -19,6 +19,7 @@ from actorsource import (
     WaitTimeoutError,
     subscribe,
 )
+from actorsource.stores.sqlite import SCHEMA_VERSION
 
 from ..conftest import need_transactional
 from .test_contract import collect, event, everything, positions
@@ -335,7 +336,7 @@ async def test_a_version_1_sqlite_file_is_upgraded_to_hold_checkpoints(tmp_path:
         assert positions(await everything(store)) == [1]
 
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 async def test_another_process_appends_are_seen_by_polling_not_by_notification(

@@ -24,12 +24,13 @@ from .dsn import _scrub, _secret_words, redact_dsn
 from .plan import _Append, _check_no_nul, _jsonb_columns, _Op, _Row, _SaveSnapshot
 from .reads import PostgresReads
 from .schema import _SCHEMA_NAME, SCHEMA_VERSION, _channel, _lock_key, _migrations, _Statements
+from .timers import PostgresTimers
 from .writer import PostgresWriter
 
 logger = logging.getLogger("actorsource.stores.postgres")
 
 
-class PostgresEventStore(PostgresWriter, PostgresReads):
+class PostgresEventStore(PostgresWriter, PostgresReads, PostgresTimers):
     """An event store in a PostgreSQL schema (tables ``events``, ``snapshots``, ``checkpoints``).
 
     Several runtimes, processes and machines may use one schema at once: appends take turns on
@@ -377,10 +378,12 @@ class PostgresEventStore(PostgresWriter, PostgresReads):
         await self._execute(self._sql.save_checkpoint, name, position)
 
     def capabilities(self) -> StoreCapabilities:
-        """Future appends, one-read activation loads, lean replays, and the writer's lag."""
+        """Future appends, one-read activation loads, lean replays, the writer's lag, and
+        timers."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             load_latest=self.load_latest,
             read_stream_data=self.read_stream_data,
             writer_lag=self.writer_lag,
+            timers=self,
         )

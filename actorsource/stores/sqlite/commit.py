@@ -30,7 +30,8 @@ from .._base import (
     retry_start,
     stored_event,
 )
-from .ops import _Append, _CatchUpInline, _Op, _SaveSnapshot, _Transact
+from .ops import _Append, _CatchUpInline, _Op, _SaveSnapshot, _TimedAppend, _Transact, _Work
+from .timer_ops import append_timed, run_work
 from .schema import _COLUMNS, _INSERT_EVENT, _SAVE_CHECKPOINT, _SAVE_SNAPSHOT, _STREAM_HEAD
 
 
@@ -331,6 +332,10 @@ class _BatchCommit:
                 results.append(_transact(conn, op, self.now_text))
             elif isinstance(op, _CatchUpInline):
                 results.append(_catch_up_inline(conn, op, self.position, self.now, self.now_text))
+            elif isinstance(op, _TimedAppend):
+                results.append(append_timed(self, op))
+            elif isinstance(op, _Work):
+                results.append(run_work(conn, op))
             else:
                 results.append(self._append_one(op))
         if self.run_ops:

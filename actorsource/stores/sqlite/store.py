@@ -34,10 +34,11 @@ from ._thread import ConnectionThread
 from .ops import _Append, _CatchUpInline, _SaveSnapshot, _Transact
 from .reads import SQLiteReads
 from .schema import Synchronous, connect, open_error, prepare
+from .timers import SQLiteTimers
 from .writer import SQLiteWriter
 
 
-class SQLiteEventStore(SQLiteWriter, SQLiteReads):
+class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteTimers):
     """An event store in one SQLite file (WAL, ``synchronous=FULL`` by default).
 
     Several runtimes and several processes may use one file at once: writes are serialized by
@@ -189,7 +190,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
         await future
 
     def capabilities(self) -> StoreCapabilities:
-        """Callback appends and loads, bursts, lean replays, and the writer's lag."""
+        """Callback appends and loads, bursts, lean replays, the writer's lag, and timers."""
         return StoreCapabilities(
             append_then=self.append_then,
             submit_append=self.submit_append,
@@ -198,6 +199,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads):
             read_stream_data=self.read_stream_data,
             burst=self.burst,
             writer_lag=self.writer_lag,
+            timers=self,
         )
 
     async def save_checkpoint(self, name: str, position: int) -> None:
