@@ -69,6 +69,8 @@ class TimerScheduler:
         self._wake = asyncio.Event()
         #: when the loop means to look next (None: it is not sleeping)
         self._next_look: datetime | None = None
+        #: the time a timer stored here woke the loop (its round looks as of then)
+        self._woken_at: datetime | None = None
         #: ticks delivered (and marked done) by this runtime
         self.delivered = 0
 
@@ -79,6 +81,9 @@ class TimerScheduler:
             return
         for change in changes:
             if isinstance(change, TimerSchedule) and change.due_at < next_look:
+                # the round looks as of now, not as of when it gets to run: what came due
+                # later is the next round's (a fake clock may move in between)
+                self._woken_at = self.clock.now()
                 self._wake.set()
                 return
 
@@ -86,12 +91,14 @@ class TimerScheduler:
         """Deliver due timers until cancelled."""
         clock = self.clock
         poll = timedelta(seconds=self.policy.poll_interval)
+        now: datetime | None = None
         while True:
             try:
-                await self.fire_due()
+                await self._fire_due(now)
             except Exception:  # a store failure: logged, and tried again at the next look
                 logger.exception("delivering due timers failed")
             self._wake.clear()
+            self._woken_at = None
             self._next_look = clock.now() + poll
             async with anyio.create_task_group() as group:
 
@@ -107,18 +114,24 @@ class TimerScheduler:
                 group.start_soon(sleep)
                 group.start_soon(woken)
             self._next_look = None
+            now = self._woken_at  # None: the clock woke it, and it looks as of its time
 
     async def fire_due(self) -> int:
         """Deliver every timer due now (by the clock) that nobody else holds; return how many
-        ticks were delivered.
+        ticks this runtime delivered while the call ran.
 
-        Waits for a round already under way first, so that on return every timer due now
-        was delivered (or is held by another claimant, or failed and waits for its lease).
+        Waits for a round already under way first (its ticks count too), so that on return
+        every timer due now was delivered, or is held by another claimant, or failed and
+        waits for its lease to lapse.
         """
+        return await self._fire_due(self.clock.now())
+
+    async def _fire_due(self, at: datetime | None) -> int:
+        """:meth:`fire_due` as of ``at`` (None: the clock's time at each claim)."""
+        before = self.delivered
         async with self._round:
-            delivered = 0
             while True:
-                now = self.clock.now()
+                now = self.clock.now() if at is None else at
                 claimed = await self._store.claim_due_timers(
                     self.claimant,
                     now,
@@ -127,16 +140,15 @@ class TimerScheduler:
                     categories=self._categories(),
                 )
                 if not claimed:
-                    return delivered
+                    break
                 self._report(claimed, now)
                 results: list[bool] = []
                 async with anyio.create_task_group() as group:
                     for timer in claimed:
                         group.start_soon(self._fire, timer, results)
-                done = sum(results)
-                delivered += done
-                if not done:
-                    return delivered  # the rest failed: they wait for their leases
+                if not any(results):
+                    break  # the rest failed: they wait for their leases
+        return self.delivered - before
 
     async def _fire(self, timer: StoredTimer, results: list[bool]) -> None:
         try:

@@ -13,6 +13,7 @@ import anyio
 
 from . import bench
 from ._commands import COMMANDS, add_commands, run_command
+from ._timer_command import add_timers_command, run_timers_command
 from .bench import compare
 from .stores.postgres import redact_dsn
 
@@ -124,6 +125,7 @@ def parser() -> argparse.ArgumentParser:
         help="with --compare: the rounds of each side (default: 5)",
     )
     add_commands(commands)
+    add_timers_command(commands)
     return top
 
 
@@ -175,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = line.parse_args(argv)
     if args.command in COMMANDS:
         return run_command(args)
+    if args.command == "timers":
+        return run_timers_command(args)
     postgres_dsn: str | None = None
     if args.store != "sqlite":
         if not args.store.startswith(("postgresql://", "postgres://")):

@@ -49,6 +49,7 @@ LAYERS = {
     "_runtime": 6,
     "cli": 7,
     "_commands": 7,
+    "_timer_command": 7,
     "bench": 7,
     "testing": 7,
     "otel": 7,

@@ -41,6 +41,26 @@ class Nudge:
 
 
 @attrs.frozen
+class TickLater:
+    seconds: int = 5
+
+
+@attrs.frozen
+class Break:
+    pass
+
+
+@attrs.frozen
+class Misdirect:
+    pass
+
+
+@attrs.frozen
+class Broken:
+    pass
+
+
+@attrs.frozen
 class Placed:
     pass
 
@@ -105,6 +125,22 @@ class Order(Aggregate):
     @command
     def nudge_later(self, cmd: Nudge) -> Schedule:
         return Schedule(cmd, key=f"nudge-{cmd.order}", after=timedelta(seconds=5), to=(Shop, "s"))
+
+    @command
+    def tick_later(self, cmd: TickLater) -> Schedule:
+        return Schedule(Tick(), key="tick-later", after=timedelta(seconds=cmd.seconds))
+
+    @command
+    def break_down(self, cmd: Break) -> list[object]:
+        return [Broken(), Schedule(Tick(), key="broken", after=timedelta(seconds=1))]
+
+    @command
+    def misdirect(self, cmd: Misdirect) -> Schedule:
+        return Schedule(Tick(), key="lost", after=timedelta(seconds=1), to=(Shop, "s"))
+
+    @apply
+    def _broken(self, event: Broken) -> None:
+        raise RuntimeError("Broken cannot be applied")
 
     @apply
     def _placed(self, event: Placed) -> None:

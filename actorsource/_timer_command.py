@@ -1,0 +1,111 @@
+"""``actorsource timers``: list a store's durable timers (due, late, by aggregate)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+import anyio
+
+from ._commands import FAILED, CommandError, _db, _dumps, _json, _open_store, _table
+from ._errors import ActorsourceError
+from ._timers import StoredTimer
+
+
+def add_timers_command(commands: Any) -> None:
+    """Add the ``timers`` command to the command line's subparsers."""
+    timers = commands.add_parser("timers", help="list durable timers: due, late, by aggregate")
+    _db(timers)
+    timers.add_argument(
+        "--aggregate",
+        metavar="STREAM",
+        help="only timers this stream scheduled or that go to it (e.g. Order-42)",
+    )
+    shown = timers.add_mutually_exclusive_group()
+    shown.add_argument("--due", action="store_true", help="only timers due now")
+    shown.add_argument("--late", action="store_true", help="only timers late (see --late-after)")
+    timers.add_argument(
+        "--late-after",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a due timer is late once it waited this long (default: 60)",
+    )
+    _json(timers)
+
+
+def run_timers_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run ``actorsource timers``; return the exit status."""
+    stream = sys.stdout if out is None else out
+
+    async def main() -> None:
+        async with _open_store(args.db, args.schema) as store:
+            timers = store.capabilities().timers
+            if timers is None:
+                msg = f"{store!r} keeps no durable timers"
+                raise CommandError(msg)
+            listed = await timers.list_timers()
+        now = datetime.now(UTC)
+        late_after = timedelta(seconds=args.late_after)
+        rows = []
+        for timer in listed:
+            if args.aggregate and args.aggregate not in (timer.owner, timer.target):
+                continue
+            status = _status(timer, now, late_after)
+            if args.due and status not in ("due", "late"):
+                continue
+            if args.late and status != "late":
+                continue
+            rows.append((timer, status))
+        if args.json:
+            for timer, status in rows:
+                stream.write(_dumps(_timer_json(timer, status)) + "\n")
+            return
+        _table(
+            stream,
+            ["owner", "key", "target", "command", "due at", "every", "status"],
+            [
+                (
+                    t.owner,
+                    t.key,
+                    t.target,
+                    t.command_type,
+                    t.due_at,
+                    "-" if t.interval is None else f"{t.interval:g}s ({t.missed})",
+                    status,
+                )
+                for t, status in rows
+            ],
+        )
+
+    try:
+        anyio.run(main, backend="asyncio")
+    except (CommandError, ActorsourceError, ValueError) as exc:
+        sys.stderr.write(f"actorsource timers: error: {exc}\n")
+        return FAILED
+    return 0
+
+
+def _status(timer: StoredTimer, now: datetime, late_after: timedelta) -> str:
+    if timer.claim_expires is not None and timer.claim_expires >= now:
+        return f"claimed by {timer.claimed_by}"
+    if timer.due_at > now:
+        return "waiting"
+    return "late" if now - timer.due_at > late_after else "due"
+
+
+def _timer_json(timer: StoredTimer, status: str) -> dict[str, Any]:
+    return {
+        "owner": timer.owner,
+        "key": timer.key,
+        "target": timer.target,
+        "command_type": timer.command_type,
+        "data": timer.data,
+        "due_at": timer.due_at.isoformat(),
+        "interval": timer.interval,
+        "missed": timer.missed,
+        "claimed_by": timer.claimed_by,
+        "status": status,
+    }
