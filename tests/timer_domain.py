@@ -42,7 +42,7 @@ class Nudge:
 
 @attrs.frozen
 class TickLater:
-    seconds: int = 5
+    seconds: float = 5
 
 
 @attrs.frozen

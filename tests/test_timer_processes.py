@@ -1,0 +1,91 @@
+"""Two OS processes delivering the timers of one SQLite file, or one PostgreSQL schema: every
+due timer is delivered once, also when one of them is SIGKILLed holding claims on ticks it
+delivered but did not mark done.
+
+The delivering processes run ``tests/workers/timers.py``; the test counts the effects (the
+``Ticked`` events) in the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from actorsource import EventStore, PostgresEventStore, Runtime, SQLiteEventStore
+
+from .conftest import drop_schema, postgres_schema
+from .test_processes import Worker
+from .timer_domain import Order, TickLater
+
+#: one-shot timers seeded, one per order
+TIMERS = 40
+
+
+async def seed(store: EventStore) -> None:
+    """Schedule one tick per order, due over the next few seconds (the workers start meanwhile)."""
+    async with Runtime(store) as runtime:
+        for n in range(TIMERS):
+            await runtime.ref(Order, str(n)).ask(TickLater(seconds=1.0 + n * 0.05))
+
+
+async def deliver_with_a_kill(db: str, *extra: str) -> None:
+    """Run two delivering workers; SIGKILL one once it holds claims on delivered ticks; let
+    the other deliver everything."""
+    args = [db, *extra, "--lease", "2", "--poll", "0.05", "--max-claim", "3"]
+    stalling = Worker(*args, "--stall-after", "4", stdin=True, module="tests.workers.timers")
+    other = Worker(*args, stdin=True, module="tests.workers.timers")
+    try:
+        for worker in (stalling, other):
+            await worker.wait_for_line(lambda line: line == "ready\n", "starting")
+        await stalling.wait_for_line(lambda line: line.startswith("stalled"), "stalling")
+        stalling.kill()  # mid-claim: it delivered ticks it had not marked done
+        claimed = _owners(stalling.output, "claimed")
+        finished = _owners(stalling.output, "finished")
+        held = claimed - finished
+        assert held, "the stalled worker held no claim when it was killed"
+        everyone = {f"Order-{n}" for n in range(TIMERS)}
+        while finished != everyone:
+            line = await other.wait_for_line(
+                lambda line: line.startswith("finished"), f"waiting for {everyone - finished}"
+            )
+            finished.add(line.split()[1])
+        assert held <= _owners(other.output, "claimed"), "the held ticks were not claimed again"
+        other.send("stop")
+        assert await other.wait("stopping") == 0, other.stderr
+    finally:
+        stalling.kill()
+        other.kill()
+
+
+def _owners(output: list[str], kind: str) -> set[str]:
+    return {line.split()[1] for line in output if line.startswith(kind + " ") and line.endswith("\n")}
+
+
+async def check_each_tick_taken_once(store: EventStore) -> None:
+    async with store:
+        for n in range(TIMERS):
+            types = [stored.type async for stored in store.read_stream(f"Order-{n}")]
+            assert types == ["Ticked"], f"Order-{n} has {types}"
+        timers = store.capabilities().timers
+        assert timers is not None
+        assert await timers.list_timers() == []
+
+
+async def test_two_processes_on_one_sqlite_file_deliver_each_due_timer_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "timers.db"
+    await seed(SQLiteEventStore(path))
+    await deliver_with_a_kill(str(path))
+    await check_each_tick_taken_once(SQLiteEventStore(path))
+
+
+async def test_two_processes_on_one_postgresql_schema_deliver_each_due_timer_once(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    schema = postgres_schema(tmp_path)
+    try:
+        await seed(PostgresEventStore(postgres_dsn, schema=schema))
+        await deliver_with_a_kill(postgres_dsn, "--schema", schema)
+        await check_each_tick_taken_once(PostgresEventStore(postgres_dsn, schema=schema))
+    finally:
+        await drop_schema(postgres_dsn, schema)
