@@ -69,8 +69,8 @@ from ._metrics import (
 from ._policies import SnapshotEvery
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, StoredEvent
 from ._snapshots import snapshot_if_due
-from ._timers import Clock, SystemClock, TimerChange
 from ._supervision import Supervisor
+from ._timers import Clock, SystemClock, TimerChange
 from .stores._base import EventStore, Latest
 
 logger = logging.getLogger("actorsource.actor")

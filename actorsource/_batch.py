@@ -100,8 +100,9 @@ def decide_batch(actor: BatchActor, batch: list[Command], known: Known | None) -
             actor.state = state
         except Exception as exc:
             del new_events[kept:]  # this command's events are never stored
-            if outcome.timers_from is not None and outcome.timers_from[0] == index:
-                del outcome.timers[outcome.timers_from[1] :]  # nor its timers
+            if outcome.timers is not None and outcome.timers_from is not None:
+                if outcome.timers_from[0] == index:  # nor its timers
+                    del outcome.timers[outcome.timers_from[1] :]
                 if not outcome.timers:
                     outcome.timers = None
             if isinstance(exc, CodecError):

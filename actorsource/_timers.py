@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -282,10 +283,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _aggregates(value: object) -> tuple[Any, ...]:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        msg = f"Timers(aggregates=...) must be a list of aggregate classes or Deciders, got {value!r}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        msg = (
+            "Timers(aggregates=...) must be a list of aggregate classes or Deciders, "
+            f"got {value!r}"
+        )
         raise ValueError(msg)
-    return tuple(value)  # type: ignore[call-overload]
+    return tuple(value)
 
 
 def _positive(name: str) -> Any:

@@ -14,10 +14,10 @@ import pytest
 
 from actorsource import (
     Cancel,
+    ConcurrencyError,
     DefinitionError,
     EventApplyError,
     EventStore,
-    ConcurrencyError,
     InMemoryEventStore,
     Missed,
     NewEvent,
@@ -30,7 +30,7 @@ from actorsource import (
     TimerSchedule,
 )
 from actorsource._decider import Decider
-from actorsource.testing import FakeClock
+from actorsource.testing import FakeClock, given
 
 from .timer_domain import (
     Break,
@@ -39,11 +39,14 @@ from .timer_domain import (
     Misdirect,
     Nudge,
     Order,
+    Paid,
     Pay,
     Place,
+    Placed,
     Shop,
     StartTicking,
     Tick,
+    Ticked,
     TickLater,
 )
 
@@ -358,3 +361,52 @@ def test_a_handler_without_effects_gets_a_plain_list() -> None:
 
 def _event(kind: str) -> NewEvent:
     return NewEvent(str(uuid.uuid4()), kind, {}, {})
+
+
+# -- the test kit -------------------------------------------------------------------------------
+
+
+def test_then_scheduled_checks_the_effects_a_handler_returned() -> None:
+    given(Order).when(Place(minutes=15)).then(Placed()).then_scheduled(
+        Schedule(Expire(), key="expiry", after=timedelta(minutes=15))
+    )
+    given(Order, Placed()).when(Pay()).then(Paid()).then_scheduled(Cancel("expiry"))
+    given(Order).when(Tick()).then(Ticked()).then_scheduled()
+
+
+def test_then_scheduled_shows_both_lists_when_they_differ() -> None:
+    outcome = given(Order).when(Place(minutes=15))
+    differ = r"other timer effects(.|\n)*seconds=300(.|\n)*seconds=900"
+    with pytest.raises(AssertionError, match=differ):
+        outcome.then_scheduled(Schedule(Expire(), key="expiry", after=timedelta(minutes=5)))
+    with pytest.raises(AssertionError, match="other timer effects"):
+        given(Order).when(Tick()).then_scheduled(Cancel("expiry"))
+
+
+def test_the_kit_refuses_a_command_scheduled_where_it_is_not_handled() -> None:
+    given(Order).when(Misdirect()).raises(DefinitionError, match="does not handle it")
+
+
+def test_a_fake_clock_moves_only_forward_and_wakes_its_sleepers() -> None:
+    clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
+    woken: list[datetime] = []
+
+    async def sleeper() -> None:
+        await clock.sleep_until(datetime(2030, 1, 1, 0, 10, tzinfo=UTC))
+        woken.append(clock.now())
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(sleeper)
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(minutes=9)
+            await anyio.wait_all_tasks_blocked()
+            assert woken == []
+            clock.advance(timedelta(minutes=1))
+
+    anyio.run(main)
+    assert woken == [datetime(2030, 1, 1, 0, 10, tzinfo=UTC)]
+    with pytest.raises(ValueError, match="only moves forward"):
+        clock.advance(seconds=-1)
+    with pytest.raises(ValueError, match="aware start time"):
+        FakeClock(datetime(2030, 1, 1))

@@ -11,7 +11,6 @@ import attrs
 from .._errors import ActorsourceError, CheckpointConflictError, ConcurrencyError, StoreError
 from .._records import AppendResult, NewEvent, SnapshotRecord, StoredEvent, StreamInfo
 from .._timers import StoredTimer, TimerChange
-from .memory_timers import TimerTable
 from ._base import (
     HeadWatch,
     InlineHook,
@@ -36,6 +35,7 @@ from ._base import (
     retry_start,
     utc_now,
 )
+from .memory_timers import TimerTable
 
 
 @attrs.frozen(slots=True)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from .._timers import StoredTimer, TimerChange, TimerSchedule
-from ._base import decode_json, encode_json, in_categories
+from ._base import decode_json, encode_timer_data, in_categories
 
 
 class TimerTable:
@@ -22,7 +22,7 @@ class TimerTable:
         for change in changes:
             slot = (change.owner, change.key)
             if isinstance(change, TimerSchedule):
-                text = encode_json(change.data, "timer data", change)
+                text = encode_timer_data(change)
                 timer = StoredTimer(
                     change.owner,
                     change.key,

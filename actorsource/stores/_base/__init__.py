@@ -34,11 +34,12 @@ from .contract import StoreCapabilities as StoreCapabilities
 from .contract import T as T
 from .contract import TransactionalStore as TransactionalStore
 from .contract import TransactionWork as TransactionWork
+from .lifecycle import StoreLifecycle as StoreLifecycle
+from .lifecycle import StoreState as StoreState
 from .timers import TimerStore as TimerStore
 from .timers import check_claim as check_claim
 from .timers import check_timer_append as check_timer_append
+from .timers import encode_timer_data as encode_timer_data
 from .timers import in_categories as in_categories
-from .lifecycle import StoreLifecycle as StoreLifecycle
-from .lifecycle import StoreState as StoreState
 from .watch import HeadWatch as HeadWatch
 from .watch import poll_for_events as poll_for_events

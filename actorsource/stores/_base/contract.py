@@ -11,7 +11,6 @@ from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 import attrs
 
-from .timers import TimerStore
 from ..._records import (
     AppendResult,
     JSONDict,
@@ -20,6 +19,7 @@ from ..._records import (
     StoredEvent,
     StreamInfo,
 )
+from .timers import TimerStore
 
 #: what an append reports when it is done: its result, or why it failed
 AppendCallback = Callable[[AppendResult | BaseException], None]

@@ -13,9 +13,13 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Protocol
 
+import orjson
+
+from ..._errors import CodecError
 from ..._records import AppendResult, NewEvent
 from ..._timers import Missed, StoredTimer, TimerChange, TimerSchedule
 from .checks import check_append, check_stream_id
+from .coding import _has_non_finite_float
 
 _MISSED = frozenset(m.value for m in Missed)
 
@@ -155,3 +159,17 @@ def check_claim(claimant: object, now: object, lease: object, limit: object) -> 
 def in_categories(stream_id: str, categories: Collection[str] | None) -> bool:
     """Whether a stream is of one of ``categories`` (None: any)."""
     return categories is None or stream_id.partition("-")[0] in categories
+
+
+def encode_timer_data(timer: TimerSchedule) -> str:
+    """Return a timer's command data as JSON text; what JSON cannot hold raises a CodecError."""
+    where = f"the {timer.command_type} command of timer {timer.key!r} of {timer.owner!r}"
+    try:
+        text = orjson.dumps(timer.data).decode()
+    except TypeError as exc:
+        msg = f"{where} is not JSON-serializable: {exc}"
+        raise CodecError(msg, type_name=timer.command_type) from exc
+    if "null" in text and _has_non_finite_float(timer.data):
+        msg = f"{where} holds NaN or an infinity, which JSON cannot hold"
+        raise CodecError(msg, type_name=timer.command_type)
+    return text

@@ -18,10 +18,14 @@ from .._base import (
     check_timer_append,
     decode_json,
     encode_json,
+    encode_timer_data,
 )
 from .connection import _Pool
 from .plan import _check_no_nul, _jsonb_columns
 from .schema import _Statements
+
+#: the append function's five snapshot arrays, empty: a timed append saves no snapshot
+_NO_SNAPSHOTS: tuple[list[Any], ...] = ([], [], [], [], [])
 
 _TIMER_COLUMNS = (
     "owner, key, target, command_type, data, due_at, interval, missed, claimed_by, claim_expires"
@@ -85,7 +89,7 @@ class PostgresTimers(StoreLifecycle):
                     *columns,
                     [stream_id],
                     [expected_version],
-                    [], [], [], [], [],  # fmt: skip
+                    *_NO_SNAPSHOTS,
                 )
                 for sql, params in writes:
                     await conn.execute(sql, *params)
@@ -173,7 +177,7 @@ def _timer_write(schema: str, change: TimerChange) -> tuple[str, tuple[Any, ...]
         _check_no_nul("a timer's stream or key", text)
     if not isinstance(change, TimerSchedule):
         return f"DELETE FROM {t} WHERE owner = $1 AND key = $2", (change.owner, change.key)
-    data = encode_json(change.data, "timer data", change)
+    data = encode_timer_data(change)
     _check_no_nul("a timer's command data", data)
     sql = (
         f"INSERT INTO {t} (owner, key, target, command_type, data, due_at, interval, missed, "

@@ -31,8 +31,8 @@ from .._base import (
     stored_event,
 )
 from .ops import _Append, _CatchUpInline, _Op, _SaveSnapshot, _TimedAppend, _Transact, _Work
-from .timer_ops import append_timed, run_work
 from .schema import _COLUMNS, _INSERT_EVENT, _SAVE_CHECKPOINT, _SAVE_SNAPSHOT, _STREAM_HEAD
+from .timer_ops import append_timed, run_work
 
 
 def _commit_batch(

@@ -15,8 +15,8 @@ from .._base import (
     check_claim,
     check_timer_append,
     decode_json,
-    encode_json,
     encode_rows,
+    encode_timer_data,
 )
 from .ops import _Op, _TimedAppend, _Work
 
@@ -49,7 +49,7 @@ class SQLiteTimers(StoreLifecycle):
         writes: list[tuple[Any, ...]] = []
         for change in timers:
             if isinstance(change, TimerSchedule):
-                data = encode_json(change.data, "timer data", change)
+                data = encode_timer_data(change)
                 writes.append(
                     (
                         "set",
@@ -84,7 +84,8 @@ class SQLiteTimers(StoreLifecycle):
         if categories is not None and not categories:
             return []
         at = epoch_us(now)
-        where, params = _FREE, [at, at]
+        where = _FREE
+        params: list[Any] = [at, at]
         if categories is not None:
             marks = ", ".join("?" * len(categories))
             where += f" AND substr(target, 1, instr(target, '-') - 1) IN ({marks})"
@@ -113,8 +114,9 @@ class SQLiteTimers(StoreLifecycle):
     ) -> bool:
         """Drop or move a claimed tick if the claim stands (see :class:`TimerStore`)."""
         self._check_open()
-        held = (timer.owner, timer.key, claimant, epoch_us(timer.due_at))
+        held: tuple[Any, ...] = (timer.owner, timer.key, claimant, epoch_us(timer.due_at))
         match = "owner = ? AND key = ? AND claimed_by = ? AND due_at = ?"
+        values: tuple[Any, ...]
         if next_due is None:
             sql, values = f"DELETE FROM timers WHERE {match}", held
         else:
