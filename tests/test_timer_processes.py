@@ -8,12 +8,15 @@ The delivering processes run ``tests/workers/timers.py``; the test counts the ef
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+
+import anyio
 
 from actorsource import EventStore, PostgresEventStore, Runtime, SQLiteEventStore
 
 from .conftest import drop_schema, postgres_schema
-from .test_processes import Worker
+from .test_processes import Worker, _seed
 from .timer_domain import Order, TickLater
 
 #: one-shot timers seeded, one per order
@@ -56,6 +59,31 @@ async def deliver_with_a_kill(db: str, *extra: str) -> None:
         other.kill()
 
 
+async def deliver_with_random_kills(
+    store: EventStore, db: str, *extra: str, kills: int = 3
+) -> None:
+    """Start a delivering worker and SIGKILL it at a random moment after its first claim,
+    ``kills`` times over; then let a last one deliver everything that is left."""
+    rng = random.Random(_seed())
+    args = [db, *extra, "--lease", "1", "--poll", "0.05", "--max-claim", "2"]
+    for kill in range(kills):
+        worker = Worker(*args, stdin=True, module="tests.workers.timers")
+        try:
+            await worker.wait_for_line(lambda line: line.startswith("claimed"), f"kill {kill}")
+            await anyio.sleep(rng.uniform(0, 0.3))  # a random moment, not a synchronization
+        finally:
+            worker.kill()
+    last = Worker(*args, stdin=True, module="tests.workers.timers")
+    try:
+        # a killed worker may have marked a tick done without saying so: ask the store
+        while await store.capabilities().timers.list_timers():  # type: ignore[union-attr]
+            await last.wait_for_line(lambda line: line.startswith("finished"), "delivering")
+        last.send("stop")
+        assert await last.wait("stopping") == 0, last.stderr
+    finally:
+        last.kill()
+
+
 def _owners(output: list[str], kind: str) -> set[str]:
     whole = [line for line in output if line.endswith("\n")]  # a cut last line was not written
     return {line.split()[1] for line in whole if line.startswith(kind + " ")}
@@ -78,6 +106,27 @@ async def test_two_processes_on_one_sqlite_file_deliver_each_due_timer_once(
     await seed(SQLiteEventStore(path))
     await deliver_with_a_kill(str(path))
     await check_each_tick_taken_once(SQLiteEventStore(path))
+
+
+async def test_timers_survive_random_sigkills_of_their_deliverer_on_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "timers.db"
+    await seed(SQLiteEventStore(path))
+    async with SQLiteEventStore(path) as store:
+        await deliver_with_random_kills(store, str(path))
+    await check_each_tick_taken_once(SQLiteEventStore(path))
+
+
+async def test_timers_survive_random_sigkills_of_their_deliverer_on_postgresql(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    schema = postgres_schema(tmp_path)
+    try:
+        await seed(PostgresEventStore(postgres_dsn, schema=schema))
+        async with PostgresEventStore(postgres_dsn, schema=schema) as store:
+            await deliver_with_random_kills(store, postgres_dsn, "--schema", schema)
+        await check_each_tick_taken_once(PostgresEventStore(postgres_dsn, schema=schema))
+    finally:
+        await drop_schema(postgres_dsn, schema)
 
 
 async def test_two_processes_on_one_postgresql_schema_deliver_each_due_timer_once(
