@@ -19,7 +19,6 @@ from ._context import Counters, Slots
 from ._decider import Decider
 from ._dispatcher import Dispatcher, RuntimeState
 from ._errors import (
-    CodecError,
     RuntimeClosedError,
 )
 from ._health import Health, check_health
@@ -40,9 +39,9 @@ from ._records import RecordedEvent
 from ._refs import AggregateRef
 from ._rehydration import Rehydration
 from ._routes import appender, data_reader, latest_loader, no_burst, timed_appender
-from ._scheduler import TimerScheduler
+from ._scheduler import TimerScheduler, timer_scheduler
 from ._supervision import Supervisor
-from ._timers import StoredTimer, SystemClock, Timers
+from ._timers import SystemClock, Timers
 from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.runtime")
@@ -232,42 +231,14 @@ class Runtime:
         if not isinstance(timers, Timers):
             msg = f"timers must be a Timers value, got {timers!r}"
             raise TypeError(msg)
-        store_timers = self._capabilities.timers
-        if store_timers is None:
-            msg = (
-                f"Runtime(timers=...) needs a store that keeps durable timers, and {self.store!r} "
-                "declares none in its capabilities"
-            )
-            raise ValueError(msg)
-        for aggregate in timers.aggregates:
-            self._deciders.decider_of(aggregate)
-        return TimerScheduler(
-            store_timers,
+        return timer_scheduler(
+            self.store,
+            self._capabilities,
             timers,
-            self._deliver_timer,
-            self._deciders.categories,
-            metrics=self.metrics,
+            deciders=self._deciders,
+            codec=self._codec,
+            mailboxes=self._dispatcher,
         )
-
-    async def _deliver_timer(self, timer: StoredTimer) -> None:
-        """Deliver one tick of a timer as a command with its deterministic ``command_id``."""
-        category, _, aggregate_id = timer.target.partition("-")
-        decider = self._deciders.in_category(category)
-        if decider is None:  # claims ask only for the categories used here
-            msg = f"timer {timer.key!r} of {timer.owner!r}: no aggregate of {category!r} here"
-            raise CodecError(msg, type_name=timer.command_type)
-        kinds = {kind.__name__: kind for kind in decider.command_types}
-        kind = kinds.get(timer.command_type)
-        if kind is None:
-            msg = (
-                f"timer {timer.key!r} of {timer.owner!r} holds a {timer.command_type} command, "
-                f"which {decider.name} does not handle (its commands: {', '.join(kinds)})"
-            )
-            raise CodecError(msg, type_name=timer.command_type)
-        command = self._codec.decode_command(kind, timer.data)
-        ref = AggregateRef(self._dispatcher, decider, aggregate_id, timer.target)
-        assert self._scheduler is not None
-        await ref.ask(command, command_id=timer.command_id, timeout=self._scheduler.policy.lease)
 
     async def fire_due_timers(self) -> int:
         """Deliver every timer due now (by the runtime's clock) that no other runtime holds,

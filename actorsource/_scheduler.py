@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 import anyio
 
+from ._codec import Codec
 from ._errors import (
     ActorFailedError,
     CodecError,
@@ -27,8 +28,10 @@ from ._errors import (
     StoreError,
 )
 from ._metrics import TIMER_LATENESS, TIMERS_DUE, TIMERS_LATE, Metrics
+from ._reading import Deciders
+from ._refs import AggregateRef, Mailboxes
 from ._timers import StoredTimer, TimerChange, Timers, TimerSchedule
-from .stores._base import TimerStore
+from .stores._base import EventStore, StoreCapabilities, TimerStore
 
 logger = logging.getLogger("actorsource.timers")
 
@@ -184,3 +187,50 @@ class TimerScheduler:
             metrics.record(TIMER_LATENESS, lateness, labels)
             if lateness > late_after:
                 metrics.add(TIMERS_LATE, 1, labels)
+
+
+def timer_scheduler(
+    store: EventStore,
+    capabilities: StoreCapabilities,
+    timers: Timers,
+    *,
+    deciders: Deciders,
+    codec: Codec,
+    mailboxes: Mailboxes,
+) -> TimerScheduler:
+    """Return the scheduler of a runtime given ``timers=``, delivering through its mailboxes.
+
+    :raises ValueError: if the store keeps no timers
+    """
+    store_timers = capabilities.timers
+    if store_timers is None:
+        msg = (
+            f"Runtime(timers=...) needs a store that keeps durable timers, and {store!r} "
+            "declares none in its capabilities"
+        )
+        raise ValueError(msg)
+    for aggregate in timers.aggregates:
+        deciders.decider_of(aggregate)
+
+    async def deliver(timer: StoredTimer) -> None:
+        """Deliver one tick as a command with its deterministic ``command_id``."""
+        category, _, aggregate_id = timer.target.partition("-")
+        decider = deciders.in_category(category)
+        if decider is None:  # claims ask only for the categories used here
+            msg = f"timer {timer.key!r} of {timer.owner!r}: no aggregate of {category!r} here"
+            raise CodecError(msg, type_name=timer.command_type)
+        kinds = {kind.__name__: kind for kind in decider.command_types}
+        kind = kinds.get(timer.command_type)
+        if kind is None:
+            msg = (
+                f"timer {timer.key!r} of {timer.owner!r} holds a {timer.command_type} command, "
+                f"which {decider.name} does not handle (its commands: {', '.join(kinds)})"
+            )
+            raise CodecError(msg, type_name=timer.command_type)
+        command = codec.decode_command(kind, timer.data)
+        ref = AggregateRef(mailboxes, decider, aggregate_id, timer.target)
+        await ref.ask(command, command_id=timer.command_id, timeout=timers.lease)
+
+    return TimerScheduler(
+        store_timers, timers, deliver, deciders.categories, metrics=mailboxes.metrics
+    )
