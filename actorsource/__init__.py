@@ -4,20 +4,21 @@ General layout (lower layers never import higher ones; docs/architecture.md has 
 the path of one ``ask``)::
 
     _errors, _tuning   L0  the error tree; opt-in process tuning
-    _decider, _aggregate, _records, _ids, _tracing, _policies, _metrics, _context, _models
-                       L1  the pure domain core (Decider, Aggregate sugar), records, event
+    _decider, _aggregate, _records, _ids, _tracing, _policies, _metrics, _context, _models,
+    _timers            L1  the pure domain core (Decider, Aggregate sugar), records, event
                            ids, tracing metadata; policies as values, metrics hooks; the
-                           record classes (attrs, dataclasses, Pydantic models)
+                           record classes (attrs, dataclasses, Pydantic models); timer effects
     _codec, _storable,  L2  event/state <-> JSON-ready dicts, by stable type names; upcasters;
     _jsonable              what the codec can store; JSON-ready data for responses
     stores/            L3  the EventStore contract and capabilities; memory, SQLite and
                            PostgreSQL stores
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
-    _routes, _messages
+    _routes, _messages, _timer_effects
                        L4  one aggregate's mailbox, its loading and batches
     _dispatcher, _refs, _reading, _health, _hosting, _projection, _projection_context,
-    _rebuilds, _archiving
-                       L5  live actors, refs, time travel, health; projections; retention
+    _rebuilds, _archiving, _scheduler
+                       L5  live actors, refs, time travel, health; projections; retention;
+                           timer delivery
     _runtime           L6  the runtime: lifecycle and the composition of the rest
     cli, bench, testing, otel, _projection_kit, pytest_plugin, web
                        L7  the command line, benchmarks, the test kit, the pytest plugin, the
@@ -84,6 +85,15 @@ from ._records import StreamInfo as StreamInfo
 from ._refs import AggregateRef as AggregateRef
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._timers import Cancel as Cancel
+from ._timers import Clock as Clock
+from ._timers import Missed as Missed
+from ._timers import Schedule as Schedule
+from ._timers import StoredTimer as StoredTimer
+from ._timers import SystemClock as SystemClock
+from ._timers import TimerCancel as TimerCancel
+from ._timers import Timers as Timers
+from ._timers import TimerSchedule as TimerSchedule
 from ._tracing import caused_by as caused_by
 from ._tuning import tune_gc as tune_gc
 from ._tuning import tune_switch_interval as tune_switch_interval
@@ -91,6 +101,7 @@ from .stores._base import EventStore as EventStore
 from .stores._base import GrowthMeter as GrowthMeter
 from .stores._base import StorageGrowth as StorageGrowth
 from .stores._base import StoreCapabilities as StoreCapabilities
+from .stores._base import TimerStore as TimerStore
 from .stores._base import TransactionalStore as TransactionalStore
 from .stores._subscription import subscribe as subscribe
 from .stores.memory import InMemoryEventStore as InMemoryEventStore
@@ -107,7 +118,9 @@ __all__ = [
     "Archiver",
     "AskTimeoutError",
     "Backoff",
+    "Cancel",
     "CheckpointConflictError",
+    "Clock",
     "CodecError",
     "ConcurrencyError",
     "Decider",
@@ -123,6 +136,7 @@ __all__ = [
     "JsonLinesArchiver",
     "MailboxFullError",
     "Metrics",
+    "Missed",
     "NaiveDatetimeError",
     "NewEvent",
     "Passivation",
@@ -140,6 +154,7 @@ __all__ = [
     "RuntimeState",
     "RuntimeStatistics",
     "SQLiteEventStore",
+    "Schedule",
     "SnapshotError",
     "SnapshotEvery",
     "SnapshotInfo",
@@ -149,11 +164,17 @@ __all__ = [
     "StoreCapabilities",
     "StoreError",
     "StoredEvent",
+    "StoredTimer",
     "StreamArchivedError",
     "StreamDeleted",
     "StreamDeletedError",
     "StreamInfo",
     "StreamNotFoundError",
+    "SystemClock",
+    "TimerCancel",
+    "TimerSchedule",
+    "TimerStore",
+    "Timers",
     "TransactionalStore",
     "UnknownCommandError",
     "VersionNotReachedError",

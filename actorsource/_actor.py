@@ -71,6 +71,7 @@ from ._policies import SnapshotPolicy
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, StoredEvent
 from ._snapshots import snapshot_if_due, take_snapshot
 from ._supervision import Supervisor
+from ._timers import Clock, SystemClock, TimerChange
 from .stores._base import EventStore, Latest
 
 logger = logging.getLogger("actorsource.actor")
@@ -126,6 +127,24 @@ class ActorContext:
     metrics: Metrics | None = None
     #: batch outcomes replied to, kept for the next batches (see BatchOutcome)
     spare_outcomes: list[BatchOutcome] = attrs.Factory(list)
+    #: the time timers run by (``after=`` counts from it)
+    clock: Clock = attrs.Factory(SystemClock)
+    #: hand events and timer writes to the store together; calls back as ``append_then`` does
+    append_timed: (
+        Callable[
+            [
+                str,
+                int,
+                list[NewEvent],
+                list[TimerChange],
+                Callable[[AppendResult | BaseException], None],
+            ],
+            None,
+        ]
+        | None
+    ) = None
+    #: told when timers were stored (the runtime's scheduler may have to wake sooner)
+    timers_stored: Callable[[list[TimerChange]], None] | None = None
 
 
 class Actor(Activation):
@@ -299,7 +318,7 @@ class Actor(Activation):
             # messages after a failed applier wait for the reload, in their order
             self.mailbox.extendleft(reversed(outcome.rest))
             del batch[len(batch) - len(outcome.rest) :]
-        if not outcome.new_events:
+        if not outcome.new_events and outcome.timers is None:
             reply(self, batch, outcome, None)
             if self.context.metrics is not None:
                 report(self, outcome, None)
@@ -313,12 +332,21 @@ class Actor(Activation):
         outcome.batch, outcome.start_version, outcome.retries = batch, start_version, retries
         self.in_flight = outcome
         try:
-            self.context.append_then(self.stream_id, start_version, outcome.new_events, self)
+            if outcome.timers is None:
+                self.context.append_then(self.stream_id, start_version, outcome.new_events, self)
+            else:
+                self._append_timed(outcome, start_version)
         except Exception as exc:
             self.in_flight = None
             self._append_failed(batch, exc, at_once=True)
             return False
         return True
+
+    def _append_timed(self, outcome: BatchOutcome, start_version: int) -> None:
+        """Hand the batch's events and timer writes to the store, to commit together."""
+        append_timed = self.context.append_timed
+        assert append_timed is not None and outcome.timers is not None
+        append_timed(self.stream_id, start_version, outcome.new_events, outcome.timers, self)
 
     def _appended(self, appended: AppendResult | BaseException) -> None:
         """The store's call back at commit (the result, or this append's error): reply, then
@@ -356,6 +384,8 @@ class Actor(Activation):
                 if logger.isEnabledFor(logging.DEBUG):
                     log_appended(self, outcome.new_events, appended)
                 reply(self, batch, outcome, appended)
+                if outcome.timers is not None and self.context.timers_stored is not None:
+                    self.context.timers_stored(outcome.timers)
                 if self.context.metrics is not None:
                     report(self, outcome, appended.version)
                 if outcome.corrupted:

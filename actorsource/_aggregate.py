@@ -66,7 +66,8 @@ def command(method: F) -> F:
     """Mark a method as the handler of the command type its argument is annotated with.
 
     The method returns one event, a list of events, or ``None``; it must not change ``self``
-    (raise :class:`Rejected` to refuse the command).
+    (raise :class:`Rejected` to refuse the command). The list may hold timer effects beside the
+    events (:class:`Schedule`, :class:`Cancel`), stored with them.
     """
     setattr(method, _COMMAND_MARK, True)
     return method
@@ -152,6 +153,7 @@ def _compile(cls: type[A]) -> Decider[Any, Any, A]:
         snapshot_version=cls.snapshot_version,
         snapshot_upcasters=cls.snapshot_upcasters,
         state_type=cls,
+        command_types=tuple(commands),
     )
 
 

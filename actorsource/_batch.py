@@ -19,6 +19,8 @@ from ._ids import new_event_id
 from ._messages import Command
 from ._metrics import COMMANDS, EVENTS_APPENDED, STREAM_LENGTH, Metrics
 from ._records import AppendResult, NewEvent, RecordedEvent
+from ._timer_effects import encode_effects
+from ._timers import Clock, Decided, TimerChange
 from ._tracing import CAUSATION_ID, COMMAND_ID, CORRELATION_ID
 from .stores._base import decode_json, encode_json
 
@@ -32,6 +34,7 @@ class BatchContext(Protocol):
     counters: Counters
     metrics: Metrics | None
     spare_outcomes: list[BatchOutcome]
+    clock: Clock
 
 
 class BatchActor(Protocol):
@@ -77,6 +80,12 @@ def decide_batch(actor: BatchActor, batch: list[Command], known: Known | None) -
                 exc.stream_id = actor.stream_id  # whoever shows the refusal can name the aggregate
             outcome.results.append(exc)
             continue
+        if type(events) is not list:  # the handler returned timer effects too (Decided)
+            try:
+                take_effects(actor, outcome, index, events)  # type: ignore[arg-type]
+            except Exception as exc:  # a command that cannot be scheduled: reply, go on
+                outcome.results.append(exc)
+                continue
         if not events:
             outcome.results.append(())
             continue
@@ -99,6 +108,11 @@ def decide_batch(actor: BatchActor, batch: list[Command], known: Known | None) -
             actor.state = state
         except Exception as exc:
             del new_events[kept:]  # this command's events are never stored
+            if outcome.timers is not None and outcome.timers_from is not None:
+                if outcome.timers_from[0] == index:  # nor its timers
+                    del outcome.timers[outcome.timers_from[1] :]
+                if not outcome.timers:
+                    outcome.timers = None
             if isinstance(exc, CodecError):
                 error: Exception = exc
             else:
@@ -127,6 +141,20 @@ def precondition_refusal(
     if actual == expected:
         return None
     return ConcurrencyError(actor.stream_id, expected, actual)
+
+
+def take_effects(actor: BatchActor, outcome: BatchOutcome, index: int, decided: Decided) -> None:
+    """Add the timer writes of the effects a command's handler returned to the batch's."""
+    context = actor.context
+    changes = encode_effects(
+        context.codec, context.clock.now(), actor.decider, actor.stream_id, decided.effects
+    )
+    if not changes:
+        return
+    if outcome.timers is None:
+        outcome.timers = []
+    outcome.timers_from = (index, len(outcome.timers))
+    outcome.timers.extend(changes)
 
 
 def as_stored(
@@ -295,6 +323,8 @@ class BatchOutcome:
         "results",
         "retries",
         "start_version",
+        "timers",
+        "timers_from",
     )
 
     def __init__(self) -> None:
@@ -318,6 +348,10 @@ class BatchOutcome:
         self.batch: list[Command] = _NO_MESSAGES
         self.start_version = 0
         self.retries = 0
+        #: the timer writes the batch's handlers decided (None: none), stored with its events
+        self.timers: list[TimerChange] | None = None
+        #: the index of the last command that added timer writes, and where its writes begin
+        self.timers_from: tuple[int, int] | None = None
 
 
 class Repeat:

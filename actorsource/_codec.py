@@ -462,6 +462,35 @@ class Codec:
             raise CodecError(msg, type_name=type_name) from exc
 
 
+    def encode_command(self, command: object) -> tuple[str, JSONDict]:
+        """Return the stored type name (its class name) and JSON-ready data of a command that
+        a timer will deliver.
+
+        :raises CodecError: if the command cannot be unstructured into a JSON object
+        """
+        name = type(command).__name__
+        try:
+            data = self._converter.unstructure(command)
+        except Exception as exc:
+            msg = f"cannot encode command {name} for a timer: {type(exc).__name__}: {exc}"
+            raise CodecError(msg, type_name=name) from exc
+        if not isinstance(data, dict):
+            msg = f"command {name} must encode to a JSON object for a timer, got {data!r}"
+            raise CodecError(msg, type_name=name)
+        return name, data
+
+    def decode_command(self, cls: type, data: JSONDict) -> object:
+        """Return the command of class ``cls`` that :meth:`encode_command` encoded.
+
+        :raises CodecError: if the data does not fit the class
+        """
+        try:
+            return self._converter.structure(data, cls)
+        except Exception as exc:
+            msg = f"cannot decode a timer's command into {cls.__qualname__}: {_describe(exc)}"
+            raise CodecError(msg, type_name=cls.__name__) from exc
+
+
 def _claim(cls: type, name: str) -> str:
     """``module.Class (as its name)`` or ``(as an alias)``, for the name-clash message."""
     role = "as an alias" if name in event_type_spec(cls).aliases else "as its name"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._errors import DefinitionError, InvalidEventError
+from ._timers import Cancel, Decided, Schedule
 
 C = TypeVar("C")
 E = TypeVar("E")
@@ -150,11 +151,14 @@ class Decider(Generic[C, E, S]):
         dict for an attrs state) and returns the JSON form of version ``v + 1``; keys run from 1
         to ``snapshot_version - 1``, and may leave steps out
     :param state_type: the state's type, for decoding snapshots (default: the initial state's type)
+    :param command_types: the command classes ``decide`` handles; needed only to deliver
+        commands that timers scheduled to this aggregate (:class:`Schedule`)
     :raises DefinitionError: if a setting is malformed
     """
 
     __slots__ = (
         "_initial_factory",
+        "command_types",
         "decide",
         "event_types",
         "evolve",
@@ -178,6 +182,7 @@ class Decider(Generic[C, E, S]):
         snapshot_version: int = 1,
         snapshot_upcasters: Mapping[int, Callable[[Any], Any]] | None = None,
         state_type: type[S] | None = None,
+        command_types: Iterable[type] = (),
     ) -> None:
         if not isinstance(name, str) or not name:
             msg = f"a Decider needs a non-empty str name (its stream category), got {name!r}"
@@ -213,6 +218,13 @@ class Decider(Generic[C, E, S]):
         self.snapshot_every = snapshot_every
         self.snapshot_version = snapshot_version
         self.snapshot_upcasters = upcasters
+        command_classes = tuple(command_types)
+        for command_type in command_classes:
+            if not isinstance(command_type, type):
+                msg = f"Decider {name!r}: command_types must be classes, got {command_type!r}"
+                raise DefinitionError(msg)
+        #: the command classes it handles (for decoding the commands timers deliver)
+        self.command_types = command_classes
         self.state_type: type[S] = (
             state_type if state_type is not None else type(initial_state_factory())
         )
@@ -225,8 +237,11 @@ class Decider(Generic[C, E, S]):
     def decide_events(self, command: C, state: S) -> list[E]:
         """Run ``decide`` and return its events as a checked list.
 
-        :raises InvalidEventError: if ``decide`` returned something that is not one of
-            ``event_types``
+        A handler that returned effects (:class:`Schedule`, :class:`Cancel`) beside its events
+        gets a :class:`Decided` list, which carries them; any other gets a plain list.
+
+        :raises InvalidEventError: if ``decide`` returned something that is neither one of
+            ``event_types`` nor an effect
         """
         returned: Any = self.decide(command, state)
         if returned is None:
@@ -234,13 +249,27 @@ class Decider(Generic[C, E, S]):
         events: list[E] = list(returned) if isinstance(returned, (list, tuple)) else [returned]
         for event in events:
             if not isinstance(event, self.event_types):
+                # effects are found here, on the path a wrong return takes: a handler that
+                # returns only events pays nothing for them
+                return self._with_effects(command, returned, events)
+        return events
+
+    def _with_effects(self, command: object, returned: object, items: list[Any]) -> list[E]:
+        events: list[E] = []
+        effects: list[Schedule | Cancel] = []
+        for item in items:
+            if isinstance(item, self.event_types):
+                events.append(item)
+            elif isinstance(item, (Schedule, Cancel)):
+                effects.append(item)
+            else:
                 known = ", ".join(t.__name__ for t in self.event_types) or "none"
                 reason = (
-                    f"{type(event).__name__} is not an event type of {self.name} "
-                    f"(its event types: {known})"
+                    f"{type(item).__name__} is not an event type of {self.name} "
+                    f"(its event types: {known}) nor an effect (Schedule, Cancel)"
                 )
                 raise InvalidEventError(self.name, type(command).__name__, returned, reason)
-        return events
+        return Decided(events, effects)
 
     def fold(self, events: Iterable[E], state: S = _NOT_GIVEN) -> S:
         """Return the state after ``events``, starting from ``state`` (default: initial)."""

@@ -21,6 +21,9 @@ name                                   kind        attributes
 ``actorsource.conflicts.retried``      counter     ``category``
 ``actorsource.projection.events``      counter     ``projection``
 ``actorsource.projection.duration``    histogram   ``projection`` (seconds per batch)
+``actorsource.timers.due``             counter     ``category`` (timers claimed when due)
+``actorsource.timers.late``            counter     ``category`` (claimed over a poll late)
+``actorsource.timers.lateness``        histogram   ``category`` (seconds past due at claim)
 =====================================  ==========  ==================================
 
 ``outcome`` is ``accepted`` (events stored or nothing to change), ``rejected`` (the command
@@ -46,6 +49,9 @@ PASSIVATIONS = "actorsource.passivations"
 CONFLICTS_RETRIED = "actorsource.conflicts.retried"
 PROJECTION_EVENTS = "actorsource.projection.events"
 PROJECTION_DURATION = "actorsource.projection.duration"
+TIMERS_DUE = "actorsource.timers.due"
+TIMERS_LATE = "actorsource.timers.late"
+TIMER_LATENESS = "actorsource.timers.lateness"
 
 Attributes = Mapping[str, str]
 

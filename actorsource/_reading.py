@@ -57,6 +57,15 @@ class Deciders:
             self._categories[decider.name] = (aggregate, decider)
         return decider
 
+    def in_category(self, category: str) -> Decider[Any, Any, Any] | None:
+        """The Decider of the aggregate that uses ``category`` here (None: none does)."""
+        found = self._categories.get(category)
+        return None if found is None else found[1]
+
+    def categories(self) -> list[str]:
+        """The stream categories of the aggregates used here."""
+        return list(self._categories)
+
 
 async def state_at(store: EventStore, rehydration: Rehydration, version: int) -> Any:
     """The state after event ``version``: from the latest usable snapshot at or before it."""

@@ -16,6 +16,7 @@ from typing import Final
 
 from ._errors import StoreError
 from ._records import AppendResult, JSONDict, NewEvent
+from ._timers import TimerChange
 from .stores._base import EventStore, Latest, StoreCapabilities
 
 logger = logging.getLogger("actorsource.runtime")
@@ -103,3 +104,36 @@ def _call_back(
         on_done(outcome)
     except Exception:  # a crashed actor, logged by it too: logged, as the SQLite store does
         logger.exception("an append's callback failed", extra={"stream_id": stream_id})
+
+
+def timed_appender(
+    store: EventStore, capabilities: StoreCapabilities
+) -> Callable[
+    [str, int, list[NewEvent], list[TimerChange], Callable[[AppendResult | BaseException], None]],
+    None,
+]:
+    """Return the append with timer writes of a store that keeps timers (calling back when
+    it is done, as :func:`appender`'s route does), else one that refuses at once."""
+    timers = capabilities.timers
+
+    def append_timed(
+        stream_id: str,
+        expected_version: int,
+        events: list[NewEvent],
+        changes: list[TimerChange],
+        on_done: Callable[[AppendResult | BaseException], None],
+    ) -> None:
+        if timers is None:
+            msg = (
+                f"{store!r} keeps no durable timers (its capabilities declare none), so a "
+                "handler cannot schedule or cancel one there; use a store that does"
+            )
+            raise ValueError(msg)
+        future = asyncio.ensure_future(
+            timers.append_with_timers(stream_id, expected_version, events, changes)
+        )
+        future.add_done_callback(
+            functools.partial(_call_back, stream_id, on_done), context=_ACTOR_CONTEXT
+        )
+
+    return append_timed

@@ -43,8 +43,10 @@ from ._reading import Deciders, matching_records, state_at
 from ._records import AppendResult, ArchivedStream, RecordedEvent
 from ._refs import AggregateRef
 from ._rehydration import Rehydration
-from ._routes import appender, data_reader, latest_loader, no_burst
+from ._routes import appender, data_reader, latest_loader, no_burst, timed_appender
+from ._scheduler import TimerScheduler, timer_scheduler
 from ._supervision import Supervisor
+from ._timers import SystemClock, Timers
 from .stores._base import EventStore, StorageGrowth
 
 logger = logging.getLogger("actorsource.runtime")
@@ -129,6 +131,9 @@ class Runtime:
         ``passivate_after`` and ``max_active``)
     :param supervision: how long failing aggregates are left alone (:class:`Backoff`; default:
         ``Backoff()``, 50 ms doubling up to 5 s)
+    :param timers: deliver the durable timers that come due (:class:`Timers`: which
+        aggregates, the clock, the lease); without it, handlers still schedule timers (they are
+        stored) but this runtime delivers none
     """
 
     def __init__(
@@ -151,6 +156,7 @@ class Runtime:
         snapshot: SnapshotEvery | SnapshotInterval | None = None,
         passivation: Passivation | None = None,
         supervision: Backoff | None = None,
+        timers: Timers | None = None,
     ) -> None:
         check_optional_positive("snapshot_every", snapshot_every)
         check_optional_positive("max_active", max_active)
@@ -208,11 +214,19 @@ class Runtime:
             spawn=dispatcher.spawn,
             burst=capabilities.burst or no_burst,
             metrics=metrics,
+            clock=timers.clock if timers is not None else SystemClock(),
+            append_timed=timed_appender(store, capabilities),
         )
         self._opened_store = False
         self._task_group: anyio.abc.TaskGroup | None = None
         #: the aggregates used here, by class or Decider, their events registered
         self._deciders = Deciders(self._codec, snapshots=snapshot is not None)
+        #: delivers due timers (None: this runtime delivers none)
+        self._scheduler: TimerScheduler | None = None
+        self._timer_scope: anyio.CancelScope | None = None
+        if timers is not None:
+            self._scheduler = self._timer_scheduler(timers)
+            self._context.timers_stored = self._scheduler.stored
         if not poll_interval > 0:
             msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
             raise ValueError(msg)
@@ -226,6 +240,42 @@ class Runtime:
         self._retention = Retention(
             store, capabilities, self._reader_positions, self._dispatcher.passivate_stream
         )
+
+    def _timer_scheduler(self, timers: Timers) -> TimerScheduler:
+        if not isinstance(timers, Timers):
+            msg = f"timers must be a Timers value, got {timers!r}"
+            raise TypeError(msg)
+        return timer_scheduler(
+            self.store,
+            self._capabilities,
+            timers,
+            deciders=self._deciders,
+            codec=self._codec,
+            mailboxes=self._dispatcher,
+        )
+
+    async def fire_due_timers(self) -> int:
+        """Deliver every timer due now (by the runtime's clock) that no other runtime holds,
+        and return how many ticks were delivered.
+
+        The runtime does this on its own as timers come due; tests with a fake clock call it
+        after ``clock.advance(...)`` to wait until what came due was delivered.
+
+        :raises RuntimeClosedError: if the runtime is not open
+        :raises ValueError: if the runtime was made without ``timers=``
+        """
+        if self._state is not RuntimeState.OPEN:
+            msg = f"the runtime is {self._state.value}; timers are delivered by an open one"
+            raise RuntimeClosedError(msg)
+        if self._scheduler is None:
+            msg = "this runtime delivers no timers: make it with Runtime(..., timers=Timers(...))"
+            raise ValueError(msg)
+        return await self._scheduler.fire_due()
+
+    async def _run_timers(self, scheduler: TimerScheduler) -> None:
+        with anyio.CancelScope() as scope:
+            self._timer_scope = scope
+            await scheduler.run()
 
     def __repr__(self) -> str:
         active = self._dispatcher.active
@@ -281,6 +331,8 @@ class Runtime:
         self._task_group = task_group
         self._dispatcher.open(task_group)
         self._hosting.open(task_group)
+        if self._scheduler is not None:
+            task_group.start_soon(self._run_timers, self._scheduler)
         logger.debug("runtime opened", extra={"store": repr(self.store)})
         return self
 
@@ -293,6 +345,8 @@ class Runtime:
         if self._state is not RuntimeState.OPEN:
             return
         self._hosting.closing()
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()  # claims held lapse after their lease
         task_group = self._task_group
         assert task_group is not None
         try:

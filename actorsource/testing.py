@@ -65,9 +65,11 @@ that moves only when the test moves it, for policies that take one
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Self, TypedDict, TypeVar, Unpack, overload
 
 from ._aggregate import Aggregate, decider_of
@@ -80,10 +82,13 @@ from ._policies import Backoff, Passivation, SnapshotEvery, SnapshotInterval
 from ._projection_kit import GivenEvents, Projected, given_events
 from ._records import NewEvent
 from ._runtime import Runtime
+from ._timer_effects import encode_effects
+from ._timers import Cancel, Decided, Schedule, Timers
 from .stores._base import decode_json, encode_json
 from .stores.memory import InMemoryEventStore
 
 __all__ = [
+    "FakeClock",
     "Given",
     "GivenEvents",
     "ManualClock",
@@ -172,6 +177,9 @@ class _Scenario(Generic[S]):
         state = self._state()
         try:
             events = decider.decide_events(command, state)
+            if isinstance(events, Decided):  # as the runtime would encode them, or refuse
+                now = datetime.now(UTC)
+                encode_effects(self._codec, now, decider, f"{decider.name}-test", events.effects)
         except Exception as exc:  # what ask would raise: Rejected, UnknownCommandError, ...
             return When(decider, self._codec, self._stream, command=command, events=[], error=exc)
         if _compares_by_value(state) and state != self._state():
@@ -356,6 +364,28 @@ class When(_Scenario[S]):
         msg += f"\nexpected events:\n{_listing(expected)}\nactual events:\n{_listing(actual)}"
         raise AssertionError(msg)
 
+    def then_scheduled(self, *expected: Schedule | Cancel) -> Self:
+        """Check that the command's handler returned exactly these timer effects, in order
+        (none: it scheduled and cancelled nothing).
+
+        Effects compare by value (``Schedule(Expire(), key="k", after=...)`` equals another
+        with the same fields).
+
+        :return: this outcome, to go on
+        :raises AssertionError: if the command raised, or returned other effects
+        """
+        __tracebackhide__ = True
+        self._require_success("check its timers")
+        events = self._events
+        actual = list(events.effects) if isinstance(events, Decided) else []
+        if list(expected) == actual:
+            return self
+        msg = (
+            f"{self._command!r} returned other timer effects than expected:\n"
+            f"expected:\n{_listing(expected)}\nactual:\n{_listing(actual)}"
+        )
+        raise AssertionError(msg)
+
     def then_state(self, expected: S | Callable[[S], bool]) -> Self:
         """Check the state after the command's events.
 
@@ -416,6 +446,62 @@ class When(_Scenario[S]):
             raise AssertionError(msg) from error
 
 
+class FakeClock:
+    """A clock for tests that moves only when told (``Timers(clock=FakeClock())``).
+
+    Nothing sleeps: :meth:`advance` moves the time and wakes whatever waits for it; then
+    ``await runtime.fire_due_timers()`` returns once what came due was delivered.
+
+    :param start: the time it shows first (default: 2030-01-01 00:00 UTC)
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        if start is None:
+            start = datetime(2030, 1, 1, tzinfo=UTC)
+        if start.utcoffset() is None:
+            msg = f"FakeClock needs an aware start time, got {start!r}"
+            raise ValueError(msg)
+        self._now = start.astimezone(UTC)
+        self._sleepers: list[tuple[datetime, asyncio.Future[None]]] = []
+
+    def __repr__(self) -> str:
+        return f"FakeClock({self._now.isoformat()})"
+
+    def now(self) -> datetime:
+        """Return the time it shows."""
+        return self._now
+
+    def advance(self, delta: timedelta | None = None, /, **units: float) -> datetime:
+        """Move the time forward by ``delta`` or by ``timedelta(**units)``
+        (``advance(minutes=15)``), wake what waits for it, and return the new time.
+
+        :raises ValueError: if the step is negative (time does not go back)
+        """
+        step = delta if delta is not None else timedelta(**units)
+        if step < timedelta(0):
+            msg = f"a FakeClock only moves forward, got a step of {step}"
+            raise ValueError(msg)
+        self._now += step
+        waiting = []
+        for deadline, future in self._sleepers:
+            if deadline <= self._now:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((deadline, future))
+        self._sleepers = waiting
+        return self._now
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        """Return once :meth:`advance` reached ``deadline``."""
+        if deadline <= self._now:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((deadline, future))
+        await future
+
+
 class RuntimeOptions(TypedDict, total=False):
     """The keyword arguments of :class:`~actorsource.Runtime`, for :func:`runtime`."""
 
@@ -435,6 +521,7 @@ class RuntimeOptions(TypedDict, total=False):
     snapshot: SnapshotEvery | SnapshotInterval | None
     passivation: Passivation | None
     supervision: Backoff | None
+    timers: Timers | None
 
 
 @contextlib.asynccontextmanager

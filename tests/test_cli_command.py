@@ -24,6 +24,8 @@ import pytest
 import actorsource
 from actorsource import NewEvent, Runtime, SQLiteEventStore
 from actorsource.cli._table import display_width
+from actorsource.stores.postgres.schema import SCHEMA_VERSION as POSTGRES_SCHEMA
+from actorsource.stores.sqlite.schema import SCHEMA_VERSION as SQLITE_SCHEMA
 
 from .conftest import POSTGRES_DSN, SKIP_WITHOUT_POSTGRES, make_store, postgres_schema
 from .domain import Account, Deposit, Withdraw
@@ -330,13 +332,16 @@ def test_info_summarizes_a_sqlite_store(db: Path) -> None:
     facts = json.loads(as_json.stdout)
     assert as_json.returncode == 0
     assert facts["store"] == "sqlite"
-    assert (facts["schema_version"], facts["current_schema_version"]) == (2, 2)
+    assert (facts["schema_version"], facts["current_schema_version"]) == (
+        SQLITE_SCHEMA,
+        SQLITE_SCHEMA,
+    )
     assert (facts["streams"], facts["events"], facts["head_position"]) == (2, 4, 4)
     assert facts["size_bytes"] == db.stat().st_size > 0
     assert facts["projections"] == [{"name": "balances", "position": 2, "lag_events": 2}]
     lines = text.stdout.splitlines()
     assert lines[0].split(maxsplit=1) == ["store", f"SQLite {db}"]
-    assert ["schema", "version", "2"] in [line.split() for line in lines]
+    assert ["schema", "version", str(SQLITE_SCHEMA)] in [line.split() for line in lines]
     assert ["events", "4"] in [line.split() for line in lines]
     assert lines[-1].split()[:3] == ["balances", "2", "2"]
 
@@ -356,7 +361,11 @@ def test_info_summarizes_a_postgres_store(store_kind: str, tmp_path: Path) -> No
 
     assert done.returncode == 0, done.stderr
     facts = json.loads(done.stdout)
-    assert (facts["store"], facts["schema"], facts["schema_version"]) == ("postgresql", schema, 1)
+    assert (facts["store"], facts["schema"], facts["schema_version"]) == (
+        "postgresql",
+        schema,
+        POSTGRES_SCHEMA,
+    )
     assert (facts["streams"], facts["events"], facts["head_position"]) == (1, 1, 1)
     assert facts["projections"] == [{"name": "balances", "position": 1, "lag_events": 0}]
 
@@ -473,9 +482,10 @@ def test_info_says_an_older_store_is_read_as_it_is(version_1_db: Path) -> None:
     facts = json.loads(run("info", str(version_1_db), "--json").stdout)
     text = run("info", str(version_1_db)).stdout
 
-    assert (facts["schema_version"], facts["current_schema_version"]) == (1, 2)
+    assert (facts["schema_version"], facts["current_schema_version"]) == (1, SQLITE_SCHEMA)
     assert facts["projections"] == []
-    assert "schema version    1 (older than this actorsource's 2: read as it is" in text
+    older = f"schema version    1 (older than this actorsource's {SQLITE_SCHEMA}: read as it is"
+    assert older in text
 
 
 # -- bench -------------------------------------------------------------------------------------

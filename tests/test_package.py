@@ -24,6 +24,7 @@ LAYERS = {
     "_policies": 1,
     "_context": 1,
     "_models": 1,
+    "_timers": 1,
     "_codec": 2,
     "_storable": 2,
     "_jsonable": 2,
@@ -37,6 +38,7 @@ LAYERS = {
     "_activation": 4,
     "_routes": 4,
     "_actor": 4,
+    "_timer_effects": 4,
     # the runtime's parts, and projections (which see the runtime through a protocol)
     "_dispatcher": 5,
     "_refs": 5,
@@ -47,9 +49,11 @@ LAYERS = {
     "_projection": 5,
     "_hosting": 5,
     "_rebuilds": 5,
+    "_scheduler": 5,
     # the runtime composes them
     "_runtime": 6,
     "cli": 7,
+    "_timer_command": 7,
     "bench": 7,
     "testing": 7,
     "_projection_kit": 7,

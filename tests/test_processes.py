@@ -58,11 +58,11 @@ def _seed() -> int:
 class Worker:
     """A writer process whose stdout lines are read by a thread as they come."""
 
-    def __init__(self, *args: str, stdin: bool = False) -> None:
+    def __init__(self, *args: str, stdin: bool = False, module: str = "tests.workers.writer"):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.workers.writer", *args],
+            [sys.executable, "-m", module, *args],
             cwd=REPO,
             env=env,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,

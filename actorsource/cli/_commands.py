@@ -1,4 +1,5 @@
-"""The commands on a store: info, streams, events, tail, state, projections; archive, delete.
+"""The commands on a store: info, streams, events, tail, state, projections, timers; archive,
+delete.
 
 Each command opens the store named on the command line (a SQLite path or a PostgreSQL DSN)
 read-only, so that looking never creates, upgrades or changes anything (only ``projections
@@ -22,6 +23,7 @@ from ._info import info
 from ._inspect import events, projections, state, streams, tail
 from ._open import FAILED, CommandError, open_store
 from ._retention_commands import archive_command, delete_command
+from ._timer_command import timers
 
 _Command = Callable[[Any, argparse.Namespace, TextIO], Coroutine[Any, Any, None]]
 
@@ -32,6 +34,7 @@ _HANDLERS: dict[str, _Command] = {
     "tail": tail,
     "state": state,
     "projections": projections,
+    "timers": timers,
     "archive": archive_command,
     "delete": delete_command,
 }

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from .. import bench
 from ..stores.postgres import redact_dsn
 from ._retention_commands import add_retention_commands
+from ._timer_command import add_timers_command
 
 DESCRIPTION = (
     "Inspect an actorsource store (a SQLite file or a PostgreSQL DSN) without changing it, "
@@ -188,6 +189,7 @@ def _add_inspection(commands: Any) -> None:
         "module:collection); its reset(self, ctx) clears the read model",
     )
     _json(projections)
+    add_timers_command(commands, _db, _json)
     add_retention_commands(commands, _db, _json)
 
 

@@ -23,6 +23,7 @@ from .._records import (
     StoredEvent,
     StreamInfo,
 )
+from .._timers import StoredTimer, TimerChange
 from ._base import (
     GrowthMeter,
     HeadWatch,
@@ -37,6 +38,7 @@ from ._base import (
     check_append,
     check_archive_args,
     check_checkpoint,
+    check_claim,
     check_command_ids,
     check_delete_args,
     check_filters,
@@ -44,6 +46,7 @@ from ._base import (
     check_snapshot,
     check_stream_id,
     check_time,
+    check_timer_append,
     decode_json,
     deletion_refusal,
     encode_json,
@@ -53,6 +56,7 @@ from ._base import (
     retry_start,
     utc_now,
 )
+from .memory_timers import TimerTable
 
 
 @attrs.frozen(slots=True)
@@ -95,6 +99,7 @@ class InMemoryEventStore(StoreLifecycle):
         #: counts what this store commits, for :meth:`storage_growth` (replace it before use
         #: to measure over another window)
         self.growth_meter = GrowthMeter()
+        self._timers = TimerTable()
 
     def __repr__(self) -> str:
         return f"InMemoryEventStore(events={len(self._log)})"
@@ -185,6 +190,54 @@ class InMemoryEventStore(StoreLifecycle):
         self._head = new_rows[-1].position
         self._watch.advance(self._head)
         return AppendResult(actual + len(events), first_position, recorded_at)
+
+    async def append_with_timers(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        timers: Sequence[TimerChange],
+    ) -> AppendResult:
+        """Append events and apply timer writes in one step (see :class:`TimerStore`)."""
+        self._check_open()
+        check_timer_append(stream_id, expected_version, events, timers)
+        await asyncio.sleep(0)  # a real checkpoint, as a durable store's append would be
+        self._check_open()
+        if events:
+            result = self._append_now(stream_id, expected_version, events)
+        else:
+            actual = len(self._streams.get(stream_id, ()))
+            if actual != expected_version:
+                raise ConcurrencyError(stream_id, expected_version, actual)
+            result = AppendResult(actual, len(self._log) + 1, utc_now())
+        self._timers.apply(timers)
+        return result
+
+    async def claim_due_timers(
+        self,
+        claimant: str,
+        now: datetime,
+        lease: float,
+        *,
+        limit: int,
+        categories: Collection[str] | None = None,
+    ) -> list[StoredTimer]:
+        """Claim due timers nobody holds (see :class:`TimerStore`)."""
+        self._check_open()
+        check_claim(claimant, now, lease, limit)
+        return self._timers.claim(claimant, now, lease, limit, categories)
+
+    async def finish_timer(
+        self, timer: StoredTimer, claimant: str, next_due: datetime | None
+    ) -> bool:
+        """Drop or move a claimed timer's tick (see :class:`TimerStore`)."""
+        self._check_open()
+        return self._timers.finish(timer, claimant, next_due)
+
+    async def list_timers(self) -> list[StoredTimer]:
+        """Return every timer, the earliest due first."""
+        self._check_open()
+        return self._timers.listing()
 
     def _run_inline(self, new_rows: list[_Row]) -> None:
         """Call the inline projections with what they have not seen; raise to refuse the append."""
@@ -289,7 +342,7 @@ class InMemoryEventStore(StoreLifecycle):
     def capabilities(self) -> StoreCapabilities:
         """Future appends, the writer's lag (always 0), read models changed with their
         checkpoints in one step (``ctx.transaction`` is ``None``), archiving and deleting
-        streams, and the storage growth."""
+        streams, the storage growth, and timers."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             writer_lag=self.writer_lag,
@@ -297,6 +350,7 @@ class InMemoryEventStore(StoreLifecycle):
             archive_stream=self.archive_stream,
             delete_stream=self.delete_stream,
             storage_growth=self.storage_growth,
+            timers=self,
         )
 
     def storage_growth(self) -> StorageGrowth:

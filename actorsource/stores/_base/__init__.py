@@ -1,7 +1,7 @@
 """What every store shares: the contract (:mod:`.contract`), the checks at its door
 (:mod:`.checks`), JSON in and out of rows (:mod:`.coding`), the lifecycle (:mod:`.lifecycle`),
-the commit watch (:mod:`.watch`), the rules of appending (:mod:`.appends`) and the growth meter
-(:mod:`.growth`)."""
+the commit watch (:mod:`.watch`), the rules of appending (:mod:`.appends`), the growth meter
+(:mod:`.growth`) and durable timers (:mod:`.timers`)."""
 
 from .appends import KnownHeads as KnownHeads
 from .appends import prior_append as prior_append
@@ -46,5 +46,10 @@ from .retention import before_kept as before_kept
 from .retention import check_archive_args as check_archive_args
 from .retention import check_delete_args as check_delete_args
 from .retention import deletion_refusal as deletion_refusal
+from .timers import TimerStore as TimerStore
+from .timers import check_claim as check_claim
+from .timers import check_timer_append as check_timer_append
+from .timers import encode_timer_data as encode_timer_data
+from .timers import in_categories as in_categories
 from .watch import HeadWatch as HeadWatch
 from .watch import poll_for_events as poll_for_events

@@ -21,6 +21,7 @@ from ..._records import (
     StreamInfo,
 )
 from .growth import StorageGrowth
+from .timers import TimerStore
 
 #: what an append reports when it is done: its result, or why it failed
 AppendCallback = Callable[[AppendResult | BaseException], None]
@@ -77,6 +78,9 @@ class StoreCapabilities:
     #: how fast the store grows (events and bytes, totals and recent rates), for statistics
     #: and health checks (else none)
     storage_growth: Callable[[], StorageGrowth] | None = None
+    #: durable timers: appends carrying timer writes, leased claims of due timers (else
+    #: handlers cannot schedule, and no timer is delivered)
+    timers: TimerStore | None = None
 
 
 @runtime_checkable

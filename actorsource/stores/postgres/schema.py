@@ -7,7 +7,7 @@ import re
 from typing import Final
 
 #: the schema version this code writes and reads (the ``actorsource_schema`` table holds it)
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 #: what a ``schema=`` name may be: a plain lower-case identifier, usable unquoted in SQL
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -133,7 +133,32 @@ def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[s
             END
             $fn$""",
         ],
+        2: _timers_step(s),
     }
+
+
+def _timers_step(s: str) -> list[str]:
+    """The statements of the step to version 2: durable timers.
+
+    Due times and claim expiries are microseconds since the Unix epoch (bigint), as in the
+    SQLite store; the command data is the exact JSON text.
+    """
+    return [
+        f"""CREATE TABLE {s}.timers (
+            owner         text             NOT NULL,
+            key           text             NOT NULL,
+            target        text             NOT NULL,
+            command_type  text             NOT NULL,
+            data          text             NOT NULL,
+            due_at        bigint           NOT NULL,
+            interval      double precision,
+            missed        text             NOT NULL,
+            claimed_by    text,
+            claim_expires bigint,
+            PRIMARY KEY (owner, key)
+        )""",
+        f"CREATE INDEX timers_due ON {s}.timers (due_at)",
+    ]
 
 
 def _lock_key(purpose: str, schema: str) -> int:

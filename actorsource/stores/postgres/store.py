@@ -36,13 +36,16 @@ from .plan import _Append, _check_no_nul, _jsonb_columns, _Op, _Row, _SaveSnapsh
 from .reads import PostgresReads
 from .retention import PostgresRetention
 from .schema import _SCHEMA_NAME, SCHEMA_VERSION, _channel, _lock_key, _migrations, _Statements
+from .timers import PostgresTimers
 from .transactions import PostgresTransactions, _TransactionStatements
 from .writer import PostgresWriter
 
 logger = logging.getLogger("actorsource.stores.postgres")
 
 
-class PostgresEventStore(PostgresWriter, PostgresRetention, PostgresReads, PostgresTransactions):
+class PostgresEventStore(
+    PostgresWriter, PostgresRetention, PostgresReads, PostgresTransactions, PostgresTimers
+):
     """An event store in a PostgreSQL schema (tables ``events``, ``snapshots``, ``checkpoints``).
 
     Several runtimes, processes and machines may use one schema at once: appends take turns on
@@ -473,7 +476,7 @@ class PostgresEventStore(PostgresWriter, PostgresRetention, PostgresReads, Postg
     def capabilities(self) -> StoreCapabilities:
         """Future appends, one-read activation loads, lean replays, the writer's lag,
         read-model writes in its transactions (plain or ``async``, on the loop), archiving and
-        deleting streams, and the storage growth."""
+        deleting streams, the storage growth, and timers."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             load_latest=self.load_latest,
@@ -484,6 +487,7 @@ class PostgresEventStore(PostgresWriter, PostgresRetention, PostgresReads, Postg
             archive_stream=self.archive_stream,
             delete_stream=self.delete_stream,
             storage_growth=self.storage_growth,
+            timers=self,
         )
 
     def storage_growth(self) -> StorageGrowth:

@@ -30,7 +30,7 @@ from .._base import (
     retry_start,
     stored_event,
 )
-from .ops import _Append, _CatchUpInline, _Op, _SaveSnapshot, _Transact
+from .ops import _Append, _CatchUpInline, _Op, _SaveSnapshot, _TimedAppend, _Transact, _Work
 from .schema import (
     _COLUMNS,
     _INSERT_EVENT,
@@ -39,6 +39,7 @@ from .schema import (
     _SAVE_SNAPSHOT,
     _STREAM_HEAD,
 )
+from .timer_ops import append_timed, run_work
 
 
 def _commit_batch(
@@ -340,6 +341,10 @@ class _BatchCommit:
                 results.append(_transact(conn, op, self.now_text))
             elif isinstance(op, _CatchUpInline):
                 results.append(_catch_up_inline(conn, op, self.position, self.now, self.now_text))
+            elif isinstance(op, _TimedAppend):
+                results.append(append_timed(self, op))
+            elif isinstance(op, _Work):
+                results.append(run_work(conn, op))
             else:
                 results.append(self._append_one(op))
         if self.run_ops:

@@ -61,7 +61,28 @@ class _CatchUpInline:
     future: asyncio.Future[Any]
 
 
-_Op = _Append | _SaveSnapshot | _Transact | _CatchUpInline
+@attrs.define(slots=True)
+class _TimedAppend:
+    """An append and its timer writes, committed together (or neither)."""
+
+    stream_id: str
+    expected_version: int
+    rows: list[tuple[str, str | bytes, str, str]]  # as _Append's (maybe none)
+    #: ("set", owner, key, target, command type, data json, due µs, interval, missed) or
+    #: ("drop", owner, key)
+    timers: list[tuple[Any, ...]]
+    future: asyncio.Future[AppendResult]
+
+
+@attrs.define(slots=True)
+class _Work:
+    """Timer bookkeeping run in the writer's transaction (a claim, a finished tick)."""
+
+    work: TransactionWork[Any]
+    future: asyncio.Future[Any]
+
+
+_Op = _Append | _SaveSnapshot | _Transact | _CatchUpInline | _TimedAppend | _Work
 
 
 def _answer_op(op: _Op, outcome: Any) -> None:

@@ -18,9 +18,10 @@ APPLICATION_ID: Final = 0x4143534F
 
 #: the schema version this code writes and reads (PRAGMA user_version); version 2 added the
 #: checkpoints table; version 3 lets events.data and snapshots.state hold zlib-compressed JSON
-#: as a BLOB (no table changes: the mark makes older versions refuse a file they would misread).
-#: An older file is upgraded in place when opened, and read as it is when opened read-only
-SCHEMA_VERSION: Final = 3
+#: as a BLOB (no table changes: the mark makes older versions refuse a file they would misread);
+#: version 4 the timers table. An older file is upgraded in place when opened, and read as it
+#: is when opened read-only
+SCHEMA_VERSION: Final = 4
 
 #: the first schema version with the checkpoints table
 CHECKPOINTS_SINCE: Final = 2
@@ -51,6 +52,30 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     updated_at  TEXT    NOT NULL
 );
 """
+
+def _timers_step() -> list[str]:
+    """The statements of the step to version 4: durable timers (idempotent, as _SCHEMA's).
+
+    Due times and claim expiries are microseconds since the Unix epoch, so that they order
+    and compare as integers.
+    """
+    return [
+        """CREATE TABLE IF NOT EXISTS timers (
+            owner         TEXT    NOT NULL,
+            key           TEXT    NOT NULL,
+            target        TEXT    NOT NULL,
+            command_type  TEXT    NOT NULL,
+            data          TEXT    NOT NULL,
+            due_at        INTEGER NOT NULL,
+            interval      REAL,
+            missed        TEXT    NOT NULL,
+            claimed_by    TEXT,
+            claim_expires INTEGER,
+            PRIMARY KEY (owner, key)
+        )""",
+        "CREATE INDEX IF NOT EXISTS timers_due ON timers (due_at)",
+    ]
+
 
 _INSERT_EVENT: Final = (
     "INSERT INTO events (position, stream_id, version, type, data, metadata, event_id, "
@@ -142,7 +167,7 @@ async def prepare(
     try:
         # again under the write lock: another process may have created the schema meanwhile
         if await _check_identity(conn, path):
-            for statement in _SCHEMA.split(";"):
+            for statement in [*_SCHEMA.split(";"), *_timers_step()]:
                 if statement.strip():
                     await conn.execute(statement)
             await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")

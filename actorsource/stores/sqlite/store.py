@@ -39,10 +39,11 @@ from .ops import _Append, _CatchUpInline, _SaveSnapshot, _Transact
 from .reads import SQLiteReads
 from .retention import SQLiteRetention
 from .schema import SCHEMA_VERSION, Synchronous, connect, open_error, prepare, read_identity
+from .timers import SQLiteTimers
 from .writer import SQLiteWriter
 
 
-class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention):
+class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention, SQLiteTimers):
     """An event store in one SQLite file (WAL, ``synchronous=FULL`` by default).
 
     Several runtimes and several processes may use one file at once: writes are serialized by
@@ -242,7 +243,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention):
     def capabilities(self) -> StoreCapabilities:
         """Callback appends and loads, bursts, lean replays, the writer's lag, read-model
         writes in the writer's transactions (plain functions, on its thread), archiving and
-        deleting streams, and the storage growth."""
+        deleting streams, the storage growth, and timers."""
         return StoreCapabilities(
             append_then=self.append_then,
             submit_append=self.submit_append,
@@ -255,6 +256,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention):
             archive_stream=self.archive_stream,
             delete_stream=self.delete_stream,
             storage_growth=self.storage_growth,
+            timers=self,
         )
 
     def storage_growth(self) -> StorageGrowth:

@@ -26,7 +26,7 @@ from .._base import (
 )
 from ._thread import ConnectionThread, Job
 from .commit import _commit_batch
-from .ops import _answer_op, _answer_ops, _Append, _Op
+from .ops import _answer_op, _answer_ops, _Append, _Op, _TimedAppend
 
 logger = logging.getLogger("actorsource.stores.sqlite")
 
@@ -298,7 +298,7 @@ def _compress_rows(batch: list[_Op], over: int) -> None:
     """Compress the data of the batch's events longer than ``over`` (on the writer's thread,
     where zlib works without holding the GIL): a len() per event, on text already encoded."""
     for op in batch:
-        if type(op) is _Append:
+        if type(op) is _Append or type(op) is _TimedAppend:
             rows = op.rows
             for i, row in enumerate(rows):
                 data = row[1]
@@ -315,7 +315,8 @@ def _count_growth(meter: GrowthMeter, batch: list[_Op], results: Any) -> None:
         ops: list[Any] = [
             op
             for op, result in zip(batch, results, strict=True)
-            if type(op) is _Append and not isinstance(result, BaseException)
+            if (type(op) is _Append or type(op) is _TimedAppend)
+            and not isinstance(result, BaseException)
         ]
     else:  # an all-at-once batch: only appends, all stored
         ops = batch
