@@ -8,8 +8,9 @@ the path of one ``ask``)::
     _timers            L1  the pure domain core (Decider, Aggregate sugar), records, event
                            ids, tracing metadata; policies as values, metrics hooks; the
                            record classes (attrs, dataclasses, Pydantic models); timer effects
-    _codec, _storable,  L2  event/state <-> JSON-ready dicts, by stable type names; upcasters;
-    _jsonable              what the codec can store; JSON-ready data for responses
+    _codec, _storable, _exactness, _jsonable
+                       L2  event/state <-> JSON-ready dicts, by stable type names; upcasters;
+                           what the codec can store and read back exactly; JSON-ready data
     stores/            L3  the EventStore contract and capabilities; memory, SQLite and
                            PostgreSQL stores
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
@@ -19,7 +20,8 @@ the path of one ``ask``)::
     _rebuilds, _archiving, _scheduler
                        L5  live actors, refs, time travel, health; projections; retention;
                            timer delivery
-    _runtime           L6  the runtime: lifecycle and the composition of the rest
+    _runtime, _runtime_reading, _runtime_projections
+                       L6  the runtime: lifecycle and the composition of the rest
     cli, bench, testing, otel, _projection_kit, pytest_plugin, web
                        L7  the command line, benchmarks, the test kit, the pytest plugin, the
                            web integration

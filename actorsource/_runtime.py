@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 
@@ -14,15 +12,13 @@ import attrs
 
 from ._actor import ActorContext
 from ._aggregate import Aggregate
-from ._archiving import Archiver, Retention
+from ._archiving import Retention
 from ._codec import Codec
 from ._context import Counters, Slots
 from ._decider import Decider
 from ._dispatcher import Dispatcher, RuntimeState
 from ._errors import (
-    NaiveDatetimeError,
     RuntimeClosedError,
-    VersionNotReachedError,
 )
 from ._health import Health, check_health
 from ._hosting import ProjectionHost
@@ -39,11 +35,11 @@ from ._policies import (
 )
 from ._projection import Projection
 from ._projection_context import ProjectionStatus
-from ._reading import Deciders, matching_records, state_at
-from ._records import AppendResult, ArchivedStream, RecordedEvent
+from ._reading import Deciders
 from ._refs import AggregateRef
-from ._rehydration import Rehydration
 from ._routes import appender, data_reader, latest_loader, no_burst, timed_appender
+from ._runtime_projections import RuntimeProjections
+from ._runtime_reading import RuntimeReading
 from ._scheduler import TimerScheduler, timer_scheduler
 from ._supervision import Supervisor
 from ._timers import SystemClock, Timers
@@ -90,7 +86,7 @@ class RuntimeStatistics:
     storage: StorageGrowth | None = None
 
 
-class Runtime:
+class Runtime(RuntimeReading, RuntimeProjections):
     """Runs aggregates as virtual actors on an event store.
 
     Use it as an async context manager; leaving the context processes every message already
@@ -282,10 +278,6 @@ class Runtime:
         return f"<Runtime {self._state.value} store={self.store!r} active={active}>"
 
     @property
-    def _state(self) -> RuntimeState:
-        return self._dispatcher.state
-
-    @property
     def ask_timeout(self) -> float | None:
         """The default limit of ``ask`` (seconds; None: wait as long as it takes)."""
         return self._dispatcher.ask_timeout
@@ -386,283 +378,6 @@ class Runtime:
         decider = self._decider(aggregate, aggregate_id)
         stream_id = f"{decider.name}-{aggregate_id}"
         return AggregateRef(self._dispatcher, decider, aggregate_id, stream_id)
-
-    def _decider(self, aggregate: Any, aggregate_id: str) -> Decider[Any, Any, Any]:
-        if not isinstance(aggregate_id, str) or not aggregate_id:
-            msg = f"an aggregate id must be a non-empty str, got {aggregate_id!r}"
-            raise ValueError(msg)
-        return self._decider_for(aggregate)
-
-    def _decider_for(self, aggregate: Any) -> Decider[Any, Any, Any]:
-        return self._deciders.decider_of(aggregate)
-
-    # -- time travel ---------------------------------------------------------------------------
-
-    @overload
-    async def state_at(
-        self,
-        aggregate: type[A],
-        aggregate_id: str,
-        *,
-        version: int | None = None,
-        at: datetime | None = None,
-    ) -> A: ...
-
-    @overload
-    async def state_at(
-        self,
-        aggregate: Decider[Any, Any, S],
-        aggregate_id: str,
-        *,
-        version: int | None = None,
-        at: datetime | None = None,
-    ) -> S: ...
-
-    async def state_at(
-        self,
-        aggregate: Any,
-        aggregate_id: str,
-        *,
-        version: int | None = None,
-        at: datetime | None = None,
-    ) -> Any:
-        """Return an aggregate's state as it was after event ``version``, or at time ``at``.
-
-        Replays from the nearest snapshot at or before that version (if there is a usable
-        one); the live actor, if any, is not involved. ``version=0``, or a time before the
-        first event, gives the initial state.
-
-        :raises VersionNotReachedError: if the stream has not reached ``version`` yet
-        :raises NaiveDatetimeError: if ``at`` has no time zone
-        :raises ValueError: unless exactly one of ``version`` and ``at`` is given, or if
-            ``version`` is not an int >= 0 (both errors above are ValueErrors too)
-        """
-        decider = self._decider(aggregate, aggregate_id)
-        stream_id = f"{decider.name}-{aggregate_id}"
-        if (version is None) == (at is None):
-            msg = f"state_at({stream_id!r}) needs exactly one of version= and at="
-            raise ValueError(msg)
-        if self._state is not RuntimeState.OPEN:
-            raise RuntimeClosedError(self._dispatcher.closed_message(stream_id))
-        if at is not None:
-            if isinstance(at, datetime) and at.tzinfo is None:
-                where = f"state_at of {decider.name} {stream_id!r}: "
-                raise NaiveDatetimeError("at", at, stream_id=stream_id, where=where)
-            version = await self.store.stream_version(stream_id, at=at)
-        else:
-            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-                msg = f"state_at({stream_id!r}): version must be an int >= 0, got {version!r}"
-                raise ValueError(msg)
-            head = await self.store.stream_version(stream_id)
-            if version > head:
-                raise VersionNotReachedError(decider.name, stream_id, version, head)
-        assert version is not None
-        return await state_at(self.store, Rehydration(decider, self._codec, stream_id), version)
-
-    # -- reading the log as domain events --------------------------------------------------------
-
-    async def subscribe(
-        self,
-        from_position: int = 1,
-        *,
-        event_types: Iterable[type] | None = None,
-        aggregates: Iterable[Any] | None = None,
-        live: bool = True,
-    ) -> AsyncIterator[RecordedEvent[Any]]:
-        """Yield the log's events as domain events, from ``from_position`` on, in commit order.
-
-        A catch-up subscription (see :func:`actorsource.subscribe` for the raw records): the
-        history first, then, with ``live``, every new commit as it happens (this process's
-        appends wake it at once, other processes' are polled every ``poll_interval``);
-        without ``live`` it stops at the head it saw when it started.
-
-        :param event_types: only events of these classes (their stored names and aliases)
-        :param aggregates: only events of these aggregates' streams (``Aggregate`` classes or
-            ``Decider`` objects); their event types are decoded too
-        :raises ValueError: unless at least one of ``event_types`` and ``aggregates`` is given
-            (to read every event whatever its type, use :func:`actorsource.subscribe`)
-        :raises CodecError: for a stored event whose type is not among those known here
-        """
-        classes = list(event_types) if event_types is not None else None
-        deciders = [self._decider_for(a) for a in aggregates] if aggregates is not None else None
-        if classes is None and deciders is None:
-            msg = (
-                "Runtime.subscribe needs event_types= or aggregates= (to decode what it reads); "
-                "actorsource.subscribe(store) reads every event as a raw record"
-            )
-            raise ValueError(msg)
-        records = await matching_records(
-            self.store,
-            self._codec,
-            from_position,
-            classes,
-            [d.name for d in deciders] if deciders is not None else None,
-            live=live,
-            poll_interval=self.poll_interval,
-        )
-        decode = self._codec.decode_event
-        token = object()
-        self._subscribers[token] = from_position - 1
-        try:
-            async for stored in records:
-                event = decode(stored.type, stored.data, where=f" at position {stored.position}")
-                yield RecordedEvent.of(event, stored)
-                self._subscribers[token] = stored.position
-        finally:
-            del self._subscribers[token]
-
-    def _reader_positions(self) -> list[int]:
-        """Where this runtime's in-memory readers stand: its live subscriptions and
-        projections (a durable projection's stored checkpoint is the store's to check)."""
-        return [
-            *self._subscribers.values(),
-            *(status.position for status in self._hosting.statuses() if not status.durable),
-        ]
-
-    # -- retention -------------------------------------------------------------------------------
-
-    async def archive(
-        self,
-        stream: str | None = None,
-        *,
-        category: str | None = None,
-        archiver: Archiver,
-        through_version: int | None = None,
-    ) -> list[ArchivedStream]:
-        """Move the events that may leave the store to ``archiver``, then remove them.
-
-        A stream's events may leave once they are behind its latest snapshot and handled by
-        every reader: every stored checkpoint (durable projections, in any process) and this
-        runtime's projections and ``subscribe`` iterators. Its last event always stays. The
-        archiver gets a stream's events first; then the store removes them in one
-        transaction that checks all of this again. Loading uses the snapshot; a read from
-        before the first kept version raises :class:`StreamArchivedError`.
-
-        :param stream: one stream id (``"Account-42"``); default: every stream (of
-            ``category``, if given)
-        :param archiver: receives the events, e.g. :class:`JsonLinesArchiver`
-        :param through_version: archive no further than this version (``stream=`` only)
-        :return: what was archived, one entry per stream that had something to archive
-        :raises StreamNotFoundError: if ``stream`` has no events
-        :raises StreamDeletedError: if ``stream`` was deleted
-        :raises ValueError: if ``stream``'s events cannot leave: ``through_version`` ahead of
-            its latest snapshot (or none) or at its last event, or a reader not past them
-        :raises StoreError: if the store cannot archive
-        """
-        self._check_open("archive")
-        return await self._retention.archive(stream, category, archiver, through_version)
-
-    async def delete_stream(self, stream_id: str, *, hard: bool = False) -> AppendResult:
-        """Delete a stream: it ends with a tombstone and takes no new events.
-
-        Soft (default): its events stay readable. ``hard``: its events and snapshots are
-        removed; the tombstone stays, so that the id is never reused by accident. Commands to
-        it (here or in any runtime on the store) then fail with :class:`StreamDeletedError`;
-        projections handling :class:`StreamDeleted` get the tombstone in log order.
-
-        :return: where the tombstone was stored
-        :raises StreamNotFoundError: if the stream has no events
-        :raises StreamDeletedError: if it was deleted already (a soft-deleted stream may still
-            be hard-deleted)
-        :raises StoreError: if the store cannot delete
-        """
-        self._check_open(f"delete {stream_id!r}")
-        return await self._retention.delete(stream_id, hard)
-
-    def _check_open(self, what: str) -> None:
-        if self._state is not RuntimeState.OPEN:
-            msg = f"cannot {what}: the runtime is {self._state.value} (use it inside async with)"
-            raise RuntimeClosedError(msg)
-
-    # -- projections ---------------------------------------------------------------------------
-
-    def add_projection(
-        self, projection: Projection, *, batch_size: int = 500, poll_interval: float | None = None
-    ) -> None:
-        """Run a projection from its checkpoint, in the background (or inline with appends).
-
-        May be called before entering the runtime (it starts on entry) or while it is open.
-
-        :param batch_size: events handled per checkpoint save (per transaction in the
-            exactly-once mode)
-        :param poll_interval: seconds between polls for other processes' events (default:
-            the runtime's ``poll_interval``)
-        :raises DefinitionError: if the projection class is malformed, or needs transactions
-            the store does not have
-        :raises ValueError: if a projection of that name was already added
-        """
-        self._hosting.add_projection(projection, batch_size=batch_size, poll_interval=poll_interval)
-
-    @overload
-    def projection(self, projection: type[P]) -> P: ...
-
-    @overload
-    def projection(self, projection: str) -> Projection: ...
-
-    def projection(self, projection: str | type[Projection]) -> Projection:
-        """Return the projection instance serving reads now (by class or name).
-
-        After a rebuild this is the rebuilt instance.
-
-        :raises LookupError: if no such projection was added
-        """
-        return self._hosting.projection(projection)
-
-    async def wait_for_projection(
-        self,
-        projection: str | type[Projection] | Projection,
-        position: int | None = None,
-        *,
-        timeout: float | None = 30.0,  # noqa: ASYNC109  # the error names where it stood
-    ) -> None:
-        """Wait until a projection handled every event up to ``position``.
-
-        For an inline projection, also until appends run its handlers (so that every later
-        ``ask`` returns with the read model up to date). A position already reached returns at
-        once (right after :meth:`add_projection` too, once its checkpoint is loaded).
-
-        :param position: a global position (for example ``recorded[-1].position`` of an
-            ``ask``), default: the store's head now
-        :param timeout: seconds to wait at most (``None``: as long as it takes, also while a
-            failing handler is retried)
-        :raises LookupError: if no such projection was added
-        :raises WaitTimeoutError: if the projection did not get there in time (the error says
-            where it stood, and why if it is failing)
-        :raises RuntimeClosedError: if the runtime closes while waiting
-        """
-        await self._hosting.wait_for_projection(projection, position, timeout=timeout)
-
-    async def rebuild_projection(
-        self,
-        projection: str | type[Projection],
-        *,
-        factory: Callable[[], P] | None = None,
-        from_position: int = 1,
-    ) -> Projection:
-        """Build a projection again from ``from_position``; return the instance serving then.
-
-        - An in-memory read model, or any projection given a ``factory``: a fresh instance is
-          built beside the current one, which keeps serving (and following new events) until
-          the fresh one has caught up with the head; then the fresh one takes its place and
-          its checkpoint. A durable fresh instance writes elsewhere (new tables), and is
-          ``reset`` first if it defines ``reset``.
-        - A durable read model without a ``factory`` is rebuilt in place: the projection
-          stops, its ``reset(self, ctx)`` clears the read model (with the checkpoint's reset, in
-          one transaction for exactly-once and inline projections), and it starts again from
-          ``from_position``. Reads meanwhile see the read model filling up.
-
-        :param factory: makes the fresh instance (default: the projection's class, called
-            with no arguments)
-        :raises LookupError: if no such projection was added
-        :raises DefinitionError: if the projection is durable, has no ``reset`` and no
-            ``factory`` was given (a rebuild in place would count every event twice)
-
-        A handler that keeps failing holds the rebuild at that event (retried with backoff, as
-        always); the current instance goes on serving meanwhile.
-        """
-        return await self._hosting.rebuild_projection(
-            projection, factory=factory, from_position=from_position
-        )
 
     # -- passivation -------------------------------------------------------------------------------
 

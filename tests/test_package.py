@@ -26,6 +26,7 @@ LAYERS = {
     "_models": 1,
     "_timers": 1,
     "_codec": 2,
+    "_exactness": 2,
     "_storable": 2,
     "_jsonable": 2,
     "stores": 3,
@@ -52,6 +53,8 @@ LAYERS = {
     "_scheduler": 5,
     # the runtime composes them
     "_runtime": 6,
+    "_runtime_reading": 6,
+    "_runtime_projections": 6,
     "cli": 7,
     "_timer_command": 7,
     "bench": 7,

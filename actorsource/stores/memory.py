@@ -33,14 +33,11 @@ from ._base import (
     StoreLifecycle,
     T,
     TransactionWork,
-    archive_refusal,
     before_kept,
     check_append,
-    check_archive_args,
     check_checkpoint,
     check_claim,
     check_command_ids,
-    check_delete_args,
     check_filters,
     check_keep,
     check_snapshot,
@@ -48,7 +45,6 @@ from ._base import (
     check_time,
     check_timer_append,
     decode_json,
-    deletion_refusal,
     encode_json,
     encode_snapshot_state,
     matches,
@@ -56,24 +52,12 @@ from ._base import (
     retry_start,
     utc_now,
 )
+from .memory_retention import MemoryRetention
+from .memory_rows import _position, _Row
 from .memory_timers import TimerTable
 
 
-@attrs.frozen(slots=True)
-class _Row:
-    """An event held as JSON text, so that callers can never mutate what is stored."""
-
-    stream_id: str
-    version: int
-    position: int
-    type: str
-    data: str
-    metadata: str
-    event_id: str
-    recorded_at: datetime
-
-
-class InMemoryEventStore(StoreLifecycle):
+class InMemoryEventStore(MemoryRetention, StoreLifecycle):
     """An event store held in memory with the same contract as the SQLite store.
 
     Data and metadata are kept as JSON text, so that what is stored is exactly what a durable
@@ -362,66 +346,6 @@ class InMemoryEventStore(StoreLifecycle):
         """The stored events after ``position``."""
         return self._log[bisect.bisect_right(self._log, position, key=_position) :]
 
-    async def archive_stream(
-        self, stream_id: str, through_version: int, max_position: int | None
-    ) -> int:
-        """Remove a stream's events up to ``through_version``, once they are safe to remove
-        (see :attr:`StoreCapabilities.archive_stream`); return how many were removed."""
-        self._check_open()
-        check_archive_args(stream_id, through_version, max_position)
-        rows = self._streams.get(stream_id, [])
-        first_kept = rows[0].version if rows else 1
-        through = next((r for r in rows if r.version == through_version), None)
-        snapshots = self._snapshots.get(stream_id, {})
-        refusal = archive_refusal(
-            stream_id,
-            through_version,
-            head=rows[-1].version if rows else 0,
-            first_kept=first_kept,
-            last_type=rows[-1].type if rows else None,
-            last_data=decode_json(rows[-1].data) if rows else None,
-            snapshot_version=max(snapshots, default=None),
-            through_position=None if through is None else through.position,
-            max_position=max_position,
-            checkpoints=self._checkpoints,
-        )
-        if refusal is not None:
-            raise refusal
-        removed = [r for r in rows if r.version <= through_version]
-        if removed:
-            self._remove(stream_id, removed)
-        await asyncio.sleep(0)
-        return len(removed)
-
-    async def delete_stream(self, stream_id: str, tombstone: NewEvent, hard: bool) -> AppendResult:
-        """Append the tombstone and, if ``hard``, remove the stream's other events and its
-        snapshots (see :attr:`StoreCapabilities.delete_stream`)."""
-        self._check_open()
-        check_delete_args(stream_id, tombstone.type, hard)
-        rows = self._streams.get(stream_id, [])
-        head = rows[-1].version if rows else 0
-        refusal = deletion_refusal(
-            stream_id,
-            hard,
-            head=head,
-            last_type=rows[-1].type if rows else None,
-            last_data=decode_json(rows[-1].data) if rows else None,
-        )
-        if refusal is not None:
-            raise refusal
-        result = self._append_now(stream_id, head, [tombstone])
-        if hard:
-            self._remove(stream_id, [r for r in self._streams[stream_id] if r.version <= head])
-            self._snapshots.pop(stream_id, None)
-        await asyncio.sleep(0)
-        return result
-
-    def _remove(self, stream_id: str, removed: list[_Row]) -> None:
-        gone = {row.position for row in removed}
-        self._log = [row for row in self._log if row.position not in gone]
-        self._streams[stream_id] = self._streams[stream_id][len(removed) :]
-        self._event_ids.difference_update(row.event_id for row in removed)
-
     def writer_lag(self) -> float:
         """Return 0: appends are applied at once (see ``SQLiteEventStore.writer_lag``)."""
         self._check_open()
@@ -540,10 +464,6 @@ def _prior_append(
     ]
     prior = prior_append(ids, start, stored)
     return None if prior is None else AppendResult(*prior)
-
-
-def _position(row: _Row) -> int:
-    return row.position
 
 
 def _before_kept(stream_id: str, first: _Row) -> Exception:
