@@ -39,6 +39,7 @@ LAYERS = {
     "_routes": 4,
     "_actor": 4,
     "_timer_effects": 4,
+    "_process_manager": 4,
     # the runtime's parts, and projections (which see the runtime through a protocol)
     "_dispatcher": 5,
     "_refs": 5,
@@ -53,6 +54,7 @@ LAYERS = {
     # the runtime composes them
     "_runtime": 6,
     "cli": 7,
+    "_process_router": 7,
     "_timer_command": 7,
     "bench": 7,
     "testing": 7,
