@@ -226,13 +226,8 @@ def _decided(seq: int, send: Send) -> CommandDecided:
             f"aggregate does not handle that command (its commands: {handled})"
         )
         raise DefinitionError(msg)
-    targets[decider.name] = aggregate
     type_name, data = _COMMANDS.encode_command(send.command)
     return CommandDecided(seq, f"{decider.name}-{aggregate_id}", type_name, data)
-
-
-#: the aggregates sent to, by category (filled as commands are decided and routers start)
-targets: dict[str, Any] = {}
 
 
 def _recording_sends(method: F) -> F:

@@ -29,7 +29,6 @@ from ._process_manager import (
     ProcessManager,
     RecordOutcome,
     event_keys,
-    targets,
 )
 from ._records import StoredEvent
 from ._runtime import Runtime
@@ -61,8 +60,8 @@ class ProcessRouter:
     :param runtime: the runtime whose aggregates receive the commands
     :param managers: the process manager classes to feed
     :param name: the checkpoint's name (one per router; two routers must not share one)
-    :param aggregates: the aggregates commands are sent to (those a process manager decided to
-        send to in this process are known anyway; after a restart they may not be)
+    :param aggregates: the aggregates (classes or Deciders) the process managers send commands
+        to; a command to another waits, logged, until a router that knows its target runs
     :param poll_interval: seconds between looks for events other processes stored
     :param retry_limit: the longest wait, in seconds, between attempts at failing work
     """
@@ -275,7 +274,7 @@ class ProcessRouter:
         if decided.seq not in state.outbox:
             return  # sent, and its outcome recorded, before
         category, target_id = decided.target.split("-", 1)
-        aggregate = self._targets.get(category) or targets.get(category)
+        aggregate = self._targets.get(category)
         if aggregate is None:
             msg = (
                 f"{ref.stream_id} decided a command to {decided.target}, an aggregate this router "

@@ -379,7 +379,8 @@ class Fulfilment(ProcessManager):
 async def main() -> None:
     async with Runtime(InMemoryEventStore(), timers=Timers([Fulfilment])) as runtime:
         await runtime.ref(Warehouse, "main").ask(Restock("book", 5))
-        async with ProcessRouter(runtime, [Fulfilment], poll_interval=0.05):
+        aggregates = [Order, Payment, Warehouse]
+        async with ProcessRouter(runtime, [Fulfilment], aggregates=aggregates, poll_interval=0.05):
             await runtime.ref(Order, "1").ask(PlaceOrder("1", "book", 2, 2500, "ok"))
             await runtime.ref(Order, "2").ask(PlaceOrder("2", "book", 1, 900, "declined"))
             await anyio.sleep(0.5)
