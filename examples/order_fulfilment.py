@@ -379,11 +379,11 @@ class Fulfilment(ProcessManager):
 async def main() -> None:
     async with Runtime(InMemoryEventStore(), timers=Timers([Fulfilment])) as runtime:
         await runtime.ref(Warehouse, "main").ask(Restock("book", 5))
-        aggregates = [Order, Payment, Warehouse]
-        async with ProcessRouter(runtime, [Fulfilment], aggregates=aggregates, poll_interval=0.05):
-            await runtime.ref(Order, "1").ask(PlaceOrder("1", "book", 2, 2500, "ok"))
-            await runtime.ref(Order, "2").ask(PlaceOrder("2", "book", 1, 900, "declined"))
-            await anyio.sleep(0.5)
+        router = ProcessRouter(runtime, [Fulfilment], aggregates=[Order, Payment, Warehouse])
+        await runtime.ref(Order, "1").ask(PlaceOrder("1", "book", 2, 2500, "ok"))
+        await runtime.ref(Order, "2").ask(PlaceOrder("2", "book", 1, 900, "declined"))
+        # a service runs it in the background instead: ``async with router: ...``
+        await router.run_until_idle()
         for order_id in ("1", "2"):
             state = await runtime.ref(Fulfilment, order_id).state()
             print(f"order {order_id}: {state.result}")

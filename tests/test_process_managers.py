@@ -11,6 +11,7 @@ import pytest
 
 from actorsource import (
     Aggregate,
+    CommandDecided,
     DefinitionError,
     EventStore,
     InMemoryEventStore,
@@ -25,14 +26,17 @@ from actorsource import (
     on_event,
     on_outcome,
 )
-from actorsource.testing import FakeClock
+from actorsource.testing import FakeClock, given
 from examples.order_fulfilment import (
     ConfirmPayment,
     Fulfilment,
+    FulfilmentStarted,
     Order,
     Payment,
+    PaymentOverdue,
     PlaceOrder,
     Restock,
+    StageReached,
     Warehouse,
 )
 
@@ -173,6 +177,15 @@ async def test_a_command_recorded_but_not_sent_before_a_crash_is_sent_on_restart
         await ProcessRouter(runtime, [Fulfilment], aggregates=AGGREGATES).run_until_idle()
         assert (await runtime.ref(Fulfilment, "1").state()).result == "shipped"
         assert (await _types(store, "Warehouse-main")).count("StockReserved") == 1
+
+
+def test_a_decision_is_tested_with_the_kit_its_sends_as_recorded_commands() -> None:
+    given(Fulfilment, FulfilmentStarted("1", 2500, "3ds"), StageReached("paying")).when(
+        PaymentOverdue()
+    ).then(StageReached("cancelling-payment"), CommandDecided(1, "Payment-1", "CancelPayment", {}))
+    given(Fulfilment, FulfilmentStarted("1", 2500, "3ds"), StageReached("shipping")).when(
+        PaymentOverdue()
+    ).then()
 
 
 # -- a failing instance holds up only itself
