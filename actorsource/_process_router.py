@@ -204,7 +204,7 @@ class ProcessRouter:
     def _queue(
         self, manager: type[ProcessManager], instance: str, position: int, work: Work
     ) -> None:
-        lane_id = f"{manager.__qualname__}-{instance}"
+        lane_id = f"{decider_of(manager).name}-{instance}"  # the instance's stream id
         lane = self._lanes.get(lane_id)
         if lane is None:
             lane = self._lanes[lane_id] = _Lane()
