@@ -162,6 +162,29 @@ async def test_routing_the_log_again_from_the_start_sends_nothing_twice(
         assert await store.load_checkpoint("process-router") == head
 
 
+async def test_a_refused_command_is_not_sent_again_when_the_log_is_read_again(
+    store: EventStore,
+) -> None:
+    async with Runtime(store, timers=Timers([Fulfilment], clock=FakeClock())) as runtime:
+        await _fulfil(runtime, PlaceOrder("1", "book", 5, 2500, "ok"), stock=3)
+        await runtime.ref(Warehouse, "main").ask(Restock("book", 10))  # it would succeed now
+        await store.save_checkpoint("process-router", 0)
+        await ProcessRouter(runtime, [Fulfilment], aggregates=AGGREGATES).run_until_idle()
+        assert await _types(store, "Warehouse-main") == ["Restocked", "Restocked"]
+        assert await _types(store, "Order-1") == ["OrderPlaced", "OrderCancelled"]
+
+
+async def test_an_instance_ignores_an_event_it_handled_even_under_another_command_id(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        ref = runtime.ref(Relay, "1")
+        await ref.ask(_handle(Pinged("1")), command_id="first")
+        before = await _types(store, "Relay-1")
+        await ref.ask(_handle(Pinged("1")), command_id="second")
+        assert await _types(store, "Relay-1") == before == ["CommandDecided", "EventHandled"]
+
+
 async def test_a_command_recorded_but_not_sent_before_a_crash_is_sent_on_restart() -> None:
     store = InMemoryEventStore()
     async with Runtime(store, timers=Timers([Fulfilment], clock=FakeClock())) as runtime:
