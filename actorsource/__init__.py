@@ -14,7 +14,7 @@ the path of one ``ask``)::
     stores/            L3  the EventStore contract and capabilities; memory, SQLite and
                            PostgreSQL stores
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
-    _routes, _messages, _timer_effects
+    _routes, _messages, _timer_effects, _process_manager
                        L4  one aggregate's mailbox, its loading and batches
     _dispatcher, _refs, _reading, _health, _hosting, _projection, _projection_context,
     _rebuilds, _archiving, _scheduler
@@ -22,9 +22,9 @@ the path of one ``ask``)::
                            timer delivery
     _runtime, _runtime_reading, _runtime_projections
                        L6  the runtime: lifecycle and the composition of the rest
-    cli, bench, testing, otel, _projection_kit, pytest_plugin, web
+    cli, bench, testing, otel, _projection_kit, pytest_plugin, web, _process_router
                        L7  the command line, benchmarks, the test kit, the pytest plugin, the
-                           web integration
+                           web integration; the process managers' router
 
 This module is the only public surface.
 """
@@ -70,6 +70,15 @@ from ._policies import Backoff as Backoff
 from ._policies import Passivation as Passivation
 from ._policies import SnapshotEvery as SnapshotEvery
 from ._policies import SnapshotInterval as SnapshotInterval
+from ._process_manager import CommandDecided as CommandDecided
+from ._process_manager import EventHandled as EventHandled
+from ._process_manager import Outcome as Outcome
+from ._process_manager import OutcomeReceived as OutcomeReceived
+from ._process_manager import ProcessManager as ProcessManager
+from ._process_manager import Send as Send
+from ._process_manager import on_event as on_event
+from ._process_manager import on_outcome as on_outcome
+from ._process_router import ProcessRouter as ProcessRouter
 from ._projection import Projection as Projection
 from ._projection import handle as handle
 from ._projection_context import ProjectionContext as ProjectionContext
@@ -124,10 +133,12 @@ __all__ = [
     "CheckpointConflictError",
     "Clock",
     "CodecError",
+    "CommandDecided",
     "ConcurrencyError",
     "Decider",
     "DefinitionError",
     "EventApplyError",
+    "EventHandled",
     "EventStore",
     "GrowthMeter",
     "Health",
@@ -141,8 +152,12 @@ __all__ = [
     "Missed",
     "NaiveDatetimeError",
     "NewEvent",
+    "Outcome",
+    "OutcomeReceived",
     "Passivation",
     "PostgresEventStore",
+    "ProcessManager",
+    "ProcessRouter",
     "Projection",
     "ProjectionContext",
     "ProjectionError",
@@ -157,6 +172,7 @@ __all__ = [
     "RuntimeStatistics",
     "SQLiteEventStore",
     "Schedule",
+    "Send",
     "SnapshotError",
     "SnapshotEvery",
     "SnapshotInfo",
@@ -187,6 +203,8 @@ __all__ = [
     "event_type",
     "handle",
     "jsonable",
+    "on_event",
+    "on_outcome",
     "read_archive",
     "subscribe",
     "tune_gc",

@@ -34,6 +34,16 @@ def test_bank_account_example_runs_and_survives_a_restart(tmp_path: Path) -> Non
     assert _run(script, tmp_path).splitlines() == ["3 Deposited(amount=100)", "210"]
 
 
+def test_order_fulfilment_example_ships_the_paid_order_and_cancels_the_declined_one(
+    tmp_path: Path,
+) -> None:
+    script = ROOT / "examples" / "order_fulfilment.py"
+    assert _run(script, tmp_path).splitlines() == [
+        "order 1: shipped",
+        "order 2: cancelled: payment refused: the card was declined",
+    ]
+
+
 def test_schema_evolution_example_reads_old_events_and_snapshot_with_new_code(
     tmp_path: Path,
 ) -> None:

@@ -40,6 +40,7 @@ LAYERS = {
     "_routes": 4,
     "_actor": 4,
     "_timer_effects": 4,
+    "_process_manager": 4,
     # the runtime's parts, and projections (which see the runtime through a protocol)
     "_dispatcher": 5,
     "_refs": 5,
@@ -56,6 +57,7 @@ LAYERS = {
     "_runtime_reading": 6,
     "_runtime_projections": 6,
     "cli": 7,
+    "_process_router": 7,
     "_timer_command": 7,
     "bench": 7,
     "testing": 7,
