@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import anyio
 import pytest
 
 from actorsource import (
@@ -65,6 +67,17 @@ async def test_a_later_load_starts_from_the_on_demand_snapshot(store: EventStore
         assert runtime.statistics().events_replayed == 2
 
 
+async def anyio_gather(*calls: Any) -> None:
+    """Run the calls concurrently, each in a task of its own."""
+    async with anyio.create_task_group() as tg:
+        for call in calls:
+            tg.start_soon(_await, call)
+
+
+async def _await(call: Any) -> None:
+    await call
+
+
 async def test_a_save_with_keep_prunes_the_older_snapshots(store: EventStore) -> None:
     for version in range(1, 6):
         await store.save_snapshot(SnapshotRecord("Account-a", version, {"v": version}))
@@ -76,6 +89,17 @@ async def test_a_save_with_keep_prunes_the_older_snapshots(store: EventStore) ->
     # re-saving an older version keeps the latest ones by version, not by save time
     await store.save_snapshot(SnapshotRecord("Account-a", 4, {"v": 4}), keep=2)
     assert await _versions(store) == [5, 6]
+
+
+async def test_saves_of_one_stream_at_once_keep_no_more_than_asked(store: EventStore) -> None:
+    # each save prunes in its transaction: two at once must not each miss the other's snapshot
+    await anyio_gather(
+        *(
+            store.save_snapshot(SnapshotRecord("Account-a", version, {"v": version}), keep=2)
+            for version in range(1, 21)
+        )
+    )
+    assert await _versions(store) == [19, 20]
 
 
 @pytest.mark.parametrize("keep", [0, -1, 1.5, "2", True])

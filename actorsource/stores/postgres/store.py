@@ -359,6 +359,10 @@ class PostgresEventStore(
             raise StoreError(msg)
         try:
             async with pool.acquire() as conn, conn.transaction():
+                # saves of one stream take turns: two at once would each prune against a list
+                # without the other's snapshot, and keep one too many
+                lock = _lock_key(f"snapshots:{row[0]}", self.schema)
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
                 await conn.execute(self._sql.save_snapshot, *row)
                 await conn.execute(self._sql.prune_snapshots, row[0], keep)
         except self._errors as exc:
