@@ -124,7 +124,7 @@ class PostgresReads(StoreLifecycle):
         if version > MAX_VERSION:
             return
         sql = (
-            "SELECT version, type, coalesce(data_text, data::text), position "
+            "SELECT version, type, coalesce(data_text, data::text), position, data_z "
             f"FROM {self._sql.events} WHERE stream_id = $1 AND version >= $2 "
             "ORDER BY version LIMIT "
         )
@@ -147,7 +147,8 @@ class PostgresReads(StoreLifecycle):
         snapshot = None
         if rows and rows[0][0] == 0:
             found, *rows = rows
-            snapshot = snapshot_record(stream_id, found[1], found[3], found[4], found[5])
+            state = found[5] if found[3] is None else found[3]  # compressed, or JSON text
+            snapshot = snapshot_record(stream_id, found[1], state, found[4], found[6])
             if snapshot is None:  # damaged: the events after it are of no use without it
                 return None, [], False
         events = event_data(stream_id, rows, first=1)
@@ -259,7 +260,9 @@ class PostgresReads(StoreLifecycle):
         )
         if not rows:
             return None
-        version, schema_version, state, recorded_at = rows[0]
+        version, schema_version, state, recorded_at, compressed = rows[0]
+        if state is None:
+            state = compressed
         return snapshot_record(stream_id, version, state, schema_version, recorded_at)
 
     async def list_snapshots(self, stream_id: str) -> list[SnapshotInfo]:
