@@ -479,7 +479,14 @@ class PostgresEventStore(
             )
         else:
             state, exact = _jsonb_columns(text, snapshot.state)
-            row = (snapshot.stream_id, snapshot.version, snapshot.schema_version, state, exact, None)
+            row = (
+                snapshot.stream_id,
+                snapshot.version,
+                snapshot.schema_version,
+                state,
+                exact,
+                None,
+            )
         if keep is not None:
             await self._save_snapshot_keeping(row, keep)
             return
