@@ -537,6 +537,7 @@ class PostgresEventStore(
 
     def storage_growth(self) -> StorageGrowth:
         """Return how fast this store grows (see :class:`StorageGrowth`): what this store
-        object committed (JSON text, before PostgreSQL's own compression of large values)."""
+        object committed (JSON text, or the compressed bytes of a compressed row, before
+        PostgreSQL's own compression of large values)."""
         self._check_open()
         return self.growth_meter.growth()
