@@ -27,8 +27,9 @@ from .transactions import InlineRefused, _TransactionStatements, feed_inline
 
 logger = logging.getLogger("actorsource.stores.postgres")
 
-#: JSON (in characters) above which compression runs on a worker thread, where zlib works
-#: without holding the GIL; below, the thread's hand-over would cost more than zlib's time
+#: JSON (in characters) above which a batch's compression runs on a worker thread, where zlib
+#: works without holding the GIL; below (about a millisecond of zlib at most), on the loop,
+#: sparing the batch a hand-over to a thread and back
 OFF_LOOP_BYTES: Final = 64 * 1024
 
 
