@@ -259,6 +259,21 @@ async def test_a_postgres_schema_of_version_2_is_upgraded_and_its_rows_read_besi
             f"now()); INSERT INTO \"{schema}\".snapshots VALUES ('Order-1', 1, 1, $1::jsonb, "
             "NULL, now())".replace("$1", f"'{text}'")
         )
+        from actorsource import PostgresEventStore
+
+        # read-only: read as it is, not upgraded (version 2 has no compressed columns)
+        async with PostgresEventStore(POSTGRES_DSN, schema=schema, read_only=True) as old:
+            assert old.schema_version == 2
+            assert [e.data for e in await collect(old.read_stream("Order-1"))] == [LARGE]
+            assert [e.data for e in await collect(old.read_all())] == [LARGE]
+            snapshot = await old.load_snapshot("Order-1")
+            assert snapshot is not None and snapshot.state == LARGE
+            load_latest = old.capabilities().load_latest
+            assert load_latest is not None and (await load_latest("Order-1"))[0] == snapshot
+            read_data = old.capabilities().read_stream_data
+            assert read_data is not None
+            assert [d for _, _, d in await collect(read_data("Order-1", 1))] == [LARGE]
+        assert await conn.fetchval(f'SELECT version FROM "{schema}".actorsource_schema') == 2
         async with _store("postgres", tmp_path, compress_over=1024) as store:
             await store.append("Order-1", 1, [event("Placed", LARGE)])
             await store.save_snapshot(SnapshotRecord("Order-1", 2, LARGE))

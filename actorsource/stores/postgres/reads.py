@@ -24,7 +24,7 @@ from .._base import (
 )
 from .connection import _Pool
 from .plan import _check_no_nul
-from .schema import _COLUMNS, _Statements
+from .schema import _Statements
 
 
 class PostgresReads(StoreLifecycle):
@@ -58,7 +58,10 @@ class PostgresReads(StoreLifecycle):
         where = "stream_id = $1 AND version >= $2 AND version <= $3"
         params: list[Any] = [stream_id, version, last]
         where += _time_range(start, end, params)
-        sql = f"SELECT {_COLUMNS} FROM {self._sql.events} WHERE {where} ORDER BY version LIMIT "
+        sql = (
+            f"SELECT {self._sql.columns} FROM {self._sql.events} WHERE {where} "
+            "ORDER BY version LIMIT "
+        )
         first = True
         async for row in self._pages(sql, params, 1, key=1):
             if first:
@@ -106,7 +109,10 @@ class PostgresReads(StoreLifecycle):
                 _check_no_nul("a category", prefix)
             params.append(list(prefixes))
             where += f" AND stream_id ^@ ANY(${len(params)}::text[])"
-        sql = f"SELECT {_COLUMNS} FROM {self._sql.events} WHERE {where} ORDER BY position LIMIT "
+        sql = (
+            f"SELECT {self._sql.columns} FROM {self._sql.events} WHERE {where} "
+            "ORDER BY position LIMIT "
+        )
         async for row in self._pages(sql, params, 0, key=2):
             yield stored_event(row, row[7])
 
@@ -124,7 +130,7 @@ class PostgresReads(StoreLifecycle):
         if version > MAX_VERSION:
             return
         sql = (
-            "SELECT version, type, coalesce(data_text, data::text), position, data_z "
+            f"SELECT version, type, coalesce(data_text, data::text), position, {self._sql.data_z} "
             f"FROM {self._sql.events} WHERE stream_id = $1 AND version >= $2 "
             "ORDER BY version LIMIT "
         )

@@ -19,6 +19,9 @@ _COLUMNS: Final = (
     "coalesce(metadata_text, metadata::text), event_id, recorded_at, data_z"
 )
 
+#: the schema version from which rows may be compressed (before: no such columns)
+_COMPRESSION_VERSION: Final = 3
+
 
 def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[str]]:
     """The statements that take a schema from version ``n - 1`` to ``n``, by ``n``."""
@@ -305,8 +308,16 @@ def _channel(schema: str) -> str:
 class _Statements:
     """The SQL of one schema (its name is checked to be a plain identifier, then quoted)."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, version: int = SCHEMA_VERSION) -> None:
+        """:param version: the schema's version (a read-only store reads older ones as they
+        are: before compression, the compressed columns read as NULL)"""
         s = f'"{schema}"'
+        compressed = version >= _COMPRESSION_VERSION
+        data_z = "data_z" if compressed else "NULL::bytea"
+        state_z = "state_z" if compressed else "NULL::bytea"
+        #: an event's columns (see ``_COLUMNS``) and its compressed data column
+        self.columns = _COLUMNS if compressed else _COLUMNS.replace("data_z", data_z)
+        self.data_z = data_z
         self.events = f"{s}.events"
         self.lock = "SELECT pg_advisory_xact_lock($1)"
         self.append = (
@@ -332,7 +343,7 @@ class _Statements:
         self.head = f"SELECT coalesce(max(position), 0) FROM {s}.events"
         self.load_snapshot = (
             "SELECT version, schema_version, coalesce(state_text, state::text), recorded_at, "
-            "state_z "
+            f"{state_z} "
             f"FROM {s}.snapshots WHERE stream_id = $1 AND version <= $2 "
             "ORDER BY version DESC LIMIT 1"
         )
@@ -340,14 +351,14 @@ class _Statements:
         # time); kind 1: the events after it (version, type, data, position, compressed data)
         self.latest = (
             "WITH snap AS (SELECT version, schema_version, coalesce(state_text, state::text) "
-            f"AS state, state_z, recorded_at FROM {s}.snapshots WHERE stream_id = $1 "
+            f"AS state, {state_z} AS state_z, recorded_at FROM {s}.snapshots WHERE stream_id = $1 "
             "ORDER BY version DESC LIMIT 1) "
             "SELECT * FROM ("
             "SELECT 0 AS kind, version, NULL::text AS type, state, schema_version, state_z, "
             "recorded_at FROM snap "
             "UNION ALL ("
             "SELECT 1, e.version, e.type, coalesce(e.data_text, e.data::text), e.position, "
-            "e.data_z, NULL "
+            f"{data_z}, NULL "
             f"FROM {s}.events e WHERE e.stream_id = $1 "
             "AND e.version > coalesce((SELECT version FROM snap), 0) "
             "ORDER BY e.version LIMIT $2)) AS found ORDER BY kind, version"
@@ -377,7 +388,7 @@ class _Statements:
         )
         # metadata IS NULL: the JSONB could not hold it (a NUL), the caller compares the text
         self.command_events = (
-            f"SELECT {_COLUMNS} FROM {s}.events WHERE stream_id = $1 "
+            f"SELECT {self.columns} FROM {s}.events WHERE stream_id = $1 "
             "AND (metadata->>'command_id' = ANY($2::text[]) OR metadata IS NULL) ORDER BY version"
         )
         self.list_streams = (

@@ -183,12 +183,14 @@ class PostgresEventStore(
             self._writer = await self._connect()
             if self.read_only:
                 self._opened_version = await self._existing_version(self._writer)
+                self._sql = _Statements(self.schema, self._opened_version)
                 # a connection of its own only for migrating and writing
                 writer, self._writer = self._writer, None
                 await writer.close(timeout=self.connect_timeout)
             else:
                 await self._migrate(self._writer)
                 self._opened_version = SCHEMA_VERSION
+                self._sql = _Statements(self.schema)
             try:
                 self._pool = await self._driver.create_pool(
                     self.dsn,
