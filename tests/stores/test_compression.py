@@ -294,3 +294,20 @@ async def test_a_postgres_schema_of_version_2_is_upgraded_and_its_rows_read_besi
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()
+
+
+async def test_events_appended_with_timers_are_compressed_too(kind: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from actorsource import TimerSchedule
+
+    async with _store(kind, tmp_path, compress_over=1024) as store:
+        timers = store.capabilities().timers
+        assert timers is not None
+        due = datetime(2030, 1, 1, tzinfo=UTC)
+        schedule = TimerSchedule("Order-1", "k", "Order-1", "Tick", {}, due, None, "once")
+        events = [event("Placed", LARGE), event("Noted", SMALL)]
+        await timers.append_with_timers("Order-1", 0, events, [schedule])
+        read = await collect(store.read_stream("Order-1"))
+    assert [e.data for e in read] == [LARGE, SMALL]
+    assert [c for c, _ in await _data_classes(kind, tmp_path)] == ["compressed", "text"]
