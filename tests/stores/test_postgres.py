@@ -79,7 +79,7 @@ async def test_a_late_committing_append_holds_back_later_ones_so_no_reader_skips
         await transaction.start()
         first = await raw.fetchval(
             f'SELECT first_position FROM "{schema}".actorsource_append('
-            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
             ["Late-1"],
             [1],
             [late.type],
@@ -94,6 +94,8 @@ async def test_a_late_committing_append_holds_back_later_ones_so_no_reader_skips
             [],
             [],
             [],
+            [],
+            None,
             [],
         )
         assert first == 2  # it holds position 2, uncommitted

@@ -108,7 +108,8 @@ def _inflated(value: object, error: Exception) -> Any:
 def stored_event(row: Any, recorded_at: datetime) -> StoredEvent:
     """The event of a row selected as ``stream_id, version, position, type, data, metadata,
     event_id, ...`` (data and metadata as stored JSON text; the commit time given by the
-    caller, as each store keeps it its own way).
+    caller, as each store keeps it its own way). Compressed data is in the data column, or,
+    where a store keeps it in a column of its own, the data is NULL and it is column 8.
 
     :raises CodecError: if the row's data or metadata is not JSON (a damaged row), naming it
     """
@@ -116,7 +117,8 @@ def stored_event(row: Any, recorded_at: datetime) -> StoredEvent:
         data = orjson.loads(row[4])
     except orjson.JSONDecodeError as exc:
         try:
-            data = _inflated(row[4], exc)  # a compressed row: parsing fails at its first byte
+            # a compressed row: parsing fails at its first byte (or at NULL)
+            data = _inflated(row[8] if row[4] is None else row[4], exc)
         except orjson.JSONDecodeError as inner:
             raise damaged_event(row, "data", inner) from inner
     try:
@@ -130,7 +132,8 @@ def event_data(
     stream_id: str, rows: Sequence[Any], first: int = 0
 ) -> list[tuple[int, str, JSONDict]]:
     """``(version, type, data)`` of a stream's rows selected as ``version, type, data,
-    position`` from column ``first`` on (data as stored JSON text): what replaying needs.
+    position`` from column ``first`` on (data as stored JSON text, or NULL and the compressed
+    data in the next column): what replaying needs.
 
     :raises CodecError: if a row's data is not JSON (a damaged row), naming it
     """
@@ -140,7 +143,7 @@ def event_data(
     except orjson.JSONDecodeError:
         # compressed rows (or a damaged one, which raises naming it): row by row
         return [
-            (row[first], row[kind], event_data_of(stream_id, row[first : first + 4]))
+            (row[first], row[kind], event_data_of(stream_id, row[first : first + 5]))
             for row in rows
         ]
 
@@ -154,7 +157,7 @@ def event_data_of(stream_id: str, row: Any) -> JSONDict:
         data: JSONDict = orjson.loads(row[2])
     except orjson.JSONDecodeError as exc:
         try:
-            data = _inflated(row[2], exc)
+            data = _inflated(row[4] if row[2] is None else row[2], exc)
         except orjson.JSONDecodeError as inner:
             raise damaged_event((stream_id, row[0], row[3], row[1]), "data", inner) from inner
     return data

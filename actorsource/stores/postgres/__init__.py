@@ -34,6 +34,11 @@ Design (the SQLite store's, carried over to a server):
   ``metadata_text`` (and ``data`` is NULL if it holds a NUL), and reads prefer it. What is read
   is always equal to what was appended, value for value and type for type (only the order of an
   object's keys is JSONB's, which JSON gives no meaning).
+- **Compression** (``compress_over``): event data and snapshot states longer than the threshold
+  are stored zlib-compressed in a ``bytea`` column of their own (``data_z``, ``state_z``; the
+  JSONB column of that row is NULL). The writer compresses a batch's large rows before its
+  statement, on a worker thread when there is much of it; a batch without any passes NULL for
+  the column, and the function inserts as before.
 - **Reads** use a connection pool, in pages by key (version or position), so a slow consumer of
   ``read_all`` never holds a connection. Every statement is prepared once per connection
   (asyncpg's statement cache).

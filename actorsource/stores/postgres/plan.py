@@ -72,8 +72,9 @@ def _has_nul(value: object) -> bool:
     return False
 
 
-#: one event's row: (type, data for JSONB, exact data, metadata for JSONB, exact metadata, id)
-_Row = tuple[str, str | None, str | None, str | None, str | None, str]
+#: one event's row: (type, data for JSONB, exact data, metadata for JSONB, exact metadata, id);
+#: data compressed by the writer is bytes in place of the data for JSONB
+_Row = tuple[str, str | bytes | None, str | None, str | None, str | None, str]
 
 
 @attrs.define(slots=True)
@@ -82,12 +83,19 @@ class _Append:
     expected_version: int | None
     rows: list[_Row]
     future: asyncio.Future[AppendResult]
+    #: whether a row's data is longer than the store's ``compress_over`` (the writer then
+    #: compresses it: its row holds the compressed bytes as its data, and no exact text)
+    large: bool = False
+
+
+#: a snapshot's row: (stream_id, version, schema_version, state for JSONB, exact state,
+#: compressed state)
+_SnapshotRow = tuple[str, int, int, str | None, str | None, bytes | None]
 
 
 @attrs.define(slots=True)
 class _SaveSnapshot:
-    #: (stream_id, version, schema_version, state for JSONB, exact state)
-    row: tuple[str, int, int, str | None, str | None]
+    row: _SnapshotRow
     future: asyncio.Future[None]
 
 
@@ -105,7 +113,7 @@ class _Plan:
     stream_ids: list[str] = attrs.Factory(list)
     versions: list[int] = attrs.Factory(list)
     types: list[str] = attrs.Factory(list)
-    data: list[str | None] = attrs.Factory(list)
+    data: list[str | bytes | None] = attrs.Factory(list)
     data_text: list[str | None] = attrs.Factory(list)
     metadata: list[str | None] = attrs.Factory(list)
     metadata_text: list[str | None] = attrs.Factory(list)
@@ -114,9 +122,7 @@ class _Plan:
     check_streams: list[str] = attrs.Factory(list)
     check_heads: list[int] = attrs.Factory(list)
     #: the snapshots to save (a later save of one stream and version replaces an earlier one)
-    snapshots: dict[tuple[str, int], tuple[str, int, int, str | None, str | None]] = attrs.Factory(
-        dict
-    )
+    snapshots: dict[tuple[str, int], _SnapshotRow] = attrs.Factory(dict)
     #: per op: an append's (offset of its first row, its last version), or the error it fails
     #: with; None for a snapshot
     outcomes: list[tuple[int, int] | AppendResult | BaseException | None] = attrs.Factory(list)

@@ -24,7 +24,7 @@ from .._base import (
 )
 from .connection import _Pool
 from .plan import _check_no_nul
-from .schema import _COLUMNS, _Statements
+from .schema import _Statements
 
 
 class PostgresReads(StoreLifecycle):
@@ -58,7 +58,10 @@ class PostgresReads(StoreLifecycle):
         where = "stream_id = $1 AND version >= $2 AND version <= $3"
         params: list[Any] = [stream_id, version, last]
         where += _time_range(start, end, params)
-        sql = f"SELECT {_COLUMNS} FROM {self._sql.events} WHERE {where} ORDER BY version LIMIT "
+        sql = (
+            f"SELECT {self._sql.columns} FROM {self._sql.events} WHERE {where} "
+            "ORDER BY version LIMIT "
+        )
         first = True
         async for row in self._pages(sql, params, 1, key=1):
             if first:
@@ -106,7 +109,10 @@ class PostgresReads(StoreLifecycle):
                 _check_no_nul("a category", prefix)
             params.append(list(prefixes))
             where += f" AND stream_id ^@ ANY(${len(params)}::text[])"
-        sql = f"SELECT {_COLUMNS} FROM {self._sql.events} WHERE {where} ORDER BY position LIMIT "
+        sql = (
+            f"SELECT {self._sql.columns} FROM {self._sql.events} WHERE {where} "
+            "ORDER BY position LIMIT "
+        )
         async for row in self._pages(sql, params, 0, key=2):
             yield stored_event(row, row[7])
 
@@ -124,7 +130,7 @@ class PostgresReads(StoreLifecycle):
         if version > MAX_VERSION:
             return
         sql = (
-            "SELECT version, type, coalesce(data_text, data::text), position "
+            f"SELECT version, type, coalesce(data_text, data::text), position, {self._sql.data_z} "
             f"FROM {self._sql.events} WHERE stream_id = $1 AND version >= $2 "
             "ORDER BY version LIMIT "
         )
@@ -147,7 +153,8 @@ class PostgresReads(StoreLifecycle):
         snapshot = None
         if rows and rows[0][0] == 0:
             found, *rows = rows
-            snapshot = snapshot_record(stream_id, found[1], found[3], found[4], found[5])
+            state = found[5] if found[3] is None else found[3]  # compressed, or JSON text
+            snapshot = snapshot_record(stream_id, found[1], state, found[4], found[6])
             if snapshot is None:  # damaged: the events after it are of no use without it
                 return None, [], False
         events = event_data(stream_id, rows, first=1)
@@ -259,7 +266,9 @@ class PostgresReads(StoreLifecycle):
         )
         if not rows:
             return None
-        version, schema_version, state, recorded_at = rows[0]
+        version, schema_version, state, recorded_at, compressed = rows[0]
+        if state is None:
+            state = compressed
         return snapshot_record(stream_id, version, state, schema_version, recorded_at)
 
     async def list_snapshots(self, stream_id: str) -> list[SnapshotInfo]:

@@ -132,6 +132,8 @@ class PostgresRetention(StoreLifecycle):
                 [],
                 [],
                 [],
+                None,  # a tombstone's data is small: never compressed
+                [],
             )
             if hard:
                 await conn.execute(
@@ -181,13 +183,16 @@ class PostgresRetention(StoreLifecycle):
 async def _ends(
     conn: _Connection, events: str, stream_id: str
 ) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
-    """The stream's last and first stored events as (version, type, data), or None."""
+    """The stream's last and first stored events as (version, type, data as JSON text or
+    compressed), or None."""
     rows = await conn.fetch(
-        f"(SELECT 0, version, type, coalesce(data_text, data::text) FROM {events} "
+        f"(SELECT 0, version, type, coalesce(data_text, data::text), data_z FROM {events} "
         "WHERE stream_id = $1 ORDER BY version DESC LIMIT 1) UNION ALL "
-        f"(SELECT 1, version, type, coalesce(data_text, data::text) FROM {events} "
+        f"(SELECT 1, version, type, coalesce(data_text, data::text), data_z FROM {events} "
         "WHERE stream_id = $1 ORDER BY version LIMIT 1)",
         stream_id,
     )
-    found: dict[int, tuple[Any, ...]] = {int(r[0]): (int(r[1]), r[2], r[3]) for r in rows}
+    found: dict[int, tuple[Any, ...]] = {
+        int(r[0]): (int(r[1]), r[2], r[4] if r[3] is None else r[3]) for r in rows
+    }
     return found.get(0), found.get(1)

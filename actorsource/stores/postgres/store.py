@@ -18,8 +18,10 @@ from .._base import (
     StoreCapabilities,
     check_append,
     check_checkpoint,
+    check_compress_over,
     check_keep,
     check_snapshot,
+    compress_json,
     encode_rows,
     encode_snapshot_state,
 )
@@ -31,14 +33,22 @@ from .connection import (
     _Pool,
 )
 from .dsn import _scrub, _secret_words, redact_dsn
-from .plan import _Append, _check_no_nul, _jsonb_columns, _Op, _Row, _SaveSnapshot
+from .plan import (
+    _Append,
+    _check_no_nul,
+    _jsonb_columns,
+    _Op,
+    _Row,
+    _SaveSnapshot,
+    _SnapshotRow,
+)
 from .reads import PostgresReads
 from .retention import PostgresRetention
 from .schema import _SCHEMA_NAME, SCHEMA_VERSION, _channel, _lock_key, _Statements
 from .setup import PostgresSchemaSetup
 from .timers import PostgresTimers
 from .transactions import PostgresTransactions, _TransactionStatements
-from .writer import PostgresWriter
+from .writer import OFF_LOOP_BYTES, PostgresWriter
 
 logger = logging.getLogger("actorsource.stores.postgres")
 
@@ -78,6 +88,9 @@ class PostgresEventStore(
         and no writer runs); a schema without an actorsource store is refused when opening
         (:class:`StoreError`, naming the schemas that hold one); every write raises
         :class:`StoreError`
+    :param compress_over: store the data of events, and snapshot states, whose JSON is longer
+        than this many characters zlib-compressed, in a ``bytea`` column beside the JSONB one
+        (read back transparently, but not queryable in SQL); ``None``: never
     :raises ImportError: if asyncpg is not installed (``pip install 'actorsource[postgres]'``)
     """
 
@@ -92,6 +105,7 @@ class PostgresEventStore(
         known_heads: int = 100_000,
         connect_timeout: float = 10.0,
         read_only: bool = False,
+        compress_over: int | None = None,
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             msg = f"dsn must be a non-empty str (a postgresql:// URI), got {dsn!r}"
@@ -121,6 +135,9 @@ class PostgresEventStore(
         self.connect_timeout = connect_timeout
         #: whether the store was made to be read only (see the class docstring)
         self.read_only = read_only
+        #: event data and snapshot states longer than this (in characters of JSON) are stored
+        #: compressed (None: never)
+        self.compress_over = check_compress_over(compress_over)
         self._settings = (
             {**_SERVER_SETTINGS, "default_transaction_read_only": "on"}
             if read_only
@@ -171,12 +188,14 @@ class PostgresEventStore(
             self._writer = await self._connect()
             if self.read_only:
                 self._opened_version = await self._existing_version(self._writer)
+                self._sql = _Statements(self.schema, self._opened_version)
                 # a connection of its own only for migrating and writing
                 writer, self._writer = self._writer, None
                 await writer.close(timeout=self.connect_timeout)
             else:
                 await self._migrate(self._writer)
                 self._opened_version = SCHEMA_VERSION
+                self._sql = _Statements(self.schema)
             try:
                 self._pool = await self._driver.create_pool(
                     self.dsn,
@@ -320,7 +339,7 @@ class PostgresEventStore(
         meta_columns: tuple[str | None, str | None] = (None, None)
         # one call encodes the append (the events of a command share one metadata dict,
         # encoded once, its columns decided once)
-        # nothing compresses on this store: every row holds text
+        # the writer compresses what is large: every row holds text here
         encoded = cast("list[tuple[str, str, str, str]]", encode_rows(events))
         for e, (kind, data, meta, event_id) in zip(events, encoded, strict=True):
             if "\x00" in kind or "\x00" in event_id:
@@ -330,7 +349,11 @@ class PostgresEventStore(
                 meta_text, meta_columns = meta, _jsonb_columns(meta, e.metadata)
             rows.append((kind, *_jsonb_columns(data, e.data), *meta_columns, event_id))
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Append(stream_id, expected_version, rows, future))
+        op = _Append(stream_id, expected_version, rows, future)
+        over = self.compress_over
+        if over is not None:  # the writer compresses (see _compress)
+            op.large = any([len(data) > over for _, data, _, _ in encoded])
+        self._enqueue(op)
         return future
 
     async def save_snapshot(self, snapshot: SnapshotRecord, *, keep: int | None = None) -> None:
@@ -341,8 +364,34 @@ class PostgresEventStore(
         check_snapshot(snapshot)
         check_keep(keep)
         _check_no_nul("a stream id", snapshot.stream_id)
-        state, exact = _jsonb_columns(encode_snapshot_state(snapshot), snapshot.state)
-        row = (snapshot.stream_id, snapshot.version, snapshot.schema_version, state, exact)
+        text = encode_snapshot_state(snapshot)
+        over = self.compress_over
+        row: _SnapshotRow
+        if over is not None and len(text) > over:
+            # zlib lets go of the GIL: a large state is compressed off the event loop
+            compressed = (
+                await asyncio.to_thread(compress_json, text)
+                if len(text) > OFF_LOOP_BYTES
+                else compress_json(text)
+            )
+            row = (
+                snapshot.stream_id,
+                snapshot.version,
+                snapshot.schema_version,
+                None,
+                None,
+                compressed,
+            )
+        else:
+            state, exact = _jsonb_columns(text, snapshot.state)
+            row = (
+                snapshot.stream_id,
+                snapshot.version,
+                snapshot.schema_version,
+                state,
+                exact,
+                None,
+            )
         if keep is not None:
             await self._save_snapshot_keeping(row, keep)
             return
@@ -350,9 +399,7 @@ class PostgresEventStore(
         self._enqueue(_SaveSnapshot(row, future))
         await future
 
-    async def _save_snapshot_keeping(
-        self, row: tuple[str, int, int, str | None, str | None], keep: int
-    ) -> None:
+    async def _save_snapshot_keeping(self, row: _SnapshotRow, keep: int) -> None:
         pool = self._pool
         if pool is None:
             msg = f"{self!r} is not connected"
@@ -399,6 +446,7 @@ class PostgresEventStore(
 
     def storage_growth(self) -> StorageGrowth:
         """Return how fast this store grows (see :class:`StorageGrowth`): what this store
-        object committed (JSON text, before PostgreSQL's own compression of large values)."""
+        object committed (JSON text, or the compressed bytes of a compressed row, before
+        PostgreSQL's own compression of large values)."""
         self._check_open()
         return self.growth_meter.growth()

@@ -16,6 +16,7 @@ from .._base import (
     StoreLifecycle,
     check_claim,
     check_timer_append,
+    compress_json,
     decode_json,
     encode_json,
     encode_timer_data,
@@ -43,6 +44,7 @@ class PostgresTimers(StoreLifecycle):
     _where: str
     _heads: KnownHeads
     _watch: HeadWatch
+    compress_over: int | None
     schema: str
 
     async def _fetch(
@@ -62,16 +64,21 @@ class PostgresTimers(StoreLifecycle):
         check_timer_append(stream_id, expected_version, events, timers)
         _check_no_nul("a stream id", stream_id)
         columns: list[list[Any]] = [[] for _ in range(8)]
+        over = self.compress_over
+        compressed: list[bytes | None] = []
         for offset, e in enumerate(events):
             _check_no_nul("an event type", e.type)
             _check_no_nul("an event id", e.event_id)
             data = encode_json(e.data, "data", e)
             meta = encode_json(e.metadata, "metadata", e)
+            # a command's events with its timers: few, and compressed as the writer would
+            large = over is not None and len(data) > over
+            compressed.append(compress_json(data) if large else None)
             row = (
                 stream_id,
                 expected_version + offset + 1,
                 e.type,
-                *_jsonb_columns(data, e.data),
+                *((None, None) if large else _jsonb_columns(data, e.data)),
                 *_jsonb_columns(meta, e.metadata),
                 e.event_id,
             )
@@ -90,6 +97,8 @@ class PostgresTimers(StoreLifecycle):
                     [stream_id],
                     [expected_version],
                     *_NO_SNAPSHOTS,
+                    compressed if any(compressed) else None,
+                    [],
                 )
                 for sql, params in writes:
                     await conn.execute(sql, *params)

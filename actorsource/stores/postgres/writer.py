@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from ..._errors import StoreError
 from ..._records import AppendResult
@@ -16,6 +16,7 @@ from .._base import (
     InlineHook,
     KnownHeads,
     StoreLifecycle,
+    compress_json,
     prior_append,
     retry_start,
 )
@@ -26,12 +27,18 @@ from .transactions import InlineRefused, _TransactionStatements, feed_inline
 
 logger = logging.getLogger("actorsource.stores.postgres")
 
+#: JSON (in characters) above which a batch's compression runs on a worker thread, where zlib
+#: works without holding the GIL; below (about a millisecond of zlib at most), on the loop,
+#: sparing the batch a hand-over to a thread and back
+OFF_LOOP_BYTES: Final = 64 * 1024
+
 
 class PostgresWriter(StoreLifecycle):
     """The write side of :class:`PostgresEventStore`: its queue, its writer task and connection."""
 
     # set by the store
     max_batch: int
+    compress_over: int | None
     #: number of transactions committed by the writer (a batch is one transaction)
     batches_committed: int
     _driver: Any
@@ -155,13 +162,14 @@ class PostgresWriter(StoreLifecycle):
         connection failed after the statement went out, the outcome is unknown).
         """
         conn = await self._writer_connection()
+        compressed = self.compress_over is not None and await self._compress(batch)
         try:
             plan: _Plan | None = _plan(batch, self._heads, None)
         except _NeedFacts:
             plan = None
         if plan is not None and not self._inline:  # inline projections: in the facts' transaction
             try:
-                first, at = await self._insert(conn, plan, sent)
+                first, at = await self._insert(conn, plan, sent, compressed)
             except Exception as exc:
                 if self._lost_connection(exc):
                     raise
@@ -172,7 +180,7 @@ class PostgresWriter(StoreLifecycle):
                 self.batches_committed += 1
                 return (*_resolve(plan, first, at), first + len(plan.event_ids) - 1)
         try:
-            plan, first, at = await self._commit_with_facts(conn, batch, sent)
+            plan, first, at = await self._commit_with_facts(conn, batch, sent, compressed)
         except InlineRefused as refused:
             if len(batch) == 1:
                 return [refused.error], {}, 0
@@ -190,7 +198,7 @@ class PostgresWriter(StoreLifecycle):
         head_position = 0
         for op in batch:
             try:
-                plan, first, at = await self._commit_with_facts(conn, [op], sent)
+                plan, first, at = await self._commit_with_facts(conn, [op], sent, compressed)
             except InlineRefused as refused:
                 sent.value = False
                 results.append(refused.error)
@@ -219,7 +227,7 @@ class PostgresWriter(StoreLifecycle):
         return results, heads, head_position
 
     async def _commit_with_facts(
-        self, conn: _Connection, batch: Sequence[_Op], sent: _Sent
+        self, conn: _Connection, batch: Sequence[_Op], sent: _Sent, compressed: bool
     ) -> tuple[_Plan, int, datetime | None]:
         """Read the batch's stream heads and event ids under the lock, then commit the plan."""
         appends = [op for op in batch if isinstance(op, _Append)]
@@ -234,7 +242,7 @@ class PostgresWriter(StoreLifecycle):
             await self._find_prior_appends(conn, batch, plan)
             if not plan.event_ids and not plan.snapshots:
                 return plan, 0, None
-            first, at = await self._insert(conn, plan, sent)
+            first, at = await self._insert(conn, plan, sent, compressed)
             if self._inline:
                 await feed_inline(conn, dict(self._inline), self._tx_sql)
         self.batches_committed += 1
@@ -269,17 +277,50 @@ class PostgresWriter(StoreLifecycle):
             if prior is not None:
                 plan.outcomes[index] = AppendResult(*prior)
 
+    async def _compress(self, batch: list[_Op]) -> bool:
+        """Compress the data of the batch's events longer than ``compress_over`` in place
+        (their rows then hold the bytes as their data); return whether any was.
+
+        Only appends that ``submit_append`` marked large are looked at; a batch with much to
+        compress does it on a worker thread, off the event loop.
+        """
+        over = self.compress_over
+        assert over is not None
+        found: list[tuple[list[Any], int, str]] = []  # (rows, index, JSON text)
+        for op in batch:
+            if type(op) is _Append and op.large:
+                for i, row in enumerate(op.rows):
+                    text = row[2] if row[2] is not None else row[1]
+                    if type(text) is str and len(text) > over:
+                        found.append((op.rows, i, text))
+        if not found:
+            return False
+        texts = [text for _, _, text in found]
+        if sum([len(t) for t in texts]) > OFF_LOOP_BYTES:
+            packed = await asyncio.to_thread(_compress_all, texts)
+        else:
+            packed = _compress_all(texts)
+        for (rows, i, _), data in zip(found, packed, strict=True):
+            row = rows[i]
+            rows[i] = (row[0], data, None, row[3], row[4], row[5])
+        return True
+
     async def _insert(
-        self, conn: _Connection, plan: _Plan, sent: _Sent
+        self, conn: _Connection, plan: _Plan, sent: _Sent, compressed: bool = False
     ) -> tuple[int, datetime | None]:
         snapshots = list(plan.snapshots.values())
+        data: list[Any] = plan.data
+        data_z: list[bytes | None] | None = None
+        if compressed:  # the compressed values go to their own column
+            data_z = [d if type(d) is bytes else None for d in data]
+            data = [None if type(d) is bytes else d for d in data]
         sent.value = True
         row = await conn.fetchrow(
             self._sql.append,
             plan.stream_ids,
             plan.versions,
             plan.types,
-            plan.data,
+            data,
             plan.data_text,
             plan.metadata,
             plan.metadata_text,
@@ -291,6 +332,8 @@ class PostgresWriter(StoreLifecycle):
             [r[2] for r in snapshots],
             [r[3] for r in snapshots],
             [r[4] for r in snapshots],
+            data_z,
+            [r[5] for r in snapshots],
         )
         if plan.event_ids:
             size = sum([len(t) for t in plan.data if t is not None])
@@ -330,3 +373,7 @@ class PostgresWriter(StoreLifecycle):
             raise StoreError(msg)
         since = [t for t in (self._pending_since, self._committing_since) if t is not None]
         return time.monotonic() - min(since) if since else 0.0
+
+
+def _compress_all(texts: list[str]) -> list[bytes]:
+    return [compress_json(text) for text in texts]
