@@ -9,11 +9,12 @@ the path of one ``ask``)::
                            ids, tracing metadata; policies as values, metrics hooks; the
                            record classes (attrs, dataclasses, Pydantic models); timer effects
     _codec, _storable,  L2  event/state <-> JSON-ready dicts, by stable type names; upcasters;
-    _jsonable              what the codec can store; JSON-ready data for responses
+    _jsonable, _personal   what the codec can store; JSON-ready data for responses; personal
+                           fields sealed per subject
     stores/            L3  the EventStore contract and capabilities; memory, SQLite and
                            PostgreSQL stores
     _actor, _activation, _batch, _rehydration, _snapshots, _supervision, _idempotency,
-    _routes, _messages, _timer_effects
+    _routes, _messages, _timer_effects, _shredding
                        L4  one aggregate's mailbox, its loading and batches
     _dispatcher, _refs, _reading, _health, _hosting, _projection, _projection_context,
     _rebuilds, _archiving, _scheduler
@@ -57,6 +58,7 @@ from ._errors import StreamArchivedError as StreamArchivedError
 from ._errors import StreamDeletedError as StreamDeletedError
 from ._errors import StreamNotFoundError as StreamNotFoundError
 from ._errors import UnknownCommandError as UnknownCommandError
+from ._errors import UnknownSubjectError as UnknownSubjectError
 from ._errors import VersionNotReachedError as VersionNotReachedError
 from ._errors import WaitTimeoutError as WaitTimeoutError
 from ._health import Health as Health
@@ -64,6 +66,9 @@ from ._health import HealthCheck as HealthCheck
 from ._jsonable import jsonable as jsonable
 from ._metrics import Metrics as Metrics
 from ._metrics import RecordingMetrics as RecordingMetrics
+from ._personal import FORGOTTEN as FORGOTTEN
+from ._personal import Personal as Personal
+from ._personal import personal as personal
 from ._policies import Backoff as Backoff
 from ._policies import Passivation as Passivation
 from ._policies import SnapshotEvery as SnapshotEvery
@@ -101,6 +106,7 @@ from .stores._base import EventStore as EventStore
 from .stores._base import GrowthMeter as GrowthMeter
 from .stores._base import StorageGrowth as StorageGrowth
 from .stores._base import StoreCapabilities as StoreCapabilities
+from .stores._base import SubjectKeyStore as SubjectKeyStore
 from .stores._base import TimerStore as TimerStore
 from .stores._base import TransactionalStore as TransactionalStore
 from .stores._subscription import subscribe as subscribe
@@ -108,7 +114,7 @@ from .stores.memory import InMemoryEventStore as InMemoryEventStore
 from .stores.postgres import PostgresEventStore as PostgresEventStore
 from .stores.sqlite import SQLiteEventStore as SQLiteEventStore
 
-__all__ = [
+__all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes), as tests check
     "ActorFailedError",
     "ActorsourceError",
     "Aggregate",
@@ -127,6 +133,7 @@ __all__ = [
     "DefinitionError",
     "EventApplyError",
     "EventStore",
+    "FORGOTTEN",
     "GrowthMeter",
     "Health",
     "HealthCheck",
@@ -140,6 +147,7 @@ __all__ = [
     "NaiveDatetimeError",
     "NewEvent",
     "Passivation",
+    "Personal",
     "PostgresEventStore",
     "Projection",
     "ProjectionContext",
@@ -170,6 +178,7 @@ __all__ = [
     "StreamDeletedError",
     "StreamInfo",
     "StreamNotFoundError",
+    "SubjectKeyStore",
     "SystemClock",
     "TimerCancel",
     "TimerSchedule",
@@ -177,6 +186,7 @@ __all__ = [
     "Timers",
     "TransactionalStore",
     "UnknownCommandError",
+    "UnknownSubjectError",
     "VersionNotReachedError",
     "WaitTimeoutError",
     "apply",
@@ -185,6 +195,7 @@ __all__ = [
     "event_type",
     "handle",
     "jsonable",
+    "personal",
     "read_archive",
     "subscribe",
     "tune_gc",

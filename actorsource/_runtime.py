@@ -45,6 +45,7 @@ from ._refs import AggregateRef
 from ._rehydration import Rehydration
 from ._routes import appender, data_reader, latest_loader, no_burst, timed_appender
 from ._scheduler import TimerScheduler, timer_scheduler
+from ._shredding import Shredder
 from ._supervision import Supervisor
 from ._timers import SystemClock, Timers
 from .stores._base import EventStore, StorageGrowth
@@ -237,6 +238,9 @@ class Runtime:
         )
         #: what each live ``subscribe`` has yielded up to (archiving stays behind them)
         self._subscribers: dict[object, int] = {}
+        #: subject keys for personal fields, in step with the store's
+        self._shredder = Shredder(self._codec, capabilities.subject_keys, repr(store))
+        self._context.seal = self._shredder.seal
         self._retention = Retention(
             store, capabilities, self._reader_positions, self._dispatcher.passivate_stream
         )
@@ -326,6 +330,7 @@ class Runtime:
         if not self.store.is_open:
             await self.store.open()
             self._opened_store = True
+        await self._shredder.open()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -568,6 +573,24 @@ class Runtime:
         """
         self._check_open(f"delete {stream_id!r}")
         return await self._retention.delete(stream_id, hard)
+
+    async def forget(self, subject: str) -> None:
+        """Forget a subject (crypto-shredding): destroy its key, so that its personal fields
+        read as :data:`FORGOTTEN` in every event that holds them, wherever they are.
+
+        The snapshots of the streams that hold its data are deleted (they held it in clear),
+        and those streams' idle actors here are passivated (they reload without it). Forgetting
+        a forgotten subject changes nothing. See the personal data page for what it cannot
+        reach (read models you built, other processes' memory).
+
+        :param subject: the subject's id, as stored in the events' subject field
+        :raises ValueError: if ``subject`` is not a non-empty str
+        :raises UnknownSubjectError: if the store has no key for it (nothing changed)
+        :raises StoreError: if the store keeps no subject keys, or fails
+        """
+        self._check_open(f"forget subject {subject!r}")
+        for stream_id in await self._shredder.forget(subject):
+            self._dispatcher.passivate_stream(stream_id)
 
     def _check_open(self, what: str) -> None:
         if self._state is not RuntimeState.OPEN:

@@ -28,6 +28,7 @@ LAYERS = {
     "_codec": 2,
     "_storable": 2,
     "_jsonable": 2,
+    "_personal": 2,
     "stores": 3,
     "_messages": 4,
     "_rehydration": 4,
@@ -39,6 +40,7 @@ LAYERS = {
     "_routes": 4,
     "_actor": 4,
     "_timer_effects": 4,
+    "_shredding": 4,
     # the runtime's parts, and projections (which see the runtime through a protocol)
     "_dispatcher": 5,
     "_refs": 5,

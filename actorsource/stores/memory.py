@@ -30,7 +30,6 @@ from ._base import (
     InlineHook,
     StorageGrowth,
     StoreCapabilities,
-    StoreLifecycle,
     T,
     TransactionWork,
     archive_refusal,
@@ -56,6 +55,7 @@ from ._base import (
     retry_start,
     utc_now,
 )
+from .memory_keys import MemorySubjectKeys
 from .memory_timers import TimerTable
 
 
@@ -73,7 +73,7 @@ class _Row:
     recorded_at: datetime
 
 
-class InMemoryEventStore(StoreLifecycle):
+class InMemoryEventStore(MemorySubjectKeys):
     """An event store held in memory with the same contract as the SQLite store.
 
     Data and metadata are kept as JSON text, so that what is stored is exactly what a durable
@@ -93,6 +93,8 @@ class InMemoryEventStore(StoreLifecycle):
         self._streams: dict[str, list[_Row]] = {}
         self._event_ids: set[str] = set()
         self._snapshots: dict[str, dict[int, SnapshotRecord]] = {}
+        self._subject_keys: dict[str, bytes | None] = {}
+        self._subject_streams: dict[str, set[str]] = {}
         self._checkpoints: dict[str, int] = {}
         self._inline: dict[str, InlineHook] = {}
         self._watch = HeadWatch()
@@ -341,8 +343,8 @@ class InMemoryEventStore(StoreLifecycle):
 
     def capabilities(self) -> StoreCapabilities:
         """Future appends, the writer's lag (always 0), read models changed with their
-        checkpoints in one step (``ctx.transaction`` is ``None``), archiving and deleting
-        streams, the storage growth, and timers."""
+        checkpoints in one step (``ctx.transaction`` is ``None``), subject keys, archiving and
+        deleting streams, the storage growth, and timers."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             writer_lag=self.writer_lag,
@@ -351,6 +353,7 @@ class InMemoryEventStore(StoreLifecycle):
             delete_stream=self.delete_stream,
             storage_growth=self.storage_growth,
             timers=self,
+            subject_keys=self,
         )
 
     def storage_growth(self) -> StorageGrowth:

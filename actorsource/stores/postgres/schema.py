@@ -7,7 +7,7 @@ import re
 from typing import Final
 
 #: the schema version this code writes and reads (the ``actorsource_schema`` table holds it)
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 #: what a ``schema=`` name may be: a plain lower-case identifier, usable unquoted in SQL
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -134,6 +134,7 @@ def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[s
             $fn$""",
         ],
         2: _timers_step(s),
+        3: _subject_keys_step(s),
     }
 
 
@@ -158,6 +159,27 @@ def _timers_step(s: str) -> list[str]:
             PRIMARY KEY (owner, key)
         )""",
         f"CREATE INDEX timers_due ON {s}.timers (due_at)",
+    ]
+
+
+def _subject_keys_step(s: str) -> list[str]:
+    """The statements of the step to version 3: subject keys (crypto-shredding).
+
+    A forgotten subject keeps its row with a NULL key; ``subject_streams`` links a subject to
+    the streams holding its sealed data (whose snapshots a forget deletes).
+    """
+    return [
+        f"""CREATE TABLE {s}.subject_keys (
+            subject      text        PRIMARY KEY,
+            key          bytea,
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            forgotten_at timestamptz
+        )""",
+        f"""CREATE TABLE {s}.subject_streams (
+            subject   text NOT NULL,
+            stream_id text NOT NULL,
+            PRIMARY KEY (subject, stream_id)
+        )""",
     ]
 
 

@@ -32,9 +32,9 @@ from .connection import (
     store_schemas,
 )
 from .dsn import _scrub, _secret_words, redact_dsn
+from .keys import PostgresSubjectKeys
 from .plan import _Append, _check_no_nul, _jsonb_columns, _Op, _Row, _SaveSnapshot
 from .reads import PostgresReads
-from .retention import PostgresRetention
 from .schema import _SCHEMA_NAME, SCHEMA_VERSION, _channel, _lock_key, _migrations, _Statements
 from .timers import PostgresTimers
 from .transactions import PostgresTransactions, _TransactionStatements
@@ -44,7 +44,7 @@ logger = logging.getLogger("actorsource.stores.postgres")
 
 
 class PostgresEventStore(
-    PostgresWriter, PostgresRetention, PostgresReads, PostgresTransactions, PostgresTimers
+    PostgresWriter, PostgresSubjectKeys, PostgresReads, PostgresTransactions, PostgresTimers
 ):
     """An event store in a PostgreSQL schema (tables ``events``, ``snapshots``, ``checkpoints``).
 
@@ -488,6 +488,7 @@ class PostgresEventStore(
             delete_stream=self.delete_stream,
             storage_growth=self.storage_growth,
             timers=self,
+            subject_keys=self,
         )
 
     def storage_growth(self) -> StorageGrowth:
