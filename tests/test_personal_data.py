@@ -7,6 +7,7 @@ import gzip
 from pathlib import Path
 from typing import Annotated, ClassVar
 
+import anyio
 import attrs
 import pytest
 
@@ -28,6 +29,9 @@ from actorsource import (
     handle,
     personal,
 )
+from actorsource.cli import main
+
+from .conftest import POSTGRES_DSN, postgres_schema
 
 #: a value found nowhere in the database once its subject is forgotten
 MARKER = "zebra-marker-4f1c@example.org"
@@ -220,59 +224,108 @@ async def test_the_archive_holds_only_sealed_data(store: EventStore, tmp_path: P
     assert MARKER.encode() not in clear
 
 
+@attrs.frozen
+class PersonalAge:
+    customer_id: str
+    age: Annotated[int, Personal(subject="customer_id")]
+
+
+@dataclasses.dataclass(frozen=True)
+class NoSubject:
+    email: str = dataclasses.field(metadata=personal(subject="missing"))
+
+
+@attrs.define
+class AgedPerson(Aggregate):
+    @apply
+    def aged(self, event: PersonalAge) -> None:
+        pass
+
+
+@attrs.define
+class Anonymous(Aggregate):
+    @apply
+    def seen(self, event: NoSubject) -> None:
+        pass
+
+
 async def test_a_personal_field_must_be_a_str() -> None:
-    @attrs.frozen
-    class Bad:
-        customer_id: str
-        age: Annotated[int, Personal(subject="customer_id")]
-
-    @attrs.define
-    class Person(Aggregate):
-        @apply
-        def bad(self, event: Bad) -> None:
-            pass
-
     with pytest.raises(DefinitionError, match="'age' must be typed str"):
-        Runtime(InMemoryEventStore()).ref(Person, "p")
+        Runtime(InMemoryEventStore()).ref(AgedPerson, "p")
 
 
 async def test_a_subject_field_must_be_a_str_field_that_is_not_personal() -> None:
-    @dataclasses.dataclass(frozen=True)
-    class Bad:
-        email: str = dataclasses.field(metadata=personal(subject="missing"))
-
-    @attrs.define
-    class Person(Aggregate):
-        @apply
-        def bad(self, event: Bad) -> None:
-            pass
-
     with pytest.raises(DefinitionError, match="subject field 'missing'"):
-        Runtime(InMemoryEventStore()).ref(Person, "p")
+        Runtime(InMemoryEventStore()).ref(Anonymous, "p")
     with pytest.raises(DefinitionError, match="subject="):
         personal(subject="")
 
 
-async def test_after_forget_the_sqlite_file_and_wal_hold_no_clear_text(tmp_path: Path) -> None:
+async def test_after_forget_the_database_holds_no_clear_text(
+    store: EventStore, store_kind: str, tmp_path: Path
+) -> None:
+    if store_kind == "memory":
+        pytest.skip("the memory store has no bytes to search")
+    async with Runtime(store, snapshot=SnapshotEvery(1)) as runtime:
+        await _register(runtime, "c1")
+        await _register(runtime, "c2", "kept@example.org")
+        await runtime.ref(Customer, "c1").ask(Rename("c1", f"{MARKER} again"))
+        await runtime.ref(Customer, "c1").snapshot()
+        before = await _raw(store_kind, tmp_path)
+        assert MARKER.encode() in before  # the snapshots hold it in clear
+        await runtime.forget("c1")
+        assert MARKER.encode() not in await _raw(store_kind, tmp_path)
+    async with Runtime(store) as runtime:
+        assert (await runtime.ref(Customer, "c1").state()).email == FORGOTTEN
+        assert (await runtime.ref(Customer, "c2").state()).email == "kept@example.org"
+    after = await _raw(store_kind, tmp_path)
+    assert MARKER.encode() not in after
+    assert b"kept@example.org" in after  # the search would find it: c2's snapshot holds it
+
+
+async def _raw(store_kind: str, tmp_path: Path) -> bytes:
+    """Everything stored: the SQLite file, its WAL and shared-memory index; or every row of
+    every table of the test's PostgreSQL schema, as text."""
+    if store_kind == "sqlite":
+        path = tmp_path / "events.db"
+        return b"".join(
+            part.read_bytes()
+            for part in (path, path.with_name("events.db-wal"), path.with_name("events.db-shm"))
+            if part.exists()
+        )
+    import asyncpg
+
+    schema = postgres_schema(tmp_path)
+    conn = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        tables = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
+        )
+        rows = []
+        for table in tables:
+            rows += await conn.fetch(f'SELECT t::text FROM "{schema}"."{table[0]}" t')
+        return "\n".join(row[0] for row in rows).encode()
+    finally:
+        await conn.close()
+
+
+def test_the_forget_command_forgets_and_refuses_an_unknown_subject(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "events.db"
-    async with SQLiteEventStore(path) as store:
-        async with Runtime(store, snapshot=SnapshotEvery(1)) as runtime:
+
+    async def fill() -> None:
+        async with Runtime(SQLiteEventStore(path)) as runtime:
             await _register(runtime, "c1")
-            await runtime.ref(Customer, "c1").ask(Rename("c1", f"{MARKER} again"))
-            await runtime.ref(Customer, "c1").snapshot()
-            assert MARKER.encode() in _raw(path)  # the snapshots hold it in clear
-            await runtime.forget("c1")
-        assert MARKER.encode() not in _raw(path)
-        async with Runtime(store) as runtime:
-            assert (await runtime.ref(Customer, "c1").state()).email == FORGOTTEN
-    assert MARKER.encode() not in _raw(path)
 
+    async def email() -> str:
+        async with Runtime(SQLiteEventStore(path)) as runtime:
+            return (await runtime.ref(Customer, "c1").state()).email
 
-def _raw(path: Path) -> bytes:
-    """The database file's bytes and its WAL's (and the shared memory index's)."""
-    found = b""
-    for suffix in ("", "-wal", "-shm"):
-        part = path.with_name(path.name + suffix)
-        if part.exists():
-            found += part.read_bytes()
-    return found
+    anyio.run(fill)
+    assert main(["forget", str(path), "c9"]) == 1
+    assert "cannot forget subject 'c9'" in capsys.readouterr().err
+    assert anyio.run(email) == MARKER
+    assert main(["forget", str(path), "c1"]) == 0
+    assert capsys.readouterr().out == "subject 'c1' forgotten\n"
+    assert anyio.run(email) == FORGOTTEN
