@@ -42,9 +42,8 @@ class Personal:
     """Mark a ``str`` field of an event class as personal data of a subject.
 
     Use it as an ``Annotated`` marker, ``email: Annotated[str, Personal(subject="customer_id")]``,
-    or through :func:`personal` in a field's metadata.
-
-    :param subject: the name of the event's field holding the subject's id (a str)
+    or through :func:`personal` in a field's metadata. ``subject`` is the name of the event's
+    field holding the subject's id (a str).
     """
 
     #: the name of the field holding the subject's id
