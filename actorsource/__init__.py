@@ -87,6 +87,7 @@ from ._records import SnapshotRecord as SnapshotRecord
 from ._records import StoredEvent as StoredEvent
 from ._records import StreamDeleted as StreamDeleted
 from ._records import StreamInfo as StreamInfo
+from ._records import SubjectForgotten as SubjectForgotten
 from ._refs import AggregateRef as AggregateRef
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
@@ -178,6 +179,7 @@ __all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes
     "StreamDeletedError",
     "StreamInfo",
     "StreamNotFoundError",
+    "SubjectForgotten",
     "SubjectKeyStore",
     "SystemClock",
     "TimerCancel",

@@ -36,7 +36,7 @@ from ._models import (
     record_fields,
 )
 from ._personal import KeyRing, PersonalSpec, personal_spec, require_crypto
-from ._records import JSONDict, StreamDeleted
+from ._records import JSONDict, StreamDeleted, SubjectForgotten
 from ._storable import SUPPORTED, unstorable
 
 T = TypeVar("T")
@@ -225,7 +225,7 @@ class Codec:
         self.personal: dict[type, PersonalSpec] = {}
         self.keyring = KeyRing()
         # the tombstone of deleted streams: every reader of a log may meet one
-        self.register_events([StreamDeleted])
+        self.register_events([StreamDeleted, SubjectForgotten])
 
     def register_events(self, event_types: Iterable[type]) -> None:
         """Register event classes under their stored type names and aliases.

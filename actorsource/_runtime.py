@@ -580,7 +580,9 @@ class Runtime:
 
         The snapshots of the streams that hold its data are deleted (they held it in clear),
         and those streams' idle actors here are passivated (they reload without it). Forgetting
-        a forgotten subject changes nothing. See the personal data page for what it cannot
+        a forgotten subject changes nothing. Then :class:`SubjectForgotten` is appended to the
+        stream ``$forgotten-{subject}``, for projections to clean their read models. See the
+        personal data page for what it cannot
         reach (read models you built, other processes' memory).
 
         :param subject: the subject's id, as stored in the events' subject field
@@ -589,7 +591,7 @@ class Runtime:
         :raises StoreError: if the store keeps no subject keys, or fails
         """
         self._check_open(f"forget subject {subject!r}")
-        for stream_id in await self._shredder.forget(subject):
+        for stream_id in await self._shredder.forget(subject, self.store):
             self._dispatcher.passivate_stream(stream_id)
 
     def _check_open(self, what: str) -> None:

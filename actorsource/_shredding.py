@@ -13,9 +13,10 @@ from collections.abc import Sequence
 
 from ._codec import Codec
 from ._errors import StoreError, UnknownSubjectError
+from ._ids import new_event_id
 from ._personal import new_key
-from ._records import NewEvent
-from .stores._base import SubjectKeyStore, check_subject
+from ._records import NewEvent, SubjectForgotten
+from .stores._base import EventStore, SubjectKeyStore, check_subject
 
 logger = logging.getLogger("actorsource.personal")
 
@@ -66,14 +67,20 @@ class Shredder:
             if spec:
                 ring.seal(spec, new.data, new.type)
 
-    async def forget(self, subject: str) -> list[str]:
-        """Destroy the subject's key in the store and here; return the streams whose
-        snapshots were deleted (they held its data in clear)."""
+    async def forget(self, subject: str, store: EventStore) -> list[str]:
+        """Destroy the subject's key in the store and here, then record
+        :class:`SubjectForgotten` (once per key destroyed); return the streams whose snapshots
+        were deleted (they held its data in clear)."""
         check_subject(subject)
-        store = self._store(f"forget subject {subject!r}")
-        streams = await store.forget_subject(subject)
-        if streams is None:
+        keys = self._store(f"forget subject {subject!r}")
+        found = await keys.forget_subject(subject)
+        if found is None:
             raise UnknownSubjectError(subject)
+        live, streams = found
         self.codec.keyring.forget(subject)
+        if live:
+            type_name, data = self.codec.encode_event(SubjectForgotten(subject))
+            event = NewEvent(new_event_id(), type_name, data, {})
+            await store.append(f"$forgotten-{subject}", None, [event])
         logger.info("subject forgotten", extra={"subject": subject, "streams": len(streams)})
         return streams

@@ -23,6 +23,7 @@ from actorsource import (
     Runtime,
     SnapshotEvery,
     SQLiteEventStore,
+    SubjectForgotten,
     UnknownSubjectError,
     apply,
     command,
@@ -95,10 +96,18 @@ class Emails(Projection):
 
     def __init__(self) -> None:
         self.seen: list[str] = []
+        self.by_customer: dict[str, str] = {}
+        self.forgotten: list[str] = []
 
     @handle
     def registered(self, event: Registered) -> None:
         self.seen.append(event.email)
+        self.by_customer[event.customer_id] = event.email
+
+    @handle
+    def subject_forgotten(self, event: SubjectForgotten) -> None:
+        self.forgotten.append(event.subject)
+        self.by_customer.pop(event.subject, None)
 
 
 async def _events(runtime: Runtime, customer: str) -> list[object]:
@@ -167,6 +176,25 @@ async def test_projections_see_the_placeholder_after_forget(store: EventStore) -
         runtime.add_projection(emails)
         await runtime.wait_for_projection("emails")
         assert emails.seen == [FORGOTTEN, "kept@example.org"]
+
+
+async def test_projections_get_subject_forgotten_once_to_clean_their_read_models(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        emails = Emails()
+        runtime.add_projection(emails)
+        await _register(runtime, "c1")
+        await _register(runtime, "c2", "kept@example.org")
+        await runtime.wait_for_projection("emails")
+        assert emails.by_customer == {"c1": MARKER, "c2": "kept@example.org"}
+        await runtime.forget("c1")
+        await runtime.forget("c1")  # changes nothing: recorded once
+        await runtime.wait_for_projection("emails")
+        assert emails.forgotten == ["c1"]
+        assert emails.by_customer == {"c2": "kept@example.org"}
+    recorded = [e async for e in store.read_stream("$forgotten-c1")]
+    assert [(e.type, e.data) for e in recorded] == [("$SubjectForgotten", {"subject": "c1"})]
 
 
 async def test_a_forgotten_subject_that_comes_back_gets_a_new_key(store: EventStore) -> None:

@@ -42,14 +42,15 @@ class MemorySubjectKeys(StoreLifecycle):
             self._subject_streams.setdefault(subject, set()).add(stream_id)
         return found
 
-    async def forget_subject(self, subject: str) -> list[str] | None:
+    async def forget_subject(self, subject: str) -> tuple[bool, list[str]] | None:
         """Destroy the key, delete the linked streams' snapshots; return those streams."""
         self._check_open()
         check_subject(subject)
         if subject not in self._subject_keys:
             return None
+        live = self._subject_keys[subject] is not None
         self._subject_keys[subject] = None
         streams = sorted(self._subject_streams.get(subject, ()))
         for stream_id in streams:
             self._snapshots.pop(stream_id, None)
-        return streams
+        return live, streams

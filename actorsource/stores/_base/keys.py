@@ -27,10 +27,11 @@ class SubjectKeyStore(Protocol):
         of ``keys`` has now (another writer's, if it stored one first)."""
         ...
 
-    async def forget_subject(self, subject: str) -> list[str] | None:
+    async def forget_subject(self, subject: str) -> tuple[bool, list[str]] | None:
         """Destroy the subject's key and delete the snapshots of the streams linked to it, in
-        one transaction; return those streams (``None``: the subject has no row; nothing
-        changed). Forgetting a forgotten subject changes nothing and returns its streams."""
+        one transaction; return whether it had a key until now, and those streams (``None``:
+        the subject has no row; nothing changed). Forgetting a forgotten subject changes
+        nothing."""
         ...
 
 

@@ -63,25 +63,28 @@ class PostgresSubjectKeys(PostgresRetention):
 
         return await self._in_transaction(work, "storing subject keys in")
 
-    async def forget_subject(self, subject: str) -> list[str] | None:
+    async def forget_subject(self, subject: str) -> tuple[bool, list[str]] | None:
         """Destroy the key, delete the linked streams' snapshots; return those streams."""
         self._check_open()
         check_subject(subject)
         table, streams, snapshots = self._keys_tables()
 
-        async def work(conn: _Connection) -> list[str] | None:
-            found = await conn.fetchval(
-                f"UPDATE {table} SET key = NULL, forgotten_at = coalesce(forgotten_at, now()) "
-                "WHERE subject = $1 RETURNING subject",
-                subject,
+        async def work(conn: _Connection) -> tuple[bool, list[str]] | None:
+            found = await conn.fetchrow(
+                f"SELECT key IS NOT NULL FROM {table} WHERE subject = $1 FOR UPDATE", subject
             )
             if found is None:
                 return None
+            await conn.execute(
+                f"UPDATE {table} SET key = NULL, forgotten_at = coalesce(forgotten_at, now()) "
+                "WHERE subject = $1",
+                subject,
+            )
             rows = await conn.fetch(
                 f"SELECT stream_id FROM {streams} WHERE subject = $1 ORDER BY stream_id", subject
             )
             linked = [row[0] for row in rows]
             await conn.execute(f"DELETE FROM {snapshots} WHERE stream_id = ANY($1::text[])", linked)
-            return linked
+            return bool(found[0]), linked
 
         return await self._in_transaction(work, f"forgetting subject {subject!r} in")

@@ -32,7 +32,7 @@ class SQLiteSubjectKeys(SQLiteRetention):
         pairs = list(links)
         return await self._maintain(lambda conn: _save(conn, rows, pairs))
 
-    async def forget_subject(self, subject: str) -> list[str] | None:
+    async def forget_subject(self, subject: str) -> tuple[bool, list[str]] | None:
         """Destroy the key, delete the linked streams' snapshots; return those streams.
 
         Deleted content is overwritten (``secure_delete``) and the WAL truncated after, so that
@@ -71,8 +71,9 @@ def _save(
     return found
 
 
-def _forget(conn: sqlite3.Connection, subject: str) -> list[str] | None:
-    if conn.execute("SELECT 1 FROM subject_keys WHERE subject = ?", (subject,)).fetchone() is None:
+def _forget(conn: sqlite3.Connection, subject: str) -> tuple[bool, list[str]] | None:
+    row = conn.execute("SELECT key FROM subject_keys WHERE subject = ?", (subject,)).fetchone()
+    if row is None:
         return None
     conn.execute(
         "UPDATE subject_keys SET key = NULL, forgotten_at = coalesce(forgotten_at, ?) "
@@ -87,7 +88,7 @@ def _forget(conn: sqlite3.Connection, subject: str) -> list[str] | None:
         )
     ]
     conn.executemany("DELETE FROM snapshots WHERE stream_id = ?", [(s,) for s in streams])
-    return streams
+    return row[0] is not None, streams
 
 
 def _truncate_wal(conn: sqlite3.Connection) -> None:
