@@ -141,7 +141,7 @@ def seal(
     """Seal an event's personal fields now if this runtime has its subjects' keys, else mark
     the batch to be sealed (keys stored first) before its append."""
     ring = actor.context.codec.keyring
-    if ring.missing(spec, data, actor.stream_id):
+    if ring.missing(spec, data, actor.stream_id, type_name):
         outcome.unsealed = True
     else:
         ring.seal(spec, data, type_name)

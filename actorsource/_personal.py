@@ -183,13 +183,15 @@ class KeyRing:
             cipher = self._ciphers[subject] = _aesgcm()(key)
         return cipher
 
-    def missing(self, spec: PersonalSpec, data: JSONDict, stream_id: str) -> set[str]:
+    def missing(
+        self, spec: PersonalSpec, data: JSONDict, stream_id: str, type_name: str
+    ) -> set[str]:
         """The subjects of ``data``'s personal fields without a live key or link here."""
         found = set()
         for field, subject_field in spec:
             if data.get(field) is None:
                 continue
-            subject = _subject(data, subject_field, field)
+            subject = _subject(data, subject_field, field, type_name)
             if self.keys.get(subject) is None or (subject, stream_id) not in self.links:
                 found.add(subject)
         return found
@@ -201,7 +203,7 @@ class KeyRing:
             value = data.get(field)
             if value is None:
                 continue
-            subject = _subject(data, subject_field, field)
+            subject = _subject(data, subject_field, field, type_name)
             key = self.keys.get(subject)
             if key is None:
                 msg = f"event {type_name}: subject {subject!r} has no key in this runtime"
@@ -249,14 +251,15 @@ class KeyRing:
         return text
 
 
-def _subject(data: JSONDict, subject_field: str, field: str) -> str:
+def _subject(data: JSONDict, subject_field: str, field: str, type_name: str) -> str:
     subject = data.get(subject_field)
-    if not isinstance(subject, str) or not subject:
+    if not isinstance(subject, str) or not subject or "\x00" in subject:
         msg = (
-            f"personal field {field!r} belongs to the subject in field {subject_field!r}, "
-            f"which must be a non-empty str, got {subject!r}"
+            f"event {type_name}: personal field {field!r} belongs to the subject in field "
+            f"{subject_field!r}, which must be a non-empty str without NUL, got {subject!r}; "
+            "the event was not stored"
         )
-        raise CodecError(msg, type_name="")
+        raise CodecError(msg, type_name=type_name)
     return subject
 
 

@@ -52,7 +52,7 @@ class Shredder:
         missing: set[str] = set()
         for new, spec in specs:
             if spec:
-                missing |= ring.missing(spec, new.data, stream_id)
+                missing |= ring.missing(spec, new.data, stream_id, new.type)
         if missing:
             store = self._store("store personal fields")
             # always fresh keys: a key this runtime held for a subject forgotten since must

@@ -14,6 +14,7 @@ import pytest
 from actorsource import (
     FORGOTTEN,
     Aggregate,
+    CodecError,
     DefinitionError,
     EventStore,
     InMemoryEventStore,
@@ -223,6 +224,17 @@ async def test_forget_refuses_an_unknown_subject_and_changes_nothing(store: Even
             with pytest.raises(ValueError, match="subject id"):
                 await runtime.forget(bad)  # type: ignore[arg-type]
         assert (await runtime.ref(Customer, "c1").state()).email == MARKER
+
+
+async def test_an_event_without_a_subject_id_is_refused_and_nothing_is_stored(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as runtime:
+        await _register(runtime, "c1")
+        with pytest.raises(CodecError, match="'customer_id', which must be a non-empty str"):
+            await runtime.ref(Customer, "c1").ask(Rename("", "x"))
+        assert await store.stream_version("Customer-c1") == 1
+        assert (await runtime.ref(Customer, "c1").state()).name == "Name of c1"
 
 
 async def test_forgetting_twice_changes_nothing(store: EventStore) -> None:
