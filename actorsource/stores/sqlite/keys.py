@@ -16,7 +16,7 @@ class SQLiteSubjectKeys(SQLiteRetention):
     async def load_subject_keys(self) -> dict[str, bytes | None]:
         """Return every subject's key (``None``: forgotten)."""
         self._check_open()
-        return await self._maintain(_load)
+        return await self._maintain(_load, transaction=False)  # a read: no write lock
 
     async def save_subject_keys(
         self, keys: Mapping[str, bytes], links: Collection[tuple[str, str]]
