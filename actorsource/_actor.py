@@ -28,7 +28,7 @@ import copy
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -145,6 +145,8 @@ class ActorContext:
     ) = None
     #: told when timers were stored (the runtime's scheduler may have to wake sooner)
     timers_stored: Callable[[list[TimerChange]], None] | None = None
+    #: store new subjects' keys, then seal a batch's personal fields (crypto-shredding)
+    seal: Callable[[str, Sequence[NewEvent]], Awaitable[None]] | None = None
 
 
 class Actor(Activation):
@@ -332,7 +334,9 @@ class Actor(Activation):
         outcome.batch, outcome.start_version, outcome.retries = batch, start_version, retries
         self.in_flight = outcome
         try:
-            if outcome.timers is None:
+            if outcome.unsealed:
+                self.context.start_task(self._seal_then_append(outcome, start_version))
+            elif outcome.timers is None:
                 self.context.append_then(self.stream_id, start_version, outcome.new_events, self)
             else:
                 self._append_timed(outcome, start_version)
@@ -341,6 +345,23 @@ class Actor(Activation):
             self._append_failed(batch, exc, at_once=True)
             return False
         return True
+
+    async def _seal_then_append(self, outcome: BatchOutcome, start_version: int) -> None:
+        """Store the keys of the batch's new subjects, seal its personal fields, then append
+        (the store calls back as on the usual path)."""
+        seal = self.context.seal
+        try:
+            if seal is None:
+                msg = "this runtime cannot seal personal fields"
+                raise StoreError(msg)
+            await seal(self.stream_id, outcome.new_events)
+            if outcome.timers is None:
+                self.context.append_then(self.stream_id, start_version, outcome.new_events, self)
+            else:
+                self._append_timed(outcome, start_version)
+        except Exception as exc:
+            self.in_flight = None
+            self._append_failed(outcome.batch, exc, at_once=True)
 
     def _append_timed(self, outcome: BatchOutcome, start_version: int) -> None:
         """Hand the batch's events and timer writes to the store, to commit together."""

@@ -18,7 +18,8 @@ from ._errors import ActorFailedError, CodecError, ConcurrencyError, EventApplyE
 from ._ids import new_event_id
 from ._messages import Command
 from ._metrics import COMMANDS, EVENTS_APPENDED, STREAM_LENGTH, Metrics
-from ._records import AppendResult, NewEvent, RecordedEvent
+from ._personal import PersonalSpec
+from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent
 from ._timer_effects import encode_effects
 from ._timers import Clock, Decided, TimerChange
 from ._tracing import CAUSATION_ID, COMMAND_ID, CORRELATION_ID
@@ -57,6 +58,7 @@ def decide_batch(actor: BatchActor, batch: list[Command], known: Known | None) -
     decider = actor.decider
     encode = actor.context.codec.encode_event
     inexact = actor.context.codec.inexact
+    personal = actor.context.codec.personal
     spare = actor.context.spare_outcomes
     outcome = spare.pop() if spare else BatchOutcome()
     # a new list each batch: the store may keep the one it is given
@@ -95,6 +97,8 @@ def decide_batch(actor: BatchActor, batch: list[Command], known: Known | None) -
         try:
             for event in events:
                 type_name, data = encode(event)
+                if personal and type(event) in personal:  # only where such classes exist
+                    seal(actor, outcome, personal[type(event)], type_name, data)
                 new_events.append(NewEvent(new_event_id(), type_name, data, message.metadata))
             if inexact:  # only in runtimes with event classes that may not read back as is
                 for event in events:
@@ -129,6 +133,18 @@ def decide_batch(actor: BatchActor, batch: list[Command], known: Known | None) -
                 outcome.keyed = {}
             outcome.keyed[command_id] = []  # its recorded events, once replied
     return outcome
+
+
+def seal(
+    actor: BatchActor, outcome: BatchOutcome, spec: PersonalSpec, type_name: str, data: JSONDict
+) -> None:
+    """Seal an event's personal fields now if this runtime has its subjects' keys, else mark
+    the batch to be sealed (keys stored first) before its append."""
+    ring = actor.context.codec.keyring
+    if ring.missing(spec, data, actor.stream_id, type_name):
+        outcome.unsealed = True
+    else:
+        ring.seal(spec, data, type_name)
 
 
 def precondition_refusal(
@@ -325,6 +341,7 @@ class BatchOutcome:
         "start_version",
         "timers",
         "timers_from",
+        "unsealed",
     )
 
     def __init__(self) -> None:
@@ -352,6 +369,8 @@ class BatchOutcome:
         self.timers: list[TimerChange] | None = None
         #: the index of the last command that added timer writes, and where its writes begin
         self.timers_from: tuple[int, int] | None = None
+        #: some personal fields wait for their subjects' keys: seal them before the append
+        self.unsealed = False
 
 
 class Repeat:

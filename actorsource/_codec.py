@@ -31,7 +31,8 @@ from ._models import (
     pydantic_dump,
     pydantic_load,
 )
-from ._records import JSONDict, StreamDeleted
+from ._personal import KeyRing, PersonalSpec, personal_spec, require_crypto
+from ._records import JSONDict, StreamDeleted, SubjectForgotten
 from ._storable import SUPPORTED, unstorable
 
 T = TypeVar("T")
@@ -215,8 +216,12 @@ class Codec:
         #: per registered event class: its fields of a plain type (int, str, date, ...) and the
         #: value types that read back into them, checked before an event is stored
         self._plain_fields: dict[type, tuple[tuple[str, tuple[type, ...]], ...]] = {}
+        #: registered event classes with personal fields (sealed per subject as they are
+        #: stored: see ``_personal``), and this runtime's subject keys
+        self.personal: dict[type, PersonalSpec] = {}
+        self.keyring = KeyRing()
         # the tombstone of deleted streams: every reader of a log may meet one
-        self.register_events([StreamDeleted])
+        self.register_events([StreamDeleted, SubjectForgotten])
 
     def register_events(self, event_types: Iterable[type]) -> None:
         """Register event classes under their stored type names and aliases.
@@ -243,6 +248,9 @@ class Codec:
                     )
                     raise DefinitionError(msg)
             self._check_storable(f"event type {cls.__qualname__}", cls)
+            personal = personal_spec(cls)
+            if personal:
+                require_crypto()
             for name in claimed:
                 self._by_name[name] = cls
             self._specs[cls] = spec
@@ -253,6 +261,13 @@ class Codec:
             if not exact:
                 self.inexact.add(cls)
             self._plain_fields[cls] = _plain_fields(cls)
+            if personal:
+                self.personal[cls] = personal
+
+    def personal_of(self, type_name: str) -> PersonalSpec:
+        """Return the personal fields of the event class stored as ``type_name`` (or none)."""
+        cls = self._by_name.get(type_name)
+        return () if cls is None else self.personal.get(cls, ())
 
     def check_state(self, owner: str, state_type: type) -> None:
         """Refuse a state type whose snapshots could never be stored and read back.
@@ -343,6 +358,8 @@ class Codec:
             )
             raise CodecError(msg, type_name=type_name)
         spec = self._specs[cls]
+        if cls in self.personal:
+            data = self.keyring.open(data, type_name, where)
         upcast = ""
         if VERSION_KEY in data or spec.version != 1:
             data, stored = self._upcast_event(type_name, cls, spec, data, where)

@@ -27,6 +27,8 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     ├── StreamArchivedError       a read before a stream's first kept (not archived) version
     ├── StreamDeletedError        a command to (or a change of) a deleted stream
     ├── SnapshotError             ref.snapshot() found nothing to snapshot
+    ├── UnknownSubjectError       forget() of a subject the store has no key for (also a
+    │                             LookupError)
     └── ProjectionError           a projection's handler failed on an event
 
 Failure semantics (as in Akka Persistence's ``onPersistFailure``): an error raised while
@@ -362,6 +364,19 @@ class SnapshotError(ActorsourceError):
         msg = (
             f"cannot snapshot {stream_id!r}: {reason}; a snapshot holds the state after an "
             "event, so send the aggregate a command that records one first"
+        )
+        super().__init__(msg)
+
+
+class UnknownSubjectError(ActorsourceError, LookupError):
+    """Raised when ``Runtime.forget`` is given a subject the store has no key for (no event
+    with personal fields of it was ever stored). Nothing was changed."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        msg = (
+            f"cannot forget subject {subject!r}: the store has no key for it (no personal "
+            "field of it was ever stored); check the id (subject ids are compared exactly)"
         )
         super().__init__(msg)
 

@@ -117,6 +117,27 @@ class StreamDeleted:
     hard: bool
 
 
+#: the stored type name of :class:`SubjectForgotten`
+FORGOTTEN_TYPE = "$SubjectForgotten"
+
+
+@attrs.frozen(slots=True)
+class SubjectForgotten:
+    """What ``Runtime.forget`` records once a subject's key is destroyed: a system event,
+    stored as ``$SubjectForgotten`` in the stream ``$forgotten-{subject}``.
+
+    Read models built from personal fields are theirs to clean: a projection handles it like
+    any event (``@handle`` a method taking a ``SubjectForgotten``) and deletes what it holds
+    of ``subject``. Its fields are a storage format, like any event's.
+    """
+
+    # the codec's stored-name attribute (a plain str: records sit below the codec)
+    __actorsource_event_type__ = FORGOTTEN_TYPE
+
+    #: the forgotten subject's id
+    subject: str
+
+
 @attrs.frozen(slots=True)
 class ArchivedStream:
     """What archiving did to one stream (what ``Runtime.archive`` returns, one per stream)."""

@@ -41,6 +41,7 @@ from ._routes import appender, data_reader, latest_loader, no_burst, timed_appen
 from ._runtime_projections import RuntimeProjections
 from ._runtime_reading import RuntimeReading
 from ._scheduler import TimerScheduler, timer_scheduler
+from ._shredding import Shredder
 from ._supervision import Supervisor
 from ._timers import SystemClock, Timers
 from .stores._base import EventStore, StorageGrowth
@@ -233,6 +234,9 @@ class Runtime(RuntimeReading, RuntimeProjections):
         )
         #: what each live ``subscribe`` has yielded up to (archiving stays behind them)
         self._subscribers: dict[object, int] = {}
+        #: subject keys for personal fields, in step with the store's
+        self._shredder = Shredder(self._codec, capabilities.subject_keys, repr(store))
+        self._context.seal = self._shredder.seal
         self._retention = Retention(
             store, capabilities, self._reader_positions, self._dispatcher.passivate_stream
         )
@@ -318,6 +322,7 @@ class Runtime(RuntimeReading, RuntimeProjections):
         if not self.store.is_open:
             await self.store.open()
             self._opened_store = True
+        await self._shredder.open()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group

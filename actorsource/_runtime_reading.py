@@ -21,6 +21,7 @@ from ._hosting import ProjectionHost
 from ._reading import Deciders, matching_records, state_at
 from ._records import AppendResult, ArchivedStream, RecordedEvent
 from ._rehydration import Rehydration
+from ._shredding import Shredder
 from .stores._base import EventStore
 
 A = TypeVar("A", bound=Aggregate)
@@ -39,6 +40,7 @@ class RuntimeReading:
     _hosting: ProjectionHost
     _retention: Retention
     _subscribers: dict[object, int]
+    _shredder: Shredder
     @property
     def _state(self) -> RuntimeState:
         return self._dispatcher.state
@@ -224,6 +226,26 @@ class RuntimeReading:
         """
         self._check_open(f"delete {stream_id!r}")
         return await self._retention.delete(stream_id, hard)
+
+    async def forget(self, subject: str) -> None:
+        """Forget a subject (crypto-shredding): destroy its key, so that its personal fields
+        read as :data:`FORGOTTEN` in every event that holds them, wherever they are.
+
+        The snapshots of the streams that hold its data are deleted (they held it in clear),
+        and those streams' idle actors here are passivated (they reload without it). Forgetting
+        a forgotten subject changes nothing. Then :class:`SubjectForgotten` is appended to the
+        stream ``$forgotten-{subject}``, for projections to clean their read models. See the
+        personal data page for what it cannot reach (read models you built, other processes'
+        memory).
+
+        :param subject: the subject's id, as stored in the events' subject field
+        :raises ValueError: if ``subject`` is not a non-empty str
+        :raises UnknownSubjectError: if the store has no key for it (nothing changed)
+        :raises StoreError: if the store keeps no subject keys, or fails
+        """
+        self._check_open(f"forget subject {subject!r}")
+        for stream_id in await self._shredder.forget(subject, self.store):
+            self._dispatcher.passivate_stream(stream_id)
 
     def _check_open(self, what: str) -> None:
         if self._state is not RuntimeState.OPEN:

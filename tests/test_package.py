@@ -29,6 +29,7 @@ LAYERS = {
     "_exactness": 2,
     "_storable": 2,
     "_jsonable": 2,
+    "_personal": 2,
     "stores": 3,
     "_messages": 4,
     "_rehydration": 4,
@@ -41,6 +42,7 @@ LAYERS = {
     "_actor": 4,
     "_timer_effects": 4,
     "_process_manager": 4,
+    "_shredding": 4,
     # the runtime's parts, and projections (which see the runtime through a protocol)
     "_dispatcher": 5,
     "_refs": 5,

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import anyio
 
 from .._errors import ActorsourceError
+from ._forget_command import forget_command
 from ._info import info
 from ._inspect import events, projections, state, streams, tail
 from ._open import FAILED, CommandError, open_store
@@ -37,6 +38,7 @@ _HANDLERS: dict[str, _Command] = {
     "timers": timers,
     "archive": archive_command,
     "delete": delete_command,
+    "forget": forget_command,
 }
 
 #: the store commands, in the order ``--help`` lists them
@@ -48,7 +50,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream = sys.stdout if out is None else out
     command = _HANDLERS[args.command]
     # the commands that write (the others open the store read-only)
-    rebuild = args.command in ("archive", "delete") or (
+    rebuild = args.command in ("archive", "delete", "forget") or (
         args.command == "projections" and args.action == "rebuild"
     )
 

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from .. import bench
 from ..stores.postgres import redact_dsn
+from ._forget_command import add_forget_command
 from ._retention_commands import add_retention_commands
 from ._timer_command import add_timers_command
 
@@ -191,6 +192,7 @@ def _add_inspection(commands: Any) -> None:
     _json(projections)
     add_timers_command(commands, _db, _json)
     add_retention_commands(commands, _db, _json)
+    add_forget_command(commands, _db, _json)
 
 
 def _db(parser: argparse.ArgumentParser) -> None:

@@ -30,7 +30,6 @@ from ._base import (
     InlineHook,
     StorageGrowth,
     StoreCapabilities,
-    StoreLifecycle,
     T,
     TransactionWork,
     before_kept,
@@ -52,12 +51,13 @@ from ._base import (
     retry_start,
     utc_now,
 )
+from .memory_keys import MemorySubjectKeys
 from .memory_retention import MemoryRetention
 from .memory_rows import _position, _Row
 from .memory_timers import TimerTable
 
 
-class InMemoryEventStore(MemoryRetention, StoreLifecycle):
+class InMemoryEventStore(MemoryRetention, MemorySubjectKeys):
     """An event store held in memory with the same contract as the SQLite store.
 
     Data and metadata are kept as JSON text, so that what is stored is exactly what a durable
@@ -77,6 +77,8 @@ class InMemoryEventStore(MemoryRetention, StoreLifecycle):
         self._streams: dict[str, list[_Row]] = {}
         self._event_ids: set[str] = set()
         self._snapshots: dict[str, dict[int, SnapshotRecord]] = {}
+        self._subject_keys: dict[str, bytes | None] = {}
+        self._subject_streams: dict[str, set[str]] = {}
         self._checkpoints: dict[str, int] = {}
         self._inline: dict[str, InlineHook] = {}
         self._watch = HeadWatch()
@@ -325,8 +327,8 @@ class InMemoryEventStore(MemoryRetention, StoreLifecycle):
 
     def capabilities(self) -> StoreCapabilities:
         """Future appends, the writer's lag (always 0), read models changed with their
-        checkpoints in one step (``ctx.transaction`` is ``None``), archiving and deleting
-        streams, the storage growth, and timers."""
+        checkpoints in one step (``ctx.transaction`` is ``None``), subject keys, archiving and
+        deleting streams, the storage growth, and timers."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             writer_lag=self.writer_lag,
@@ -335,6 +337,7 @@ class InMemoryEventStore(MemoryRetention, StoreLifecycle):
             delete_stream=self.delete_stream,
             storage_growth=self.storage_growth,
             timers=self,
+            subject_keys=self,
         )
 
     def storage_growth(self) -> StorageGrowth:

@@ -1,7 +1,7 @@
 """What every store shares: the contract (:mod:`.contract`), the checks at its door
 (:mod:`.checks`), JSON in and out of rows (:mod:`.coding`), the lifecycle (:mod:`.lifecycle`),
 the commit watch (:mod:`.watch`), the rules of appending (:mod:`.appends`), the growth meter
-(:mod:`.growth`) and durable timers (:mod:`.timers`)."""
+(:mod:`.growth`), durable timers (:mod:`.timers`) and subject keys (:mod:`.keys`)."""
 
 from .appends import KnownHeads as KnownHeads
 from .appends import prior_append as prior_append
@@ -39,6 +39,8 @@ from .contract import TransactionalStore as TransactionalStore
 from .contract import TransactionWork as TransactionWork
 from .growth import GrowthMeter as GrowthMeter
 from .growth import StorageGrowth as StorageGrowth
+from .keys import SubjectKeyStore as SubjectKeyStore
+from .keys import check_subject as check_subject
 from .lifecycle import StoreLifecycle as StoreLifecycle
 from .lifecycle import StoreState as StoreState
 from .retention import archive_refusal as archive_refusal

@@ -21,6 +21,7 @@ from ..._records import (
     StreamInfo,
 )
 from .growth import StorageGrowth
+from .keys import SubjectKeyStore
 from .timers import TimerStore
 
 #: what an append reports when it is done: its result, or why it failed
@@ -81,6 +82,9 @@ class StoreCapabilities:
     #: durable timers: appends carrying timer writes, leased claims of due timers (else
     #: handlers cannot schedule, and no timer is delivered)
     timers: TimerStore | None = None
+    #: subject keys for personal fields (crypto-shredding): kept, created, destroyed (else
+    #: events with personal fields cannot be stored, and ``Runtime.forget`` is refused)
+    subject_keys: SubjectKeyStore | None = None
 
 
 @runtime_checkable

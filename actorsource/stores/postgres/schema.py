@@ -7,7 +7,7 @@ import re
 from typing import Final
 
 #: the schema version this code writes and reads (the ``actorsource_schema`` table holds it)
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 #: what a ``schema=`` name may be: a plain lower-case identifier, usable unquoted in SQL
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -140,6 +140,7 @@ def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[s
         ],
         2: _timers_step(s),
         3: _compression_step(s, append_lock, channel),
+        4: _subject_keys_step(s),
     }
 
 
@@ -288,6 +289,27 @@ def _compression_step(s: str, append_lock: int, channel: str) -> list[str]:
             END IF;
         END
         $fn$""",
+    ]
+
+
+def _subject_keys_step(s: str) -> list[str]:
+    """The statements of the step to version 4: subject keys (crypto-shredding).
+
+    A forgotten subject keeps its row with a NULL key; ``subject_streams`` links a subject to
+    the streams holding its sealed data (whose snapshots a forget deletes).
+    """
+    return [
+        f"""CREATE TABLE {s}.subject_keys (
+            subject      text        PRIMARY KEY,
+            key          bytea,
+            created_at   timestamptz NOT NULL DEFAULT now(),
+            forgotten_at timestamptz
+        )""",
+        f"""CREATE TABLE {s}.subject_streams (
+            subject   text NOT NULL,
+            stream_id text NOT NULL,
+            PRIMARY KEY (subject, stream_id)
+        )""",
     ]
 
 

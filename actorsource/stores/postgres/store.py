@@ -33,6 +33,7 @@ from .connection import (
     _Pool,
 )
 from .dsn import _scrub, _secret_words, redact_dsn
+from .keys import PostgresSubjectKeys
 from .plan import (
     _Append,
     _check_no_nul,
@@ -56,6 +57,7 @@ logger = logging.getLogger("actorsource.stores.postgres")
 class PostgresEventStore(
     PostgresWriter,
     PostgresSchemaSetup,
+    PostgresSubjectKeys,
     PostgresRetention,
     PostgresReads,
     PostgresTransactions,
@@ -442,6 +444,7 @@ class PostgresEventStore(
             delete_stream=self.delete_stream,
             storage_growth=self.storage_growth,
             timers=self,
+            subject_keys=self,
         )
 
     def storage_growth(self) -> StorageGrowth:

@@ -63,8 +63,11 @@ class SQLiteRetention(StoreLifecycle):
         self._watch.advance(result.first_position)
         return result
 
-    async def _maintain(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``job`` in one write transaction on a connection of its own."""
+    async def _maintain(
+        self, job: Callable[[sqlite3.Connection], T], *, transaction: bool = True
+    ) -> T:
+        """Run ``job`` in one write transaction on a connection of its own (``transaction``
+        false: outside one, for a checkpoint)."""
         try:
             conn = await connect(
                 self.path, "retention", busy_timeout=self.busy_timeout, cache_kib=2048
@@ -75,8 +78,12 @@ class SQLiteRetention(StoreLifecycle):
         try:
             connection = conn.connection
 
-            def transaction() -> T:
+            def in_transaction() -> T:
                 connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+                # what is deleted is overwritten (a destroyed key, a dropped snapshot)
+                connection.execute("PRAGMA secure_delete = ON")
+                if not transaction:
+                    return job(connection)
                 connection.execute("BEGIN IMMEDIATE")
                 try:
                     result = job(connection)
@@ -88,7 +95,7 @@ class SQLiteRetention(StoreLifecycle):
                 return result
 
             try:
-                return await conn.run(transaction)
+                return await conn.run(in_transaction)
             except sqlite3.Error as exc:
                 msg = f"{self!r} failed (nothing was changed): {exc}"
                 raise StoreError(msg) from exc

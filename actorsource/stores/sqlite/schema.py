@@ -19,9 +19,10 @@ APPLICATION_ID: Final = 0x4143534F
 #: the schema version this code writes and reads (PRAGMA user_version); version 2 added the
 #: checkpoints table; version 3 lets events.data and snapshots.state hold zlib-compressed JSON
 #: as a BLOB (no table changes: the mark makes older versions refuse a file they would misread);
-#: version 4 the timers table. An older file is upgraded in place when opened, and read as it
+#: version 4 the timers table; version 5 the subject keys (crypto-shredding). An older file is
+#: upgraded in place when opened, and read as it
 #: is when opened read-only
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 #: the first schema version with the checkpoints table
 CHECKPOINTS_SINCE: Final = 2
@@ -74,6 +75,27 @@ def _timers_step() -> list[str]:
             PRIMARY KEY (owner, key)
         )""",
         "CREATE INDEX IF NOT EXISTS timers_due ON timers (due_at)",
+    ]
+
+
+def _subject_keys_step() -> list[str]:
+    """The statements of the step to version 5: subject keys (idempotent, as _SCHEMA's).
+
+    A forgotten subject keeps its row with a NULL key; ``subject_streams`` links a subject to
+    the streams holding its sealed data (whose snapshots a forget deletes).
+    """
+    return [
+        """CREATE TABLE IF NOT EXISTS subject_keys (
+            subject      TEXT PRIMARY KEY,
+            key          BLOB,
+            created_at   TEXT NOT NULL,
+            forgotten_at TEXT
+        )""",
+        """CREATE TABLE IF NOT EXISTS subject_streams (
+            subject   TEXT NOT NULL,
+            stream_id TEXT NOT NULL,
+            PRIMARY KEY (subject, stream_id)
+        )""",
     ]
 
 
@@ -167,7 +189,7 @@ async def prepare(
     try:
         # again under the write lock: another process may have created the schema meanwhile
         if await _check_identity(conn, path):
-            for statement in [*_SCHEMA.split(";"), *_timers_step()]:
+            for statement in [*_SCHEMA.split(";"), *_timers_step(), *_subject_keys_step()]:
                 if statement.strip():
                     await conn.execute(statement)
             await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")

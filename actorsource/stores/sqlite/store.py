@@ -35,15 +35,15 @@ from .._base import (
     encode_snapshot_state,
 )
 from ._thread import ConnectionThread
+from .keys import SQLiteSubjectKeys
 from .ops import _Append, _CatchUpInline, _SaveSnapshot, _Transact
 from .reads import SQLiteReads
-from .retention import SQLiteRetention
 from .schema import SCHEMA_VERSION, Synchronous, connect, open_error, prepare, read_identity
 from .timers import SQLiteTimers
 from .writer import SQLiteWriter
 
 
-class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention, SQLiteTimers):
+class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteSubjectKeys, SQLiteTimers):
     """An event store in one SQLite file (WAL, ``synchronous=FULL`` by default).
 
     Several runtimes and several processes may use one file at once: writes are serialized by
@@ -257,6 +257,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteRetention, SQLiteTimers)
             delete_stream=self.delete_stream,
             storage_growth=self.storage_growth,
             timers=self,
+            subject_keys=None if self.read_only else self,
         )
 
     def storage_growth(self) -> StorageGrowth:
