@@ -9,6 +9,7 @@ from typing import Annotated, ClassVar
 
 import anyio
 import attrs
+import pydantic
 import pytest
 
 from actorsource import (
@@ -369,3 +370,56 @@ def test_the_forget_command_forgets_and_refuses_an_unknown_subject(
     assert main(["forget", str(path), "c1"]) == 0
     assert capsys.readouterr().out == "subject 'c1' forgotten\n"
     assert anyio.run(email) == FORGOTTEN
+
+
+class PydanticSignedUp(pydantic.BaseModel):
+    """Stored: a Pydantic event with a personal field."""
+
+    model_config = pydantic.ConfigDict(frozen=True)
+    customer_id: str
+    email: Annotated[str, Personal(subject="customer_id")]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataclassSignedUp:
+    """Stored: a dataclass event with a personal field."""
+
+    customer_id: str
+    email: str = dataclasses.field(metadata=personal(subject="customer_id"))
+
+
+@attrs.frozen
+class SignUp:
+    customer_id: str
+    email: str
+    via_pydantic: bool
+
+
+@attrs.define
+class Member(Aggregate):
+    email: str = ""
+
+    @command
+    def sign_up(self, cmd: SignUp) -> PydanticSignedUp | DataclassSignedUp:
+        if cmd.via_pydantic:
+            return PydanticSignedUp(customer_id=cmd.customer_id, email=cmd.email)
+        return DataclassSignedUp(cmd.customer_id, cmd.email)
+
+    @apply
+    def signed_up(self, event: PydanticSignedUp | DataclassSignedUp) -> None:
+        self.email = event.email
+
+
+@pytest.mark.parametrize("via_pydantic", [True, False], ids=["pydantic", "dataclass"])
+async def test_pydantic_and_dataclass_events_seal_and_forget_their_personal_fields(
+    via_pydantic: bool,
+) -> None:
+    store = InMemoryEventStore()
+    async with Runtime(store) as runtime:
+        await runtime.ref(Member, "m1").ask(SignUp("m1", MARKER, via_pydantic))
+        stored = [event async for event in store.read_stream("Member-m1")]
+        assert MARKER not in repr(stored[0].data)
+        assert set(stored[0].data["email"]) == {"$personal", "subject"}
+        assert (await runtime.ref(Member, "m1").state()).email == MARKER
+        await runtime.forget("m1")
+        assert (await runtime.ref(Member, "m1").state()).email == FORGOTTEN
