@@ -29,7 +29,13 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     ├── SnapshotError             ref.snapshot() found nothing to snapshot
     ├── UnknownSubjectError       forget() of a subject the store has no key for (also a
     │                             LookupError)
-    └── ProjectionError           a projection's handler failed on an event
+    ├── ProjectionError           a projection's handler failed on an event
+    └── ClusterError              a cluster of runtimes could not do what was asked
+        ├── FencedError           an append refused: the shard's lease moved on (also a
+        │                         StoreError; nothing was stored)
+        ├── NotOwnerError         a member asked to serve a shard it does not own
+        ├── PeerUnavailableError  no member could be reached for a shard in time
+        └── ClusterAuthError      a connection between members failed authentication
 
 Failure semantics (as in Akka Persistence's ``onPersistFailure``): an error raised while
 *deciding* reaches the caller and the actor goes on with its state unchanged; an error while
@@ -409,3 +415,52 @@ class ProjectionError(ActorsourceError):
             f"({stream_id!r} version {version}): {type(error).__name__}: {error}"
         )
         super().__init__(msg)
+
+
+class ClusterError(ActorsourceError):
+    """Raised when a cluster of runtimes cannot do what was asked (the root of its errors)."""
+
+
+class FencedError(ClusterError, StoreError):
+    """Raised when an append is refused because its shard's lease moved on: another member
+    took the shard over (a higher epoch) after this one lost its lease (it paused, or could
+    not renew in time). Nothing of the append was stored; the command may be sent again, and
+    reaches the shard's new owner."""
+
+    def __init__(self, stream_id: str, shard: int, epoch: int, actual: int | None) -> None:
+        self.stream_id = stream_id
+        self.shard = shard
+        self.epoch = epoch
+        #: the shard's epoch in the store (None: no lease is recorded for it)
+        self.actual = actual
+        now = "has no lease" if actual is None else f"is at epoch {actual}"
+        msg = (
+            f"the append to {stream_id!r} was fenced off: it was made under shard {shard}'s "
+            f"lease at epoch {epoch}, but the shard {now} (another member took it over); "
+            "nothing was stored, send the command again to reach the shard's owner"
+        )
+        super().__init__(msg)
+
+
+class NotOwnerError(ClusterError):
+    """Raised when a member is asked to serve a shard it does not own (or is handing off);
+    the sender refreshes where the shard lives and sends again."""
+
+    def __init__(self, shard: int, member_id: str) -> None:
+        self.shard = shard
+        self.member_id = member_id
+        msg = (
+            f"member {member_id!r} does not own shard {shard} (or is handing it off); "
+            "look the owner up again and send there"
+        )
+        super().__init__(msg)
+
+
+class PeerUnavailableError(ClusterError):
+    """Raised when no member could be reached for a shard in time (none owns it yet, or its
+    owner does not answer)."""
+
+
+class ClusterAuthError(ClusterError):
+    """Raised when a connection between members fails authentication (a wrong or missing
+    shared secret); nothing sent over it was done."""

@@ -20,6 +20,7 @@ from .._base import (
     prior_append,
     retry_start,
 )
+from .cluster import _ClusterStatements, check_fences
 from .connection import _Connection
 from .plan import _Append, _NeedFacts, _Op, _Plan, _plan, _resolve, _Sent
 from .schema import _Statements
@@ -56,6 +57,8 @@ class PostgresWriter(StoreLifecycle):
     _committing_since: float | None
     _inline: dict[str, InlineHook]
     _tx_sql: _TransactionStatements
+    _cluster_sql: _ClusterStatements
+    _fenced: bool
     growth_meter: GrowthMeter
 
     async def _connect(self) -> _Connection:
@@ -167,7 +170,8 @@ class PostgresWriter(StoreLifecycle):
             plan: _Plan | None = _plan(batch, self._heads, None)
         except _NeedFacts:
             plan = None
-        if plan is not None and not self._inline:  # inline projections: in the facts' transaction
+        # inline projections and fences: checked in the facts' transaction
+        if plan is not None and not self._inline and not self._fenced:
             try:
                 first, at = await self._insert(conn, plan, sent, compressed)
             except Exception as exc:
@@ -238,8 +242,19 @@ class PostgresWriter(StoreLifecycle):
             facts = await conn.fetch(self._sql.facts, streams, ids)
             heads = {row[1]: int(row[2]) for row in facts if row[0] == 0}
             stored = {row[1] for row in facts if row[0] == 1}
-            plan = _plan(batch, heads, stored)
-            await self._find_prior_appends(conn, batch, plan)
+            refused = await check_fences(conn, self._cluster_sql, batch) if self._fenced else None
+            if refused:
+                kept = [op for index, op in enumerate(batch) if index not in refused]
+                plan = _plan(kept, heads, stored)
+                await self._find_prior_appends(conn, kept, plan)
+                outcomes = iter(plan.outcomes)
+                plan.outcomes = [
+                    refused[index] if index in refused else next(outcomes)
+                    for index in range(len(batch))
+                ]
+            else:
+                plan = _plan(batch, heads, stored)
+                await self._find_prior_appends(conn, batch, plan)
             if not plan.event_ids and not plan.snapshots:
                 return plan, 0, None
             first, at = await self._insert(conn, plan, sent, compressed)
