@@ -119,6 +119,8 @@ from ._timers import TimerSchedule as TimerSchedule
 from ._tracing import caused_by as caused_by
 from ._tuning import tune_gc as tune_gc
 from ._tuning import tune_switch_interval as tune_switch_interval
+from .cluster import Cluster as Cluster
+from .cluster import ClusterView as ClusterView
 from .stores._base import ClusterStore as ClusterStore
 from .stores._base import EventStore as EventStore
 from .stores._base import GrowthMeter as GrowthMeter
@@ -145,9 +147,11 @@ __all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes
     "Cancel",
     "CheckpointConflictError",
     "Clock",
+    "Cluster",
     "ClusterAuthError",
     "ClusterError",
     "ClusterStore",
+    "ClusterView",
     "CodecError",
     "CommandDecided",
     "ConcurrencyError",

@@ -430,15 +430,23 @@ class FencedError(ClusterError, StoreError):
     def __init__(self, stream_id: str, shard: int, epoch: int, actual: int | None) -> None:
         self.stream_id = stream_id
         self.shard = shard
+        #: the epoch the append was made under (0: this member held no lease on the shard)
         self.epoch = epoch
         #: the shard's epoch in the store (None: no lease is recorded for it)
         self.actual = actual
-        now = "has no lease" if actual is None else f"is at epoch {actual}"
-        msg = (
-            f"the append to {stream_id!r} was fenced off: it was made under shard {shard}'s "
-            f"lease at epoch {epoch}, but the shard {now} (another member took it over); "
-            "nothing was stored, send the command again to reach the shard's owner"
-        )
+        if not epoch:
+            msg = (
+                f"the append to {stream_id!r} was fenced off: this member holds no lease on "
+                f"shard {shard} (another member owns it, or it is being handed off); nothing "
+                "was stored, send the command again to reach the shard's owner"
+            )
+        else:
+            now = "has no lease" if actual is None else f"is at epoch {actual}"
+            msg = (
+                f"the append to {stream_id!r} was fenced off: it was made under shard {shard}'s "
+                f"lease at epoch {epoch}, but the shard {now} (another member took it over); "
+                "nothing was stored, send the command again to reach the shard's owner"
+            )
         super().__init__(msg)
 
 

@@ -44,6 +44,7 @@ from ._scheduler import TimerScheduler, timer_scheduler
 from ._shredding import Shredder
 from ._supervision import Supervisor
 from ._timers import SystemClock, Timers
+from .cluster import Cluster, ClusterNode, ClusterView
 from .stores._base import EventStore, StorageGrowth
 
 logger = logging.getLogger("actorsource.runtime")
@@ -131,6 +132,10 @@ class Runtime(RuntimeReading, RuntimeProjections):
     :param timers: deliver the durable timers that come due (:class:`Timers`: which
         aggregates, the clock, the lease); without it, handlers still schedule timers (they are
         stored) but this runtime delivers none
+    :param cluster: join a cluster of runtimes (:class:`Cluster`; a store with cluster tables:
+        PostgreSQL, or the memory store in one process): each aggregate then lives on one
+        member at a time, and its appends are fenced by that member's shard lease
+    :raises ValueError: if ``cluster`` is given and the store keeps no cluster tables (SQLite)
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class Runtime(RuntimeReading, RuntimeProjections):
         passivation: Passivation | None = None,
         supervision: Backoff | None = None,
         timers: Timers | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         check_optional_positive("snapshot_every", snapshot_every)
         check_optional_positive("max_active", max_active)
@@ -240,6 +246,17 @@ class Runtime(RuntimeReading, RuntimeProjections):
         self._retention = Retention(
             store, capabilities, self._reader_positions, self._dispatcher.passivate_stream
         )
+        #: this runtime as a member of a cluster (None: not clustered; nothing changes then)
+        self._node: ClusterNode | None = None
+        if cluster is not None:
+            self._node = ClusterNode(cluster, store, capabilities, dispatcher)
+            self._context.append_then = self._node.appender()
+
+    @property
+    def cluster(self) -> ClusterView | None:
+        """This member's view of its cluster (``None``: the runtime was made without
+        ``cluster=``)."""
+        return ClusterView(self._node) if self._node is not None else None
 
     def _timer_scheduler(self, timers: Timers) -> TimerScheduler:
         if not isinstance(timers, Timers):
@@ -330,6 +347,12 @@ class Runtime(RuntimeReading, RuntimeProjections):
         self._hosting.open(task_group)
         if self._scheduler is not None:
             task_group.start_soon(self._run_timers, self._scheduler)
+        if self._node is not None:
+            try:
+                await self._node.start(task_group)
+            except BaseException as exc:
+                await self.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
         logger.debug("runtime opened", extra={"store": repr(self.store)})
         return self
 
@@ -347,6 +370,8 @@ class Runtime(RuntimeReading, RuntimeProjections):
         task_group = self._task_group
         assert task_group is not None
         try:
+            if self._node is not None:
+                await self._node.stop()  # hands its shards off first
             await self._dispatcher.close(task_group.cancel_scope.cancel)
             # stop the projections; leaving the task group waits for snapshot saves
             await self._hosting.close()
