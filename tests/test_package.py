@@ -54,6 +54,8 @@ LAYERS = {
     "_hosting": 5,
     "_rebuilds": 5,
     "_scheduler": 5,
+    # a cluster's routing and transport sit beside the dispatcher
+    "cluster": 5,
     # the runtime composes them
     "_runtime": 6,
     "_runtime_reading": 6,

@@ -1,0 +1,1 @@
+"""A cluster of runtimes: one live activation per aggregate, messages routed to its owner."""
