@@ -159,7 +159,7 @@ class Server:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        task_group.start_soon(self._serve, listener)
+        task_group.start_soon(self._serve, listener, task_group)
         logger.info("cluster transport listening on %s", self.address)
         return self
 
@@ -192,12 +192,15 @@ class Server:
             await task_group.__aexit__(None, None, None)
         logger.info("cluster transport on %s stopped", self.address)
 
-    async def _serve(self, listener: anyio.abc.Listener[anyio.abc.ByteStream]) -> None:
-        assert self._task_group is not None
+    async def _serve(
+        self,
+        listener: anyio.abc.Listener[anyio.abc.ByteStream],
+        task_group: anyio.abc.TaskGroup,
+    ) -> None:
         with self._listener_scope:
             async with listener:
                 # connections run in our task group: stopping the listener leaves them be
-                await listener.serve(self._connection, self._task_group)
+                await listener.serve(self._connection, task_group)
 
     async def _connection(self, stream: anyio.abc.ByteStream) -> None:
         peer = _peer_of(stream)
@@ -347,8 +350,7 @@ class _ServerConnection:
             if not isinstance(message, _REQUESTS):
                 self._slots.release()
                 logger.warning(
-                    "closing the cluster connection from %s (member %r): it sent %s, "
-                    "not a request",
+                    "closing the cluster connection from %s (member %r): it sent %s, not a request",
                     self._peer,
                     self._member,
                     type(message).__name__,
@@ -601,7 +603,8 @@ class _ClientConnection:
                     raise TimeoutError(msg) from None
             finally:
                 self._pending.pop(request_id, None)
-                if sent and not future.done():
+                # no reply (a timeout or cancellation cancels the future it awaited)
+                if sent and (future.cancelled() or not future.done()):
                     await self._cancel(request_id)
 
     async def _cancel(self, request_id: int) -> None:

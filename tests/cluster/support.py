@@ -247,6 +247,12 @@ class Proxy:
         self.cut_replies = False
         self.replies_cut = 0
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._scopes: set[anyio.CancelScope] = set()
+
+    def cut(self) -> None:
+        """Break every connection through the proxy now (it still accepts new ones)."""
+        for scope in self._scopes:
+            scope.cancel()
 
     async def __aenter__(self) -> Proxy:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
@@ -273,6 +279,7 @@ class Proxy:
             await anyio.connect_tcp(host, int(port)) as server,
             anyio.create_task_group() as task_group,
         ):
+            self._scopes.add(task_group.cancel_scope)
 
             async def upstream() -> None:
                 with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):

@@ -108,9 +108,7 @@ async def test_an_unregistered_rejection_is_still_a_rejected_naming_its_class() 
         assert not isinstance(caught.value, Overdrawn)
 
 
-async def test_library_and_builtin_errors_are_raised_as_themselves_others_as_remote_error() -> (
-    None
-):
+async def test_library_and_builtin_errors_are_raised_as_themselves_others_as_remote_error() -> None:
     async with members(2) as (caller, owner):
         caller.placement.table.own_all(owner.owner)
         ref = caller.ref(Wallet, "e")
@@ -146,9 +144,7 @@ async def test_a_not_owner_reply_invalidates_the_placement_and_the_ask_is_retrie
         assert not stale.runtime._dispatcher.is_live("Wallet-moved")
 
 
-async def test_a_member_handing_off_a_shard_refuses_and_the_ask_waits_for_the_next_owner() -> (
-    None
-):
+async def test_a_member_handing_off_a_shard_refuses_and_the_ask_waits_for_the_next_owner() -> None:
     async with members(3) as (caller, old, new):
         table = caller.placement.table
         table.own_all(old.owner)
