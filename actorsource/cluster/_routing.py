@@ -127,6 +127,8 @@ class RoutedMailboxes:
         placement = self._placement
         shard = placement.shard_of(ref.stream_id)
         if placement.accepting(shard):
+            if isinstance(message, Command) and message.reply is not None:
+                self._relay_reply(ref, message, shard)
             return self._local.send(ref, message, waiting=waiting)
         if isinstance(message, Command):
             _give_command_id(message)
@@ -173,6 +175,35 @@ class RoutedMailboxes:
 
         payload = await self._exchange(shard, request, here, None)
         return _int_payload(payload, "exists")
+
+    def _relay_reply(self, ref: AggregateRef[Any], message: Command, shard: int) -> None:
+        """Let the local actor answer through a future of our own: if it refuses the command
+        as not here (this member lost the shard, and the append was fenced), the command was
+        not stored, and it is routed to the next owner instead of failing its caller."""
+        caller = message.reply
+        assert caller is not None
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        message.reply = answer
+
+        def relay(done: asyncio.Future[Any]) -> None:
+            if caller.done():
+                return  # the caller stopped waiting
+            if done.cancelled():
+                caller.cancel()
+                return
+            error = done.exception()
+            if error is None:
+                caller.set_result(done.result())
+            elif isinstance(error, _ELSEWHERE):
+                logger.debug("routing %r elsewhere: %s", ref.stream_id, error)
+                message.reply = caller
+                _give_command_id(message)
+                self._placement.invalidate(shard)
+                self._start(message, self._deliver(ref, message, shard))
+            else:
+                caller.set_exception(error)
+
+        answer.add_done_callback(relay)
 
     # -- sending to the owner ------------------------------------------------------------------
 

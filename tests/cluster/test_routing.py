@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -19,7 +20,7 @@ from actorsource import (
     apply,
     command,
 )
-from actorsource._errors import PeerUnavailableError, RemoteError
+from actorsource._errors import NotOwnerError, PeerUnavailableError, RemoteError
 from actorsource._refs import AggregateRef
 from actorsource.cluster._placement import Owner
 
@@ -247,3 +248,51 @@ async def test_a_message_for_a_shard_owned_here_goes_to_the_local_dispatcher() -
         await caller.ref(Wallet, "mine").ask(Deposit(1))
         assert caller.runtime._dispatcher.is_live("Wallet-mine")
         assert not caller.routed._tasks
+
+
+#: run once by the next Touch decided: the shard moves away, and the decide is refused as a
+#: fenced append would be (not stored, not here)
+FENCE_ONCE: list[Callable[[], None]] = []
+
+
+@attrs.frozen
+class Touch:
+    pass
+
+
+@attrs.frozen
+class Touched:
+    pass
+
+
+@attrs.define
+class Fenceable(Aggregate):
+    touches: int = 0
+
+    @command
+    def touch(self, cmd: Touch) -> Touched:
+        if FENCE_ONCE:
+            FENCE_ONCE.pop()()
+            raise NotOwnerError(0, 1, "m0")
+        return Touched()
+
+    @apply
+    def touched(self, event: Touched) -> None:
+        self.touches += 1
+
+
+async def test_a_local_ask_refused_as_not_here_is_routed_to_the_new_owner() -> None:
+    async with members(2) as (first, second):
+        table = first.placement.table
+        table.own_all(first.owner)
+        for member in (first, second):
+            member.runtime.ref(Fenceable, "warm-up")
+        decider = first.runtime.ref(Fenceable, "f").decider
+        ref = AggregateRef(first.routed, decider, "f", "Fenceable-f")
+        shard = first.placement.shard_of("Fenceable-f")
+        FENCE_ONCE.append(lambda: table.own(shard, second.owner))
+        recorded = await ref.ask(Touch())
+        assert [r.version for r in recorded] == [1]
+        assert shard in first.placement.invalidated
+        assert second.runtime._dispatcher.is_live("Fenceable-f")
+        assert await ref.state() == Fenceable(1)
