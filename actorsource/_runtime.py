@@ -36,7 +36,7 @@ from ._policies import (
 from ._projection import Projection
 from ._projection_context import ProjectionStatus
 from ._reading import Deciders
-from ._refs import AggregateRef
+from ._refs import AggregateRef, Mailboxes
 from ._routes import appender, data_reader, latest_loader, no_burst, timed_appender
 from ._runtime_projections import RuntimeProjections
 from ._runtime_reading import RuntimeReading
@@ -227,6 +227,21 @@ class Runtime(RuntimeReading, RuntimeProjections):
         #: delivers due timers (None: this runtime delivers none)
         self._scheduler: TimerScheduler | None = None
         self._timer_scope: anyio.CancelScope | None = None
+        #: what refs send through: the dispatcher, or in a cluster the routing to the owner
+        self._mailboxes: Mailboxes = dispatcher
+        #: this runtime as a member of a cluster (None: not clustered; nothing changes then)
+        self._node: ClusterNode | None = None
+        if cluster is not None:
+            self._node = ClusterNode(
+                cluster,
+                store,
+                capabilities,
+                dispatcher,
+                codec=self._codec,
+                deciders=self._deciders.in_category,
+            )
+            self._context.append_then = self._node.appender()
+            self._mailboxes = self._node.routed
         if timers is not None:
             self._scheduler = self._timer_scheduler(timers)
             self._context.timers_stored = self._scheduler.stored
@@ -246,11 +261,6 @@ class Runtime(RuntimeReading, RuntimeProjections):
         self._retention = Retention(
             store, capabilities, self._reader_positions, self._dispatcher.passivate_stream
         )
-        #: this runtime as a member of a cluster (None: not clustered; nothing changes then)
-        self._node: ClusterNode | None = None
-        if cluster is not None:
-            self._node = ClusterNode(cluster, store, capabilities, dispatcher)
-            self._context.append_then = self._node.appender()
 
     @property
     def cluster(self) -> ClusterView | None:
@@ -268,7 +278,7 @@ class Runtime(RuntimeReading, RuntimeProjections):
             timers,
             deciders=self._deciders,
             codec=self._codec,
-            mailboxes=self._dispatcher,
+            mailboxes=self._mailboxes,
         )
 
     async def fire_due_timers(self) -> int:
@@ -407,7 +417,7 @@ class Runtime(RuntimeReading, RuntimeProjections):
         """
         decider = self._decider(aggregate, aggregate_id)
         stream_id = f"{decider.name}-{aggregate_id}"
-        return AggregateRef(self._dispatcher, decider, aggregate_id, stream_id)
+        return AggregateRef(self._mailboxes, decider, aggregate_id, stream_id)
 
     # -- passivation -------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from actorsource import (
     Runtime,
     SQLiteEventStore,
 )
+from actorsource._refs import AggregateRef
 from actorsource.cluster import rendezvous, shard_of
 from actorsource.stores._base import EventStore
 
@@ -175,23 +176,34 @@ async def test_members_split_the_shards_and_each_owner_serves_its_aggregates(
         assert sum(r.statistics().conflicts_retried for r in runtimes) == 0
 
 
-async def test_an_append_on_a_member_without_the_shards_lease_is_refused(
+async def test_a_ref_on_any_member_reaches_the_owner_and_a_non_owner_cannot_append(
     shared: EventStore, clock: Clock
 ) -> None:
     async with (
         Runtime(shared, cluster=config(clock, "a")) as a,
         Runtime(shared, cluster=config(clock, "b")) as b,
     ):
+        assert a.cluster is not None and b.cluster is not None
+        b.ref(Account, "warm-up")  # the aggregates b serves
         await refresh_all(a, b)
-        stream = next(
-            f"Account-{i}"
+        aggregate_id = next(
+            str(i)
             for i in range(100)
-            if a.cluster and a.cluster.shard_of(f"Account-{i}") not in a.cluster.owned_shards()
+            if a.cluster.shard_of(f"Account-{i}") not in a.cluster.owned_shards()
+        )
+        stream = f"Account-{aggregate_id}"
+        # a's actors cannot append to a shard b owns: refused at once, nothing stored
+        direct = AggregateRef(
+            a._dispatcher, a.ref(Account, aggregate_id).decider, aggregate_id, stream
         )
         with pytest.raises(FencedError, match="holds no lease on shard"):
-            await a.ref(Account, stream.removeprefix("Account-")).ask(Deposit(1))
+            await direct.ask(Deposit(1))
         assert await shared.stream_version(stream) == 0
-        assert await b.ref(Account, stream.removeprefix("Account-")).ask(Deposit(1))
+        # a's ref goes to b, over TCP
+        events = await a.ref(Account, aggregate_id).ask(Deposit(7))
+        assert events[0].version == 1
+        assert b._dispatcher.is_live(stream) and not a._dispatcher.is_live(stream)
+        assert (await a.ref(Account, aggregate_id).state()).balance == 7
 
 
 async def test_a_joining_member_gets_its_shards_after_the_owner_hands_them_off(
@@ -256,14 +268,20 @@ async def test_a_member_that_stops_beating_loses_its_shards_and_its_late_appends
         assert shard in b.cluster.owned_shards()
         owner = b.cluster.owner_of(stream)
         assert owner is not None and (owner.member_id, owner.epoch) == ("b", 2)
-        # a's actor, still loaded, tries to append under its old lease: refused, nothing stored
+        # a's actor, still loaded, takes a command admitted before the pause (straight into
+        # its mailbox) and tries to append under its old lease: refused, nothing stored
+        direct = AggregateRef(a._dispatcher, ref.decider, ref.aggregate_id, stream)
         with pytest.raises(FencedError, match="at epoch 1, but the shard is at epoch 2"):
-            await ref.ask(Deposit(100))
+            await direct.ask(Deposit(100))
         assert await shared.stream_version(stream) == 1
         assert not a._dispatcher.is_live(stream)  # the fenced actor passivated
         assert a.statistics().actor_failures == 1
+        b.ref(Account, "warm-up")  # the aggregates b serves
         events = await b.ref(Account, stream.removeprefix("Account-")).ask(Deposit(2))
         assert events[0].version == 2
+        # a's own ref now reaches b (a no longer accepts the shard)
+        events = await ref.ask(Deposit(3))
+        assert events[0].version == 3
         await a.cluster.refresh()  # a comes back as a member, and gets some shards back
         await refresh_all(a, b)
         assert set(a.cluster.owned_shards()) | set(b.cluster.owned_shards()) == set(range(8))
@@ -291,3 +309,42 @@ async def test_a_member_with_another_shard_count_is_refused(
         with pytest.raises(ClusterError, match=r"has 8 shards.*use shards=8"):
             await late.__aenter__()
         assert not late._node or late._node.shards.owned == {}
+
+
+async def test_a_command_fenced_off_on_a_stale_owner_is_retried_on_the_new_owner(
+    shared: EventStore, clock: Clock
+) -> None:
+    paused = Clock()  # a's clock: a was paused, its time stood still
+    async with (
+        Runtime(shared, cluster=config(paused, "a")) as a,
+        Runtime(shared, cluster=config(clock, "b")) as b,
+    ):
+        assert a.cluster is not None and b.cluster is not None
+        b.ref(Account, "warm-up")
+        await refresh_all(a, b)
+        aggregate_id = next(
+            str(i)
+            for i in range(100)
+            if a.cluster.shard_of(f"Account-{i}") in a.cluster.owned_shards()
+        )
+        ref = a.ref(Account, aggregate_id)
+        await ref.ask(Deposit(1))
+        shard = a.cluster.shard_of(ref.stream_id)
+        # while a is paused, its lease lapses: b takes its shards over, at the next epoch
+        clock.now += 150
+        await b.cluster.refresh()
+        assert shard in b.cluster.owned_shards()
+        assert shard in a.cluster.owned_shards()  # a's view is stale: it still accepts
+        # a's actor decides, its append is fenced off; the caller does not see it: the router
+        # sends the command (same command id) to b, which stores it once
+        events = await ref.ask(Deposit(5), command_id="once")
+        assert events[0].version == 2
+        assert shard not in a.cluster.owned_shards()
+        assert not a._dispatcher.is_live(ref.stream_id)
+        assert b._dispatcher.is_live(ref.stream_id)
+        stored = [e.data for e in await _read(shared, ref.stream_id)]
+        assert stored == [{"amount": 1}, {"amount": 5}]
+
+
+async def _read(store: EventStore, stream_id: str) -> list[Any]:
+    return [event async for event in store.read_stream(stream_id)]

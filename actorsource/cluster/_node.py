@@ -4,20 +4,31 @@ shard leases, fenced appends, the loop that keeps them, the view ``runtime.clust
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 
+from .._codec import Codec
+from .._decider import Decider
 from .._errors import ClusterError
 from .._records import AppendResult, NewEvent
+from .._refs import Mailboxes
 from .._routes import fenced_appender
 from ..stores._base import ClusterStore, EventStore, MemberRecord, StoreCapabilities
 from ._config import Cluster
 from ._membership import Membership
 from ._placement import Owner
+from ._routing import RoutedMailboxes
 from ._shards import LocalActors, ShardManager
+from ._transport import Credentials, Peers, Server
+
+
+class LocalDispatcher(LocalActors, Mailboxes, Protocol):
+    """The runtime's dispatcher, as the node sees it: its live actors and its mailboxes."""
 
 logger = logging.getLogger("actorsource.cluster")
 
@@ -49,7 +60,10 @@ class ClusterNode:
         config: Cluster,
         store: EventStore,
         capabilities: StoreCapabilities,
-        actors: LocalActors,
+        dispatcher: LocalDispatcher,
+        *,
+        codec: Codec,
+        deciders: Callable[[str], Decider[Any, Any, Any] | None],
     ) -> None:
         if not isinstance(config, Cluster):
             msg = f"cluster must be a Cluster value, got {config!r}"
@@ -58,7 +72,19 @@ class ClusterNode:
         self.tables = tables = cluster_tables(store, capabilities)
         self.membership = Membership(config, tables)
         self._wake_event = asyncio.Event()
-        self.shards = ShardManager(config, tables, self.membership, actors, self.wake)
+        self.shards = ShardManager(config, tables, self.membership, dispatcher, self.wake)
+        self._credentials = Credentials(config.name, config.secret_bytes, config.member_id)
+        self._peers = Peers(self._credentials, tls=config.tls)
+        #: what the runtime's refs send through: the local dispatcher, or the shard's owner
+        self.routed = RoutedMailboxes(
+            dispatcher,
+            self.shards,
+            self._peers,
+            codec,
+            deciders,
+            route_timeout=config.routed_timeout,
+        )
+        self._exit = contextlib.AsyncExitStack()
         self._round_lock = asyncio.Lock()
         self._scope: anyio.CancelScope | None = None
         self._stopped = False
@@ -90,7 +116,18 @@ class ClusterNode:
                 f"is fixed: use shards={recorded}"
             )
             raise ClusterError(msg)
-        await self.round()
+        exit_stack = self._exit
+        await exit_stack.__aenter__()
+        try:
+            await exit_stack.enter_async_context(self._peers)
+            server = Server(config.address, self._credentials, self.routed.handle, tls=config.tls)
+            await exit_stack.enter_async_context(server)
+            exit_stack.callback(self.routed.close)
+            self.membership.address = server.address  # the bound port, if 0 was given
+            await self.round()
+        except BaseException as exc:
+            await exit_stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         # made here, not in the task: a stop before the task first runs cancels it too
         self._scope = anyio.CancelScope()
         task_group.start_soon(self._run, name=f"actorsource cluster {config.member_id}")
@@ -144,6 +181,9 @@ class ClusterNode:
                     "leaving the cluster failed; its shards move when their leases lapse",
                     extra={"member_id": self.config.member_id, "error": str(exc)},
                 )
+            finally:
+                # stops serving the other members (requests under way finish first)
+                await self._exit.aclose()
         logger.info(
             "left cluster", extra={"cluster": self.config.name, "member_id": self.config.member_id}
         )

@@ -26,6 +26,7 @@ from .._codec import Codec
 from .._decider import Decider
 from .._errors import (
     ClusterProtocolError,
+    FencedError,
     NotOwnerError,
     PeerUnavailableError,
     UnknownCommandError,
@@ -42,8 +43,8 @@ from ._transport import Peers
 logger = logging.getLogger("actorsource.cluster.routing")
 
 #: errors raised by the owner that mean "not here": retried on the next owner (the command was
-#: not stored)
-_ELSEWHERE: tuple[type[BaseException], ...] = (NotOwnerError, PeerUnavailableError)
+#: not stored; a fenced-off append stored nothing either)
+_ELSEWHERE: tuple[type[BaseException], ...] = (NotOwnerError, PeerUnavailableError, FencedError)
 _FIRST_BACKOFF: Final = 0.005
 _MAX_BACKOFF: Final = 0.5
 
