@@ -30,6 +30,7 @@ from ._transport import Credentials, Peers, Server
 class LocalDispatcher(LocalActors, Mailboxes, Protocol):
     """The runtime's dispatcher, as the node sees it: its live actors and its mailboxes."""
 
+
 logger = logging.getLogger("actorsource.cluster")
 
 #: the least seconds between two rounds woken early (by lookups of owners not yet known)
@@ -74,7 +75,13 @@ class ClusterNode:
         self._wake_event = asyncio.Event()
         self.shards = ShardManager(config, tables, self.membership, dispatcher, self.wake)
         self._credentials = Credentials(config.name, config.secret_bytes, config.member_id)
-        self._peers = Peers(self._credentials, tls=config.tls)
+        # a peer that paused (its connection open, nothing answered) holds nobody up for long
+        self._peers = Peers(
+            self._credentials,
+            tls=config.tls,
+            connect_timeout=config.lease,
+            handshake_timeout=config.lease,
+        )
         #: what the runtime's refs send through: the local dispatcher, or the shard's owner
         self.routed = RoutedMailboxes(
             dispatcher,
@@ -83,6 +90,7 @@ class ClusterNode:
             codec,
             deciders,
             route_timeout=config.routed_timeout,
+            attempt_timeout=config.lease,
         )
         self._exit = contextlib.AsyncExitStack()
         self._round_lock = asyncio.Lock()

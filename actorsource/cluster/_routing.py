@@ -74,6 +74,9 @@ class RoutedMailboxes:
     :param errors: the error classes rebuilt as themselves when an owner raises them
     :param route_timeout: how long a message may look for its owner (retries included) before
         it fails with :class:`PeerUnavailableError`; an ask's own timeout applies too
+    :param attempt_timeout: how long one attempt waits for the owner's reply before it is
+        retried (with the same command id) on whoever owns the shard then: an owner that
+        paused does not hold its callers up beyond this (None: no limit)
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class RoutedMailboxes:
         *,
         errors: wire.ErrorRegistry | None = None,
         route_timeout: float = 30.0,
+        attempt_timeout: float | None = None,
     ) -> None:
         self._local = local
         self._placement = placement
@@ -94,6 +98,7 @@ class RoutedMailboxes:
         self._deciders = deciders
         self._errors = errors if errors is not None else wire.ErrorRegistry()
         self._route_timeout = route_timeout
+        self._attempt_timeout = attempt_timeout
         self._routing: dict[Message, _Routed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -337,10 +342,20 @@ class RoutedMailboxes:
                 failure = NotOwnerError(shard, owner.epoch, me)
             else:
                 try:
-                    reply = await self._peers.request(owner.address, request)
+                    reply = await self._peers.request(
+                        owner.address, request, timeout=self._attempt_timeout
+                    )
                 except PeerUnavailableError as exc:
                     failure = exc
                     sent = sent or exc.sent
+                except TimeoutError as exc:
+                    sent = True
+                    msg = (
+                        f"member {owner.member_id!r} at {owner.address} did not answer within "
+                        f"{self._attempt_timeout} s"
+                    )
+                    failure = PeerUnavailableError(msg, address=owner.address, sent=True)
+                    failure.__cause__ = exc
                 else:
                     sent = True
                     if isinstance(reply, wire.Ok):
