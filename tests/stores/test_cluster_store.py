@@ -160,6 +160,24 @@ async def test_two_stores_on_one_schema_see_one_lease(cluster_kind: str, tmp_pat
         assert await collect(two.read_stream("A-1")) == []
 
 
+async def test_members_joining_at_once_all_learn_the_first_shard_count(
+    cluster_kind: str, tmp_path: Path
+) -> None:
+    if cluster_kind == "memory":
+        pytest.skip("one memory store is one database")
+    stores = [make_store(cluster_kind, tmp_path) for _ in range(4)]
+    for opened in stores:
+        await opened.open()
+    try:
+        counts = await asyncio.gather(
+            *(tables(s).record_shard_count("c", 8 * (i + 1)) for i, s in enumerate(stores))
+        )
+        assert len(set(counts)) == 1 and counts[0] in (8, 16, 24, 32)
+    finally:
+        for opened in stores:
+            await opened.close()
+
+
 async def test_sqlite_declares_no_cluster_tables(tmp_path: Path) -> None:
     async with SQLiteEventStore(tmp_path / "e.db") as store:
         assert store.capabilities().cluster is None

@@ -35,10 +35,11 @@ class _ClusterStatements:
             f"SELECT member_id, address, expires_at FROM {s}.cluster_members "
             'WHERE cluster = $1 AND expires_at > $2 ORDER BY member_id COLLATE "C"'
         )
+        # an upsert that changes nothing returns the row as it is, also when another member
+        # inserted it a moment ago (a plain SELECT would run on a snapshot taken before that)
         self.record_shards = (
-            f"WITH added AS (INSERT INTO {s}.clusters (name, shards) VALUES ($1, $2) "
-            "ON CONFLICT (name) DO NOTHING RETURNING shards) "
-            f"SELECT shards FROM added UNION ALL SELECT shards FROM {s}.clusters WHERE name = $1"
+            f"INSERT INTO {s}.clusters AS c (name, shards) VALUES ($1, $2) "
+            "ON CONFLICT (name) DO UPDATE SET shards = c.shards RETURNING c.shards"
         )
         self.leases = (
             f"SELECT shard, owner, epoch, expires_at FROM {s}.shard_leases "

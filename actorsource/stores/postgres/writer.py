@@ -170,10 +170,12 @@ class PostgresWriter(StoreLifecycle):
             plan: _Plan | None = _plan(batch, self._heads, None)
         except _NeedFacts:
             plan = None
-        # inline projections and fences: checked in the facts' transaction
-        if plan is not None and not self._inline and not self._fenced:
+        if plan is not None and not self._inline:  # inline projections: in the facts' transaction
             try:
-                first, at = await self._insert(conn, plan, sent, compressed)
+                if self._fenced:
+                    first, at = await self._insert_fenced(conn, batch, plan, sent, compressed)
+                else:
+                    first, at = await self._insert(conn, plan, sent, compressed)
             except Exception as exc:
                 if self._lost_connection(exc):
                     raise
@@ -229,6 +231,18 @@ class PostgresWriter(StoreLifecycle):
             if plan.event_ids:
                 head_position = first + len(plan.event_ids) - 1
         return results, heads, head_position
+
+    async def _insert_fenced(
+        self, conn: _Connection, batch: Sequence[_Op], plan: _Plan, sent: _Sent, compressed: bool
+    ) -> tuple[int, datetime | None]:
+        """The one-statement insert, in a transaction that first checks the batch's fences
+        (their leases locked until the commit; the append lock is taken by the insert, as
+        without fences). A fence that moved on sends the batch to the facts' path, which
+        refuses only its appends."""
+        async with conn.transaction(isolation="read_committed"):
+            if await check_fences(conn, self._cluster_sql, batch):
+                raise _FencesMoved
+            return await self._insert(conn, plan, sent, compressed)
 
     async def _commit_with_facts(
         self, conn: _Connection, batch: Sequence[_Op], sent: _Sent, compressed: bool
@@ -388,6 +402,10 @@ class PostgresWriter(StoreLifecycle):
             raise StoreError(msg)
         since = [t for t in (self._pending_since, self._committing_since) if t is not None]
         return time.monotonic() - min(since) if since else 0.0
+
+
+class _FencesMoved(StoreError):
+    """A fence of the batch no longer holds: the batch is planned again with the facts."""
 
 
 def _compress_all(texts: list[str]) -> list[bytes]:
