@@ -45,6 +45,7 @@ from ._errors import AskTimeoutError as AskTimeoutError
 from ._errors import CheckpointConflictError as CheckpointConflictError
 from ._errors import ClusterAuthError as ClusterAuthError
 from ._errors import ClusterError as ClusterError
+from ._errors import ClusterProtocolError as ClusterProtocolError
 from ._errors import CodecError as CodecError
 from ._errors import ConcurrencyError as ConcurrencyError
 from ._errors import DefinitionError as DefinitionError
@@ -58,6 +59,7 @@ from ._errors import NotOwnerError as NotOwnerError
 from ._errors import PeerUnavailableError as PeerUnavailableError
 from ._errors import ProjectionError as ProjectionError
 from ._errors import Rejected as Rejected
+from ._errors import RemoteError as RemoteError
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import SnapshotError as SnapshotError
 from ._errors import StoreError as StoreError
@@ -150,6 +152,7 @@ __all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes
     "Cluster",
     "ClusterAuthError",
     "ClusterError",
+    "ClusterProtocolError",
     "ClusterStore",
     "ClusterView",
     "CodecError",
@@ -190,6 +193,7 @@ __all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes
     "RecordedEvent",
     "RecordingMetrics",
     "Rejected",
+    "RemoteError",
     "ResetContext",
     "Runtime",
     "RuntimeClosedError",

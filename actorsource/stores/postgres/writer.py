@@ -252,11 +252,14 @@ class PostgresWriter(StoreLifecycle):
         streams = list(dict.fromkeys(op.stream_id for op in appends))
         ids = [row[5] for op in appends for row in op.rows]
         async with conn.transaction(isolation="read_committed"):
+            # the leases before the append lock, as on the one-statement path: a holder of the
+            # append lock never waits for a lease row (a renewal waiting for appends that wait
+            # for the lock would otherwise close a cycle)
+            refused = await check_fences(conn, self._cluster_sql, batch) if self._fenced else None
             await conn.execute(self._sql.lock, self._append_lock)
             facts = await conn.fetch(self._sql.facts, streams, ids)
             heads = {row[1]: int(row[2]) for row in facts if row[0] == 0}
             stored = {row[1] for row in facts if row[0] == 1}
-            refused = await check_fences(conn, self._cluster_sql, batch) if self._fenced else None
             if refused:
                 kept = [op for index, op in enumerate(batch) if index not in refused]
                 plan = _plan(kept, heads, stored)
