@@ -10,14 +10,20 @@ batch after it sees the new epoch. The unfenced path is unchanged (no statement 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ..._errors import FencedError
 from ..._records import AppendResult, NewEvent
-from .._base import Fence, MemberRecord, ShardLease, check_cluster_name
+from .._base import Fence, MemberRecord, ShardLease, T, check_cluster_name
 from .connection import _Connection
 from .plan import _Append, _check_no_nul, _Op
 from .retention import PostgresRetention
+
+#: the limits of a cluster transaction (see ``PostgresCluster._cluster_transaction``)
+_BOUNDED = (
+    "SELECT set_config('lock_timeout', '500ms', true), "
+    "set_config('idle_in_transaction_session_timeout', '1000', true)"
+)
 
 
 class _ClusterStatements:
@@ -87,6 +93,19 @@ class PostgresCluster(PostgresRetention):
     #: transaction; until then, its one-statement path stays as it is)
     _fenced: bool
 
+    async def _cluster_transaction(
+        self, work: Callable[[_Connection], Awaitable[T]], doing: str
+    ) -> T:
+        """Run ``work`` in a transaction that neither waits long for a row another member
+        locked, nor keeps its own locks if this process pauses in the middle of it (the server
+        ends it): a paused member must not hold up the others' takeovers."""
+
+        async def bounded(conn: _Connection) -> T:
+            await conn.execute(_BOUNDED)
+            return await work(conn)
+
+        return await self._in_transaction(bounded, doing)
+
     def _append_op(
         self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
     ) -> _Append:
@@ -107,7 +126,7 @@ class PostgresCluster(PostgresRetention):
         async def work(conn: _Connection) -> None:
             await conn.execute(self._cluster_sql.heartbeat, cluster, member_id, address, expires_at)
 
-        await self._in_transaction(work, "recording a member's heartbeat in")
+        await self._cluster_transaction(work, "recording a member's heartbeat in")
 
     async def leave(self, cluster: str, member_id: str) -> None:
         """Remove the member."""
@@ -116,7 +135,7 @@ class PostgresCluster(PostgresRetention):
         async def work(conn: _Connection) -> None:
             await conn.execute(self._cluster_sql.leave, cluster, member_id)
 
-        await self._in_transaction(work, "removing a member from")
+        await self._cluster_transaction(work, "removing a member from")
 
     async def live_members(self, cluster: str, now: float) -> list[MemberRecord]:
         """Return the members whose heartbeat has not expired at ``now``, by id."""
@@ -126,7 +145,7 @@ class PostgresCluster(PostgresRetention):
             rows = await conn.fetch(self._cluster_sql.live, cluster, now)
             return [MemberRecord(row[0], row[1], float(row[2])) for row in rows]
 
-        return await self._in_transaction(work, "reading the members in")
+        return await self._cluster_transaction(work, "reading the members in")
 
     async def record_shard_count(self, cluster: str, shards: int) -> int:
         """Record the cluster's shard count if none is recorded; return the recorded one."""
@@ -136,7 +155,7 @@ class PostgresCluster(PostgresRetention):
         async def work(conn: _Connection) -> int:
             return int(await conn.fetchval(self._cluster_sql.record_shards, cluster, shards))
 
-        return await self._in_transaction(work, "recording the shard count in")
+        return await self._cluster_transaction(work, "recording the shard count in")
 
     async def shard_leases(self, cluster: str) -> list[ShardLease]:
         """Return every shard lease of the cluster, by shard."""
@@ -146,7 +165,7 @@ class PostgresCluster(PostgresRetention):
             rows = await conn.fetch(self._cluster_sql.leases, cluster)
             return [ShardLease(row[0], row[1], int(row[2]), float(row[3])) for row in rows]
 
-        return await self._in_transaction(work, "reading shard leases in")
+        return await self._cluster_transaction(work, "reading shard leases in")
 
     async def acquire_shards(
         self, cluster: str, member_id: str, shards: Sequence[int], now: float, expires_at: float
@@ -162,7 +181,6 @@ class PostgresCluster(PostgresRetention):
             return []
 
         async def work(conn: _Connection) -> list[ShardLease]:
-            await conn.execute("SET LOCAL lock_timeout = '500ms'")
             rows = await conn.fetch(
                 self._cluster_sql.acquire, cluster, member_id, list(shards), expires_at, now
             )
@@ -172,7 +190,7 @@ class PostgresCluster(PostgresRetention):
             )
 
         try:
-            return await self._in_transaction(work, "acquiring shards in")
+            return await self._cluster_transaction(work, "acquiring shards in")
         except Exception as exc:
             if _lock_timeout(exc):
                 return []
@@ -217,7 +235,7 @@ class PostgresCluster(PostgresRetention):
             args = (cluster, member_id, shards, *extra, numbers)
             return sorted(int(row[0]) for row in await conn.fetch(sql, *args))
 
-        return await self._in_transaction(work, doing)
+        return await self._cluster_transaction(work, doing)
 
     def submit_fenced_append(
         self,
