@@ -242,6 +242,8 @@ class Runtime(RuntimeReading, RuntimeProjections):
             )
             self._context.append_then = self._node.appender()
             self._mailboxes = self._node.routed
+            for aggregate in cluster.aggregates:  # served before any ref is made to them
+                self._decider_for(aggregate)
         if timers is not None:
             self._scheduler = self._timer_scheduler(timers)
             self._context.timers_stored = self._scheduler.stored

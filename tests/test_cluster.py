@@ -348,3 +348,33 @@ async def test_a_command_fenced_off_on_a_stale_owner_is_retried_on_the_new_owner
 
 async def _read(store: EventStore, stream_id: str) -> list[Any]:
     return [event async for event in store.read_stream(stream_id)]
+
+
+async def test_a_member_serves_the_aggregates_its_cluster_value_names_before_any_ref(
+    shared: EventStore, clock: Clock
+) -> None:
+    named = Cluster(
+        "c",
+        "127.0.0.1:0",
+        SECRET,
+        shards=8,
+        lease=100.0,
+        clock=clock,
+        member_id="b",
+        aggregates=[Account],
+    )
+    async with (
+        Runtime(shared, cluster=config(clock, "a")) as a,
+        Runtime(shared, cluster=named) as b,
+    ):
+        assert a.cluster is not None and b.cluster is not None
+        await refresh_all(a, b)
+        aggregate_id = next(
+            str(i)
+            for i in range(100)
+            if b.cluster.shard_of(f"Account-{i}") in b.cluster.owned_shards()
+        )
+        events = await a.ref(Account, aggregate_id).ask(Deposit(4))
+        assert events[0].version == 1 and b._dispatcher.is_live(f"Account-{aggregate_id}")
+    with pytest.raises(ValueError, match="aggregates must be a list"):
+        Cluster("c", "127.0.0.1:0", SECRET, aggregates="Account")  # type: ignore[arg-type]

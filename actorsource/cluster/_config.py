@@ -6,7 +6,7 @@ import math
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -96,6 +96,13 @@ def _check_clock(_: object, attribute: attrs.Attribute[Any], value: object) -> N
         raise TypeError(msg)
 
 
+def _aggregates(value: object) -> tuple[Any, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        msg = f"Cluster: aggregates must be a list of aggregate classes or Deciders, got {value!r}"
+        raise ValueError(msg)
+    return tuple(value)
+
+
 def _new_member_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -126,6 +133,9 @@ class Cluster:
     :ivar ask_timeout: seconds a routed ``ask`` waits for an owner and its reply when the
         runtime's ``ask`` sets no timeout (``None``: ``lease * 3``)
     :ivar member_id: this member's id (default: a new random one per runtime)
+    :ivar aggregates: the aggregate classes (or Deciders) this member serves, registered as it
+        joins (a member also serves every aggregate it made a ref to; one that it has never
+        seen cannot decide the other members' commands for it)
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -138,6 +148,7 @@ class Cluster:
     tls: ssl.SSLContext | None = attrs.field(default=None, validator=_check_tls, repr=False)
     ask_timeout: float | None = attrs.field(default=None, validator=_positive("ask_timeout"))
     member_id: str = attrs.field(factory=_new_member_id, validator=_check_name)
+    aggregates: tuple[Any, ...] = attrs.field(default=(), converter=_aggregates)
 
     def __attrs_post_init__(self) -> None:
         if self.heartbeat is not None and self.heartbeat >= self.lease:
