@@ -43,16 +43,23 @@ from ._errors import ActorFailedError as ActorFailedError
 from ._errors import ActorsourceError as ActorsourceError
 from ._errors import AskTimeoutError as AskTimeoutError
 from ._errors import CheckpointConflictError as CheckpointConflictError
+from ._errors import ClusterAuthError as ClusterAuthError
+from ._errors import ClusterError as ClusterError
+from ._errors import ClusterProtocolError as ClusterProtocolError
 from ._errors import CodecError as CodecError
 from ._errors import ConcurrencyError as ConcurrencyError
 from ._errors import DefinitionError as DefinitionError
 from ._errors import EventApplyError as EventApplyError
+from ._errors import FencedError as FencedError
 from ._errors import IncompatibleStoreError as IncompatibleStoreError
 from ._errors import InvalidEventError as InvalidEventError
 from ._errors import MailboxFullError as MailboxFullError
 from ._errors import NaiveDatetimeError as NaiveDatetimeError
+from ._errors import NotOwnerError as NotOwnerError
+from ._errors import PeerUnavailableError as PeerUnavailableError
 from ._errors import ProjectionError as ProjectionError
 from ._errors import Rejected as Rejected
+from ._errors import RemoteError as RemoteError
 from ._errors import RuntimeClosedError as RuntimeClosedError
 from ._errors import SnapshotError as SnapshotError
 from ._errors import StoreError as StoreError
@@ -114,6 +121,9 @@ from ._timers import TimerSchedule as TimerSchedule
 from ._tracing import caused_by as caused_by
 from ._tuning import tune_gc as tune_gc
 from ._tuning import tune_switch_interval as tune_switch_interval
+from .cluster import Cluster as Cluster
+from .cluster import ClusterView as ClusterView
+from .stores._base import ClusterStore as ClusterStore
 from .stores._base import EventStore as EventStore
 from .stores._base import GrowthMeter as GrowthMeter
 from .stores._base import StorageGrowth as StorageGrowth
@@ -139,6 +149,12 @@ __all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes
     "Cancel",
     "CheckpointConflictError",
     "Clock",
+    "Cluster",
+    "ClusterAuthError",
+    "ClusterError",
+    "ClusterProtocolError",
+    "ClusterStore",
+    "ClusterView",
     "CodecError",
     "CommandDecided",
     "ConcurrencyError",
@@ -148,6 +164,7 @@ __all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes
     "EventHandled",
     "EventStore",
     "FORGOTTEN",
+    "FencedError",
     "GrowthMeter",
     "Health",
     "HealthCheck",
@@ -160,9 +177,11 @@ __all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes
     "Missed",
     "NaiveDatetimeError",
     "NewEvent",
+    "NotOwnerError",
     "Outcome",
     "OutcomeReceived",
     "Passivation",
+    "PeerUnavailableError",
     "Personal",
     "PostgresEventStore",
     "ProcessManager",
@@ -174,6 +193,7 @@ __all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes
     "RecordedEvent",
     "RecordingMetrics",
     "Rejected",
+    "RemoteError",
     "ResetContext",
     "Runtime",
     "RuntimeClosedError",

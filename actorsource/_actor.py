@@ -57,6 +57,7 @@ from ._errors import (
     ActorsourceError,
     CodecError,
     ConcurrencyError,
+    FencedError,
     ProjectionError,
     StoreError,
     StreamDeletedError,
@@ -529,7 +530,8 @@ class Actor(Activation):
         self.unload()
         self.context.counters.actor_failures += 1
         bad_input = isinstance(exc, CodecError) or (at_once and isinstance(exc, ValueError))
-        if not bad_input and not isinstance(exc, ProjectionError):  # no reason to spare the store
+        # no reason to spare the store (a fenced-off append: the shard lives elsewhere now)
+        if not bad_input and not isinstance(exc, (ProjectionError, FencedError)):
             # the next load waits out a backoff, so that a failing store is not hammered
             self.context.supervisor.failed(self.stream_id, f"appending failed: {exc}")
         logger.warning("append failed", extra={"stream_id": self.stream_id, "error": str(exc)})

@@ -475,32 +475,34 @@ class Codec:
             raise CodecError(msg, type_name=type_name) from exc
 
 
-    def encode_command(self, command: object) -> tuple[str, JSONDict]:
+    def encode_command(self, command: object, *, purpose: str = "a timer") -> tuple[str, JSONDict]:
         """Return the stored type name (its class name) and JSON-ready data of a command that
-        a timer will deliver.
+        a timer will deliver (or another member of a cluster decide).
 
+        :param purpose: what the command is encoded for, in the error message
         :raises CodecError: if the command cannot be unstructured into a JSON object
         """
         name = type(command).__name__
         try:
             data = self._converter.unstructure(command)
         except Exception as exc:
-            msg = f"cannot encode command {name} for a timer: {type(exc).__name__}: {exc}"
+            msg = f"cannot encode command {name} for {purpose}: {type(exc).__name__}: {exc}"
             raise CodecError(msg, type_name=name) from exc
         if not isinstance(data, dict):
-            msg = f"command {name} must encode to a JSON object for a timer, got {data!r}"
+            msg = f"command {name} must encode to a JSON object for {purpose}, got {data!r}"
             raise CodecError(msg, type_name=name)
         return name, data
 
-    def decode_command(self, cls: type, data: JSONDict) -> object:
+    def decode_command(self, cls: type, data: JSONDict, *, purpose: str = "a timer") -> object:
         """Return the command of class ``cls`` that :meth:`encode_command` encoded.
 
+        :param purpose: whose command it is, in the error message
         :raises CodecError: if the data does not fit the class
         """
         try:
             return self._converter.structure(data, cls)
         except Exception as exc:
-            msg = f"cannot decode a timer's command into {cls.__qualname__}: {_describe(exc)}"
+            msg = f"cannot decode {purpose}'s command into {cls.__qualname__}: {_describe(exc)}"
             raise CodecError(msg, type_name=cls.__name__) from exc
 
 

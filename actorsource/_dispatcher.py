@@ -410,6 +410,10 @@ class Dispatcher:
         self._passivate(actor)
         return True
 
+    def live_streams(self) -> list[str]:
+        """The streams that have an actor now (idle, busy or loading)."""
+        return list(self._actors)
+
     def passivate_idle(self) -> int:
         """Passivate every idle actor now (to shed memory); return how many were passivated.
 

@@ -29,7 +29,16 @@ Every error the library raises on purpose derives from :class:`ActorsourceError`
     ├── SnapshotError             ref.snapshot() found nothing to snapshot
     ├── UnknownSubjectError       forget() of a subject the store has no key for (also a
     │                             LookupError)
-    └── ProjectionError           a projection's handler failed on an event
+    ├── ProjectionError           a projection's handler failed on an event
+    └── ClusterError              a cluster member could not do what was asked
+        ├── FencedError           an append refused: the shard's lease moved on (also a
+        │                         StoreError; nothing was stored)
+        ├── NotOwnerError         a member was sent a message for a shard it does not own
+        ├── PeerUnavailableError  no member could be reached for a message (not sent, or its
+        │                         outcome is unknown)
+        ├── ClusterAuthError      a connection failed the cluster's handshake
+        ├── ClusterProtocolError  a peer sent a malformed frame or message
+        └── RemoteError           another member raised an error that is not rebuilt here
 
 Failure semantics (as in Akka Persistence's ``onPersistFailure``): an error raised while
 *deciding* reaches the caller and the actor goes on with its state unchanged; an error while
@@ -407,5 +416,99 @@ class ProjectionError(ActorsourceError):
         msg = (
             f"projection {projection!r} failed on event {event_type} at position {position} "
             f"({stream_id!r} version {version}): {type(error).__name__}: {error}"
+        )
+        super().__init__(msg)
+
+
+class ClusterError(ActorsourceError):
+    """Raised when a member of a cluster could not do what was asked of it (the root of the
+    cluster's errors)."""
+
+
+class FencedError(ClusterError, StoreError):
+    """Raised when an append is refused because its shard's lease moved on: another member
+    took the shard over (a higher epoch) after this one lost its lease (it paused, or could
+    not renew in time). Nothing of the append was stored; the command may be sent again, and
+    reaches the shard's new owner."""
+
+    def __init__(self, stream_id: str, shard: int, epoch: int, actual: int | None) -> None:
+        self.stream_id = stream_id
+        self.shard = shard
+        #: the epoch the append was made under (0: this member held no lease on the shard)
+        self.epoch = epoch
+        #: the shard's epoch in the store (None: no lease is recorded for it)
+        self.actual = actual
+        if not epoch:
+            msg = (
+                f"the append to {stream_id!r} was fenced off: this member holds no lease on "
+                f"shard {shard} (another member owns it, or it is being handed off); nothing "
+                "was stored, send the command again to reach the shard's owner"
+            )
+        else:
+            now = "has no lease" if actual is None else f"is at epoch {actual}"
+            msg = (
+                f"the append to {stream_id!r} was fenced off: it was made under shard {shard}'s "
+                f"lease at epoch {epoch}, but the shard {now} (another member took it over); "
+                "nothing was stored, send the command again to reach the shard's owner"
+            )
+        super().__init__(msg)
+
+
+class NotOwnerError(ClusterError):
+    """Raised when a member is sent a message for a shard that it does not own (or is handing
+    off); the sender asks its placement again and retries with the same command id.
+
+    ``epoch`` is the shard's lease epoch as the refusing member saw it (0: unknown).
+    """
+
+    def __init__(self, shard: int, epoch: int, member_id: str) -> None:
+        self.shard = shard
+        self.epoch = epoch
+        self.member_id = member_id
+        msg = (
+            f"member {member_id!r} does not own shard {shard} (epoch {epoch} seen there); "
+            "the sender looks up the owner again and retries"
+        )
+        super().__init__(msg)
+
+
+class PeerUnavailableError(ClusterError):
+    """Raised when a message could not reach the member owning its aggregate in time (the
+    connection was refused or broke, or no member took the shard).
+
+    ``sent`` is False when the message surely did not reach any member, True when it was sent
+    and its outcome is unknown: a command retried with the same ``command_id`` is applied once.
+    """
+
+    def __init__(self, message: str, *, address: str | None = None, sent: bool = False) -> None:
+        self.address = address
+        self.sent = sent
+        super().__init__(message)
+
+
+class ClusterAuthError(ClusterError):
+    """Raised when a connection between members failed the cluster's handshake (another
+    cluster name, another secret, or another protocol version); nothing was sent through it."""
+
+
+class ClusterProtocolError(ClusterError):
+    """Raised when a peer sent a malformed frame or message (too large, truncated, not the
+    protocol); the connection is closed."""
+
+
+class RemoteError(ClusterError):
+    """Raised when the member owning an aggregate raised an error that cannot be rebuilt here
+    as its own class (not a library error, nor one registered with the cluster).
+
+    ``type_name`` is the remote error's ``module.QualifiedName`` and ``remote_message`` its
+    message.
+    """
+
+    def __init__(self, type_name: str, remote_message: str) -> None:
+        self.type_name = type_name
+        self.remote_message = remote_message
+        msg = (
+            f"the owning member raised {type_name}: {remote_message} (register the error class "
+            "with the cluster to receive it as itself)"
         )
         super().__init__(msg)

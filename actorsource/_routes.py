@@ -14,10 +14,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
-from ._errors import StoreError
+from ._errors import FencedError, StoreError
 from ._records import AppendResult, JSONDict, NewEvent
 from ._timers import TimerChange
-from .stores._base import EventStore, Latest, StoreCapabilities
+from .stores._base import ClusterStore, EventStore, Fence, Latest, StoreCapabilities
 
 logger = logging.getLogger("actorsource.runtime")
 
@@ -104,6 +104,52 @@ def _call_back(
         on_done(outcome)
     except Exception:  # a crashed actor, logged by it too: logged, as the SQLite store does
         logger.exception("an append's callback failed", extra={"stream_id": stream_id})
+
+
+def fenced_appender(
+    cluster: ClusterStore,
+    shard_of: Callable[[str], int],
+    fence_for: Callable[[str], Fence | None],
+    on_fenced: Callable[[FencedError], None],
+) -> Callable[[str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None]:
+    """Return the append of a clustered runtime: every append carries the fence of this
+    member's lease on the stream's shard, checked by the store as the events commit.
+
+    An append this member holds no lease for is refused at once; one fenced off by the store
+    (the lease moved on) is reported to ``on_fenced`` before its actor hears of it.
+    """
+
+    def append_fenced(
+        stream_id: str,
+        expected_version: int,
+        events: list[NewEvent],
+        on_done: Callable[[AppendResult | BaseException], None],
+    ) -> None:
+        fence = fence_for(stream_id)
+        if fence is None:
+            raise FencedError(stream_id, shard_of(stream_id), 0, None)
+        future = cluster.submit_fenced_append(stream_id, expected_version, events, fence)
+        future.add_done_callback(
+            functools.partial(_fenced_back, stream_id, on_done, on_fenced), context=_ACTOR_CONTEXT
+        )
+
+    return append_fenced
+
+
+def _fenced_back(
+    stream_id: str,
+    on_done: Callable[[AppendResult | BaseException], None],
+    on_fenced: Callable[[FencedError], None],
+    future: asyncio.Future[AppendResult],
+) -> None:
+    if not future.cancelled():
+        error = future.exception()
+        if isinstance(error, FencedError):
+            try:
+                on_fenced(error)
+            except Exception:
+                logger.exception("a fenced append's report failed", extra={"stream_id": stream_id})
+    _call_back(stream_id, on_done, future)
 
 
 def timed_appender(

@@ -36,7 +36,7 @@ from ._policies import (
 from ._projection import Projection
 from ._projection_context import ProjectionStatus
 from ._reading import Deciders
-from ._refs import AggregateRef
+from ._refs import AggregateRef, Mailboxes
 from ._routes import appender, data_reader, latest_loader, no_burst, timed_appender
 from ._runtime_projections import RuntimeProjections
 from ._runtime_reading import RuntimeReading
@@ -44,6 +44,7 @@ from ._scheduler import TimerScheduler, timer_scheduler
 from ._shredding import Shredder
 from ._supervision import Supervisor
 from ._timers import SystemClock, Timers
+from .cluster import Cluster, ClusterNode, ClusterView
 from .stores._base import EventStore, StorageGrowth
 
 logger = logging.getLogger("actorsource.runtime")
@@ -131,6 +132,10 @@ class Runtime(RuntimeReading, RuntimeProjections):
     :param timers: deliver the durable timers that come due (:class:`Timers`: which
         aggregates, the clock, the lease); without it, handlers still schedule timers (they are
         stored) but this runtime delivers none
+    :param cluster: join a cluster of runtimes (:class:`Cluster`; a store with cluster tables:
+        PostgreSQL, or the memory store in one process): each aggregate then lives on one
+        member at a time, and its appends are fenced by that member's shard lease
+    :raises ValueError: if ``cluster`` is given and the store keeps no cluster tables (SQLite)
     """
 
     def __init__(
@@ -154,6 +159,7 @@ class Runtime(RuntimeReading, RuntimeProjections):
         passivation: Passivation | None = None,
         supervision: Backoff | None = None,
         timers: Timers | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         check_optional_positive("snapshot_every", snapshot_every)
         check_optional_positive("max_active", max_active)
@@ -221,6 +227,23 @@ class Runtime(RuntimeReading, RuntimeProjections):
         #: delivers due timers (None: this runtime delivers none)
         self._scheduler: TimerScheduler | None = None
         self._timer_scope: anyio.CancelScope | None = None
+        #: what refs send through: the dispatcher, or in a cluster the routing to the owner
+        self._mailboxes: Mailboxes = dispatcher
+        #: this runtime as a member of a cluster (None: not clustered; nothing changes then)
+        self._node: ClusterNode | None = None
+        if cluster is not None:
+            self._node = ClusterNode(
+                cluster,
+                store,
+                capabilities,
+                dispatcher,
+                codec=self._codec,
+                deciders=self._deciders.in_category,
+            )
+            self._context.append_then = self._node.appender()
+            self._mailboxes = self._node.routed
+            for aggregate in cluster.aggregates:  # served before any ref is made to them
+                self._decider_for(aggregate)
         if timers is not None:
             self._scheduler = self._timer_scheduler(timers)
             self._context.timers_stored = self._scheduler.stored
@@ -241,6 +264,12 @@ class Runtime(RuntimeReading, RuntimeProjections):
             store, capabilities, self._reader_positions, self._dispatcher.passivate_stream
         )
 
+    @property
+    def cluster(self) -> ClusterView | None:
+        """This member's view of its cluster (``None``: the runtime was made without
+        ``cluster=``)."""
+        return ClusterView(self._node) if self._node is not None else None
+
     def _timer_scheduler(self, timers: Timers) -> TimerScheduler:
         if not isinstance(timers, Timers):
             msg = f"timers must be a Timers value, got {timers!r}"
@@ -251,7 +280,7 @@ class Runtime(RuntimeReading, RuntimeProjections):
             timers,
             deciders=self._deciders,
             codec=self._codec,
-            mailboxes=self._dispatcher,
+            mailboxes=self._mailboxes,
         )
 
     async def fire_due_timers(self) -> int:
@@ -330,6 +359,12 @@ class Runtime(RuntimeReading, RuntimeProjections):
         self._hosting.open(task_group)
         if self._scheduler is not None:
             task_group.start_soon(self._run_timers, self._scheduler)
+        if self._node is not None:
+            try:
+                await self._node.start(task_group)
+            except BaseException as exc:
+                await self.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
         logger.debug("runtime opened", extra={"store": repr(self.store)})
         return self
 
@@ -347,6 +382,8 @@ class Runtime(RuntimeReading, RuntimeProjections):
         task_group = self._task_group
         assert task_group is not None
         try:
+            if self._node is not None:
+                await self._node.stop()  # hands its shards off first
             await self._dispatcher.close(task_group.cancel_scope.cancel)
             # stop the projections; leaving the task group waits for snapshot saves
             await self._hosting.close()
@@ -382,7 +419,7 @@ class Runtime(RuntimeReading, RuntimeProjections):
         """
         decider = self._decider(aggregate, aggregate_id)
         stream_id = f"{decider.name}-{aggregate_id}"
-        return AggregateRef(self._dispatcher, decider, aggregate_id, stream_id)
+        return AggregateRef(self._mailboxes, decider, aggregate_id, stream_id)
 
     # -- passivation -------------------------------------------------------------------------------
 

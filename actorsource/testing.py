@@ -84,6 +84,7 @@ from ._records import NewEvent
 from ._runtime import Runtime
 from ._timer_effects import encode_effects
 from ._timers import Cancel, Decided, Schedule, Timers
+from .cluster import Cluster
 from .stores._base import decode_json, encode_json
 from .stores.memory import InMemoryEventStore
 
@@ -522,6 +523,7 @@ class RuntimeOptions(TypedDict, total=False):
     passivation: Passivation | None
     supervision: Backoff | None
     timers: Timers | None
+    cluster: Cluster | None
 
 
 @contextlib.asynccontextmanager

@@ -28,6 +28,8 @@ from ._base import (
     GrowthMeter,
     HeadWatch,
     InlineHook,
+    MemberRecord,
+    ShardLease,
     StorageGrowth,
     StoreCapabilities,
     T,
@@ -51,13 +53,14 @@ from ._base import (
     retry_start,
     utc_now,
 )
+from .memory_cluster import MemoryCluster
 from .memory_keys import MemorySubjectKeys
 from .memory_retention import MemoryRetention
 from .memory_rows import _position, _Row
 from .memory_timers import TimerTable
 
 
-class InMemoryEventStore(MemoryRetention, MemorySubjectKeys):
+class InMemoryEventStore(MemoryRetention, MemorySubjectKeys, MemoryCluster):
     """An event store held in memory with the same contract as the SQLite store.
 
     Data and metadata are kept as JSON text, so that what is stored is exactly what a durable
@@ -86,6 +89,9 @@ class InMemoryEventStore(MemoryRetention, MemorySubjectKeys):
         #: to measure over another window)
         self.growth_meter = GrowthMeter()
         self._timers = TimerTable()
+        self._members: dict[tuple[str, str], MemberRecord] = {}
+        self._shard_counts: dict[str, int] = {}
+        self._leases: dict[tuple[str, int], ShardLease] = {}
 
     def __repr__(self) -> str:
         return f"InMemoryEventStore(events={len(self._log)})"
@@ -328,7 +334,8 @@ class InMemoryEventStore(MemoryRetention, MemorySubjectKeys):
     def capabilities(self) -> StoreCapabilities:
         """Future appends, the writer's lag (always 0), read models changed with their
         checkpoints in one step (``ctx.transaction`` is ``None``), subject keys, archiving and
-        deleting streams, the storage growth, and timers."""
+        deleting streams, the storage growth, timers, and a cluster's tables (runtimes in one
+        process sharing this store)."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             writer_lag=self.writer_lag,
@@ -338,6 +345,7 @@ class InMemoryEventStore(MemoryRetention, MemorySubjectKeys):
             storage_growth=self.storage_growth,
             timers=self,
             subject_keys=self,
+            cluster=self,
         )
 
     def storage_growth(self) -> StorageGrowth:

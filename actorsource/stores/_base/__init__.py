@@ -1,7 +1,8 @@
 """What every store shares: the contract (:mod:`.contract`), the checks at its door
 (:mod:`.checks`), JSON in and out of rows (:mod:`.coding`), the lifecycle (:mod:`.lifecycle`),
 the commit watch (:mod:`.watch`), the rules of appending (:mod:`.appends`), the growth meter
-(:mod:`.growth`), durable timers (:mod:`.timers`) and subject keys (:mod:`.keys`)."""
+(:mod:`.growth`), durable timers (:mod:`.timers`), subject keys (:mod:`.keys`) and a cluster's
+tables (:mod:`.cluster`)."""
 
 from .appends import KnownHeads as KnownHeads
 from .appends import prior_append as prior_append
@@ -17,6 +18,11 @@ from .checks import check_snapshot as check_snapshot
 from .checks import check_stream_id as check_stream_id
 from .checks import check_time as check_time
 from .checks import matches as matches
+from .cluster import ClusterStore as ClusterStore
+from .cluster import Fence as Fence
+from .cluster import MemberRecord as MemberRecord
+from .cluster import ShardLease as ShardLease
+from .cluster import check_cluster_name as check_cluster_name
 from .coding import check_compress_over as check_compress_over
 from .coding import compress_json as compress_json
 from .coding import damaged_event as damaged_event

@@ -20,6 +20,7 @@ from ..._records import (
     StoredEvent,
     StreamInfo,
 )
+from .cluster import ClusterStore
 from .growth import StorageGrowth
 from .keys import SubjectKeyStore
 from .timers import TimerStore
@@ -85,6 +86,9 @@ class StoreCapabilities:
     #: subject keys for personal fields (crypto-shredding): kept, created, destroyed (else
     #: events with personal fields cannot be stored, and ``Runtime.forget`` is refused)
     subject_keys: SubjectKeyStore | None = None
+    #: a cluster's tables: members' heartbeats, shard leases with epochs, and appends fenced
+    #: by a lease (else ``Runtime(cluster=...)`` is refused on this store)
+    cluster: ClusterStore | None = None
 
 
 @runtime_checkable

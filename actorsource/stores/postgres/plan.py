@@ -13,7 +13,7 @@ import attrs
 
 from ..._errors import ConcurrencyError, StoreError
 from ..._records import AppendResult
-from .._base import refused_event_ids
+from .._base import Fence, refused_event_ids
 
 #: JSON text that JSONB would not give back as it was: NUL (JSONB refuses it), a number with an
 #: exponent (``numeric`` prints ``1e+16`` as an integer) and negative zero (``numeric`` has none).
@@ -86,6 +86,8 @@ class _Append:
     #: whether a row's data is longer than the store's ``compress_over`` (the writer then
     #: compresses it: its row holds the compressed bytes as its data, and no exact text)
     large: bool = False
+    #: the shard lease the append must still hold when it commits (None: unfenced)
+    fence: Fence | None = None
 
 
 #: a snapshot's row: (stream_id, version, schema_version, state for JSONB, exact state,

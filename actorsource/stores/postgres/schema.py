@@ -7,7 +7,7 @@ import re
 from typing import Final
 
 #: the schema version this code writes and reads (the ``actorsource_schema`` table holds it)
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 #: what a ``schema=`` name may be: a plain lower-case identifier, usable unquoted in SQL
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -141,6 +141,7 @@ def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[s
         2: _timers_step(s),
         3: _compression_step(s, append_lock, channel),
         4: _subject_keys_step(s),
+        5: _cluster_step(s),
     }
 
 
@@ -310,6 +311,38 @@ def _subject_keys_step(s: str) -> list[str]:
             stream_id text NOT NULL,
             PRIMARY KEY (subject, stream_id)
         )""",
+    ]
+
+
+def _cluster_step(s: str) -> list[str]:
+    """The statements of the step to version 5: a cluster's tables (members' heartbeats, the
+    shard count, shard leases with their epochs).
+
+    Times are seconds since the Unix epoch, as the members' clocks give them.
+    """
+    return [
+        f"""CREATE TABLE {s}.clusters (
+            name   text    PRIMARY KEY,
+            shards integer NOT NULL CHECK (shards > 0)
+        )""",
+        f"""CREATE TABLE {s}.cluster_members (
+            cluster    text             NOT NULL,
+            member_id  text             NOT NULL,
+            address    text             NOT NULL,
+            expires_at double precision NOT NULL,
+            PRIMARY KEY (cluster, member_id)
+        )""",
+        f"""CREATE TABLE {s}.shard_leases (
+            cluster    text             NOT NULL,
+            shard      integer          NOT NULL,
+            owner      text,
+            epoch      bigint           NOT NULL CHECK (epoch > 0),
+            expires_at double precision NOT NULL,
+            PRIMARY KEY (cluster, shard)
+        )""",
+        f"""COMMENT ON COLUMN {s}.shard_leases.epoch IS
+            'raised by one at every acquisition: a fenced append commits only while the '
+            'shard''s lease is at the epoch it was made under'""",
     ]
 
 

@@ -25,6 +25,7 @@ from .._base import (
     encode_rows,
     encode_snapshot_state,
 )
+from .cluster import PostgresCluster, _ClusterStatements
 from .connection import (
     _SERVER_SETTINGS,
     _Connection,
@@ -58,6 +59,7 @@ class PostgresEventStore(
     PostgresWriter,
     PostgresSchemaSetup,
     PostgresSubjectKeys,
+    PostgresCluster,
     PostgresRetention,
     PostgresReads,
     PostgresTransactions,
@@ -152,6 +154,8 @@ class PostgresEventStore(
         self._channel = _channel(schema)
         self._sql = _Statements(schema)
         self._tx_sql = _TransactionStatements(schema)
+        self._cluster_sql = _ClusterStatements(schema)
+        self._fenced = False
         self._inline = {}
         self._writer: _Connection | None = None
         self._listener: _Connection | None = None
@@ -333,6 +337,14 @@ class PostgresEventStore(
 
         The runtime's fast path: no coroutine per append. Bad arguments raise here, at once.
         """
+        op = self._append_op(stream_id, expected_version, events)
+        self._enqueue(op)
+        return op.future
+
+    def _append_op(
+        self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> _Append:
+        """Check and encode an append (bad arguments raise here); queue it with ``_enqueue``."""
         self._check_open()
         check_append(stream_id, expected_version, events)
         _check_no_nul("a stream id", stream_id)
@@ -355,8 +367,7 @@ class PostgresEventStore(
         over = self.compress_over
         if over is not None:  # the writer compresses (see _compress)
             op.large = any([len(data) > over for _, data, _, _ in encoded])
-        self._enqueue(op)
-        return future
+        return op
 
     async def save_snapshot(self, snapshot: SnapshotRecord, *, keep: int | None = None) -> None:
         """Save a snapshot in the writer's next transaction (see :class:`EventStore`); with
@@ -432,7 +443,7 @@ class PostgresEventStore(
     def capabilities(self) -> StoreCapabilities:
         """Future appends, one-read activation loads, lean replays, the writer's lag,
         read-model writes in its transactions (plain or ``async``, on the loop), archiving and
-        deleting streams, the storage growth, and timers."""
+        deleting streams, the storage growth, timers, and a cluster's tables."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             load_latest=self.load_latest,
@@ -445,6 +456,7 @@ class PostgresEventStore(
             storage_growth=self.storage_growth,
             timers=self,
             subject_keys=self,
+            cluster=self,
         )
 
     def storage_growth(self) -> StorageGrowth:

@@ -20,6 +20,7 @@ from .._base import (
     prior_append,
     retry_start,
 )
+from .cluster import _ClusterStatements, check_fences
 from .connection import _Connection
 from .plan import _Append, _NeedFacts, _Op, _Plan, _plan, _resolve, _Sent
 from .schema import _Statements
@@ -56,6 +57,8 @@ class PostgresWriter(StoreLifecycle):
     _committing_since: float | None
     _inline: dict[str, InlineHook]
     _tx_sql: _TransactionStatements
+    _cluster_sql: _ClusterStatements
+    _fenced: bool
     growth_meter: GrowthMeter
 
     async def _connect(self) -> _Connection:
@@ -169,7 +172,10 @@ class PostgresWriter(StoreLifecycle):
             plan = None
         if plan is not None and not self._inline:  # inline projections: in the facts' transaction
             try:
-                first, at = await self._insert(conn, plan, sent, compressed)
+                if self._fenced:
+                    first, at = await self._insert_fenced(conn, batch, plan, sent, compressed)
+                else:
+                    first, at = await self._insert(conn, plan, sent, compressed)
             except Exception as exc:
                 if self._lost_connection(exc):
                     raise
@@ -226,6 +232,18 @@ class PostgresWriter(StoreLifecycle):
                 head_position = first + len(plan.event_ids) - 1
         return results, heads, head_position
 
+    async def _insert_fenced(
+        self, conn: _Connection, batch: Sequence[_Op], plan: _Plan, sent: _Sent, compressed: bool
+    ) -> tuple[int, datetime | None]:
+        """The one-statement insert, in a transaction that first checks the batch's fences
+        (their leases locked until the commit; the append lock is taken by the insert, as
+        without fences). A fence that moved on sends the batch to the facts' path, which
+        refuses only its appends."""
+        async with conn.transaction(isolation="read_committed"):
+            if await check_fences(conn, self._cluster_sql, batch):
+                raise _FencesMoved
+            return await self._insert(conn, plan, sent, compressed)
+
     async def _commit_with_facts(
         self, conn: _Connection, batch: Sequence[_Op], sent: _Sent, compressed: bool
     ) -> tuple[_Plan, int, datetime | None]:
@@ -234,12 +252,26 @@ class PostgresWriter(StoreLifecycle):
         streams = list(dict.fromkeys(op.stream_id for op in appends))
         ids = [row[5] for op in appends for row in op.rows]
         async with conn.transaction(isolation="read_committed"):
+            # the leases before the append lock, as on the one-statement path: a holder of the
+            # append lock never waits for a lease row (a renewal waiting for appends that wait
+            # for the lock would otherwise close a cycle)
+            refused = await check_fences(conn, self._cluster_sql, batch) if self._fenced else None
             await conn.execute(self._sql.lock, self._append_lock)
             facts = await conn.fetch(self._sql.facts, streams, ids)
             heads = {row[1]: int(row[2]) for row in facts if row[0] == 0}
             stored = {row[1] for row in facts if row[0] == 1}
-            plan = _plan(batch, heads, stored)
-            await self._find_prior_appends(conn, batch, plan)
+            if refused:
+                kept = [op for index, op in enumerate(batch) if index not in refused]
+                plan = _plan(kept, heads, stored)
+                await self._find_prior_appends(conn, kept, plan)
+                outcomes = iter(plan.outcomes)
+                plan.outcomes = [
+                    refused[index] if index in refused else next(outcomes)
+                    for index in range(len(batch))
+                ]
+            else:
+                plan = _plan(batch, heads, stored)
+                await self._find_prior_appends(conn, batch, plan)
             if not plan.event_ids and not plan.snapshots:
                 return plan, 0, None
             first, at = await self._insert(conn, plan, sent, compressed)
@@ -373,6 +405,10 @@ class PostgresWriter(StoreLifecycle):
             raise StoreError(msg)
         since = [t for t in (self._pending_since, self._committing_since) if t is not None]
         return time.monotonic() - min(since) if since else 0.0
+
+
+class _FencesMoved(StoreError):
+    """A fence of the batch no longer holds: the batch is planned again with the facts."""
 
 
 def _compress_all(texts: list[str]) -> list[bytes]:
