@@ -186,6 +186,9 @@ class Ask:
     #: always given (made at the caller), so that a retry is recognised by the owner
     command_id: str = attrs.field(validator=_str)
     expected_version: int | None = attrs.field(default=None, validator=_opt_int)
+    #: whether the owner checks the id against the commands it stored (the caller gave the
+    #: id, or this is a retry); a first attempt with a made id skips that lookup
+    check_id: bool = attrs.field(default=True, validator=_bool)
 
 
 @attrs.frozen
@@ -200,6 +203,8 @@ class Tell:
     command_id: str = attrs.field(validator=_str)
     #: wait for mailbox room (``tell``), or refuse with MailboxFullError (``tell_nowait``)
     wait: bool = attrs.field(default=True, validator=_bool)
+    #: as :attr:`Ask.check_id`
+    check_id: bool = attrs.field(default=True, validator=_bool)
 
 
 @attrs.frozen

@@ -7,6 +7,10 @@ reply. A command always travels with a ``command_id`` (the caller's, or the one 
 when the owner says it is not the owner, the connection breaks, or no member owns the shard
 yet, the message is retried on the owner placement names next, and the owner's idempotency
 answers a command it already stored with its recorded events instead of applying it twice.
+The first attempt of a command whose id was made here skips that lookup (no member can have
+stored it yet); its retries ask for it. A member drops the requests of a connection that
+broke if their commands are still in a mailbox, so a first attempt never lingers behind its
+own retry.
 
 The same class serves the requests other members send here (:meth:`RoutedMailboxes.handle`).
 """
@@ -21,6 +25,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import anyio
+import attrs
 
 from .._codec import Codec
 from .._decider import Decider
@@ -131,7 +136,6 @@ class RoutedMailboxes:
                 self._relay_reply(ref, message, shard)
             return self._local.send(ref, message, waiting=waiting)
         if isinstance(message, Command):
-            _give_command_id(message)
             if message.reply is None:  # told: the teller waits until the owner has it
                 accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self._start(message, self._tell(ref, message, shard, accepted))
@@ -146,7 +150,6 @@ class RoutedMailboxes:
             self._local.send_nowait(ref, message)
             return
         assert isinstance(message, Command)  # only tell_nowait sends without waiting
-        _give_command_id(message)
         self._start(message, self._tell(ref, message, shard, None))
 
     def withdraw(self, stream_id: str, message: Message) -> bool:
@@ -227,6 +230,8 @@ class RoutedMailboxes:
                 # ownership came here: the local actor resolves the future itself
                 if routed is not None:
                     routed.local = True
+                if isinstance(message, Command):
+                    _give_command_id(message)
                 waiting = self._local.send(ref, message, waiting=True)
                 if waiting is not None:
                     await waiting
@@ -259,20 +264,21 @@ class RoutedMailboxes:
             command_type, data = self._codec.encode_command(
                 message.command, purpose="another member"
             )
-            assert message.command_id is not None
             request = wire.Tell(
                 0,
                 ref.stream_id,
                 command_type,
                 data,
                 message.metadata,
-                message.command_id,
+                message.metadata[COMMAND_ID],
                 accepted is not None,
+                message.command_id is not None,
             )
 
             async def here() -> Any:
                 if routed is not None:
                     routed.local = True
+                _give_command_id(message)
                 if accepted is None:
                     self._local.send_nowait(ref, message)
                 else:
@@ -353,6 +359,9 @@ class RoutedMailboxes:
                         failure = error
             if routed is not None:
                 routed.sent = sent
+            if isinstance(request, wire.Ask | wire.Tell) and not request.check_id:
+                # it may have been stored: from now on the owner looks its id up
+                request = attrs.evolve(request, check_id=True)
             placement.invalidate(shard)
             if time.monotonic() + backoff > deadline:
                 msg = (
@@ -377,15 +386,15 @@ class RoutedMailboxes:
             command_type, data = self._codec.encode_command(
                 message.command, purpose="another member"
             )
-            assert message.command_id is not None
             return wire.Ask(
                 0,
                 stream_id,
                 command_type,
                 data,
                 message.metadata,
-                message.command_id,
+                message.metadata[COMMAND_ID],
                 message.expected_version,
+                message.command_id is not None,
             )
         if isinstance(message, GetState):
             return wire.GetState(0, stream_id, message.wanted)
@@ -455,7 +464,7 @@ class RoutedMailboxes:
         if isinstance(request, wire.Ask | wire.Tell):
             command = self._command(ref.decider, request.command_type, request.command)
             if isinstance(request, wire.Tell):
-                told = Command(command, None, request.metadata, request.command_id)
+                told = Command(command, None, request.metadata, _checked(request))
                 if not request.wait:
                     local.send_nowait(ref, told)
                     return None
@@ -467,7 +476,7 @@ class RoutedMailboxes:
                 command,
                 loop.create_future(),
                 request.metadata,
-                request.command_id,
+                _checked(request),
                 request.expected_version,
             )
         elif isinstance(request, wire.Snapshot):
@@ -533,9 +542,16 @@ _HERE: Final = object()
 
 
 def _give_command_id(message: Command) -> None:
-    """A command leaving this member always carries its id, so that a retry is recognised."""
+    """Make a command's id explicit once it may have been sent before (to a member that may
+    have stored it), so that its owner recognises it."""
     if message.command_id is None:
         message.command_id = message.metadata[COMMAND_ID]
+
+
+def _checked(request: wire.Ask | wire.Tell) -> str | None:
+    """The id the owner checks the command against (None: a first attempt with a made id,
+    which no member can have stored)."""
+    return request.command_id if request.check_id else None
 
 
 def _int_payload(payload: Any, what: str) -> int:

@@ -318,6 +318,11 @@ class _ServerConnection:
             async with anyio.create_task_group() as task_group:
                 with self._read_scope:
                     await self._read(task_group)
+                if not self._read_scope.cancel_called:
+                    # the client is gone (it fails these requests itself and may retry them
+                    # elsewhere): what has not started yet is dropped, never run behind a retry
+                    for scope in self._running.values():
+                        scope.cancel()
             # leaving the task group waited for the requests under way
         finally:
             self.finished.set()

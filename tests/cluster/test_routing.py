@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import anyio
@@ -21,6 +21,7 @@ from actorsource import (
     command,
 )
 from actorsource._errors import NotOwnerError, PeerUnavailableError, RemoteError
+from actorsource._records import StoredEvent
 from actorsource._refs import AggregateRef
 from actorsource.cluster._placement import Owner
 
@@ -204,8 +205,35 @@ async def test_a_message_fails_after_the_route_timeout_when_no_member_takes_the_
         assert caught.value.sent is False
 
 
+class CountingStore(InMemoryEventStore):
+    """Counts the idempotency lookups (commands with an explicit id not in the window)."""
+
+    lookups = 0
+
+    async def find_command_events(
+        self, stream_id: str, command_ids: Collection[str]
+    ) -> list[StoredEvent]:
+        self.lookups += 1
+        return await super().find_command_events(stream_id, command_ids)
+
+
+async def test_a_routed_first_attempt_costs_no_lookup_of_its_made_command_id() -> None:
+    store = CountingStore()
+    async with members(2, store=store) as (caller, owner):
+        caller.placement.table.own_all(owner.owner)
+        ref = caller.ref(Wallet, "cheap")
+        for _ in range(3):
+            await ref.ask(Deposit(1))
+        await ref.tell(Deposit(1))
+        assert store.lookups == 0
+        await ref.ask(Deposit(1), command_id="given")  # the caller's own id is checked
+        assert store.lookups == 1
+        recorded = await ref.ask(Deposit(1), command_id="given")
+        assert [r.version for r in recorded] == [5]
+
+
 async def test_a_command_retried_after_its_reply_was_lost_is_applied_once() -> None:
-    store = InMemoryEventStore()
+    store = CountingStore()
     async with members(2, store=store) as (caller, owner):
         table = caller.placement.table
         table.own_all(owner.owner)
@@ -217,6 +245,7 @@ async def test_a_command_retried_after_its_reply_was_lost_is_applied_once() -> N
             assert proxy.replies_cut == 1
         assert [(r.version, r.event) for r in recorded] == [(1, Deposited(5))]
         assert await store.stream_version("Wallet-lost") == 1
+        assert store.lookups == 1  # the retry, not the first attempt
         assert await caller.ref(Wallet, "lost").state() == Wallet(5)
 
 

@@ -251,7 +251,7 @@ async def test_a_request_times_out_and_the_server_drops_it() -> None:
         assert isinstance(await peers.request(server.address, Exists(0, "Wallet-b")), Ok)
 
 
-async def test_a_connection_broken_mid_request_fails_it_as_sent_and_the_next_reconnects() -> None:
+async def test_a_broken_connection_fails_its_request_as_sent_drops_it_and_reconnects() -> None:
     handler = Recorder()
     handler.hold = True
     async with serving(handler) as server, Peers(credentials("c")) as peers:
@@ -271,6 +271,11 @@ async def test_a_connection_broken_mid_request_fails_it_as_sent_and_the_next_rec
                 proxy.cut()
             assert len(failures) == 1 and failures[0].sent is True
             assert "outcome is unknown" in str(failures[0])
+            # the server dropped the request of the connection that broke
+            with anyio.fail_after(5):
+                while handler.cancelled == 0:
+                    await anyio.wait_all_tasks_blocked()
+            assert handler.served == []
             handler.hold = False
             reply = await peers.request(proxy.address, Exists(0, "Wallet-b"))
             assert isinstance(reply, Ok)
