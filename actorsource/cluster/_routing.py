@@ -135,11 +135,11 @@ class RoutedMailboxes:
             if isinstance(message, Command) and message.reply is not None:
                 self._relay_reply(ref, message, shard)
             return self._local.send(ref, message, waiting=waiting)
-        if isinstance(message, Command):
-            if message.reply is None:  # told: the teller waits until the owner has it
-                accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._start(message, self._tell(ref, message, shard, accepted))
-                return accepted
+        if isinstance(message, Command) and message.reply is None:
+            # told: the teller waits until the owner has it in its mailbox
+            accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._start(message, self._tell(ref, message, shard, accepted))
+            return accepted
         self._start(message, self._deliver(ref, message, shard))
         return None
 
