@@ -305,8 +305,8 @@ class _ServerConnection:
         self._member = member
         self._peer = peer
         self._max_frame = max_frame
-        self._slots = anyio.Semaphore(max_in_flight)
-        self._send_lock = anyio.Lock()
+        self._slots = anyio.Semaphore(max_in_flight, fast_acquire=True)
+        self._send_lock = anyio.Lock(fast_acquire=True)  # no yield when uncontended
         self._running: dict[int, anyio.CancelScope] = {}
         self._read_scope = anyio.CancelScope()
         self._shutting_down = False
@@ -502,7 +502,13 @@ class Peers:
                     )
                 else:
                     stream = await anyio.connect_tcp(host, port)
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
+        except ssl.SSLError as exc:
+            msg = (
+                f"the TLS handshake with the member at {address} failed: {exc}; check that "
+                "every member's certificate is trusted by the others' SSL contexts"
+            )
+            raise ClusterAuthError(msg) from exc
+        except (OSError, TimeoutError) as exc:
             msg = f"cannot connect to the member at {address}: {type(exc).__name__}: {exc}"
             raise PeerUnavailableError(msg, address=address) from exc
         buffered = BufferedByteReceiveStream(stream)
@@ -574,7 +580,7 @@ class _ClientConnection:
         self._buffered = buffered
         self._max_frame = max_frame
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._send_lock = anyio.Lock()
+        self._send_lock = anyio.Lock(fast_acquire=True)  # no yield when uncontended
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         #: why the connection is unusable (None: it is not)
@@ -600,6 +606,8 @@ class _ClientConnection:
                         address=self.address,
                     ) from exc
                 sent = True
+                if timeout is None:
+                    return await future
                 try:
                     with anyio.fail_after(timeout):
                         return await future
