@@ -33,6 +33,7 @@ from .._errors import (
     ClusterProtocolError,
     NotOwnerError,
     PeerUnavailableError,
+    RuntimeClosedError,
     UnknownCommandError,
 )
 from .._messages import Command, GetState, Message, TakeSnapshot
@@ -49,6 +50,8 @@ logger = logging.getLogger("actorsource.cluster.routing")
 #: errors raised by the owner that mean "not here": retried on the next owner (the command was
 #: not stored)
 _ELSEWHERE: tuple[type[BaseException], ...] = (NotOwnerError, PeerUnavailableError)
+#: what an owner answers as "not here" too: it is closing (the message was not processed)
+_NOT_SERVED: tuple[type[BaseException], ...] = (*_ELSEWHERE, RuntimeClosedError)
 _FIRST_BACKOFF: Final = 0.005
 _MAX_BACKOFF: Final = 0.5
 
@@ -56,10 +59,12 @@ _MAX_BACKOFF: Final = 0.5
 class _Routed:
     """A message on its way to another member."""
 
-    __slots__ = ("local", "sent", "task")
+    __slots__ = ("local", "sent", "task", "waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, waiter: asyncio.Future[Any] | None) -> None:
         self.task: asyncio.Task[None] | None = None
+        #: what the sender awaits (None: tell_nowait, nobody)
+        self.waiter = waiter
         #: whether a member may have received it (its outcome is then unknown until replied)
         self.sent = False
         #: whether it ended up in this member's own mailbox (ownership came here)
@@ -100,6 +105,7 @@ class RoutedMailboxes:
         self._route_timeout = route_timeout
         self._routing: dict[Message, _Routed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @property
     def ask_timeout(self) -> float | None:
@@ -120,9 +126,22 @@ class RoutedMailboxes:
         self._local.metrics = value
 
     def close(self) -> None:
-        """Cancel the messages still looking for their owner (the runtime is closing)."""
+        """Fail the messages still on their way to another member with RuntimeClosedError,
+        and refuse new ones (the runtime is closing)."""
+        self._closed = True
+        for message, routed in list(self._routing.items()):
+            waiter = routed.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(RuntimeClosedError(self._closed_message(message)))
         for task in list(self._tasks):
             task.cancel()
+
+    def _closed_message(self, message: Message) -> str:
+        kind = type(message.command).__name__ if isinstance(message, Command) else "a request"
+        return (
+            f"{kind} was on its way to another member of the cluster when this runtime "
+            "closed; its outcome is unknown (a retry with the same command id is applied once)"
+        )
 
     # -- the Mailboxes protocol ----------------------------------------------------------------
 
@@ -135,12 +154,14 @@ class RoutedMailboxes:
             if isinstance(message, Command) and message.reply is not None:
                 self._relay_reply(ref, message, shard)
             return self._local.send(ref, message, waiting=waiting)
+        if self._closed:
+            raise RuntimeClosedError(self._closed_message(message))
         if isinstance(message, Command) and message.reply is None:
             # told: the teller waits until the owner has it in its mailbox
             accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._start(message, self._tell(ref, message, shard, accepted))
+            self._start(message, self._tell(ref, message, shard, accepted), accepted)
             return accepted
-        self._start(message, self._deliver(ref, message, shard))
+        self._start(message, self._deliver(ref, message, shard), message.reply)
         return None
 
     def send_nowait(self, ref: AggregateRef[Any], message: Message) -> None:
@@ -150,7 +171,9 @@ class RoutedMailboxes:
             self._local.send_nowait(ref, message)
             return
         assert isinstance(message, Command)  # only tell_nowait sends without waiting
-        self._start(message, self._tell(ref, message, shard, None))
+        if self._closed:
+            raise RuntimeClosedError(self._closed_message(message))
+        self._start(message, self._tell(ref, message, shard, None), None)
 
     def withdraw(self, stream_id: str, message: Message) -> bool:
         routed = self._routing.pop(message, None)
@@ -202,7 +225,7 @@ class RoutedMailboxes:
                 message.reply = caller
                 _give_command_id(message)
                 self._placement.invalidate(shard)
-                self._start(message, self._deliver(ref, message, shard))
+                self._start(message, self._deliver(ref, message, shard), caller)
             else:
                 caller.set_exception(error)
 
@@ -210,8 +233,13 @@ class RoutedMailboxes:
 
     # -- sending to the owner ------------------------------------------------------------------
 
-    def _start(self, message: Message, work: Coroutine[Any, Any, None]) -> None:
-        routed = _Routed()
+    def _start(
+        self,
+        message: Message,
+        work: Coroutine[Any, Any, None],
+        waiter: asyncio.Future[Any] | None,
+    ) -> None:
+        routed = _Routed(waiter)
         self._routing[message] = routed
         task = asyncio.get_running_loop().create_task(work)
         routed.task = task
@@ -323,6 +351,10 @@ class RoutedMailboxes:
         backoff = _FIRST_BACKOFF
         sent = False
         while True:
+            if self._closed:
+                raise RuntimeClosedError(
+                    f"{type(request).__name__} to {request.stream_id!r}: the runtime closed"
+                )
             owner = placement.owner(shard)
             if owner is None or (owner.member_id == me and not placement.accepting(shard)):
                 remaining = deadline - time.monotonic()
@@ -346,6 +378,12 @@ class RoutedMailboxes:
                 except PeerUnavailableError as exc:
                     failure = exc
                     sent = sent or exc.sent
+                    if self._peers.closed:
+                        msg = (
+                            f"{type(request).__name__} to {request.stream_id!r}: the cluster "
+                            "transport closed (the runtime is closing)"
+                        )
+                        raise RuntimeClosedError(msg) from exc
                 else:
                     sent = True
                     if isinstance(reply, wire.Ok):
@@ -447,7 +485,7 @@ class RoutedMailboxes:
         try:
             payload = await self._serve(request)
         except Exception as exc:
-            if isinstance(exc, _ELSEWHERE):
+            if isinstance(exc, _NOT_SERVED):
                 owner = placement.owner(shard)
                 return wire.NotOwner(request.id, shard, owner.epoch if owner is not None else 0)
             return self._errors.describe(request.id, exc)

@@ -456,6 +456,11 @@ class Peers:
             await connection.aclose()
         self._connections.clear()
 
+    @property
+    def closed(self) -> bool:
+        """Whether the pool was closed (its requests fail for good)."""
+        return self._closed
+
     async def request(
         self,
         address: str,
