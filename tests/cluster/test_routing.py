@@ -21,8 +21,8 @@ from actorsource import (
     apply,
     command,
 )
-from actorsource._errors import NotOwnerError, PeerUnavailableError, RemoteError
 from actorsource._dispatcher import RuntimeState
+from actorsource._errors import NotOwnerError, PeerUnavailableError, RemoteError
 from actorsource._records import StoredEvent
 from actorsource._refs import AggregateRef
 from actorsource.cluster._placement import Owner
