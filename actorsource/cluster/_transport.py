@@ -11,6 +11,7 @@ its slots are taken (TCP then holds the client back).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import ssl
@@ -107,6 +108,46 @@ async def _send(stream: anyio.abc.ByteStream, message: WireMessage) -> None:
 
 async def _receive(buffered: BufferedByteReceiveStream, max_size: int) -> WireMessage:
     return decode_message(await receive_frame(buffered, max_size))
+
+
+class _Outbox:
+    """The frames a connection has to write, written by one task: frames posted while a write
+    is under way go out together in the next one (a send per burst, not per frame).
+
+    Its size is bounded by the requests in flight (each has at most a frame in it).
+    """
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self._frames: list[bytes] = []
+        self._posted = asyncio.Event()
+        self._closed = False
+
+    def post(self, frame: bytes) -> None:
+        if not self._closed:
+            self._frames.append(frame)
+            self._posted.set()
+
+    def close(self) -> None:
+        """Write what was posted, then stop."""
+        self._closed = True
+        self._posted.set()
+
+    async def run(self) -> None:
+        """Write until closed.
+
+        :raises anyio.BrokenResourceError: (and the rest of ``_BROKEN``) if a write failed
+        """
+        while True:
+            frames = self._frames
+            if not frames:
+                if self._closed:
+                    return
+                self._posted.clear()
+                await self._posted.wait()
+                continue
+            self._frames = []
+            await self._stream.send(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -306,7 +347,7 @@ class _ServerConnection:
         self._peer = peer
         self._max_frame = max_frame
         self._slots = anyio.Semaphore(max_in_flight, fast_acquire=True)
-        self._send_lock = anyio.Lock(fast_acquire=True)  # no yield when uncontended
+        self._outbox = _Outbox(stream)
         self._running: dict[int, anyio.CancelScope] = {}
         self._read_scope = anyio.CancelScope()
         self._shutting_down = False
@@ -315,17 +356,27 @@ class _ServerConnection:
 
     async def run(self) -> None:
         try:
-            async with anyio.create_task_group() as task_group:
-                with self._read_scope:
-                    await self._read(task_group)
-                if not self._read_scope.cancel_called:
-                    # the client is gone (it fails these requests itself and may retry them
-                    # elsewhere): what has not started yet is dropped, never run behind a retry
-                    for scope in self._running.values():
-                        scope.cancel()
-            # leaving the task group waited for the requests under way
+            async with anyio.create_task_group() as writing:
+                writing.start_soon(self._write)
+                try:
+                    async with anyio.create_task_group() as task_group:
+                        with self._read_scope:
+                            await self._read(task_group)
+                        if not self._read_scope.cancel_called:
+                            # the client is gone (it fails these requests itself and may retry
+                            # them elsewhere): what has not started yet is dropped, never run
+                            # behind a retry
+                            for scope in self._running.values():
+                                scope.cancel()
+                    # leaving the task group waited for the requests under way
+                finally:
+                    self._outbox.close()
         finally:
             self.finished.set()
+
+    async def _write(self) -> None:
+        with contextlib.suppress(*_BROKEN):  # the client is gone: it fails its requests itself
+            await self._outbox.run()
 
     async def _read(self, task_group: anyio.abc.TaskGroup) -> None:
         while True:
@@ -385,11 +436,7 @@ class _ServerConnection:
                 sent=True,
             )
             reply = Error(request.id, type_name_of(type(error)), str(error), {"sent": True})
-        try:
-            async with self._send_lock:
-                await _send(self._stream, reply)
-        except _BROKEN:
-            pass  # the client is gone: it fails its requests itself
+        self._outbox.post(encode_frame(reply))
 
     def stop_reading(self) -> None:
         self._read_scope.cancel()
@@ -494,6 +541,7 @@ class Peers:
             connection = await self._connect(address)
             self._connections[address] = connection
             self._task_group.start_soon(connection.read_replies)
+            self._task_group.start_soon(connection.write_requests)
             return connection
 
     async def _connect(self, address: str) -> _ClientConnection:
@@ -585,7 +633,7 @@ class _ClientConnection:
         self._buffered = buffered
         self._max_frame = max_frame
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._send_lock = anyio.Lock(fast_acquire=True)  # no yield when uncontended
+        self._outbox = _Outbox(stream)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         #: why the connection is unusable (None: it is not)
@@ -600,16 +648,7 @@ class _ClientConnection:
             self._pending[request_id] = future
             sent = False
             try:
-                frame = encode_frame(attrs.evolve(request, id=request_id))
-                try:
-                    async with self._send_lock:
-                        await self._stream.send(frame)
-                except _BROKEN as exc:
-                    self._break(f"sending to it failed: {type(exc).__name__}: {exc}")
-                    raise PeerUnavailableError(
-                        f"cannot send to {self.address}: the connection broke",
-                        address=self.address,
-                    ) from exc
+                self._outbox.post(encode_frame(attrs.evolve(request, id=request_id)))
                 sent = True
                 if timeout is None:
                     return await future
@@ -623,18 +662,15 @@ class _ClientConnection:
                 self._pending.pop(request_id, None)
                 # no reply (a timeout or cancellation cancels the future it awaited)
                 if sent and (future.cancelled() or not future.done()):
-                    await self._cancel(request_id)
+                    # tell the member we no longer wait (it drops the request if not started)
+                    self._outbox.post(encode_frame(Cancel(request_id)))
 
-    async def _cancel(self, request_id: int) -> None:
-        """Tell the member we no longer wait (best effort, even while being cancelled)."""
-        if self.broken is not None:
-            return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-            try:
-                async with self._send_lock:
-                    await self._stream.send(encode_frame(Cancel(request_id)))
-            except _BROKEN:
-                pass
+    async def write_requests(self) -> None:
+        try:
+            await self._outbox.run()
+        except _BROKEN as exc:
+            self._break(f"sending to it failed: {type(exc).__name__}: {exc}")
+            await anyio.aclose_forcefully(self._stream)  # the reader stops too
 
     async def read_replies(self) -> None:
         try:
@@ -657,6 +693,7 @@ class _ClientConnection:
     def _break(self, reason: str) -> None:
         if self.broken is not None:
             return
+        self._outbox.close()
         msg = (
             f"the connection to {self.address} broke ({reason}) with the request in flight: "
             "its outcome is unknown (a retry with the same command id is applied once)"
