@@ -28,9 +28,9 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 import anyio
+import anyio.abc
 import attrs
 import orjson
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .. import _errors
 from .._errors import ActorsourceError, ClusterProtocolError, Rejected, RemoteError
@@ -66,28 +66,54 @@ def encode_frame(message: WireMessage) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-async def receive_frame(stream: BufferedByteReceiveStream, max_size: int) -> bytes:
-    """Return the body of the next frame.
+class FrameReader:
+    """Reads frames from a byte stream, taking what the socket has in one read and keeping
+    what is left of it for the next frames."""
 
-    :raises anyio.EndOfStream: if the peer closed the connection between frames
-    :raises ClusterProtocolError: if the frame is larger than ``max_size`` or cut short
-    """
-    try:
-        header = await stream.receive_exactly(_HEADER.size)
-    except anyio.IncompleteRead as exc:
-        if not stream.buffer:
-            raise anyio.EndOfStream from None  # closed between frames: a clean end
-        msg = "the peer closed the connection in the middle of a frame's length"
-        raise ClusterProtocolError(msg) from exc
-    (size,) = _HEADER.unpack(header)
-    if size > max_size:
-        msg = f"the peer sent a frame of {size} bytes, above the limit of {max_size} bytes"
-        raise ClusterProtocolError(msg)
-    try:
-        return await stream.receive_exactly(size)
-    except anyio.IncompleteRead as exc:
-        msg = f"the peer closed the connection in the middle of a frame of {size} bytes"
-        raise ClusterProtocolError(msg) from exc
+    def __init__(self, stream: anyio.abc.ByteReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def receive_frame(self, max_size: int) -> bytes:
+        """Return the body of the next frame.
+
+        :raises anyio.EndOfStream: if the peer closed the connection between frames
+        :raises ClusterProtocolError: if the frame is larger than ``max_size`` or cut short
+        """
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(buffer)
+                if size > max_size:
+                    msg = (
+                        f"the peer sent a frame of {size} bytes, above the limit of "
+                        f"{max_size} bytes"
+                    )
+                    raise ClusterProtocolError(msg)
+                end = _HEADER.size + size
+                if len(buffer) >= end:
+                    body = bytes(buffer[_HEADER.size : end])
+                    del buffer[:end]
+                    return body
+            try:
+                chunk = await self._stream.receive()
+            except anyio.EndOfStream:
+                if not buffer:
+                    raise  # closed between frames: a clean end
+                if len(buffer) < _HEADER.size:
+                    msg = "the peer closed the connection in the middle of a frame's length"
+                else:
+                    msg = (
+                        "the peer closed the connection in the middle of a frame of "
+                        f"{_HEADER.unpack_from(buffer)[0]} bytes"
+                    )
+                raise ClusterProtocolError(msg) from None
+            buffer.extend(chunk)
+
+
+async def receive_frame(reader: FrameReader, max_size: int) -> bytes:
+    """Return the body of the next frame ``reader`` reads (see :meth:`FrameReader.receive_frame`)."""
+    return await reader.receive_frame(max_size)
 
 
 def decode_message(body: bytes) -> WireMessage:

@@ -22,7 +22,6 @@ from typing import Final, Self
 import anyio
 import anyio.abc
 import attrs
-from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSListener
 
 from .._errors import (
@@ -38,6 +37,7 @@ from ._protocol import (
     ClientHello,
     Error,
     Exists,
+    FrameReader,
     GetState,
     NotOwner,
     Ok,
@@ -106,7 +106,7 @@ async def _send(stream: anyio.abc.ByteStream, message: WireMessage) -> None:
     await stream.send(encode_frame(message))
 
 
-async def _receive(buffered: BufferedByteReceiveStream, max_size: int) -> WireMessage:
+async def _receive(buffered: FrameReader, max_size: int) -> WireMessage:
     return decode_message(await receive_frame(buffered, max_size))
 
 
@@ -246,7 +246,7 @@ class Server:
     async def _connection(self, stream: anyio.abc.ByteStream) -> None:
         peer = _peer_of(stream)
         async with stream:
-            buffered = BufferedByteReceiveStream(stream)
+            buffered = FrameReader(stream)
             try:
                 with anyio.fail_after(self._handshake_timeout):
                     member = await self._handshake(stream, buffered)
@@ -282,9 +282,7 @@ class Server:
             finally:
                 self._connections.discard(connection)
 
-    async def _handshake(
-        self, stream: anyio.abc.ByteStream, buffered: BufferedByteReceiveStream
-    ) -> str:
+    async def _handshake(self, stream: anyio.abc.ByteStream, buffered: FrameReader) -> str:
         credentials = self._credentials
         server_nonce = new_nonce()
         await _send(stream, ServerHello(PROTOCOL_VERSION, server_nonce))
@@ -332,7 +330,7 @@ class _ServerConnection:
     def __init__(
         self,
         stream: anyio.abc.ByteStream,
-        buffered: BufferedByteReceiveStream,
+        buffered: FrameReader,
         handler: Handler,
         *,
         member: str,
@@ -564,7 +562,7 @@ class Peers:
         except (OSError, TimeoutError) as exc:
             msg = f"cannot connect to the member at {address}: {type(exc).__name__}: {exc}"
             raise PeerUnavailableError(msg, address=address) from exc
-        buffered = BufferedByteReceiveStream(stream)
+        buffered = FrameReader(stream)
         try:
             with anyio.fail_after(self._handshake_timeout):
                 await self._handshake(address, stream, buffered)
@@ -580,7 +578,7 @@ class Peers:
         return _ClientConnection(address, stream, buffered, self._max_in_flight, self._max_frame)
 
     async def _handshake(
-        self, address: str, stream: anyio.abc.ByteStream, buffered: BufferedByteReceiveStream
+        self, address: str, stream: anyio.abc.ByteStream, buffered: FrameReader
     ) -> None:
         credentials = self._credentials
         hello = await _receive(buffered, _HANDSHAKE_FRAME)
@@ -624,7 +622,7 @@ class _ClientConnection:
         self,
         address: str,
         stream: anyio.abc.ByteStream,
-        buffered: BufferedByteReceiveStream,
+        buffered: FrameReader,
         max_in_flight: int,
         max_frame: int,
     ) -> None:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 import anyio
 import anyio.abc
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from actorsource._errors import ClusterAuthError, PeerUnavailableError
 from actorsource.cluster._protocol import (
@@ -18,6 +17,7 @@ from actorsource.cluster._protocol import (
     ClientHello,
     Error,
     Exists,
+    FrameReader,
     Ok,
     Refused,
     Reply,
@@ -66,14 +66,14 @@ async def serving(handler: Recorder, **options: float) -> AsyncIterator[Server]:
 @contextlib.asynccontextmanager
 async def raw(
     address: str,
-) -> AsyncIterator[tuple[anyio.abc.SocketStream, BufferedByteReceiveStream]]:
+) -> AsyncIterator[tuple[anyio.abc.SocketStream, FrameReader]]:
     host, port = split_address(address)
     async with await anyio.connect_tcp(host, port) as stream:
-        yield stream, BufferedByteReceiveStream(stream)
+        yield stream, FrameReader(stream)
 
 
 async def _hello_for(
-    buffered: BufferedByteReceiveStream, *, secret: bytes = SECRET, cluster: str = CLUSTER
+    buffered: FrameReader, *, secret: bytes = SECRET, cluster: str = CLUSTER
 ) -> tuple[ClientHello, str]:
     hello = decode_message(await receive_frame(buffered, 4096))
     assert isinstance(hello, ServerHello)
