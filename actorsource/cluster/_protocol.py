@@ -19,6 +19,7 @@ each with a reply carrying that id, in any order (many requests are in flight at
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import hmac
@@ -111,8 +112,49 @@ class FrameReader:
             buffer.extend(chunk)
 
 
+class FrameWriter:
+    """Writes a connection's frames from one task: frames posted while a write is under way go
+    out together in the next one (a send per burst, not per frame).
+
+    What it holds is bounded by the requests in flight (each has at most a frame in it).
+    """
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self._frames: list[bytes] = []
+        self._posted = asyncio.Event()
+        self._closed = False
+
+    def post(self, frame: bytes) -> None:
+        if not self._closed:
+            self._frames.append(frame)
+            self._posted.set()
+
+    def close(self) -> None:
+        """Write what was posted, then stop."""
+        self._closed = True
+        self._posted.set()
+
+    async def run(self) -> None:
+        """Write until closed.
+
+        :raises anyio.BrokenResourceError: (or OSError, ssl.SSLError) if a write failed
+        """
+        while True:
+            frames = self._frames
+            if not frames:
+                if self._closed:
+                    return
+                self._posted.clear()
+                await self._posted.wait()
+                continue
+            self._frames = []
+            await self._stream.send(frames[0] if len(frames) == 1 else b"".join(frames))
+
+
 async def receive_frame(reader: FrameReader, max_size: int) -> bytes:
-    """Return the body of the next frame ``reader`` reads (see :meth:`FrameReader.receive_frame`)."""
+    """Return the body of the next frame ``reader`` reads (see
+    :meth:`FrameReader.receive_frame`)."""
     return await reader.receive_frame(max_size)
 
 

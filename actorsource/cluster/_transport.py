@@ -38,6 +38,7 @@ from ._protocol import (
     Error,
     Exists,
     FrameReader,
+    FrameWriter,
     GetState,
     NotOwner,
     Ok,
@@ -108,46 +109,6 @@ async def _send(stream: anyio.abc.ByteStream, message: WireMessage) -> None:
 
 async def _receive(buffered: FrameReader, max_size: int) -> WireMessage:
     return decode_message(await receive_frame(buffered, max_size))
-
-
-class _Outbox:
-    """The frames a connection has to write, written by one task: frames posted while a write
-    is under way go out together in the next one (a send per burst, not per frame).
-
-    Its size is bounded by the requests in flight (each has at most a frame in it).
-    """
-
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
-        self._stream = stream
-        self._frames: list[bytes] = []
-        self._posted = asyncio.Event()
-        self._closed = False
-
-    def post(self, frame: bytes) -> None:
-        if not self._closed:
-            self._frames.append(frame)
-            self._posted.set()
-
-    def close(self) -> None:
-        """Write what was posted, then stop."""
-        self._closed = True
-        self._posted.set()
-
-    async def run(self) -> None:
-        """Write until closed.
-
-        :raises anyio.BrokenResourceError: (and the rest of ``_BROKEN``) if a write failed
-        """
-        while True:
-            frames = self._frames
-            if not frames:
-                if self._closed:
-                    return
-                self._posted.clear()
-                await self._posted.wait()
-                continue
-            self._frames = []
-            await self._stream.send(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -345,7 +306,7 @@ class _ServerConnection:
         self._peer = peer
         self._max_frame = max_frame
         self._slots = anyio.Semaphore(max_in_flight, fast_acquire=True)
-        self._outbox = _Outbox(stream)
+        self._outbox = FrameWriter(stream)
         self._running: dict[int, anyio.CancelScope] = {}
         self._read_scope = anyio.CancelScope()
         self._shutting_down = False
@@ -631,7 +592,7 @@ class _ClientConnection:
         self._buffered = buffered
         self._max_frame = max_frame
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._outbox = _Outbox(stream)
+        self._outbox = FrameWriter(stream)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         #: why the connection is unusable (None: it is not)
