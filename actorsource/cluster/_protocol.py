@@ -19,6 +19,7 @@ each with a reply carrying that id, in any order (many requests are in flight at
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import hmac
@@ -28,9 +29,9 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 import anyio
+import anyio.abc
 import attrs
 import orjson
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .. import _errors
 from .._errors import ActorsourceError, ClusterProtocolError, Rejected, RemoteError
@@ -66,28 +67,95 @@ def encode_frame(message: WireMessage) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-async def receive_frame(stream: BufferedByteReceiveStream, max_size: int) -> bytes:
-    """Return the body of the next frame.
+class FrameReader:
+    """Reads frames from a byte stream, taking what the socket has in one read and keeping
+    what is left of it for the next frames."""
 
-    :raises anyio.EndOfStream: if the peer closed the connection between frames
-    :raises ClusterProtocolError: if the frame is larger than ``max_size`` or cut short
+    def __init__(self, stream: anyio.abc.ByteReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def receive_frame(self, max_size: int) -> bytes:
+        """Return the body of the next frame.
+
+        :raises anyio.EndOfStream: if the peer closed the connection between frames
+        :raises ClusterProtocolError: if the frame is larger than ``max_size`` or cut short
+        """
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(buffer)
+                if size > max_size:
+                    msg = (
+                        f"the peer sent a frame of {size} bytes, above the limit of "
+                        f"{max_size} bytes"
+                    )
+                    raise ClusterProtocolError(msg)
+                end = _HEADER.size + size
+                if len(buffer) >= end:
+                    body = bytes(buffer[_HEADER.size : end])
+                    del buffer[:end]
+                    return body
+            try:
+                chunk = await self._stream.receive()
+            except anyio.EndOfStream:
+                if not buffer:
+                    raise  # closed between frames: a clean end
+                if len(buffer) < _HEADER.size:
+                    msg = "the peer closed the connection in the middle of a frame's length"
+                else:
+                    msg = (
+                        "the peer closed the connection in the middle of a frame of "
+                        f"{_HEADER.unpack_from(buffer)[0]} bytes"
+                    )
+                raise ClusterProtocolError(msg) from None
+            buffer.extend(chunk)
+
+
+class FrameWriter:
+    """Writes a connection's frames from one task: frames posted while a write is under way go
+    out together in the next one (a send per burst, not per frame).
+
+    What it holds is bounded by the requests in flight (each has at most a frame in it).
     """
-    try:
-        header = await stream.receive_exactly(_HEADER.size)
-    except anyio.IncompleteRead as exc:
-        if not stream.buffer:
-            raise anyio.EndOfStream from None  # closed between frames: a clean end
-        msg = "the peer closed the connection in the middle of a frame's length"
-        raise ClusterProtocolError(msg) from exc
-    (size,) = _HEADER.unpack(header)
-    if size > max_size:
-        msg = f"the peer sent a frame of {size} bytes, above the limit of {max_size} bytes"
-        raise ClusterProtocolError(msg)
-    try:
-        return await stream.receive_exactly(size)
-    except anyio.IncompleteRead as exc:
-        msg = f"the peer closed the connection in the middle of a frame of {size} bytes"
-        raise ClusterProtocolError(msg) from exc
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self._stream = stream
+        self._frames: list[bytes] = []
+        self._posted = asyncio.Event()
+        self._closed = False
+
+    def post(self, frame: bytes) -> None:
+        if not self._closed:
+            self._frames.append(frame)
+            self._posted.set()
+
+    def close(self) -> None:
+        """Write what was posted, then stop."""
+        self._closed = True
+        self._posted.set()
+
+    async def run(self) -> None:
+        """Write until closed.
+
+        :raises anyio.BrokenResourceError: (or OSError, ssl.SSLError) if a write failed
+        """
+        while True:
+            frames = self._frames
+            if not frames:
+                if self._closed:
+                    return
+                self._posted.clear()
+                await self._posted.wait()
+                continue
+            self._frames = []
+            await self._stream.send(frames[0] if len(frames) == 1 else b"".join(frames))
+
+
+async def receive_frame(reader: FrameReader, max_size: int) -> bytes:
+    """Return the body of the next frame ``reader`` reads (see
+    :meth:`FrameReader.receive_frame`)."""
+    return await reader.receive_frame(max_size)
 
 
 def decode_message(body: bytes) -> WireMessage:
@@ -186,6 +254,9 @@ class Ask:
     #: always given (made at the caller), so that a retry is recognised by the owner
     command_id: str = attrs.field(validator=_str)
     expected_version: int | None = attrs.field(default=None, validator=_opt_int)
+    #: whether the owner checks the id against the commands it stored (the caller gave the
+    #: id, or this is a retry); a first attempt with a made id skips that lookup
+    check_id: bool = attrs.field(default=True, validator=_bool)
 
 
 @attrs.frozen
@@ -200,6 +271,8 @@ class Tell:
     command_id: str = attrs.field(validator=_str)
     #: wait for mailbox room (``tell``), or refuse with MailboxFullError (``tell_nowait``)
     wait: bool = attrs.field(default=True, validator=_bool)
+    #: as :attr:`Ask.check_id`
+    check_id: bool = attrs.field(default=True, validator=_bool)
 
 
 @attrs.frozen

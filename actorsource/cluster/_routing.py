@@ -7,6 +7,10 @@ reply. A command always travels with a ``command_id`` (the caller's, or the one 
 when the owner says it is not the owner, the connection breaks, or no member owns the shard
 yet, the message is retried on the owner placement names next, and the owner's idempotency
 answers a command it already stored with its recorded events instead of applying it twice.
+The first attempt of a command whose id was made here skips that lookup (no member can have
+stored it yet); its retries ask for it. A member drops the requests of a connection that
+broke if their commands are still in a mailbox, so a first attempt never lingers behind its
+own retry.
 
 The same class serves the requests other members send here (:meth:`RoutedMailboxes.handle`).
 """
@@ -21,6 +25,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import anyio
+import attrs
 
 from .._codec import Codec
 from .._decider import Decider
@@ -29,6 +34,7 @@ from .._errors import (
     FencedError,
     NotOwnerError,
     PeerUnavailableError,
+    RuntimeClosedError,
     UnknownCommandError,
 )
 from .._messages import Command, GetState, Message, TakeSnapshot
@@ -45,6 +51,8 @@ logger = logging.getLogger("actorsource.cluster.routing")
 #: errors raised by the owner that mean "not here": retried on the next owner (the command was
 #: not stored; a fenced-off append stored nothing either)
 _ELSEWHERE: tuple[type[BaseException], ...] = (NotOwnerError, PeerUnavailableError, FencedError)
+#: what an owner answers as "not here" too: it is closing (the message was not processed)
+_NOT_SERVED: tuple[type[BaseException], ...] = (*_ELSEWHERE, RuntimeClosedError)
 _FIRST_BACKOFF: Final = 0.005
 _MAX_BACKOFF: Final = 0.5
 
@@ -52,10 +60,12 @@ _MAX_BACKOFF: Final = 0.5
 class _Routed:
     """A message on its way to another member."""
 
-    __slots__ = ("local", "sent", "task")
+    __slots__ = ("local", "sent", "task", "waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, waiter: asyncio.Future[Any] | None) -> None:
         self.task: asyncio.Task[None] | None = None
+        #: what the sender awaits (None: tell_nowait, nobody)
+        self.waiter = waiter
         #: whether a member may have received it (its outcome is then unknown until replied)
         self.sent = False
         #: whether it ended up in this member's own mailbox (ownership came here)
@@ -101,6 +111,7 @@ class RoutedMailboxes:
         self._attempt_timeout = attempt_timeout
         self._routing: dict[Message, _Routed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @property
     def ask_timeout(self) -> float | None:
@@ -121,9 +132,22 @@ class RoutedMailboxes:
         self._local.metrics = value
 
     def close(self) -> None:
-        """Cancel the messages still looking for their owner (the runtime is closing)."""
+        """Fail the messages still on their way to another member with RuntimeClosedError,
+        and refuse new ones (the runtime is closing)."""
+        self._closed = True
+        for message, routed in list(self._routing.items()):
+            waiter = routed.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(RuntimeClosedError(self._closed_message(message)))
         for task in list(self._tasks):
             task.cancel()
+
+    def _closed_message(self, message: Message) -> str:
+        kind = type(message.command).__name__ if isinstance(message, Command) else "a request"
+        return (
+            f"{kind} was on its way to another member of the cluster when this runtime "
+            "closed; its outcome is unknown (a retry with the same command id is applied once)"
+        )
 
     # -- the Mailboxes protocol ----------------------------------------------------------------
 
@@ -136,13 +160,14 @@ class RoutedMailboxes:
             if isinstance(message, Command) and message.reply is not None:
                 self._relay_reply(ref, message, shard)
             return self._local.send(ref, message, waiting=waiting)
-        if isinstance(message, Command):
-            _give_command_id(message)
-            if message.reply is None:  # told: the teller waits until the owner has it
-                accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._start(message, self._tell(ref, message, shard, accepted))
-                return accepted
-        self._start(message, self._deliver(ref, message, shard))
+        if self._closed:
+            raise RuntimeClosedError(self._closed_message(message))
+        if isinstance(message, Command) and message.reply is None:
+            # told: the teller waits until the owner has it in its mailbox
+            accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._start(message, self._tell(ref, message, shard, accepted), accepted)
+            return accepted
+        self._start(message, self._deliver(ref, message, shard), message.reply)
         return None
 
     def send_nowait(self, ref: AggregateRef[Any], message: Message) -> None:
@@ -152,8 +177,9 @@ class RoutedMailboxes:
             self._local.send_nowait(ref, message)
             return
         assert isinstance(message, Command)  # only tell_nowait sends without waiting
-        _give_command_id(message)
-        self._start(message, self._tell(ref, message, shard, None))
+        if self._closed:
+            raise RuntimeClosedError(self._closed_message(message))
+        self._start(message, self._tell(ref, message, shard, None), None)
 
     def withdraw(self, stream_id: str, message: Message) -> bool:
         routed = self._routing.pop(message, None)
@@ -205,7 +231,7 @@ class RoutedMailboxes:
                 message.reply = caller
                 _give_command_id(message)
                 self._placement.invalidate(shard)
-                self._start(message, self._deliver(ref, message, shard))
+                self._start(message, self._deliver(ref, message, shard), caller)
             else:
                 caller.set_exception(error)
 
@@ -213,8 +239,13 @@ class RoutedMailboxes:
 
     # -- sending to the owner ------------------------------------------------------------------
 
-    def _start(self, message: Message, work: Coroutine[Any, Any, None]) -> None:
-        routed = _Routed()
+    def _start(
+        self,
+        message: Message,
+        work: Coroutine[Any, Any, None],
+        waiter: asyncio.Future[Any] | None,
+    ) -> None:
+        routed = _Routed(waiter)
         self._routing[message] = routed
         task = asyncio.get_running_loop().create_task(work)
         routed.task = task
@@ -233,6 +264,8 @@ class RoutedMailboxes:
                 # ownership came here: the local actor resolves the future itself
                 if routed is not None:
                     routed.local = True
+                if isinstance(message, Command):
+                    _give_command_id(message)
                 waiting = self._local.send(ref, message, waiting=True)
                 if waiting is not None:
                     await waiting
@@ -265,20 +298,21 @@ class RoutedMailboxes:
             command_type, data = self._codec.encode_command(
                 message.command, purpose="another member"
             )
-            assert message.command_id is not None
             request = wire.Tell(
                 0,
                 ref.stream_id,
                 command_type,
                 data,
                 message.metadata,
-                message.command_id,
+                message.metadata[COMMAND_ID],
                 accepted is not None,
+                message.command_id is not None,
             )
 
             async def here() -> Any:
                 if routed is not None:
                     routed.local = True
+                _give_command_id(message)
                 if accepted is None:
                     self._local.send_nowait(ref, message)
                 else:
@@ -323,6 +357,10 @@ class RoutedMailboxes:
         backoff = _FIRST_BACKOFF
         sent = False
         while True:
+            if self._closed:
+                raise RuntimeClosedError(
+                    f"{type(request).__name__} to {request.stream_id!r}: the runtime closed"
+                )
             owner = placement.owner(shard)
             if owner is None or (owner.member_id == me and not placement.accepting(shard)):
                 remaining = deadline - time.monotonic()
@@ -348,6 +386,12 @@ class RoutedMailboxes:
                 except PeerUnavailableError as exc:
                     failure = exc
                     sent = sent or exc.sent
+                    if self._peers.closed:
+                        msg = (
+                            f"{type(request).__name__} to {request.stream_id!r}: the cluster "
+                            "transport closed (the runtime is closing)"
+                        )
+                        raise RuntimeClosedError(msg) from exc
                 except TimeoutError as exc:
                     sent = True
                     msg = (
@@ -369,6 +413,9 @@ class RoutedMailboxes:
                         failure = error
             if routed is not None:
                 routed.sent = sent
+            if isinstance(request, wire.Ask | wire.Tell) and not request.check_id:
+                # it may have been stored: from now on the owner looks its id up
+                request = attrs.evolve(request, check_id=True)
             placement.invalidate(shard)
             if time.monotonic() + backoff > deadline:
                 msg = (
@@ -393,15 +440,15 @@ class RoutedMailboxes:
             command_type, data = self._codec.encode_command(
                 message.command, purpose="another member"
             )
-            assert message.command_id is not None
             return wire.Ask(
                 0,
                 stream_id,
                 command_type,
                 data,
                 message.metadata,
-                message.command_id,
+                message.metadata[COMMAND_ID],
                 message.expected_version,
+                message.command_id is not None,
             )
         if isinstance(message, GetState):
             return wire.GetState(0, stream_id, message.wanted)
@@ -454,7 +501,7 @@ class RoutedMailboxes:
         try:
             payload = await self._serve(request)
         except Exception as exc:
-            if isinstance(exc, _ELSEWHERE):
+            if isinstance(exc, _NOT_SERVED):
                 owner = placement.owner(shard)
                 return wire.NotOwner(request.id, shard, owner.epoch if owner is not None else 0)
             return self._errors.describe(request.id, exc)
@@ -471,7 +518,7 @@ class RoutedMailboxes:
         if isinstance(request, wire.Ask | wire.Tell):
             command = self._command(ref.decider, request.command_type, request.command)
             if isinstance(request, wire.Tell):
-                told = Command(command, None, request.metadata, request.command_id)
+                told = Command(command, None, request.metadata, _checked(request))
                 if not request.wait:
                     local.send_nowait(ref, told)
                     return None
@@ -483,7 +530,7 @@ class RoutedMailboxes:
                 command,
                 loop.create_future(),
                 request.metadata,
-                request.command_id,
+                _checked(request),
                 request.expected_version,
             )
         elif isinstance(request, wire.Snapshot):
@@ -549,9 +596,16 @@ _HERE: Final = object()
 
 
 def _give_command_id(message: Command) -> None:
-    """A command leaving this member always carries its id, so that a retry is recognised."""
+    """Make a command's id explicit once it may have been sent before (to a member that may
+    have stored it), so that its owner recognises it."""
     if message.command_id is None:
         message.command_id = message.metadata[COMMAND_ID]
+
+
+def _checked(request: wire.Ask | wire.Tell) -> str | None:
+    """The id the owner checks the command against (None: a first attempt with a made id,
+    which no member can have stored)."""
+    return request.command_id if request.check_id else None
 
 
 def _int_payload(payload: Any, what: str) -> int:

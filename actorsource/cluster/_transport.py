@@ -11,6 +11,7 @@ its slots are taken (TCP then holds the client back).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import ssl
@@ -21,7 +22,6 @@ from typing import Final, Self
 import anyio
 import anyio.abc
 import attrs
-from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.tls import TLSListener
 
 from .._errors import (
@@ -37,6 +37,8 @@ from ._protocol import (
     ClientHello,
     Error,
     Exists,
+    FrameReader,
+    FrameWriter,
     GetState,
     NotOwner,
     Ok,
@@ -105,7 +107,7 @@ async def _send(stream: anyio.abc.ByteStream, message: WireMessage) -> None:
     await stream.send(encode_frame(message))
 
 
-async def _receive(buffered: BufferedByteReceiveStream, max_size: int) -> WireMessage:
+async def _receive(buffered: FrameReader, max_size: int) -> WireMessage:
     return decode_message(await receive_frame(buffered, max_size))
 
 
@@ -205,7 +207,7 @@ class Server:
     async def _connection(self, stream: anyio.abc.ByteStream) -> None:
         peer = _peer_of(stream)
         async with stream:
-            buffered = BufferedByteReceiveStream(stream)
+            buffered = FrameReader(stream)
             try:
                 with anyio.fail_after(self._handshake_timeout):
                     member = await self._handshake(stream, buffered)
@@ -241,9 +243,7 @@ class Server:
             finally:
                 self._connections.discard(connection)
 
-    async def _handshake(
-        self, stream: anyio.abc.ByteStream, buffered: BufferedByteReceiveStream
-    ) -> str:
+    async def _handshake(self, stream: anyio.abc.ByteStream, buffered: FrameReader) -> str:
         credentials = self._credentials
         server_nonce = new_nonce()
         await _send(stream, ServerHello(PROTOCOL_VERSION, server_nonce))
@@ -291,7 +291,7 @@ class _ServerConnection:
     def __init__(
         self,
         stream: anyio.abc.ByteStream,
-        buffered: BufferedByteReceiveStream,
+        buffered: FrameReader,
         handler: Handler,
         *,
         member: str,
@@ -305,8 +305,8 @@ class _ServerConnection:
         self._member = member
         self._peer = peer
         self._max_frame = max_frame
-        self._slots = anyio.Semaphore(max_in_flight)
-        self._send_lock = anyio.Lock()
+        self._slots = anyio.Semaphore(max_in_flight, fast_acquire=True)
+        self._outbox = FrameWriter(stream)
         self._running: dict[int, anyio.CancelScope] = {}
         self._read_scope = anyio.CancelScope()
         self._shutting_down = False
@@ -315,12 +315,27 @@ class _ServerConnection:
 
     async def run(self) -> None:
         try:
-            async with anyio.create_task_group() as task_group:
-                with self._read_scope:
-                    await self._read(task_group)
-            # leaving the task group waited for the requests under way
+            async with anyio.create_task_group() as writing:
+                writing.start_soon(self._write)
+                try:
+                    async with anyio.create_task_group() as task_group:
+                        with self._read_scope:
+                            await self._read(task_group)
+                        if not self._read_scope.cancel_called:
+                            # the client is gone (it fails these requests itself and may retry
+                            # them elsewhere): what has not started yet is dropped, never run
+                            # behind a retry
+                            for scope in self._running.values():
+                                scope.cancel()
+                    # leaving the task group waited for the requests under way
+                finally:
+                    self._outbox.close()
         finally:
             self.finished.set()
+
+    async def _write(self) -> None:
+        with contextlib.suppress(*_BROKEN):  # the client is gone: it fails its requests itself
+            await self._outbox.run()
 
     async def _read(self, task_group: anyio.abc.TaskGroup) -> None:
         while True:
@@ -380,11 +395,7 @@ class _ServerConnection:
                 sent=True,
             )
             reply = Error(request.id, type_name_of(type(error)), str(error), {"sent": True})
-        try:
-            async with self._send_lock:
-                await _send(self._stream, reply)
-        except _BROKEN:
-            pass  # the client is gone: it fails its requests itself
+        self._outbox.post(encode_frame(reply))
 
     def stop_reading(self) -> None:
         self._read_scope.cancel()
@@ -451,6 +462,11 @@ class Peers:
             await connection.aclose()
         self._connections.clear()
 
+    @property
+    def closed(self) -> bool:
+        """Whether the pool was closed (its requests fail for good)."""
+        return self._closed
+
     async def request(
         self,
         address: str,
@@ -484,6 +500,7 @@ class Peers:
             connection = await self._connect(address)
             self._connections[address] = connection
             self._task_group.start_soon(connection.read_replies)
+            self._task_group.start_soon(connection.write_requests)
             return connection
 
     async def _connect(self, address: str) -> _ClientConnection:
@@ -497,10 +514,16 @@ class Peers:
                     )
                 else:
                     stream = await anyio.connect_tcp(host, port)
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
+        except ssl.SSLError as exc:
+            msg = (
+                f"the TLS handshake with the member at {address} failed: {exc}; check that "
+                "every member's certificate is trusted by the others' SSL contexts"
+            )
+            raise ClusterAuthError(msg) from exc
+        except (OSError, TimeoutError) as exc:
             msg = f"cannot connect to the member at {address}: {type(exc).__name__}: {exc}"
             raise PeerUnavailableError(msg, address=address) from exc
-        buffered = BufferedByteReceiveStream(stream)
+        buffered = FrameReader(stream)
         try:
             with anyio.fail_after(self._handshake_timeout):
                 await self._handshake(address, stream, buffered)
@@ -516,7 +539,7 @@ class Peers:
         return _ClientConnection(address, stream, buffered, self._max_in_flight, self._max_frame)
 
     async def _handshake(
-        self, address: str, stream: anyio.abc.ByteStream, buffered: BufferedByteReceiveStream
+        self, address: str, stream: anyio.abc.ByteStream, buffered: FrameReader
     ) -> None:
         credentials = self._credentials
         hello = await _receive(buffered, _HANDSHAKE_FRAME)
@@ -560,7 +583,7 @@ class _ClientConnection:
         self,
         address: str,
         stream: anyio.abc.ByteStream,
-        buffered: BufferedByteReceiveStream,
+        buffered: FrameReader,
         max_in_flight: int,
         max_frame: int,
     ) -> None:
@@ -569,7 +592,7 @@ class _ClientConnection:
         self._buffered = buffered
         self._max_frame = max_frame
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._send_lock = anyio.Lock()
+        self._outbox = FrameWriter(stream)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         #: why the connection is unusable (None: it is not)
@@ -584,17 +607,10 @@ class _ClientConnection:
             self._pending[request_id] = future
             sent = False
             try:
-                frame = encode_frame(attrs.evolve(request, id=request_id))
-                try:
-                    async with self._send_lock:
-                        await self._stream.send(frame)
-                except _BROKEN as exc:
-                    self._break(f"sending to it failed: {type(exc).__name__}: {exc}")
-                    raise PeerUnavailableError(
-                        f"cannot send to {self.address}: the connection broke",
-                        address=self.address,
-                    ) from exc
+                self._outbox.post(encode_frame(attrs.evolve(request, id=request_id)))
                 sent = True
+                if timeout is None:
+                    return await future
                 try:
                     with anyio.fail_after(timeout):
                         return await future
@@ -605,18 +621,15 @@ class _ClientConnection:
                 self._pending.pop(request_id, None)
                 # no reply (a timeout or cancellation cancels the future it awaited)
                 if sent and (future.cancelled() or not future.done()):
-                    await self._cancel(request_id)
+                    # tell the member we no longer wait (it drops the request if not started)
+                    self._outbox.post(encode_frame(Cancel(request_id)))
 
-    async def _cancel(self, request_id: int) -> None:
-        """Tell the member we no longer wait (best effort, even while being cancelled)."""
-        if self.broken is not None:
-            return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-            try:
-                async with self._send_lock:
-                    await self._stream.send(encode_frame(Cancel(request_id)))
-            except _BROKEN:
-                pass
+    async def write_requests(self) -> None:
+        try:
+            await self._outbox.run()
+        except _BROKEN as exc:
+            self._break(f"sending to it failed: {type(exc).__name__}: {exc}")
+            await anyio.aclose_forcefully(self._stream)  # the reader stops too
 
     async def read_replies(self) -> None:
         try:
@@ -639,6 +652,7 @@ class _ClientConnection:
     def _break(self, reason: str) -> None:
         if self.broken is not None:
             return
+        self._outbox.close()
         msg = (
             f"the connection to {self.address} broke ({reason}) with the request in flight: "
             "its outcome is unknown (a retry with the same command id is applied once)"

@@ -6,7 +6,6 @@ import struct
 
 import anyio
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from actorsource import ConcurrencyError, Rejected, StreamDeletedError
 from actorsource._errors import ClusterProtocolError, RemoteError
@@ -14,6 +13,7 @@ from actorsource.cluster._protocol import (
     Ask,
     Error,
     ErrorRegistry,
+    FrameReader,
     GetState,
     NotOwner,
     Ok,
@@ -34,7 +34,7 @@ async def _frames(data: bytes, max_size: int = 1024) -> list[bytes]:
         await send.send(data)
     frames = []
     async with receive:
-        buffered = BufferedByteReceiveStream(receive)
+        buffered = FrameReader(receive)
         while True:
             try:
                 frames.append(await receive_frame(buffered, max_size))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import anyio
@@ -16,11 +16,14 @@ from actorsource import (
     ConcurrencyError,
     InMemoryEventStore,
     Rejected,
+    RuntimeClosedError,
     UnknownCommandError,
     apply,
     command,
 )
+from actorsource._dispatcher import RuntimeState
 from actorsource._errors import NotOwnerError, PeerUnavailableError, RemoteError
+from actorsource._records import StoredEvent
 from actorsource._refs import AggregateRef
 from actorsource.cluster._placement import Owner
 
@@ -204,8 +207,35 @@ async def test_a_message_fails_after_the_route_timeout_when_no_member_takes_the_
         assert caught.value.sent is False
 
 
+class CountingStore(InMemoryEventStore):
+    """Counts the idempotency lookups (commands with an explicit id not in the window)."""
+
+    lookups = 0
+
+    async def find_command_events(
+        self, stream_id: str, command_ids: Collection[str]
+    ) -> list[StoredEvent]:
+        self.lookups += 1
+        return await super().find_command_events(stream_id, command_ids)
+
+
+async def test_a_routed_first_attempt_costs_no_lookup_of_its_made_command_id() -> None:
+    store = CountingStore()
+    async with members(2, store=store) as (caller, owner):
+        caller.placement.table.own_all(owner.owner)
+        ref = caller.ref(Wallet, "cheap")
+        for _ in range(3):
+            await ref.ask(Deposit(1))
+        await ref.tell(Deposit(1))
+        assert store.lookups == 0
+        await ref.ask(Deposit(1), command_id="given")  # the caller's own id is checked
+        assert store.lookups == 1
+        recorded = await ref.ask(Deposit(1), command_id="given")
+        assert [r.version for r in recorded] == [5]
+
+
 async def test_a_command_retried_after_its_reply_was_lost_is_applied_once() -> None:
-    store = InMemoryEventStore()
+    store = CountingStore()
     async with members(2, store=store) as (caller, owner):
         table = caller.placement.table
         table.own_all(owner.owner)
@@ -217,6 +247,7 @@ async def test_a_command_retried_after_its_reply_was_lost_is_applied_once() -> N
             assert proxy.replies_cut == 1
         assert [(r.version, r.event) for r in recorded] == [(1, Deposited(5))]
         assert await store.stream_version("Wallet-lost") == 1
+        assert store.lookups == 1  # the retry, not the first attempt
         assert await caller.ref(Wallet, "lost").state() == Wallet(5)
 
 
@@ -296,3 +327,44 @@ async def test_a_local_ask_refused_as_not_here_is_routed_to_the_new_owner() -> N
         assert shard in first.placement.invalidated
         assert second.runtime._dispatcher.is_live("Fenceable-f")
         assert await ref.state() == Fenceable(1)
+
+
+async def test_closing_fails_the_messages_on_their_way_and_refuses_new_ones() -> None:
+    async with members(2) as (caller, _other):
+        ref = caller.ref(Wallet, "closing")  # no member owns its shard: it waits for one
+        failures: list[BaseException] = []
+
+        async def send(operation: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await operation()
+            except RuntimeClosedError as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(send, lambda: ref.ask(Deposit(1)))
+            task_group.start_soon(send, lambda: ref.tell(Deposit(1)))
+            task_group.start_soon(send, ref.state)
+            await anyio.wait_all_tasks_blocked()
+            caller.routed.close()
+        assert len(failures) == 3
+        assert "outcome is unknown" in str(failures[0])
+        with pytest.raises(RuntimeClosedError):
+            await ref.ask(Deposit(1))
+        with pytest.raises(RuntimeClosedError):
+            ref.tell_nowait(Deposit(1))
+
+
+async def test_an_owner_whose_runtime_closed_answers_not_here_and_the_ask_moves_on() -> None:
+    async with members(3) as (caller, closed, owner):
+        caller.placement.table.own_all(owner.owner)
+        shard = caller.placement.shard_of("Wallet-c")
+        caller.placement.stale[shard] = closed.owner
+        closed.placement.accepting = lambda shard: True  # type: ignore[method-assign]
+        closed.runtime._dispatcher.state = RuntimeState.CLOSING  # it owns it, but closes
+        try:
+            recorded = await caller.ref(Wallet, "c").ask(Deposit(1))
+        finally:
+            closed.runtime._dispatcher.state = RuntimeState.OPEN
+        assert [r.version for r in recorded] == [1]
+        assert shard in caller.placement.invalidated
+        assert owner.runtime._dispatcher.is_live("Wallet-c")

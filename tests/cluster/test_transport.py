@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 import anyio
 import anyio.abc
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from actorsource._errors import ClusterAuthError, PeerUnavailableError
 from actorsource.cluster._protocol import (
@@ -18,6 +17,7 @@ from actorsource.cluster._protocol import (
     ClientHello,
     Error,
     Exists,
+    FrameReader,
     Ok,
     Refused,
     Reply,
@@ -66,14 +66,14 @@ async def serving(handler: Recorder, **options: float) -> AsyncIterator[Server]:
 @contextlib.asynccontextmanager
 async def raw(
     address: str,
-) -> AsyncIterator[tuple[anyio.abc.SocketStream, BufferedByteReceiveStream]]:
+) -> AsyncIterator[tuple[anyio.abc.SocketStream, FrameReader]]:
     host, port = split_address(address)
     async with await anyio.connect_tcp(host, port) as stream:
-        yield stream, BufferedByteReceiveStream(stream)
+        yield stream, FrameReader(stream)
 
 
 async def _hello_for(
-    buffered: BufferedByteReceiveStream, *, secret: bytes = SECRET, cluster: str = CLUSTER
+    buffered: FrameReader, *, secret: bytes = SECRET, cluster: str = CLUSTER
 ) -> tuple[ClientHello, str]:
     hello = decode_message(await receive_frame(buffered, 4096))
     assert isinstance(hello, ServerHello)
@@ -251,7 +251,7 @@ async def test_a_request_times_out_and_the_server_drops_it() -> None:
         assert isinstance(await peers.request(server.address, Exists(0, "Wallet-b")), Ok)
 
 
-async def test_a_connection_broken_mid_request_fails_it_as_sent_and_the_next_reconnects() -> None:
+async def test_a_broken_connection_fails_its_request_as_sent_drops_it_and_reconnects() -> None:
     handler = Recorder()
     handler.hold = True
     async with serving(handler) as server, Peers(credentials("c")) as peers:
@@ -271,6 +271,11 @@ async def test_a_connection_broken_mid_request_fails_it_as_sent_and_the_next_rec
                 proxy.cut()
             assert len(failures) == 1 and failures[0].sent is True
             assert "outcome is unknown" in str(failures[0])
+            # the server dropped the request of the connection that broke
+            with anyio.fail_after(5):
+                while handler.cancelled == 0:
+                    await anyio.wait_all_tasks_blocked()
+            assert handler.served == []
             handler.hold = False
             reply = await peers.request(proxy.address, Exists(0, "Wallet-b"))
             assert isinstance(reply, Ok)
