@@ -51,6 +51,7 @@ LAYERS = {
     "_projection_context": 5,
     "_archiving": 5,
     "_projection": 5,
+    "_slices": 5,
     "_hosting": 5,
     "_rebuilds": 5,
     "_scheduler": 5,
