@@ -12,17 +12,16 @@ background entry only while its gate is open, which the cluster's leases drive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import TypeVar, overload
 
 import anyio
 import anyio.abc
-import attrs
 
 from ._codec import Codec
-from ._errors import DefinitionError, RuntimeClosedError, StoreError, WaitTimeoutError
+from ._errors import DefinitionError, RuntimeClosedError
+from ._hosted import GatedProjection, ProjectionEntry, wait_for_entries
 from ._metrics import Metrics
 from ._projection import (
     CompiledProjection,
@@ -39,53 +38,6 @@ from .stores._base import EventStore
 logger = logging.getLogger("actorsource.runtime")
 
 P = TypeVar("P", bound=Projection)
-
-
-@attrs.frozen(slots=True)
-class GatedProjection:
-    """A background projection, or one slice of a sliced one, that a gate runs or holds."""
-
-    #: the name it runs under, and its checkpoint's (a slice's: ``NAME:slice:INDEX/COUNT``)
-    name: str
-    #: the projection's name
-    projection: str
-    #: which slice (None: a projection not sliced)
-    slice: ProjectionSlice | None
-    #: whether its gate is open (it runs here)
-    running: bool
-
-
-@attrs.define(slots=True)
-class _ProjectionEntry:
-    """A projection added to the runtime: its runner, and the task running it."""
-
-    runner: ProjectionRunner
-    changed: asyncio.Event = attrs.Factory(asyncio.Event)
-    scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
-    done: asyncio.Event = attrs.Factory(asyncio.Event)
-    started: bool = False
-    rebuild: ProjectionRunner | None = None
-    #: which slice of its projection it runs (None: a plain projection)
-    slice: ProjectionSlice | None = None
-    #: makes a fresh instance for a rebuild (a slice's factory, given its slice)
-    make: Callable[[], Projection] | None = None
-    #: whether it may run (a gated host opens and closes it; an ungated one never closes it)
-    gate_open: bool = True
-
-    @property
-    def projection_name(self) -> str:
-        """The projection's name (a slice's runner runs under its own)."""
-        return self.runner.compiled.name
-
-    @property
-    def gated(self) -> bool:
-        """Whether a gate can hold it (inline projections run with every append, ungated)."""
-        return self.runner.compiled.mode != "inline"
-
-    def wire(self, runner: ProjectionRunner) -> None:
-        self.runner = runner
-        runner.on_progress = self.changed.set
-        self.changed.set()
 
 
 class ProjectionHost:
@@ -106,7 +58,7 @@ class ProjectionHost:
         self.metrics = metrics
         self.poll_interval = poll_interval
         #: by the name each runs under (a slice's: ``NAME:slice:INDEX/COUNT``)
-        self._entries: dict[str, _ProjectionEntry] = {}
+        self._entries: dict[str, ProjectionEntry] = {}
         #: a sliced projection's name -> its slices' entry names, by index
         self._sliced: dict[str, tuple[str, ...]] = {}
         #: background projections run only while their gate is open
@@ -173,7 +125,7 @@ class ProjectionHost:
             raise DefinitionError(msg)
         compiled = self._admit(projection)
         runner = self._runner(projection, compiled.name, batch_size, poll_interval)
-        self._add_entry(_ProjectionEntry(runner))
+        self._add_entry(ProjectionEntry(runner))
 
     def _admit(self, projection: Projection) -> CompiledProjection:
         """Compile a projection and check that this runtime can run it under its name."""
@@ -232,11 +184,11 @@ class ProjectionHost:
             name = part.checkpoint_name(compiled.name)
             runner = self._runner(instance, name, batch_size, poll_interval, slice=part)
             make = _bound(factory, part)
-            self._add_entry(_ProjectionEntry(runner, slice=part, make=make))
+            self._add_entry(ProjectionEntry(runner, slice=part, make=make))
             names.append(name)
         self._sliced[compiled.name] = tuple(names)
 
-    def _add_entry(self, entry: _ProjectionEntry) -> None:
+    def _add_entry(self, entry: ProjectionEntry) -> None:
         entry.wire(entry.runner)
         entry.gate_open = not (self._gated and entry.gated)
         if not entry.gate_open:
@@ -293,7 +245,7 @@ class ProjectionHost:
         entry.runner.state = "standby"
         entry.changed.set()  # waiters turn to the stored checkpoint
 
-    def _gated_entry(self, name: str) -> _ProjectionEntry:
+    def _gated_entry(self, name: str) -> ProjectionEntry:
         entry = self._entries.get(name)
         if entry is None or not entry.gated:
             known = ", ".join(sorted(e.name for e in self.gated_entries())) or "none"
@@ -325,14 +277,14 @@ class ProjectionHost:
             slice=slice,
         )
 
-    def _start_projection(self, entry: _ProjectionEntry) -> None:
+    def _start_projection(self, entry: ProjectionEntry) -> None:
         assert self._task_group is not None
         entry.scope, entry.done, entry.started = anyio.CancelScope(), asyncio.Event(), True
         self._task_group.start_soon(
             self._run_projection, entry, name=f"actorsource projection {entry.runner.name}"
         )
 
-    async def _run_projection(self, entry: _ProjectionEntry) -> None:
+    async def _run_projection(self, entry: ProjectionEntry) -> None:
         runner = entry.runner
         try:
             with entry.scope:
@@ -365,9 +317,7 @@ class ProjectionHost:
         cls = projection if isinstance(projection, type) else type(projection)
         return compile_projection(cls).name
 
-    def _entries_of(
-        self, projection: str | type[Projection] | Projection
-    ) -> list[_ProjectionEntry]:
+    def _entries_of(self, projection: str | type[Projection] | Projection) -> list[ProjectionEntry]:
         """The entries of a projection: itself, or each of its slices."""
         name = self._name_of(projection)
         sliced = self._sliced.get(name)
@@ -375,7 +325,7 @@ class ProjectionHost:
             return [self._entries[slice_name] for slice_name in sliced]
         return [self._entry(name)]
 
-    def _entry(self, projection: str | type[Projection] | Projection) -> _ProjectionEntry:
+    def _entry(self, projection: str | type[Projection] | Projection) -> ProjectionEntry:
         name = self._name_of(projection)
         entry = self._entries.get(name)
         if entry is None:
@@ -415,67 +365,9 @@ class ProjectionHost:
         entries = self._entries_of(projection)
         if position is None:
             position = await self.store.head_position()
-        waiting = entries[0]
-        with anyio.move_on_after(timeout) as deadline:
-            for waiting in entries:
-                await self._wait_for_entry(waiting, position)
-        if deadline.cancelled_caught and not _reached(waiting.runner, position):
-            status = waiting.runner.status()
-            detail = f"; state {status.state}"
-            if status.last_error is not None:
-                detail += f", last error: {status.last_error}"
-            assert timeout is not None
-            raise WaitTimeoutError(
-                f"projection {status.name!r}",
-                target=position,
-                reached=status.position,
-                timeout=timeout,
-                detail=detail,
-            )
-
-    async def _wait_for_entry(self, entry: _ProjectionEntry, position: int) -> None:
-        """Wait until one projection or slice handled every event up to ``position``: as its
-        runner tells, or, while it does not run here, as its stored checkpoint does."""
-        while True:
-            runner = entry.runner
-            durable = runner.compiled.durable and runner.compiled.mode != "inline"
-            if not entry.gate_open:
-                if not durable:
-                    return  # an in-memory read model run elsewhere is not this runtime's
-                if not self._accepting:
-                    msg = (
-                        f"the runtime closed while waiting for projection {runner.name!r} "
-                        f"to reach position {position} (its stored checkpoint was behind)"
-                    )
-                    raise RuntimeClosedError(msg)
-                if await self._stored_reached(runner, position):
-                    return
-                # another member moves it: look again when polled, or when the gate opens
-                entry.changed.clear()
-                with anyio.move_on_after(runner.poll_interval):
-                    await entry.changed.wait()
-                continue
-            if not runner.loaded and durable and await self._stored_reached(runner, position):
-                return  # still loading: the stored checkpoint says it is there already
-            if _reached(runner, position):
-                return
-            if entry.done.is_set() and not self._open:
-                msg = (
-                    f"the runtime closed while waiting for projection {runner.name!r} "
-                    f"to reach position {position} (it stood at {runner.position})"
-                )
-                raise RuntimeClosedError(msg)
-            entry.changed.clear()
-            await entry.changed.wait()
-
-    async def _stored_reached(self, runner: ProjectionRunner, position: int) -> bool:
-        with contextlib.suppress(StoreError):
-            stored = await self.store.load_checkpoint(runner.name)
-            if runner.state == "standby":  # what its status reports meanwhile
-                runner.position = max(runner.position, stored)
-                runner.head = max(runner.head, runner.position)
-            return stored >= position
-        return False
+        await wait_for_entries(
+            self.store, entries, position, timeout, closing=lambda: not self._accepting
+        )
 
     async def rebuild_projection(
         self,
@@ -547,7 +439,7 @@ class ProjectionHost:
         self._log_rebuilt(old.name, from_position, runner.position, in_place=False)
         return fresh
 
-    async def _rebuild_in_place(self, entry: _ProjectionEntry, from_position: int) -> Projection:
+    async def _rebuild_in_place(self, entry: ProjectionEntry, from_position: int) -> Projection:
         """Stop a durable projection, reset its read model and checkpoint, start it again."""
         old = entry.runner
         await self._stop_projection(entry)
@@ -565,7 +457,7 @@ class ProjectionHost:
         self._log_rebuilt(old.name, from_position, from_position - 1, in_place=True)
         return old.projection
 
-    async def _stop_projection(self, entry: _ProjectionEntry) -> None:
+    async def _stop_projection(self, entry: ProjectionEntry) -> None:
         entry.scope.cancel()
         if entry.started:
             await entry.done.wait()
@@ -575,14 +467,6 @@ class ProjectionHost:
             "projection rebuilt" if not in_place else "projection reset; rebuilding in place",
             extra={"projection": name, "from_position": from_position, "position": position},
         )
-
-
-def _reached(runner: ProjectionRunner, position: int) -> bool:
-    """Whether a projection handled every event up to ``position`` (and, inline, is live)."""
-    if not runner.loaded or runner.position < position:
-        return False
-    # an inline projection serves reads-after-writes only once appends call it
-    return runner.compiled.mode != "inline" or runner.state == "live"
 
 
 def _bound(

@@ -53,6 +53,7 @@ LAYERS = {
     "_projection": 5,
     "_slices": 5,
     "_hosting": 5,
+    "_hosted": 5,
     "_rebuilds": 5,
     "_scheduler": 5,
     # the runtime composes them
