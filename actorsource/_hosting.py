@@ -223,6 +223,7 @@ class ProjectionHost:
         if entry.gate_open:
             return
         entry.gate_open = True
+        entry.runner.state = "loading"  # its checkpoint, first
         if self._open:
             self._start_projection(entry)
 

@@ -54,6 +54,8 @@ LAYERS = {
     "_slices": 5,
     "_hosting": 5,
     "_hosted": 5,
+    # a cluster's members: placement, leases, routing (the runtime composes them)
+    "cluster": 5,
     "_rebuilds": 5,
     "_scheduler": 5,
     # the runtime composes them
@@ -76,7 +78,7 @@ def test_all_is_sorted_and_names_every_public_export() -> None:
     assert actorsource.__all__ == sorted(actorsource.__all__)
     # pytest rewrites the asserts of a package that ships a pytest plugin (its "@py_" names)
     public = {name for name in vars(actorsource) if not name.startswith(("_", "@"))}
-    submodules = {"stores", "cli", "bench", "testing", "otel", "pytest_plugin", "web"}
+    submodules = {"stores", "cli", "bench", "testing", "otel", "pytest_plugin", "web", "cluster"}
     assert public - submodules == set(actorsource.__all__)
 
 
