@@ -54,8 +54,10 @@ class ProjectionEntry:
 
     @property
     def gated(self) -> bool:
-        """Whether a gate can hold it (inline projections run with every append, ungated)."""
-        return self.runner.compiled.mode != "inline"
+        """Whether a gate can hold it: a durable background projection. Inline ones run with
+        every append, and a read model in memory is each process's own: never gated."""
+        compiled = self.runner.compiled
+        return compiled.durable and compiled.mode != "inline"
 
     def wire(self, runner: ProjectionRunner) -> None:
         self.runner = runner
@@ -104,9 +106,7 @@ async def _wait_for_entry(
     while True:
         runner = entry.runner
         durable = runner.compiled.durable and runner.compiled.mode != "inline"
-        if not entry.gate_open:
-            if not durable:
-                return  # an in-memory read model run elsewhere is not this runtime's
+        if not entry.gate_open:  # a durable one, run elsewhere: its stored checkpoint tells
             if closing():
                 msg = (
                     f"the runtime closed while waiting for projection {runner.name!r} "

@@ -200,9 +200,10 @@ class ProjectionHost:
     # -- gates (what a cluster's leases drive) ----------------------------------------------------
 
     def gate(self) -> None:
-        """Run background projections (and slices) only while their gates are open: from now
-        on each one added starts with its gate closed (see :meth:`open_gate`); those added
-        before keep running until :meth:`close_gate`. Inline projections are never gated."""
+        """Run durable background projections (and slices) only while their gates are open:
+        from now on each one added starts with its gate closed (see :meth:`open_gate`); those
+        added before keep running until :meth:`close_gate`. Inline projections (run with
+        every append) and read models in memory (each process's own) are never gated."""
         self._gated = True
 
     def gated_entries(self) -> tuple[GatedProjection, ...]:

@@ -108,10 +108,9 @@ class RuntimeProjections:
         ``ask`` returns with the read model up to date). A position already reached returns at
         once (right after :meth:`add_projection` too, once its checkpoint is loaded).
 
-        A sliced projection is there when every slice is. A projection or slice that this
-        runtime does not run now (in a cluster, another member holds its lease) is judged by
-        its stored checkpoint, read again every ``poll_interval``; one with an in-memory read
-        model is not waited for then (its events are not in this runtime's read model).
+        A sliced projection is there when every slice is. A durable projection or slice that
+        this runtime does not run now (in a cluster, another member holds its lease) is
+        judged by its stored checkpoint, read again every ``poll_interval``.
 
         :param position: a global position (for example ``recorded[-1].position`` of an
             ``ask``), default: the store's head now

@@ -347,3 +347,32 @@ async def test_an_unknown_gate_is_named_in_the_error() -> None:
     runtime.add_projection(SlicedDeposits, slices=1)
     with pytest.raises(LookupError, match=r"no gated projection or slice named 'nope'.*0/1"):
         await runtime._hosting.open_gate("nope")
+
+
+async def test_a_gate_holds_neither_inline_projections_nor_read_models_in_memory() -> None:
+    class Inline(Projection):
+        name = "inline"
+        mode: ClassVar[Any] = "inline"
+
+        @handle
+        def deposited(self, event: Deposited) -> None:
+            pass
+
+    in_memory: list[InMemorySliced] = []
+
+    def factory(part: ProjectionSlice) -> InMemorySliced:
+        in_memory.append(InMemorySliced(part))
+        return in_memory[-1]
+
+    async with Runtime(InMemoryEventStore()) as runtime:
+        runtime._hosting.gate()
+        runtime.add_projection(Inline())
+        runtime.add_projection(factory, slices=2)
+        runtime.add_projection(SlicedDeposits, slices=2)
+        gated = {g.name for g in runtime._hosting.gated_entries()}
+        head = await _deposit(runtime, accounts=3, each=1)
+        await runtime.wait_for_projection("inline", head)
+        await runtime.wait_for_projection("in-memory", head)
+
+    assert gated == {"deposits:slice:0/2", "deposits:slice:1/2"}
+    assert sorted(p for view in in_memory for _, p in view.seen) == list(range(1, head + 1))
