@@ -133,6 +133,10 @@ class Tally(Projection):
     def __init__(self, part: ProjectionSlice | None, seen: list[int]) -> None:
         self.seen = seen
 
+    @classmethod
+    def of(cls, part: ProjectionSlice) -> Tally:
+        return cls(part, [])
+
     @handle
     def deposited(self, event: Deposited, ctx: ProjectionContext) -> None:
         self.seen.append(ctx.record.position)
@@ -471,3 +475,36 @@ async def test_a_bad_lease_duration_is_refused() -> None:
     runtime = Runtime(store)
     with pytest.raises(ValueError, match=r"lease must be > 0 seconds, got 0"):
         ProjectionLeases(runtime._hosting, tables(store), cluster="c", member_id="m", lease=0)
+
+
+class UnreachableTables:
+    """The cluster tables of a store that stopped answering (every call fails)."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def fail(*args: Any, **kwargs: Any) -> Any:
+            raise OSError("connection refused")
+
+        return fail
+
+
+async def test_a_member_that_cannot_renew_stops_its_slices_when_its_leases_run_out(
+    store: EventStore,
+) -> None:
+    def add(runtime: Runtime) -> None:
+        runtime.add_projection(Tally.of, slices=2)
+        runtime.add_projection(PlainTally(None, []))
+
+    async with cluster_of(store, 1, add) as members:
+        member = members[0]
+        await beat_and_tick(members, START)
+        every = slice_names("tally", 2) | {"plain-tally"}
+        assert member.running() == every
+        member.leases._store = UnreachableTables()  # type: ignore[assignment]
+
+        with pytest.raises(OSError, match="connection refused"):
+            await member.leases.tick(["m0"], START + LEASE - 1)  # still leased: runs on
+        assert member.running() == every
+        with pytest.raises(OSError, match="connection refused"):
+            await member.leases.tick(["m0"], START + LEASE)  # run out: stopped all the same
+        assert member.running() == set()
+        assert {s.state for s in member.runtime.statistics().projections} == {"standby"}

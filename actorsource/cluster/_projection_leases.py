@@ -136,6 +136,9 @@ class ProjectionLeases:
         groups: dict[str, list[GatedProjection]] = {}
         for entry in self._projections.gated_entries():
             groups.setdefault(entry.projection, []).append(entry)
+        # first, with no store call that could fail before it: stop what may be another's now
+        for projection, entries in groups.items():
+            await self._stop_expired(lease_namespace(self.cluster, projection), entries, now)
         refused: list[str] = []
         for projection, entries in groups.items():
             if projection in self._refused:
@@ -179,11 +182,6 @@ class ProjectionLeases:
     ) -> None:
         by_index = {_index(entry): entry for entry in entries}
         held = self._held.setdefault(namespace, {})
-        # a lease this member could not renew in time may be another's now: stop first
-        for index in [i for i, lease in held.items() if lease.expires_at <= now]:
-            await self._projections.close_gate(by_index[index].name)
-            del held[index]
-            self._log("projection lease expired here; stopped", namespace, index)
         if held:
             epochs = {index: lease.epoch for index, lease in held.items()}
             expires_at = now + self.lease
@@ -218,6 +216,20 @@ class ProjectionLeases:
                 held[lease.shard] = _Held(lease.epoch, expires_at)
                 await self._projections.open_gate(by_index[lease.shard].name)
                 self._log("projection leased here; running", namespace, lease.shard, lease.epoch)
+
+    async def _stop_expired(
+        self, namespace: str, entries: Sequence[GatedProjection], now: float
+    ) -> None:
+        """Stop the slices whose lease this member could not renew in time (by its clock):
+        they may be another member's now."""
+        held = self._held.get(namespace)
+        if not held:
+            return
+        by_index = {_index(entry): entry for entry in entries}
+        for index in [i for i, lease in held.items() if lease.expires_at <= now]:
+            await self._projections.close_gate(by_index[index].name)
+            del held[index]
+            self._log("projection lease expired here; stopped", namespace, index)
 
     async def stop(self) -> None:
         """Stop every projection and slice this member runs and release their leases, so
