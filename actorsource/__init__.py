@@ -109,6 +109,8 @@ from ._records import SubjectForgotten as SubjectForgotten
 from ._refs import AggregateRef as AggregateRef
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._slices import ProjectionSlice as ProjectionSlice
+from ._slices import slice_of as slice_of
 from ._timers import Cancel as Cancel
 from ._timers import Clock as Clock
 from ._timers import Missed as Missed
@@ -189,6 +191,7 @@ __all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes
     "Projection",
     "ProjectionContext",
     "ProjectionError",
+    "ProjectionSlice",
     "ProjectionStatus",
     "RecordedEvent",
     "RecordingMetrics",
@@ -239,6 +242,7 @@ __all__ = [  # noqa: RUF022  # plain sorted() order (FORGOTTEN among the classes
     "on_outcome",
     "personal",
     "read_archive",
+    "slice_of",
     "subscribe",
     "tune_gc",
     "tune_switch_interval",

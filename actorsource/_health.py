@@ -70,6 +70,15 @@ async def check_health(
     if storage_growth is not None:
         checks.append(_storage_check(storage_growth, max_bytes_per_day))
     for status in statuses:
+        if status.state == "standby":
+            checks.append(
+                HealthCheck(
+                    f"projection {status.name}",
+                    True,
+                    f"standby: runs on another member (stored checkpoint {status.position})",
+                )
+            )
+            continue
         if status.state == "failing":
             checks.append(
                 HealthCheck(f"projection {status.name}", False, f"failing: {status.last_error}")

@@ -3,24 +3,28 @@
 It sits above the runtime's actors and sees the runtime only as what a projection's handlers
 may use (:class:`ProjectionRuntime`): the runtime makes one host and hands its public
 projection methods to it.
+
+Each projection, or each slice of a sliced one, is an entry with its own runner and
+checkpoint. A gated host (:meth:`ProjectionHost.gate`: a member of a cluster) runs a
+background entry only while its gate is open, which the cluster's leases drive.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import TypeVar, overload
 
 import anyio
 import anyio.abc
-import attrs
 
 from ._codec import Codec
-from ._errors import DefinitionError, RuntimeClosedError, StoreError, WaitTimeoutError
+from ._errors import DefinitionError, RuntimeClosedError
+from ._hosted import GatedProjection, ProjectionEntry, wait_for_entries
 from ._metrics import Metrics
 from ._projection import (
+    CompiledProjection,
     Projection,
     ProjectionRunner,
     compile_projection,
@@ -28,28 +32,12 @@ from ._projection import (
 )
 from ._projection_context import ProjectionRuntime, ProjectionStatus
 from ._rebuilds import rebuild_refusal, reset_read_model
+from ._slices import MAX_SLICES, ProjectionSlice
 from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.runtime")
 
 P = TypeVar("P", bound=Projection)
-
-
-@attrs.define(slots=True)
-class _ProjectionEntry:
-    """A projection added to the runtime: its runner, and the task running it."""
-
-    runner: ProjectionRunner
-    changed: asyncio.Event = attrs.Factory(asyncio.Event)
-    scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
-    done: asyncio.Event = attrs.Factory(asyncio.Event)
-    started: bool = False
-    rebuild: ProjectionRunner | None = None
-
-    def wire(self, runner: ProjectionRunner) -> None:
-        self.runner = runner
-        runner.on_progress = self.changed.set
-        self.changed.set()
 
 
 class ProjectionHost:
@@ -69,7 +57,12 @@ class ProjectionHost:
         self._runtime = runtime
         self.metrics = metrics
         self.poll_interval = poll_interval
-        self._entries: dict[str, _ProjectionEntry] = {}
+        #: by the name each runs under (a slice's: ``NAME:slice:INDEX/COUNT``)
+        self._entries: dict[str, ProjectionEntry] = {}
+        #: a sliced projection's name -> its slices' entry names, by index
+        self._sliced: dict[str, tuple[str, ...]] = {}
+        #: background projections run only while their gate is open
+        self._gated = False
         self._task_group: anyio.abc.TaskGroup | None = None
         #: the runtime is open: projections run, rebuilds may start
         self._open = False
@@ -81,7 +74,8 @@ class ProjectionHost:
         self._task_group = task_group
         self._open = True
         for entry in self._entries.values():
-            self._start_projection(entry)
+            if entry.gate_open:
+                self._start_projection(entry)
 
     def closing(self) -> None:
         """The runtime is closing: no more projections or rebuilds."""
@@ -107,27 +101,159 @@ class ProjectionHost:
         return [entry.runner.status() for entry in self._entries.values()]
 
     def add_projection(
-        self, projection: Projection, *, batch_size: int = 500, poll_interval: float | None = None
+        self,
+        projection: Projection | Callable[[ProjectionSlice], Projection],
+        *,
+        slices: int | None = None,
+        batch_size: int = 500,
+        poll_interval: float | None = None,
     ) -> None:
         """See :meth:`Runtime.add_projection`."""
+        if not self._accepting:
+            raise RuntimeClosedError(f"cannot add projection {projection!r}: runtime closed")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            msg = f"batch_size must be an int >= 1, got {batch_size!r}"
+            raise ValueError(msg)
+        if slices is not None:
+            self._add_sliced(projection, slices, batch_size, poll_interval)
+            return
+        if not isinstance(projection, Projection):
+            msg = (
+                f"add_projection takes a Projection instance, got {projection!r}; to split a "
+                "projection into slices give a factory taking a ProjectionSlice and slices=N"
+            )
+            raise DefinitionError(msg)
+        compiled = self._admit(projection)
+        runner = self._runner(projection, compiled.name, batch_size, poll_interval)
+        self._add_entry(ProjectionEntry(runner))
+
+    def _admit(self, projection: Projection) -> CompiledProjection:
+        """Compile a projection and check that this runtime can run it under its name."""
         compiled = compile_projection(type(projection))
-        if compiled.name in self._entries:
+        if compiled.name in self._entries or compiled.name in self._sliced:
             msg = f"a projection named {compiled.name!r} was already added to this runtime"
             raise ValueError(msg)
         refusal = transactional_refusal(compiled, self.store, self.store.capabilities())
         if refusal is not None:
             raise DefinitionError(refusal)
-        if not self._accepting:
-            raise RuntimeClosedError(f"cannot add projection {compiled.name!r}: runtime closed")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            msg = f"batch_size must be an int >= 1, got {batch_size!r}"
+        return compiled
+
+    def _add_sliced(
+        self,
+        factory: object,
+        count: int,
+        batch_size: int,
+        poll_interval: float | None,
+    ) -> None:
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_SLICES:
+            msg = f"slices must be an int from 1 to {MAX_SLICES}, got {count!r}"
             raise ValueError(msg)
-        runner = self._runner(projection, compiled.name, batch_size, poll_interval)
-        entry = _ProjectionEntry(runner)
-        entry.wire(runner)
-        self._entries[compiled.name] = entry
+        if isinstance(factory, Projection) or not callable(factory):
+            msg = (
+                f"a sliced projection is added with a factory making each slice's instance "
+                f"(a callable taking a ProjectionSlice), got {factory!r}: for example "
+                "add_projection(lambda part: Balances(part), slices=4)"
+            )
+            raise TypeError(msg)
+        made: list[tuple[ProjectionSlice, Projection]] = []
+        for index in range(count):
+            part = ProjectionSlice(index, count)
+            instance = factory(part)
+            if not isinstance(instance, Projection):
+                msg = f"slice factory {factory!r} made {instance!r} for {part}: not a Projection"
+                raise TypeError(msg)
+            made.append((part, instance))
+        compiled = self._admit(made[0][1])
+        for part, instance in made[1:]:
+            name = compile_projection(type(instance)).name
+            if name != compiled.name:
+                msg = (
+                    f"the slice factory made a {compiled.name!r} projection for slice 0 but a "
+                    f"{name!r} one for slice {part.index}: every slice is one projection"
+                )
+                raise DefinitionError(msg)
+        if compiled.mode == "inline":
+            msg = (
+                f"projection {compiled.name!r} is inline: its handlers run in the transaction "
+                "of every append, in the process that appends, so slices would not split its "
+                "work; use exactly_once or at_least_once to slice it"
+            )
+            raise DefinitionError(msg)
+        names = []
+        for part, instance in made:
+            name = part.checkpoint_name(compiled.name)
+            runner = self._runner(instance, name, batch_size, poll_interval, slice=part)
+            make = _bound(factory, part)
+            self._add_entry(ProjectionEntry(runner, slice=part, make=make))
+            names.append(name)
+        self._sliced[compiled.name] = tuple(names)
+
+    def _add_entry(self, entry: ProjectionEntry) -> None:
+        entry.wire(entry.runner)
+        entry.gate_open = not (self._gated and entry.gated)
+        if not entry.gate_open:
+            entry.runner.state = "standby"
+        self._entries[entry.runner.name] = entry
+        if self._open and entry.gate_open:
+            self._start_projection(entry)
+
+    # -- gates (what a cluster's leases drive) ----------------------------------------------------
+
+    def gate(self) -> None:
+        """Run durable background projections (and slices) only while their gates are open:
+        from now on each one added starts with its gate closed (see :meth:`open_gate`); those
+        added before keep running until :meth:`close_gate`. Inline projections (run with
+        every append) and read models in memory (each process's own) are never gated."""
+        self._gated = True
+
+    def gated_entries(self) -> tuple[GatedProjection, ...]:
+        """The projections and slices a gate holds, each with its own checkpoint."""
+        return tuple(
+            GatedProjection(name, entry.projection_name, entry.slice, entry.gate_open)
+            for name, entry in self._entries.items()
+            if entry.gated
+        )
+
+    async def open_gate(self, name: str) -> None:
+        """Let the projection or slice running under ``name`` run: it starts (a durable one
+        from its stored checkpoint, one in memory from where it stopped here).
+
+        :raises LookupError: if there is no such gated projection or slice
+        """
+        entry = self._gated_entry(name)
+        if entry.gate_open:
+            return
+        entry.gate_open = True
+        entry.runner.state = "loading"  # its checkpoint, first
         if self._open:
             self._start_projection(entry)
+
+    async def close_gate(self, name: str) -> None:
+        """Stop the projection or slice running under ``name`` and wait until it stopped (a
+        batch in progress is abandoned: an exactly-once one commits nothing, an at-least-once
+        one is delivered again); it keeps its place, and waits judge it by its stored
+        checkpoint meanwhile.
+
+        :raises LookupError: if there is no such gated projection or slice
+        """
+        entry = self._gated_entry(name)
+        if not entry.gate_open:
+            return
+        entry.gate_open = False
+        if entry.rebuild is not None:
+            msg = f"projection {name!r} is being rebuilt here; its gate closes when it is done"
+            raise ValueError(msg)
+        await self._stop_projection(entry)
+        entry.runner.state = "standby"
+        entry.changed.set()  # waiters turn to the stored checkpoint
+
+    def _gated_entry(self, name: str) -> ProjectionEntry:
+        entry = self._entries.get(name)
+        if entry is None or not entry.gated:
+            known = ", ".join(sorted(e.name for e in self.gated_entries())) or "none"
+            msg = f"no gated projection or slice named {name!r} in this runtime (gated: {known})"
+            raise LookupError(msg)
+        return entry
 
     def _runner(
         self,
@@ -137,6 +263,7 @@ class ProjectionHost:
         poll_interval: float | None,
         *,
         from_position: int = 1,
+        slice: ProjectionSlice | None = None,
     ) -> ProjectionRunner:
         return ProjectionRunner(
             projection,
@@ -149,16 +276,17 @@ class ProjectionHost:
             batch_size=batch_size,
             poll_interval=self.poll_interval if poll_interval is None else poll_interval,
             max_backoff=30.0,
+            slice=slice,
         )
 
-    def _start_projection(self, entry: _ProjectionEntry) -> None:
+    def _start_projection(self, entry: ProjectionEntry) -> None:
         assert self._task_group is not None
         entry.scope, entry.done, entry.started = anyio.CancelScope(), asyncio.Event(), True
         self._task_group.start_soon(
             self._run_projection, entry, name=f"actorsource projection {entry.runner.name}"
         )
 
-    async def _run_projection(self, entry: _ProjectionEntry) -> None:
+    async def _run_projection(self, entry: ProjectionEntry) -> None:
         runner = entry.runner
         try:
             with entry.scope:
@@ -185,15 +313,32 @@ class ProjectionHost:
                 entry.done.set()
             entry.changed.set()  # waiters learn that the runtime closed
 
-    def _entry(self, projection: str | type[Projection] | Projection) -> _ProjectionEntry:
+    def _name_of(self, projection: str | type[Projection] | Projection) -> str:
         if isinstance(projection, str):
-            name = projection
-        else:
-            cls = projection if isinstance(projection, type) else type(projection)
-            name = compile_projection(cls).name
+            return projection
+        cls = projection if isinstance(projection, type) else type(projection)
+        return compile_projection(cls).name
+
+    def _entries_of(self, projection: str | type[Projection] | Projection) -> list[ProjectionEntry]:
+        """The entries of a projection: itself, or each of its slices."""
+        name = self._name_of(projection)
+        sliced = self._sliced.get(name)
+        if sliced is not None:
+            return [self._entries[slice_name] for slice_name in sliced]
+        return [self._entry(name)]
+
+    def _entry(self, projection: str | type[Projection] | Projection) -> ProjectionEntry:
+        name = self._name_of(projection)
         entry = self._entries.get(name)
         if entry is None:
-            known = ", ".join(sorted(self._entries)) or "none"
+            sliced = self._sliced.get(name)
+            if sliced is not None:
+                msg = (
+                    f"projection {name!r} is split into {len(sliced)} slices, each its own "
+                    f"instance: name one, for example {sliced[0]!r}"
+                )
+                raise LookupError(msg)
+            known = ", ".join(sorted({*self._entries, *self._sliced})) or "none"
             msg = f"no projection named {name!r} was added to this runtime (added: {known})"
             raise LookupError(msg)
         return entry
@@ -219,38 +364,12 @@ class ProjectionHost:
         if timeout is not None and not timeout > 0:
             msg = f"timeout must be > 0 seconds or None, got {timeout!r}"
             raise ValueError(msg)
-        entry = self._entry(projection)
+        entries = self._entries_of(projection)
         if position is None:
             position = await self.store.head_position()
-        runner = entry.runner
-        if not runner.loaded and runner.compiled.durable and runner.compiled.mode != "inline":
-            # still loading: the stored checkpoint says whether the read model is there already
-            with contextlib.suppress(StoreError):
-                if await self.store.load_checkpoint(runner.name) >= position:
-                    return
-        with anyio.move_on_after(timeout) as deadline:
-            while not _reached(entry.runner, position):
-                if entry.done.is_set() and not self._open:
-                    msg = (
-                        f"the runtime closed while waiting for projection {entry.runner.name!r} "
-                        f"to reach position {position} (it stood at {entry.runner.position})"
-                    )
-                    raise RuntimeClosedError(msg)
-                entry.changed.clear()
-                await entry.changed.wait()
-        if deadline.cancelled_caught and not _reached(entry.runner, position):
-            status = entry.runner.status()
-            detail = f"; state {status.state}"
-            if status.last_error is not None:
-                detail += f", last error: {status.last_error}"
-            assert timeout is not None
-            raise WaitTimeoutError(
-                f"projection {status.name!r}",
-                target=position,
-                reached=status.position,
-                timeout=timeout,
-                detail=detail,
-            )
+        await wait_for_entries(
+            self.store, entries, position, timeout, closing=lambda: not self._accepting
+        )
 
     async def rebuild_projection(
         self,
@@ -266,6 +385,12 @@ class ProjectionHost:
         if entry.rebuild is not None:
             msg = f"projection {entry.runner.name!r} is already being rebuilt"
             raise ValueError(msg)
+        if not entry.gate_open:
+            msg = (
+                f"projection {entry.runner.name!r} does not run here now (its gate is closed: "
+                "in a cluster, another member holds its lease); rebuild it where it runs"
+            )
+            raise ValueError(msg)
         old = entry.runner
         if not isinstance(from_position, int) or from_position < 1:
             msg = f"from_position must be an int >= 1, got {from_position!r}"
@@ -274,10 +399,12 @@ class ProjectionHost:
             if old.compiled.reset is None:
                 raise DefinitionError(rebuild_refusal(old.compiled))
             return await self._rebuild_in_place(entry, from_position)
-        fresh: Projection = factory() if factory is not None else type(old.projection)()
+        make = factory or entry.make or type(old.projection)
+        fresh: Projection = make()
         compiled = compile_projection(type(fresh))
-        if compiled.name != old.name:
-            msg = f"the factory made a {type(fresh).__qualname__}, not a {old.name!r} projection"
+        if compiled.name != old.compiled.name:
+            wanted = old.compiled.name
+            msg = f"the factory made a {type(fresh).__qualname__}, not a {wanted!r} projection"
             raise DefinitionError(msg)
         temporary = f"{old.name}:rebuild"
         if compiled.durable:
@@ -288,7 +415,12 @@ class ProjectionHost:
             else:
                 await self.store.save_checkpoint(temporary, from_position - 1)
         runner = self._runner(
-            fresh, temporary, old.batch_size, old.poll_interval, from_position=from_position
+            fresh,
+            temporary,
+            old.batch_size,
+            old.poll_interval,
+            from_position=from_position,
+            slice=entry.slice,
         )
         runner.state = "rebuilding"
         entry.rebuild = runner
@@ -309,7 +441,7 @@ class ProjectionHost:
         self._log_rebuilt(old.name, from_position, runner.position, in_place=False)
         return fresh
 
-    async def _rebuild_in_place(self, entry: _ProjectionEntry, from_position: int) -> Projection:
+    async def _rebuild_in_place(self, entry: ProjectionEntry, from_position: int) -> Projection:
         """Stop a durable projection, reset its read model and checkpoint, start it again."""
         old = entry.runner
         await self._stop_projection(entry)
@@ -319,13 +451,15 @@ class ProjectionHost:
             )
         finally:
             # reset or not, the projection goes on from its stored checkpoint
-            runner = self._runner(old.projection, old.name, old.batch_size, old.poll_interval)
+            runner = self._runner(
+                old.projection, old.name, old.batch_size, old.poll_interval, slice=entry.slice
+            )
             entry.wire(runner)
             self._start_projection(entry)
         self._log_rebuilt(old.name, from_position, from_position - 1, in_place=True)
         return old.projection
 
-    async def _stop_projection(self, entry: _ProjectionEntry) -> None:
+    async def _stop_projection(self, entry: ProjectionEntry) -> None:
         entry.scope.cancel()
         if entry.started:
             await entry.done.wait()
@@ -337,9 +471,8 @@ class ProjectionHost:
         )
 
 
-def _reached(runner: ProjectionRunner, position: int) -> bool:
-    """Whether a projection handled every event up to ``position`` (and, inline, is live)."""
-    if not runner.loaded or runner.position < position:
-        return False
-    # an inline projection serves reads-after-writes only once appends call it
-    return runner.compiled.mode != "inline" or runner.state == "live"
+def _bound(
+    factory: Callable[[ProjectionSlice], Projection], part: ProjectionSlice
+) -> Callable[[], Projection]:
+    """A slice's factory, given its slice (a fresh instance for a rebuild)."""
+    return lambda: factory(part)

@@ -57,6 +57,7 @@ from ._errors import CheckpointConflictError, DefinitionError, ProjectionError
 from ._metrics import PROJECTION_DURATION, PROJECTION_EVENTS, Metrics
 from ._projection_context import ProjectionContext, ProjectionRuntime, ProjectionStatus
 from ._records import RecordedEvent, StoredEvent
+from ._slices import ProjectionSlice, reserved_slice_name
 from ._tracing import CORRELATION_ID, cause_of, current_cause
 from .stores._base import (
     EventStore,
@@ -168,6 +169,12 @@ def _compile(cls: type[Projection]) -> CompiledProjection:
     if name.endswith(_REBUILDING):
         msg = f"{cls.__qualname__}.name must not end with {_REBUILDING!r} (rebuilds use it)"
         raise DefinitionError(msg)
+    if reserved_slice_name(name):
+        msg = (
+            f"{cls.__qualname__}.name must not end with ':slice:INDEX/COUNT' (the slices of a "
+            f"sliced projection run under such names), got {name!r}"
+        )
+        raise DefinitionError(msg)
     if cls.mode not in _MODES:
         msg = f"{cls.__qualname__}.mode must be one of {', '.join(_MODES)}, got {cls.mode!r}"
         raise DefinitionError(msg)
@@ -266,10 +273,13 @@ class ProjectionRunner:
         max_backoff: float,
         metrics: Metrics | None = None,
         from_position: int = 1,
+        slice: ProjectionSlice | None = None,
     ) -> None:
         self.projection = projection
         self.compiled = compile_projection(type(projection))
         self.name = name
+        #: the slice of the log this runner handles (None: all of it)
+        self.slice = slice
         #: where an in-memory read model starts (a durable one starts from its checkpoint)
         self.from_position = from_position
         self.store = store
@@ -330,6 +340,7 @@ class ProjectionRunner:
             lag_seconds=seconds,
             last_error=self.last_error,
             durable=self.compiled.durable,
+            slice=self.slice,
         )
 
     def _advanced(self, position: int) -> None:
@@ -477,7 +488,10 @@ class ProjectionRunner:
             self.state = "catching_up"
         batch: list[StoredEvent] = []
         events = self.store.read_all(self.position + 1, to_position=head, types=self.type_names)
+        part = self.slice
         async for stored in events:
+            if part is not None and not part.holds(stored.stream_id):
+                continue  # another slice's: the checkpoint moves past it with the batch
             if not batch:
                 self._oldest_pending = stored.recorded_at
             batch.append(stored)

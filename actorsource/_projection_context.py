@@ -13,6 +13,7 @@ from ._aggregate import Aggregate
 from ._decider import Decider
 from ._records import RecordedEvent
 from ._refs import AggregateRef
+from ._slices import ProjectionSlice
 
 A = TypeVar("A", bound=Aggregate)
 S = TypeVar("S")
@@ -95,12 +96,13 @@ class ResetContext(Generic[Tx]):
 class ProjectionStatus:
     """A projection's progress, as ``Runtime.statistics()`` reports it."""
 
-    #: the projection's name (its checkpoint key)
+    #: the projection's name (its checkpoint key); a slice's is ``NAME:slice:INDEX/COUNT``
     name: str
     #: its delivery mode
     mode: str
     #: ``"loading"`` (its checkpoint), ``"catching_up"``, ``"live"``, ``"failing"`` (retrying
-    #: after a handler or store error), ``"rebuilding"`` or ``"stopped"``
+    #: after a handler or store error), ``"rebuilding"``, ``"standby"`` (its gate is closed:
+    #: in a cluster, another member holds its lease) or ``"stopped"``
     state: str
     #: the last position it handled (its checkpoint)
     position: int
@@ -114,3 +116,5 @@ class ProjectionStatus:
     last_error: str | None
     #: whether its read model outlives the process (it resumes from a stored checkpoint)
     durable: bool = True
+    #: which slice of a sliced projection it is (None: not sliced)
+    slice: ProjectionSlice | None = None

@@ -12,6 +12,7 @@ from typing import TypeVar, overload
 
 from ._hosting import ProjectionHost
 from ._projection import Projection
+from ._slices import ProjectionSlice
 
 P = TypeVar("P", bound=Projection)
 
@@ -23,22 +24,60 @@ class RuntimeProjections:
 
     # -- projections ---------------------------------------------------------------------------
 
+    @overload
     def add_projection(
-        self, projection: Projection, *, batch_size: int = 500, poll_interval: float | None = None
+        self,
+        projection: Projection,
+        *,
+        batch_size: int = 500,
+        poll_interval: float | None = None,
+    ) -> None: ...
+
+    @overload
+    def add_projection(
+        self,
+        projection: Callable[[ProjectionSlice], Projection],
+        *,
+        slices: int,
+        batch_size: int = 500,
+        poll_interval: float | None = None,
+    ) -> None: ...
+
+    def add_projection(
+        self,
+        projection: Projection | Callable[[ProjectionSlice], Projection],
+        *,
+        slices: int | None = None,
+        batch_size: int = 500,
+        poll_interval: float | None = None,
     ) -> None:
         """Run a projection from its checkpoint, in the background (or inline with appends).
 
         May be called before entering the runtime (it starts on entry) or while it is open.
 
+        With ``slices=N``, ``projection`` is a factory called with each
+        :class:`ProjectionSlice` (``index`` 0 to N-1, ``count`` N) to make that slice's
+        instance: the projection's work is split by a stable hash of the stream id
+        (:func:`slice_of`), each slice handling its streams' events, in order, under its own
+        checkpoint (``NAME:slice:INDEX/N``) and runner; in a cluster each slice is leased to
+        one member. Changing N starts every slice again from the beginning of the log (new
+        checkpoints), as a rename does. Inline projections cannot be sliced.
+
+        :param slices: how many slices to split the projection into (``None``: not sliced)
         :param batch_size: events handled per checkpoint save (per transaction in the
             exactly-once mode)
         :param poll_interval: seconds between polls for other processes' events (default:
             the runtime's ``poll_interval``)
         :raises DefinitionError: if the projection class is malformed, or needs transactions
-            the store does not have
-        :raises ValueError: if a projection of that name was already added
+            the store does not have, or is inline and sliced
+        :raises ValueError: if a projection of that name was already added, or ``slices`` is
+            not an int from 1 to 1024
+        :raises TypeError: if ``slices`` is given with something other than a factory of
+            projections
         """
-        self._hosting.add_projection(projection, batch_size=batch_size, poll_interval=poll_interval)
+        self._hosting.add_projection(
+            projection, slices=slices, batch_size=batch_size, poll_interval=poll_interval
+        )
 
     @overload
     def projection(self, projection: type[P]) -> P: ...
@@ -49,9 +88,10 @@ class RuntimeProjections:
     def projection(self, projection: str | type[Projection]) -> Projection:
         """Return the projection instance serving reads now (by class or name).
 
-        After a rebuild this is the rebuilt instance.
+        After a rebuild this is the rebuilt instance. A sliced projection's slices are each
+        an instance: name one (``"NAME:slice:INDEX/COUNT"``).
 
-        :raises LookupError: if no such projection was added
+        :raises LookupError: if no such projection was added, or it is sliced
         """
         return self._hosting.projection(projection)
 
@@ -67,6 +107,10 @@ class RuntimeProjections:
         For an inline projection, also until appends run its handlers (so that every later
         ``ask`` returns with the read model up to date). A position already reached returns at
         once (right after :meth:`add_projection` too, once its checkpoint is loaded).
+
+        A sliced projection is there when every slice is. A durable projection or slice that
+        this runtime does not run now (in a cluster, another member holds its lease) is
+        judged by its stored checkpoint, read again every ``poll_interval``.
 
         :param position: a global position (for example ``recorded[-1].position`` of an
             ``ask``), default: the store's head now
@@ -87,6 +131,9 @@ class RuntimeProjections:
         from_position: int = 1,
     ) -> Projection:
         """Build a projection again from ``from_position``; return the instance serving then.
+
+        A sliced projection is rebuilt one slice at a time, named ``"NAME:slice:INDEX/COUNT"``
+        (its fresh instance made by the slice factory, unless ``factory`` is given).
 
         - An in-memory read model, or any projection given a ``factory``: a fresh instance is
           built beside the current one, which keeps serving (and following new events) until

@@ -51,7 +51,11 @@ LAYERS = {
     "_projection_context": 5,
     "_archiving": 5,
     "_projection": 5,
+    "_slices": 5,
     "_hosting": 5,
+    "_hosted": 5,
+    # a cluster's members: placement, leases, routing (the runtime composes them)
+    "cluster": 5,
     "_rebuilds": 5,
     "_scheduler": 5,
     # a cluster's members: placement, leases, routing (the runtime composes them)
