@@ -255,6 +255,10 @@ class Runtime(RuntimeReading, RuntimeProjections):
         self._hosting = ProjectionHost(
             store, self._codec, self, metrics=metrics, poll_interval=poll_interval
         )
+        if self._node is not None:
+            # each durable background projection runs on one member at a time, leased
+            self._hosting.gate()
+            self._node.lease_projections(self._hosting)
         #: what each live ``subscribe`` has yielded up to (archiving stays behind them)
         self._subscribers: dict[object, int] = {}
         #: subject keys for personal fields, in step with the store's

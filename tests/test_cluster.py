@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -19,14 +19,17 @@ from actorsource import (
     ClusterError,
     FencedError,
     InMemoryEventStore,
+    Projection,
+    ProjectionContext,
     Runtime,
     SQLiteEventStore,
+    handle,
 )
 from actorsource._refs import AggregateRef
 from actorsource.cluster import rendezvous, shard_of
 from actorsource.stores._base import EventStore
 
-from .domain import Account, Deposit
+from .domain import Account, Deposit, Deposited
 
 SECRET = "s" * 32
 
@@ -378,3 +381,58 @@ async def test_a_member_serves_the_aggregates_its_cluster_value_names_before_any
         assert events[0].version == 1 and b._dispatcher.is_live(f"Account-{aggregate_id}")
     with pytest.raises(ValueError, match="aggregates must be a list"):
         Cluster("c", "127.0.0.1:0", SECRET, aggregates="Account")  # type: ignore[arg-type]
+
+
+class Counted(Projection):
+    """A durable read model shared by the members (a list both runtimes' instances append to)."""
+
+    name = "counted"
+    mode: ClassVar[Any] = "exactly_once"  # the list is "committed" with the checkpoint
+
+    def __init__(self, seen: list[tuple[str, int]], member: str) -> None:
+        self.seen = seen
+        self.member = member
+
+    @handle
+    def deposited(self, event: Deposited, ctx: ProjectionContext) -> None:
+        self.seen.append((self.member, ctx.record.position))
+
+
+def running_members(*runtimes: Runtime) -> list[str]:
+    return [
+        runtime.cluster.member_id
+        for runtime in runtimes
+        if runtime.cluster is not None
+        and any(
+            s.name == "counted" and s.state != "standby" for s in runtime.statistics().projections
+        )
+    ]
+
+
+async def test_a_clustered_runtime_runs_each_durable_projection_on_one_member_and_hands_it_over(
+    shared: EventStore, clock: Clock
+) -> None:
+    seen: list[tuple[str, int]] = []
+    async with Runtime(shared, cluster=config(clock, "a")) as a:
+        a.add_projection(Counted(seen, "a"))
+        async with Runtime(shared, cluster=config(clock, "b")) as b:
+            b.add_projection(Counted(seen, "b"))
+            await refresh_all(a, b)
+            runners = running_members(a, b)
+            assert len(runners) == 1  # one member runs it; the other stands by
+            for n in range(10):
+                stream = f"Account-acc-{n}"
+                owner = owner_runtime([a, b], stream)
+                await owner.ref(Account, f"acc-{n}").ask(Deposit(1))
+            runner = a if runners == ["a"] else b
+            await runner.wait_for_projection("counted")
+            assert sorted(position for _, position in seen) == list(range(1, 11))
+            assert {member for member, _ in seen} == set(runners)
+        # b stopped cleanly: its lease was released; a runs the projection from the checkpoint
+        await a.cluster.refresh()  # type: ignore[union-attr]
+        assert running_members(a) == ["a"]
+        await a.ref(Account, "acc-0").ask(Deposit(1))
+        await a.wait_for_projection("counted")
+        positions = [position for _, position in seen]
+        assert len(positions) == len(set(positions))  # each event handled once
+        assert sorted(positions) == list(range(1, 12))

@@ -58,8 +58,6 @@ LAYERS = {
     "cluster": 5,
     "_rebuilds": 5,
     "_scheduler": 5,
-    # a cluster's members: placement, leases, routing (the runtime composes them)
-    "cluster": 5,
     # the runtime composes them
     "_runtime": 6,
     "_runtime_reading": 6,

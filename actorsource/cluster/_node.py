@@ -22,6 +22,7 @@ from ..stores._base import ClusterStore, EventStore, MemberRecord, StoreCapabili
 from ._config import Cluster
 from ._membership import Membership
 from ._placement import Owner
+from ._projection_leases import GatedProjections, ProjectionLeases
 from ._routing import RoutedMailboxes
 from ._shards import LocalActors, ShardManager
 from ._transport import Credentials, Peers, Server
@@ -96,6 +97,8 @@ class ClusterNode:
         self._round_lock = asyncio.Lock()
         self._scope: anyio.CancelScope | None = None
         self._stopped = False
+        #: the leases of the runtime's projections (None until the runtime hands them over)
+        self.projections: ProjectionLeases | None = None
 
     def appender(
         self,
@@ -149,13 +152,28 @@ class ClusterNode:
             },
         )
 
+    def lease_projections(self, projections: GatedProjections) -> None:
+        """Run the runtime's durable background projections (and their slices) one member at
+        a time, each under a lease of its own renewed with every round."""
+        config = self.config
+        self.projections = ProjectionLeases(
+            projections,
+            self.tables,
+            cluster=config.name,
+            member_id=config.member_id,
+            lease=config.lease,
+        )
+
     async def round(self) -> None:
-        """One round: heartbeat, renew, hand off, acquire, refresh the view."""
+        """One round: heartbeat, renew, hand off, acquire, refresh the view; then the same for
+        the projections' leases."""
         async with self._round_lock:
             if self._stopped:
                 return
-            await self.membership.beat()
+            members = await self.membership.beat()
             await self.shards.rebalance()
+            if self.projections is not None:
+                await self.projections.tick(members, self.config.now())
 
     async def _run(self) -> None:
         assert self._scope is not None
@@ -182,6 +200,8 @@ class ClusterNode:
         async with self._round_lock:
             self._stopped = True
             try:
+                if self.projections is not None:
+                    await self.projections.stop()  # released: the others take them over
                 await self.shards.hand_off(list(self.shards.owned))
                 await self.membership.leave()
             except Exception as exc:  # the leases lapse on their own
