@@ -12,7 +12,7 @@ stored it yet); its retries ask for it. A member drops the requests of a connect
 broke if their commands are still in a mailbox, so a first attempt never lingers behind its
 own retry.
 
-The same class serves the requests other members send here (:meth:`RoutedMailboxes.handle`).
+Requests other members send here are served by ``_remote.Serving`` (:meth:`RoutedMailboxes.handle`).
 """
 
 from __future__ import annotations
@@ -21,29 +21,27 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime
 from typing import Any, Final
 
 import anyio
 import attrs
 
+import actorsource.cluster._protocol as wire
+
 from .._codec import Codec
 from .._decider import Decider
 from .._errors import (
-    ClusterProtocolError,
     FencedError,
     NotOwnerError,
     PeerUnavailableError,
     RuntimeClosedError,
-    UnknownCommandError,
 )
-from .._messages import Command, GetState, Message, TakeSnapshot
+from .._messages import Command, Message
 from .._metrics import Metrics
-from .._records import JSONDict, RecordedEvent
 from .._refs import AggregateRef, Mailboxes
 from .._tracing import COMMAND_ID
-from . import _protocol as wire
 from ._placement import Placement
+from ._remote import Serving, decode_reply, int_payload, request_for
 from ._transport import Peers
 
 logger = logging.getLogger("actorsource.cluster.routing")
@@ -112,6 +110,10 @@ class RoutedMailboxes:
         self._routing: dict[Message, _Routed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: the other members' requests, served here
+        self._serving = Serving(
+            local, placement, codec, deciders, errors=self._errors, not_served=_NOT_SERVED
+        )
 
     @property
     def ask_timeout(self) -> float | None:
@@ -206,7 +208,7 @@ class RoutedMailboxes:
             return await self._local.stored_version(stream_id)
 
         payload = await self._exchange(shard, request, here, None)
-        return _int_payload(payload, "exists")
+        return int_payload(payload, "exists")
 
     def _relay_reply(self, ref: AggregateRef[Any], message: Command, shard: int) -> None:
         """Let the local actor answer through a future of our own: if it refuses the command
@@ -258,7 +260,7 @@ class RoutedMailboxes:
         assert reply is not None
         routed = self._routing.get(message)
         try:
-            request = self._request(ref, message)
+            request = request_for(self._codec, ref, message)
 
             async def here() -> Any:
                 # ownership came here: the local actor resolves the future itself
@@ -273,7 +275,7 @@ class RoutedMailboxes:
 
             payload = await self._exchange(shard, request, here, routed)
             if payload is not _HERE and not reply.done():
-                reply.set_result(self._decode(ref, message, payload))
+                reply.set_result(decode_reply(self._codec, ref, message, payload))
         except Exception as exc:
             if not reply.done():
                 reply.set_exception(exc)
@@ -434,161 +436,11 @@ class RoutedMailboxes:
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
-    def _request(self, ref: AggregateRef[Any], message: Message) -> wire.Request:
-        stream_id = ref.stream_id
-        if isinstance(message, Command):
-            command_type, data = self._codec.encode_command(
-                message.command, purpose="another member"
-            )
-            return wire.Ask(
-                0,
-                stream_id,
-                command_type,
-                data,
-                message.metadata,
-                message.metadata[COMMAND_ID],
-                message.expected_version,
-                message.command_id is not None,
-            )
-        if isinstance(message, GetState):
-            return wire.GetState(0, stream_id, message.wanted)
-        return wire.Snapshot(0, stream_id)
-
-    def _decode(self, ref: AggregateRef[Any], message: Message, payload: Any) -> Any:
-        try:
-            if isinstance(message, Command):
-                return [self._recorded(item) for item in payload]
-            if isinstance(message, TakeSnapshot):
-                return _int_payload(payload, "snapshot")
-            if message.wanted == "version":
-                return _int_payload(payload, "state")
-            state = self._state(ref.decider, payload)
-            if message.wanted == "state_and_version":
-                return state, _int_payload(payload["version"], "state")
-            return state
-        except (KeyError, TypeError, ValueError) as exc:
-            msg = f"the owner of {ref.stream_id!r} sent a malformed reply: {exc!r}"
-            raise ClusterProtocolError(msg) from exc
-
-    def _recorded(self, item: JSONDict) -> RecordedEvent[Any]:
-        event = self._codec.decode_event(item["type"], item["data"])
-        return RecordedEvent(
-            event,
-            item["stream_id"],
-            item["version"],
-            item["position"],
-            item["event_id"],
-            datetime.fromisoformat(item["recorded_at"]),
-            item["metadata"],
-        )
-
-    def _state(self, decider: Decider[Any, Any, Any], data: JSONDict) -> Any:
-        version = decider.snapshot_version
-        return self._codec.decode_state(
-            data, decider.state_type, from_version=version, to_version=version
-        )
-
     # -- serving other members -----------------------------------------------------------------
 
     async def handle(self, request: wire.Request, member: str) -> wire.Reply:
-        """Serve a request another member sent: refuse it if this member does not own its
-        shard now, else run it through the local dispatcher; errors are replied, not raised."""
-        placement = self._placement
-        shard = placement.shard_of(request.stream_id)
-        if not placement.accepting(shard):
-            owner = placement.owner(shard)
-            return wire.NotOwner(request.id, shard, owner.epoch if owner is not None else 0)
-        try:
-            payload = await self._serve(request)
-        except Exception as exc:
-            if isinstance(exc, _NOT_SERVED):
-                owner = placement.owner(shard)
-                return wire.NotOwner(request.id, shard, owner.epoch if owner is not None else 0)
-            return self._errors.describe(request.id, exc)
-        return wire.Ok(request.id, payload)
-
-    async def _serve(self, request: wire.Request) -> Any:
-        local = self._local
-        stream_id = request.stream_id
-        if isinstance(request, wire.Exists) and not local.is_live(stream_id):
-            return await local.stored_version(stream_id)
-        ref = self._ref(stream_id)
-        loop = asyncio.get_running_loop()
-        message: Message
-        if isinstance(request, wire.Ask | wire.Tell):
-            command = self._command(ref.decider, request.command_type, request.command)
-            if isinstance(request, wire.Tell):
-                told = Command(command, None, request.metadata, _checked(request))
-                if not request.wait:
-                    local.send_nowait(ref, told)
-                    return None
-                waiting = local.send(ref, told)
-                if waiting is not None:
-                    await waiting
-                return None
-            message = Command(
-                command,
-                loop.create_future(),
-                request.metadata,
-                _checked(request),
-                request.expected_version,
-            )
-        elif isinstance(request, wire.Snapshot):
-            message = TakeSnapshot(loop.create_future())
-        elif isinstance(request, wire.Exists):
-            message = GetState(loop.create_future(), "version")
-        else:
-            message = GetState(loop.create_future(), request.wanted)  # type: ignore[arg-type]
-        reply = message.reply
-        assert reply is not None
-        try:
-            waiting = local.send(ref, message, waiting=True)
-            if waiting is not None:
-                await waiting
-            result: Any = await reply
-        except asyncio.CancelledError:
-            # the caller gave up: a message still in the mailbox is taken back, never run
-            local.withdraw(stream_id, message)
-            raise
-        if isinstance(message, Command):
-            return [self._encode_recorded(recorded) for recorded in result]
-        if isinstance(message, GetState) and message.wanted == "state":
-            return self._codec.encode_state(result)
-        if isinstance(message, GetState) and message.wanted == "state_and_version":
-            state, version = result
-            return {**self._codec.encode_state(state), "version": version}
-        return result
-
-    def _ref(self, stream_id: str) -> AggregateRef[Any]:
-        category, _, aggregate_id = stream_id.partition("-")
-        decider = self._deciders(category)
-        if decider is None:
-            msg = (
-                f"this member uses no aggregate of stream category {category!r} (for "
-                f"{stream_id!r}); every member of a cluster must run the same aggregates"
-            )
-            raise LookupError(msg)
-        return AggregateRef(self._local, decider, aggregate_id, stream_id)
-
-    def _command(self, decider: Decider[Any, Any, Any], type_name: str, data: JSONDict) -> object:
-        for kind in decider.command_types:
-            if kind.__name__ == type_name:
-                return self._codec.decode_command(kind, data, purpose="another member")
-        known = sorted(kind.__name__ for kind in decider.command_types)
-        raise UnknownCommandError(decider.name, type_name, known)
-
-    def _encode_recorded(self, recorded: RecordedEvent[Any]) -> JSONDict:
-        type_name, data = self._codec.encode_event(recorded.event)
-        return {
-            "type": type_name,
-            "data": data,
-            "stream_id": recorded.stream_id,
-            "version": recorded.version,
-            "position": recorded.position,
-            "event_id": recorded.event_id,
-            "recorded_at": recorded.recorded_at.isoformat(),
-            "metadata": recorded.metadata,
-        }
+        """Serve a request another member sent (see :class:`Serving`)."""
+        return await self._serving.handle(request, member)
 
 
 #: what ``here()`` returns when the local actor resolved the message's future itself
@@ -600,16 +452,3 @@ def _give_command_id(message: Command) -> None:
     have stored it), so that its owner recognises it."""
     if message.command_id is None:
         message.command_id = message.metadata[COMMAND_ID]
-
-
-def _checked(request: wire.Ask | wire.Tell) -> str | None:
-    """The id the owner checks the command against (None: a first attempt with a made id,
-    which no member can have stored)."""
-    return request.command_id if request.check_id else None
-
-
-def _int_payload(payload: Any, what: str) -> int:
-    if type(payload) is not int:
-        msg = f"the owner sent a malformed {what} reply: {payload!r} is not a version"
-        raise ClusterProtocolError(msg)
-    return payload
