@@ -136,6 +136,38 @@ def fenced_appender(
     return append_fenced
 
 
+def fenced_timed_appender(
+    cluster: ClusterStore,
+    shard_of: Callable[[str], int],
+    fence_for: Callable[[str], Fence | None],
+    on_fenced: Callable[[FencedError], None],
+) -> Callable[
+    [str, int, list[NewEvent], list[TimerChange], Callable[[AppendResult | BaseException], None]],
+    None,
+]:
+    """Return the append with timer writes of a clustered runtime: fenced as
+    :func:`fenced_appender`'s appends are, in the transaction of the events and timers."""
+
+    def append_timed_fenced(
+        stream_id: str,
+        expected_version: int,
+        events: list[NewEvent],
+        changes: list[TimerChange],
+        on_done: Callable[[AppendResult | BaseException], None],
+    ) -> None:
+        fence = fence_for(stream_id)
+        if fence is None:
+            raise FencedError(stream_id, shard_of(stream_id), 0, None)
+        future = asyncio.ensure_future(
+            cluster.append_fenced_with_timers(stream_id, expected_version, events, changes, fence)
+        )
+        future.add_done_callback(
+            functools.partial(_fenced_back, stream_id, on_done, on_fenced), context=_ACTOR_CONTEXT
+        )
+
+    return append_timed_fenced
+
+
 def _fenced_back(
     stream_id: str,
     on_done: Callable[[AppendResult | BaseException], None],

@@ -241,6 +241,7 @@ class Runtime(RuntimeReading, RuntimeProjections):
                 deciders=self._deciders.in_category,
             )
             self._context.append_then = self._node.appender()
+            self._context.append_timed = self._node.timed_appender()
             self._mailboxes = self._node.routed
             for aggregate in cluster.aggregates:  # served before any ref is made to them
                 self._decider_for(aggregate)

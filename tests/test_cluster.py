@@ -30,6 +30,7 @@ from actorsource.cluster import rendezvous, shard_of
 from actorsource.stores._base import EventStore
 
 from .domain import Account, Deposit, Deposited
+from .timer_domain import Order, Place, TickLater
 
 SECRET = "s" * 32
 
@@ -436,3 +437,33 @@ async def test_a_clustered_runtime_runs_each_durable_projection_on_one_member_an
         positions = [position for _, position in seen]
         assert len(positions) == len(set(positions))  # each event handled once
         assert sorted(positions) == list(range(1, 12))
+
+
+async def test_a_stale_owners_command_that_schedules_a_timer_is_fenced_too(
+    shared: EventStore, clock: Clock
+) -> None:
+    timers = shared.capabilities().timers
+    assert timers is not None
+    async with (
+        Runtime(shared, cluster=config(clock, "a")) as a,
+        Runtime(shared, cluster=config(clock, "b")) as b,
+    ):
+        assert a.cluster is not None and b.cluster is not None
+        await refresh_all(a, b)
+        stream = next(
+            f"Order-{i}"
+            for i in range(100)
+            if a.cluster.shard_of(f"Order-{i}") in a.cluster.owned_shards()
+        )
+        ref = a.ref(Order, stream.removeprefix("Order-"))
+        await ref.ask(Place(minutes=30))  # events and timer stored under a's lease
+        before = [(t.key, t.due_at) for t in await timers.list_timers()]
+        assert [key for key, _ in before] == ["expiry"]
+        clock.now += 150  # a pauses past its lease; b takes its shards over
+        await b.cluster.refresh()
+        assert b.cluster.owner_of(stream) is not None
+        direct = AggregateRef(a._dispatcher, ref.decider, ref.aggregate_id, stream)
+        with pytest.raises(FencedError, match="at epoch 1, but the shard is at epoch 2"):
+            await direct.ask(TickLater(60))  # a timer (no event), admitted before the pause
+        assert await shared.stream_version(stream) == 1
+        assert [(t.key, t.due_at) for t in await timers.list_timers()] == before

@@ -17,7 +17,8 @@ from .._decider import Decider
 from .._errors import ClusterError
 from .._records import AppendResult, NewEvent
 from .._refs import Mailboxes
-from .._routes import fenced_appender
+from .._routes import fenced_appender, fenced_timed_appender
+from .._timers import TimerChange
 from ..stores._base import ClusterStore, EventStore, MemberRecord, StoreCapabilities
 from ._config import Cluster
 from ._membership import Membership
@@ -106,6 +107,24 @@ class ClusterNode:
         """The actors' append: fenced by this member's shard leases."""
         shards = self.shards
         return fenced_appender(self.tables, shards.shard_of, shards.fence_for, shards.on_fenced)
+
+    def timed_appender(
+        self,
+    ) -> Callable[
+        [
+            str,
+            int,
+            list[NewEvent],
+            list[TimerChange],
+            Callable[[AppendResult | BaseException], None],
+        ],
+        None,
+    ]:
+        """The actors' append with timer writes: fenced as :meth:`appender`'s appends are."""
+        shards = self.shards
+        return fenced_timed_appender(
+            self.tables, shards.shard_of, shards.fence_for, shards.on_fenced
+        )
 
     def wake(self) -> None:
         """Run a round soon (an owner is wanted, or a lease was lost)."""

@@ -25,6 +25,7 @@ from .._records import (
 )
 from .._timers import StoredTimer, TimerChange
 from ._base import (
+    Fence,
     GrowthMeter,
     HeadWatch,
     InlineHook,
@@ -191,10 +192,22 @@ class InMemoryEventStore(MemoryRetention, MemorySubjectKeys, MemoryCluster):
         timers: Sequence[TimerChange],
     ) -> AppendResult:
         """Append events and apply timer writes in one step (see :class:`TimerStore`)."""
+        return await self._append_with_timers(stream_id, expected_version, events, timers, None)
+
+    async def _append_with_timers(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        timers: Sequence[TimerChange],
+        fence: Fence | None,
+    ) -> AppendResult:
         self._check_open()
         check_timer_append(stream_id, expected_version, events, timers)
         await asyncio.sleep(0)  # a real checkpoint, as a durable store's append would be
         self._check_open()
+        if fence is not None:  # checked in the same step as the append, after the checkpoint
+            self._check_fence(stream_id, fence)
         if events:
             result = self._append_now(stream_id, expected_version, events)
         else:

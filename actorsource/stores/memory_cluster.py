@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from .._errors import ActorsourceError, FencedError
 from .._records import AppendResult, NewEvent
+from .._timers import TimerChange
 from ._base import (
     Fence,
     MemberRecord,
@@ -31,6 +32,16 @@ class MemoryCluster(StoreLifecycle):
 
     def _append_now(
         self, stream_id: str, expected_version: int | None, events: Sequence[NewEvent]
+    ) -> AppendResult:
+        raise NotImplementedError
+
+    async def _append_with_timers(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        timers: Sequence[TimerChange],
+        fence: Fence | None,
     ) -> AppendResult:
         raise NotImplementedError
 
@@ -110,6 +121,24 @@ class MemoryCluster(StoreLifecycle):
                 released.append(shard)
         return sorted(released)
 
+    async def append_fenced_with_timers(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        timers: Sequence[TimerChange],
+        fence: Fence,
+    ) -> AppendResult:
+        """Append events and apply timer writes in one step if the shard's lease is still at
+        the fence's epoch; else raise :class:`FencedError`, storing nothing."""
+        return await self._append_with_timers(stream_id, expected_version, events, timers, fence)
+
+    def _check_fence(self, stream_id: str, fence: Fence) -> None:
+        lease = self._leases.get((fence.cluster, fence.shard))
+        if lease is None or lease.epoch != fence.epoch or lease.owner != fence.member_id:
+            actual = None if lease is None else lease.epoch
+            raise FencedError(stream_id, fence.shard, fence.epoch, actual)
+
     def submit_fenced_append(
         self,
         stream_id: str,
@@ -122,12 +151,8 @@ class MemoryCluster(StoreLifecycle):
         self._check_open()
         check_append(stream_id, expected_version, events)
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        lease = self._leases.get((fence.cluster, fence.shard))
-        if lease is None or lease.epoch != fence.epoch or lease.owner != fence.member_id:
-            actual = None if lease is None else lease.epoch
-            future.set_exception(FencedError(stream_id, fence.shard, fence.epoch, actual))
-            return future
         try:
+            self._check_fence(stream_id, fence)
             future.set_result(self._append_now(stream_id, expected_version, events))
         except ActorsourceError as exc:
             future.set_exception(exc)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from actorsource import FencedError, InMemoryEventStore, SQLiteEventStore
+from actorsource._timers import TimerSchedule
 from actorsource.stores._base import ClusterStore, EventStore, Fence, ShardLease
 
 from ..conftest import (
@@ -129,6 +131,36 @@ async def test_a_fenced_append_after_a_takeover_is_refused_and_stores_nothing(
     assert await collect(store.read_stream("Account-1")) == []
     # the unfenced path is unchanged
     assert (await store.append("Account-1", 0, [event("Opened")])).version == 1
+
+
+async def test_an_append_with_timers_is_fenced_in_its_transaction(store: EventStore) -> None:
+    cluster = tables(store)
+    timers = store.capabilities().timers
+    assert timers is not None
+    due = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def tick(key: str) -> TimerSchedule:
+        return TimerSchedule("Account-1", key, "Account-1", "Tick", {}, due, None, "once")
+
+    await cluster.acquire_shards("c", "a", [3], now=100.0, expires_at=110.0)
+    stored = await cluster.append_fenced_with_timers(
+        "Account-1", 0, [event("Opened")], [tick("held")], Fence("c", 3, 1, "a")
+    )
+    assert stored.version == 1
+    await cluster.acquire_shards("c", "b", [3], now=111.0, expires_at=121.0)  # a took too long
+    with pytest.raises(FencedError, match="at epoch 1, but the shard is at epoch 2"):
+        await cluster.append_fenced_with_timers(
+            "Account-1", 1, [event("Renamed")], [tick("late")], Fence("c", 3, 1, "a")
+        )
+    # nothing of the refused append: neither its event nor its timer
+    assert [e.type for e in await collect(store.read_stream("Account-1"))] == ["Opened"]
+    assert [t.key for t in await timers.list_timers()] == ["held"]
+    # the new owner's fence holds
+    stored = await cluster.append_fenced_with_timers(
+        "Account-1", 1, [event("Renamed")], [tick("new")], Fence("c", 3, 2, "b")
+    )
+    assert stored.version == 2
+    assert sorted(t.key for t in await timers.list_timers()) == ["held", "new"]
 
 
 async def test_in_one_batch_only_the_fenced_off_append_is_refused(store: EventStore) -> None:

@@ -10,6 +10,7 @@ from typing import Protocol
 import attrs
 
 from ..._records import AppendResult, NewEvent
+from ..._timers import TimerChange
 
 
 @attrs.frozen(slots=True)
@@ -100,6 +101,22 @@ class ClusterStore(Protocol):
     ) -> list[int]:
         """Release this member's leases (shard -> epoch), so that another member may take
         them at once; return the shards released."""
+        ...
+
+    async def append_fenced_with_timers(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        timers: Sequence[TimerChange],
+        fence: Fence,
+    ) -> AppendResult:
+        """Append events and write timers in one transaction, as ``append_with_timers`` does,
+        if the shard's lease is still at the fence's epoch when they commit (checked in that
+        transaction).
+
+        :raises FencedError: if the epoch moved on (nothing stored, no timer written)
+        """
         ...
 
     def submit_fenced_append(

@@ -289,6 +289,20 @@ async def check_fences(
     return refused
 
 
+async def check_fence(
+    conn: _Connection, sql: _ClusterStatements, stream_id: str, fence: Fence
+) -> None:
+    """Lock the lease ``fence`` names until the transaction ends, and raise
+    :class:`FencedError` if it is no longer at the fence's epoch (run before the append, in
+    its transaction)."""
+    rows = await conn.fetch(
+        sql.fences, [fence.cluster], [fence.shard], str(max(int(fence.hold * 1000), 1))
+    )
+    lease = (rows[0][2], int(rows[0][3])) if rows else None
+    if lease != (fence.member_id, fence.epoch):
+        raise FencedError(stream_id, fence.shard, fence.epoch, None if lease is None else lease[1])
+
+
 def _lock_timeout(exc: BaseException) -> bool:
     """Whether ``exc`` (or its cause) is PostgreSQL's lock_timeout (SQLSTATE 55P03)."""
     while exc is not None:

@@ -11,6 +11,7 @@ from ..._errors import ConcurrencyError, StoreError
 from ..._records import AppendResult, NewEvent
 from ..._timers import StoredTimer, TimerChange, TimerSchedule, epoch_us, from_epoch_us
 from .._base import (
+    Fence,
     HeadWatch,
     KnownHeads,
     StoreLifecycle,
@@ -21,6 +22,7 @@ from .._base import (
     encode_json,
     encode_timer_data,
 )
+from .cluster import _ClusterStatements, check_fence
 from .connection import _Pool
 from .plan import _check_no_nul, _jsonb_columns
 from .schema import _Statements
@@ -39,6 +41,7 @@ class PostgresTimers(StoreLifecycle):
     # set by the store
     _pool: _Pool | None
     _sql: _Statements
+    _cluster_sql: _ClusterStatements
     _driver: Any
     _errors: tuple[type[BaseException], ...]
     _where: str
@@ -60,6 +63,28 @@ class PostgresTimers(StoreLifecycle):
         timers: Sequence[TimerChange],
     ) -> AppendResult:
         """Append events and write timers in one transaction (see :class:`TimerStore`)."""
+        return await self._append_with_timers(stream_id, expected_version, events, timers, None)
+
+    async def append_fenced_with_timers(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        timers: Sequence[TimerChange],
+        fence: Fence,
+    ) -> AppendResult:
+        """Append events and write timers in one transaction that first checks the fence
+        (see :class:`ClusterStore`); :class:`FencedError` stores nothing."""
+        return await self._append_with_timers(stream_id, expected_version, events, timers, fence)
+
+    async def _append_with_timers(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        timers: Sequence[TimerChange],
+        fence: Fence | None,
+    ) -> AppendResult:
         self._check_open()
         check_timer_append(stream_id, expected_version, events, timers)
         _check_no_nul("a stream id", stream_id)
@@ -91,6 +116,8 @@ class PostgresTimers(StoreLifecycle):
             raise StoreError(msg)
         try:
             async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
+                if fence is not None:  # the lease first, before the append takes its lock
+                    await check_fence(conn, self._cluster_sql, stream_id, fence)
                 found = await conn.fetchrow(
                     self._sql.append,
                     *columns,
