@@ -54,6 +54,7 @@ LAYERS = {
     "_slices": 5,
     "_hosting": 5,
     "_hosted": 5,
+    "_hosting_rebuilds": 5,
     # a cluster's members: placement, leases, routing (the runtime composes them)
     "cluster": 5,
     "_rebuilds": 5,
