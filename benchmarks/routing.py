@@ -24,11 +24,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import attrs
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from actorsource import Aggregate, InMemoryEventStore, Runtime, apply, command
+from actorsource import InMemoryEventStore, Runtime
 from actorsource._refs import AggregateRef
+from actorsource.bench._common import BenchAccount, Deposit
 from actorsource.cluster._placement import Owner
 from actorsource.cluster._routing import RoutedMailboxes
 from actorsource.cluster._transport import Credentials, Peers, Server
@@ -38,29 +38,6 @@ SECRET = b"benchmark-secret"
 SEQUENTIAL = 2000
 CONCURRENT = 100
 PER_CALLER = 30
-
-
-@attrs.frozen
-class Add:
-    amount: int
-
-
-@attrs.frozen
-class Added:
-    amount: int
-
-
-@attrs.define
-class Counter(Aggregate):
-    total: int = 0
-
-    @command
-    def add(self, cmd: Add) -> Added:
-        return Added(cmd.amount)
-
-    @apply
-    def added(self, event: Added) -> None:
-        self.total += event.amount
 
 
 class Static:
@@ -94,7 +71,7 @@ class Static:
 async def member(member_id: str, owners: dict[int, Owner]) -> AsyncIterator[tuple[Any, ...]]:
     async with contextlib.AsyncExitStack() as stack:
         runtime = await stack.enter_async_context(Runtime(InMemoryEventStore()))
-        runtime.ref(Counter, "warm-up")
+        runtime.ref(BenchAccount, "warm-up")
         credentials = Credentials("bench", SECRET, member_id)
         peers = await stack.enter_async_context(Peers(credentials))
         routed = RoutedMailboxes(
@@ -122,7 +99,7 @@ def ids_in(shard: int, count: int, prefix: str) -> list[str]:
     index = 0
     while len(found) < count:
         aggregate_id = f"{prefix}{index}"
-        if zlib.crc32(f"Counter-{aggregate_id}".encode()) % SHARDS == shard:
+        if zlib.crc32(f"BenchAccount-{aggregate_id}".encode()) % SHARDS == shard:
             found.append(aggregate_id)
         index += 1
     return found
@@ -133,7 +110,7 @@ async def sequential(refs: list[AggregateRef[Any]]) -> list[float]:
     latencies = []
     for _ in range(SEQUENTIAL):
         started = time.perf_counter()
-        await ref.ask(Add(1))
+        await ref.ask(Deposit(1))
         latencies.append(time.perf_counter() - started)
     return latencies
 
@@ -144,7 +121,7 @@ async def concurrent(refs: list[AggregateRef[Any]]) -> tuple[list[float], float]
     async def caller(ref: AggregateRef[Any]) -> None:
         for _ in range(PER_CALLER):
             started = time.perf_counter()
-            await ref.ask(Add(1))
+            await ref.ask(Deposit(1))
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
@@ -178,9 +155,9 @@ async def main(rounds: int, same_process: bool) -> None:
         owners[0] = Owner("caller", server.address, 1)
 
         def refs(shard: int, count: int, prefix: str) -> list[AggregateRef[Any]]:
-            decider = runtime.ref(Counter, "warm-up").decider
+            decider = runtime.ref(BenchAccount, "warm-up").decider
             return [
-                AggregateRef(routed, decider, aggregate_id, f"Counter-{aggregate_id}")
+                AggregateRef(routed, decider, aggregate_id, f"BenchAccount-{aggregate_id}")
                 for aggregate_id in ids_in(shard, count, prefix)
             ]
 
@@ -188,11 +165,11 @@ async def main(rounds: int, same_process: bool) -> None:
         for round_ in range(rounds):
             for name, shard in (("local", 0), ("routed", 1)):
                 one = refs(shard, 1, f"s{round_}-")
-                await one[0].ask(Add(0))  # activated, connection made
+                await one[0].ask(Deposit(0))  # activated, connection made
                 p50, p99 = quantiles(await sequential(one))
                 many = refs(shard, CONCURRENT, f"c{round_}-")
                 for ref in many:
-                    await ref.ask(Add(0))
+                    await ref.ask(Deposit(0))
                 latencies, rate = await concurrent(many)
                 c50, c99 = quantiles(latencies)
                 results.setdefault(name, []).append((p50, p99, c50, c99, rate))
