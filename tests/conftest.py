@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from actorsource import EventStore, InMemoryEventStore, SQLiteEventStore, TransactionalStore
+from actorsource.stores._base import ClusterStore
 
 from .postgres_server import ThrowawayServer, choose, find_bindir
 
@@ -194,3 +195,26 @@ async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[EventStore]:
     """An open store of each kind."""
     async with make_store(store_kind, tmp_path) as opened:
         yield opened
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=SKIP_WITHOUT_POSTGRES)])
+def cluster_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each kind of store that keeps cluster tables (SQLite keeps none)."""
+    kind = str(request.param)
+    yield kind
+    if kind == "postgres":
+        run_sync(drop_schema(POSTGRES_DSN, postgres_schema(tmp_path)))
+
+
+@pytest.fixture
+async def cluster_store(cluster_kind: str, tmp_path: Path) -> AsyncIterator[EventStore]:
+    """An open store of each kind that keeps cluster tables."""
+    async with make_store(cluster_kind, tmp_path) as opened:
+        yield opened
+
+
+def cluster_tables(store: EventStore) -> ClusterStore:
+    """The store's cluster tables (a test fails here if it has none)."""
+    found = store.capabilities().cluster
+    assert found is not None, f"{store!r} declares no cluster tables"
+    return found

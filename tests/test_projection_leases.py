@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 import anyio
@@ -29,10 +28,8 @@ from actorsource.cluster._projection_leases import (
     lease_namespace,
     pick_member,
 )
-from actorsource.stores._base import ClusterStore
 
-from .conftest import POSTGRES_DSN, SKIP_WITHOUT_POSTGRES, drop_schema, make_store, run_sync
-from .conftest import postgres_schema as schema_of
+from .conftest import cluster_tables as tables
 from .domain import Account, Deposit, Deposited
 
 CLUSTER = "c"
@@ -43,24 +40,9 @@ HEARTBEAT_TTL = 5.0
 START = 1_000_000.0
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=SKIP_WITHOUT_POSTGRES)])
-def cluster_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    kind = str(request.param)
-    yield kind
-    if kind == "postgres":
-        run_sync(drop_schema(POSTGRES_DSN, schema_of(tmp_path)))
-
-
 @pytest.fixture
-async def store(cluster_kind: str, tmp_path: Path) -> AsyncIterator[EventStore]:
-    async with make_store(cluster_kind, tmp_path) as opened:
-        yield opened
-
-
-def tables(store: EventStore) -> ClusterStore:
-    found = store.capabilities().cluster
-    assert found is not None
-    return found
+def store(cluster_store: EventStore) -> EventStore:
+    return cluster_store
 
 
 # -- a read model whose rows commit with its checkpoint: counts each event's deliveries ------

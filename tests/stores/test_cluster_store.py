@@ -4,7 +4,6 @@ and appends fenced by a lease (memory and PostgreSQL; SQLite has none)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,37 +11,20 @@ import pytest
 
 from actorsource import FencedError, InMemoryEventStore, SQLiteEventStore
 from actorsource._timers import TimerSchedule
-from actorsource.stores._base import ClusterStore, EventStore, Fence, ShardLease
+from actorsource.stores._base import EventStore, Fence, ShardLease
 
 from ..conftest import (
     POSTGRES_DSN,
-    SKIP_WITHOUT_POSTGRES,
-    drop_schema,
     make_store,
     postgres_schema,
-    run_sync,
 )
+from ..conftest import cluster_tables as tables
 from .test_contract import collect, event
 
 
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=SKIP_WITHOUT_POSTGRES)])
-def cluster_kind(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    kind = str(request.param)
-    yield kind
-    if kind == "postgres":
-        run_sync(drop_schema(POSTGRES_DSN, postgres_schema(tmp_path)))
-
-
 @pytest.fixture
-async def store(cluster_kind: str, tmp_path: Path) -> AsyncIterator[EventStore]:
-    async with make_store(cluster_kind, tmp_path) as opened:
-        yield opened
-
-
-def tables(store: EventStore) -> ClusterStore:
-    found = store.capabilities().cluster
-    assert found is not None, f"{store!r} declares no cluster tables"
-    return found
+def store(cluster_store: EventStore) -> EventStore:
+    return cluster_store
 
 
 async def test_members_are_live_until_their_heartbeat_expires(store: EventStore) -> None:
