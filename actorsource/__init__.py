@@ -21,7 +21,7 @@ the path of one ``ask``)::
     _rebuilds, _archiving, _scheduler
                        L5  live actors, refs, time travel, health; projections; retention;
                            timer delivery
-    _runtime, _runtime_reading, _runtime_projections
+    _runtime, _runtime_reading, _runtime_projections, _runtime_observing
                        L6  the runtime: lifecycle and the composition of the rest
     cli, bench, testing, otel, _projection_kit, pytest_plugin, web, _process_router
                        L7  the command line, benchmarks, the test kit, the pytest plugin, the
@@ -108,7 +108,7 @@ from ._records import StreamInfo as StreamInfo
 from ._records import SubjectForgotten as SubjectForgotten
 from ._refs import AggregateRef as AggregateRef
 from ._runtime import Runtime as Runtime
-from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._runtime_observing import RuntimeStatistics as RuntimeStatistics
 from ._slices import ProjectionSlice as ProjectionSlice
 from ._slices import slice_of as slice_of
 from ._timers import Cancel as Cancel

@@ -248,4 +248,3 @@ class Activation:
         self.version = version
         self.loaded = True
         return replayed
-

@@ -78,7 +78,6 @@ from .stores._base import EventStore, Latest
 logger = logging.getLogger("actorsource.actor")
 
 
-
 @attrs.define(slots=True, eq=False)
 class ActorContext:
     """What every actor of one runtime shares: the store, the codec, settings and hooks."""

@@ -283,6 +283,7 @@ def reply(actor: BatchActor, batch: list[Command], outcome: BatchOutcome, result
         if future is not None and not future.done():
             future.set_result(recorded if command_id is None else list(recorded))
 
+
 def report(actor: BatchActor, outcome: BatchOutcome, version: int | None) -> None:
     """Count a batch's commands by outcome and its events by type (metrics are on)."""
     metrics = actor.context.metrics
@@ -306,6 +307,7 @@ def report(actor: BatchActor, outcome: BatchOutcome, version: int | None) -> Non
         metrics.add(EVENTS_APPENDED, count, {"category": category, "event_type": event_type})
     if version is not None:
         metrics.record(STREAM_LENGTH, version, {"category": category})
+
 
 def reply_error(actor: BatchActor, batch: list[Command], error: Exception) -> None:
     if actor.context.metrics is not None:

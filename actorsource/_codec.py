@@ -474,7 +474,6 @@ class Codec:
             msg = f"cannot decode {what}{upcast}: {_describe(exc)}"
             raise CodecError(msg, type_name=type_name) from exc
 
-
     def encode_command(self, command: object, *, purpose: str = "a timer") -> tuple[str, JSONDict]:
         """Return the stored type name (its class name) and JSON-ready data of a command that
         a timer will deliver (or another member of a cluster decide).

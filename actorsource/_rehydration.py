@@ -136,9 +136,7 @@ class Rehydration:
             return None
         return (state,)
 
-    def replay(
-        self, state: Any, version: int, events: Page
-    ) -> tuple[Any, int]:
+    def replay(self, state: Any, version: int, events: Page) -> tuple[Any, int]:
         """Apply stored events to ``state``; return the new state and version."""
         decode = self.codec.decode_event
         evolve = self.decider.evolve

@@ -8,7 +8,6 @@ from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 
 import anyio
-import attrs
 
 from ._actor import ActorContext
 from ._aggregate import Aggregate
@@ -20,7 +19,6 @@ from ._dispatcher import Dispatcher, RuntimeState
 from ._errors import (
     RuntimeClosedError,
 )
-from ._health import Health, check_health
 from ._hosting import ProjectionHost
 from ._metrics import Metrics
 from ._policies import (
@@ -34,10 +32,10 @@ from ._policies import (
     snapshot_policy,
 )
 from ._projection import Projection
-from ._projection_context import ProjectionStatus
 from ._reading import Deciders
 from ._refs import AggregateRef, Mailboxes
 from ._routes import appender, data_reader, latest_loader, no_burst, timed_appender
+from ._runtime_observing import RuntimeObserving
 from ._runtime_projections import RuntimeProjections
 from ._runtime_reading import RuntimeReading
 from ._scheduler import TimerScheduler, timer_scheduler
@@ -45,7 +43,7 @@ from ._shredding import Shredder
 from ._supervision import Supervisor
 from ._timers import SystemClock, Timers
 from .cluster import Cluster, ClusterNode, ClusterView
-from .stores._base import EventStore, StorageGrowth
+from .stores._base import EventStore
 
 logger = logging.getLogger("actorsource.runtime")
 
@@ -55,40 +53,7 @@ _T = TypeVar("_T")
 S = TypeVar("S")
 
 
-@attrs.frozen(slots=True)
-class RuntimeStatistics:
-    """A snapshot of a runtime's counters (all counts since the runtime opened)."""
-
-    #: actors holding their aggregate's state in memory now
-    active_actors: int
-    #: actors loaded from the store (snapshot + events), including reloads after failures
-    activations: int
-    #: actors stopped to free memory (idle timeout, max_active, shutdown)
-    passivations: int
-    #: commands answered (accepted, rejected or failed)
-    commands_processed: int
-    #: commands answered with an error
-    commands_rejected: int
-    #: events durably appended
-    events_appended: int
-    #: stored events applied while loading actors
-    events_replayed: int
-    #: snapshots saved
-    snapshots_saved: int
-    #: appends decided again after another writer moved the stream on
-    conflicts_retried: int
-    #: loads and appends that failed and stopped an actor
-    actor_failures: int
-    #: messages waiting in mailboxes now
-    queued_messages: int
-    #: each projection's position, state and lag (a rebuild in progress is listed too)
-    projections: tuple[ProjectionStatus, ...] = ()
-    #: how fast the store grows: events per second and bytes per day over a recent window
-    #: (``None``: the store does not say, or it is closed)
-    storage: StorageGrowth | None = None
-
-
-class Runtime(RuntimeReading, RuntimeProjections):
+class Runtime(RuntimeReading, RuntimeProjections, RuntimeObserving):
     """Runs aggregates as virtual actors on an event store.
 
     Use it as an async context manager; leaving the context processes every message already
@@ -434,62 +399,3 @@ class Runtime(RuntimeReading, RuntimeProjections):
         Busy actors are not touched: they stay until idle, as ``passivate_after`` decides.
         """
         return self._dispatcher.passivate_idle()
-
-    # -- health ------------------------------------------------------------------------------------
-
-    async def health(
-        self,
-        *,
-        max_writer_lag: float = 5.0,
-        max_projection_lag: float = 60.0,
-        max_bytes_per_day: float | None = None,
-        timeout: float = 5.0,  # noqa: ASYNC109  # a limit per check, as in health endpoints
-    ) -> Health:
-        """Check the store, its writer and the projections (for a readiness endpoint).
-
-        - ``store``: a read answers within ``timeout`` seconds;
-        - ``writer``: no write has waited longer than ``max_writer_lag`` seconds (stores that
-          cannot tell pass);
-        - ``storage``: the store's growth rate (:class:`StorageGrowth`, events per second and
-          bytes per day over its recent window) is at most ``max_bytes_per_day`` (``None``:
-          reported, never failing; stores that cannot tell have no such check);
-        - ``projection NAME``: the projection is not failing, and its oldest unhandled event is
-          at most ``max_projection_lag`` seconds old.
-        """
-        return await check_health(
-            self.store,
-            self._capabilities.writer_lag,
-            self._hosting.current_statuses(),
-            max_writer_lag=max_writer_lag,
-            max_projection_lag=max_projection_lag,
-            timeout=timeout,
-            storage_growth=self._capabilities.storage_growth,
-            max_bytes_per_day=max_bytes_per_day,
-        )
-
-    # -- statistics ------------------------------------------------------------------------------
-
-    def statistics(self) -> RuntimeStatistics:
-        """Return an immutable copy of this runtime's counters."""
-        c = self._counters
-        return RuntimeStatistics(
-            active_actors=self._dispatcher.active,
-            activations=c.activations,
-            passivations=c.passivations,
-            commands_processed=c.commands_processed,
-            commands_rejected=c.commands_rejected,
-            events_appended=c.events_appended,
-            events_replayed=c.events_replayed,
-            snapshots_saved=c.snapshots_saved,
-            conflicts_retried=c.conflicts_retried,
-            actor_failures=c.actor_failures,
-            queued_messages=self._dispatcher.queued,
-            projections=self._hosting.statuses(),
-            storage=self._storage_growth(),
-        )
-
-    def _storage_growth(self) -> StorageGrowth | None:
-        growth = self._capabilities.storage_growth
-        if growth is None or not self.store.is_open:
-            return None
-        return growth()

@@ -157,4 +157,3 @@ class RuntimeProjections:
         return await self._hosting.rebuild_projection(
             projection, factory=factory, from_position=from_position
         )
-

@@ -41,6 +41,7 @@ class RuntimeReading:
     _retention: Retention
     _subscribers: dict[object, int]
     _shredder: Shredder
+
     @property
     def _state(self) -> RuntimeState:
         return self._dispatcher.state
@@ -251,4 +252,3 @@ class RuntimeReading:
         if self._state is not RuntimeState.OPEN:
             msg = f"cannot {what}: the runtime is {self._state.value} (use it inside async with)"
             raise RuntimeClosedError(msg)
-

@@ -159,16 +159,24 @@ class TimerScheduler:
         except RETRIED as exc:
             logger.warning(
                 "timer delivery failed; it is delivered again when its claim lapses",
-                extra={"owner": timer.owner, "key": timer.key, "target": timer.target,
-                       "error": f"{type(exc).__name__}: {exc}"},
+                extra={
+                    "owner": timer.owner,
+                    "key": timer.key,
+                    "target": timer.target,
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
             )
             results.append(False)
             return
         except Exception as exc:  # decided: a rejection or the handler's own error
             logger.info(
                 "timer's command refused",
-                extra={"owner": timer.owner, "key": timer.key, "target": timer.target,
-                       "error": f"{type(exc).__name__}: {exc}"},
+                extra={
+                    "owner": timer.owner,
+                    "key": timer.key,
+                    "target": timer.target,
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
             )
         next_due = timer.next_due(self.clock.now())
         await self._store.finish_timer(timer, self.claimant, next_due)

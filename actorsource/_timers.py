@@ -90,10 +90,7 @@ class Schedule:
             msg = f"{where}: missed= must be Missed.ONCE or Missed.EACH, got {missed!r}"
             raise ValueError(msg)
         if to is not None and (
-            not isinstance(to, tuple)
-            or len(to) != 2
-            or not isinstance(to[1], str)
-            or not to[1]
+            not isinstance(to, tuple) or len(to) != 2 or not isinstance(to[1], str) or not to[1]
         ):
             msg = f"{where}: to= must be (aggregate class or Decider, aggregate id), got {to!r}"
             raise ValueError(msg)
@@ -285,8 +282,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def _aggregates(value: object) -> tuple[Any, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         msg = (
-            "Timers(aggregates=...) must be a list of aggregate classes or Deciders, "
-            f"got {value!r}"
+            f"Timers(aggregates=...) must be a list of aggregate classes or Deciders, got {value!r}"
         )
         raise ValueError(msg)
     return tuple(value)

@@ -130,8 +130,18 @@ def test_no_artefacts_are_tracked_and_gitignore_covers_them() -> None:
         r"|\.egg-info(/|$)|\.(db|db-wal|db-shm|pyc)$"
     )
     assert [path for path in tracked if artefact.search(path)] == []
-    ignored = [".coverage", ".venv/x", ".ci-venv/x", "site/index.html", "x.egg-info/PKG-INFO",
-               ".mypy_cache/x", ".pytest_cache/x", ".ruff_cache/x", "bench.db", "bench.db-wal"]
+    ignored = [
+        ".coverage",
+        ".venv/x",
+        ".ci-venv/x",
+        "site/index.html",
+        "x.egg-info/PKG-INFO",
+        ".mypy_cache/x",
+        ".pytest_cache/x",
+        ".ruff_cache/x",
+        "bench.db",
+        "bench.db-wal",
+    ]
     assert _git("check-ignore", "--no-index", *ignored).splitlines() == ignored
 
 
@@ -147,8 +157,13 @@ def test_type_checkers_find_the_installed_package_from_another_directory(
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MYPYPATH")}
     done = subprocess.run(
         [
-            sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=skip",
-            "--config-file=", "app.py",
+            sys.executable,
+            "-m",
+            "mypy",
+            "--no-incremental",
+            "--follow-imports=skip",
+            "--config-file=",
+            "app.py",
         ],
         cwd=tmp_path,
         env=env,

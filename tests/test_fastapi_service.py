@@ -181,8 +181,12 @@ async def test_the_read_model_is_whole_again_after_the_service_restarts(tmp_path
         after = (await second.get("/orders")).json()
         etag = (await second.get("/orders/1")).headers["etag"]
 
-    assert after == before == [
-        {"id": "1", "items": 2, "status": "open"},
-        {"id": "2", "items": 5, "status": "submitted"},
-    ]
+    assert (
+        after
+        == before
+        == [
+            {"id": "1", "items": 2, "status": "open"},
+            {"id": "2", "items": 5, "status": "submitted"},
+        ]
+    )
     assert etag == '"1"'  # versions are the stream's: the same after a restart

@@ -202,7 +202,7 @@ AWKWARD_COMMANDS = {
     "metadata holding NUL": ("pay-1", {"note": "a\x00b"}),
     "NUL in a metadata key": ("pay-1", {"n\x00te": "x"}),
     "control characters in the id": ("c-\x01\x1f\x7f-\u2028", {}),
-    "quotes, backslashes, a JSON path": ("it's \"q\" \\ $.command_id", {}),
+    "quotes, backslashes, a JSON path": ('it\'s "q" \\ $.command_id', {}),
     "unicode beyond the BMP": ("zahlung-Ä-日本-🚀", {"note": "🚀"}),
 }
 

@@ -77,14 +77,18 @@ async def test_an_event_is_the_data_the_store_holds_for_it(store: EventStore) ->
     [stored] = [event async for event in store.read_stream("Planner-p")]
     data = dict(stored.data)
     del data["$version"]  # the schema version is the store's business, not the response's
-    assert jsonable(recorded.event) == data == {
-        "at": "2026-03-01T12:30:00+00:00",
-        "on": "2026-03-02",
-        "ticket": "T-1",
-        "priority": "high",
-        "tags": ["x"],
-        "window": [9, 17],
-    }
+    assert (
+        jsonable(recorded.event)
+        == data
+        == {
+            "at": "2026-03-01T12:30:00+00:00",
+            "on": "2026-03-02",
+            "ticket": "T-1",
+            "priority": "high",
+            "tags": ["x"],
+            "window": [9, 17],
+        }
+    )
 
 
 async def test_a_state_becomes_plain_json_data(store: EventStore) -> None:

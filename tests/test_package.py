@@ -63,6 +63,7 @@ LAYERS = {
     "_runtime": 6,
     "_runtime_reading": 6,
     "_runtime_projections": 6,
+    "_runtime_observing": 6,
     "cli": 7,
     "_process_router": 7,
     "_timer_command": 7,

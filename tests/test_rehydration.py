@@ -36,9 +36,7 @@ async def test_the_tail_after_a_snapshot_is_read_from_the_version_after_it() -> 
     snapshot = SnapshotRecord(
         "Account-a", 3, rebuilding.codec.encode_state(Account(6, [1, 2, 3])), 1
     )
-    state, version, start = await rebuilding.rehydrate(
-        (snapshot, deposits(4, 5), False), read_from
-    )
+    state, version, start = await rebuilding.rehydrate((snapshot, deposits(4, 5), False), read_from)
     assert asked == [6]  # after the snapshot and the first page
     assert (version, start) == (2503, 3)
     assert state.history == list(range(1, 2504))  # pages of 1000 and the rest, in order

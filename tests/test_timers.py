@@ -52,9 +52,7 @@ from .timer_domain import (
 
 
 @asynccontextmanager
-async def running(
-    store: EventStore, clock: FakeClock, **options: Any
-) -> AsyncIterator[Runtime]:
+async def running(store: EventStore, clock: FakeClock, **options: Any) -> AsyncIterator[Runtime]:
     async with Runtime(store, timers=Timers([Order, Shop], clock=clock, **options)) as runtime:
         yield runtime
 

@@ -55,6 +55,7 @@ from .web_clients import asgi_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
 class Balances(Projection):
     def __init__(self) -> None:
         self.by_stream: dict[str, int] = {}

@@ -165,9 +165,7 @@ async def test_large_snapshot_states_are_stored_compressed(kind: str, tmp_path: 
     assert kinds == [("compressed", 1), ("text", 2), ("compressed", 1)]
 
 
-async def test_inline_projections_see_compressed_events_decoded(
-    kind: str, tmp_path: Path
-) -> None:
+async def test_inline_projections_see_compressed_events_decoded(kind: str, tmp_path: Path) -> None:
     seen: list[StoredEvent] = []
     async with _store(kind, tmp_path, compress_over=1024) as store:
         await store.append("Order-1", 0, [event("Placed", LARGE)])  # caught up on adding

@@ -633,8 +633,9 @@ def _append_refused(
     msg = refused_event_ids(
         stream_id,
         [row[3] for row in rows],
-        lambda i: conn.execute("SELECT 1 FROM events WHERE event_id = ?", (i,)).fetchone()
-        is not None,
+        lambda i: (
+            conn.execute("SELECT 1 FROM events WHERE event_id = ?", (i,)).fetchone() is not None
+        ),
     )
     if msg is None:
         msg = f"appending to {stream_id!r} failed: {exc}"

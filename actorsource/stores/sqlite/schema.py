@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 """
 
+
 def _timers_step() -> list[str]:
     """The statements of the step to version 4: durable timers (idempotent, as _SCHEMA's).
 
