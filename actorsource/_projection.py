@@ -581,7 +581,7 @@ class ProjectionRunner:
         if result is not None:  # refused at definition time; a handler may still return one
             result.close()  # type: ignore[attr-defined]
             msg = f"{self.compiled.mode} handlers must not be coroutines"
-            raise self._error(stored, TypeError(msg))
+            raise _error(self.name, stored, TypeError(msg))
 
     def _call(self, stored: StoredEvent, transaction: Any) -> Awaitable[None] | None:
         """Decode an event and call its handler; a failure is a ProjectionError naming it.
@@ -617,9 +617,9 @@ class ProjectionRunner:
             finally:
                 current_cause.reset(token)
         except Exception as exc:
-            raise self._error(stored, exc) from exc
+            raise _error(self.name, stored, exc) from exc
         if started is not None:
-            self._log_updated(stored, started)
+            _log_updated(self.name, stored, started)
         return cast(None, result)
 
     async def _awaited(self, stored: StoredEvent, result: Awaitable[None]) -> None:
@@ -628,38 +628,41 @@ class ProjectionRunner:
         try:
             await result
         except Exception as exc:
-            raise self._error(stored, exc) from exc
+            raise _error(self.name, stored, exc) from exc
         finally:
             current_cause.reset(token)
         if started is not None:
-            self._log_updated(stored, started)
+            _log_updated(self.name, stored, started)
 
-    def _log_updated(self, stored: StoredEvent, started: float) -> None:
-        logger.debug(
-            "projection updated",
-            extra={
-                "projection": self.name,
-                "event_id": stored.event_id,
-                "event_type": stored.type,
-                "stream_id": stored.stream_id,
-                "version": stored.version,
-                "position": stored.position,
-                "correlation_id": stored.metadata.get(CORRELATION_ID),
-                "processing_time_ms": (time.perf_counter() - started) * 1000,
-            },
-        )
 
-    def _error(self, stored: StoredEvent, exc: BaseException) -> ProjectionError:
-        error = ProjectionError(
-            self.name,
-            position=stored.position,
-            stream_id=stored.stream_id,
-            version=stored.version,
-            event_type=stored.type,
-            error=exc,
-        )
-        error.__cause__ = exc
-        return error
+def _log_updated(name: str, stored: StoredEvent, started: float) -> None:
+    logger.debug(
+        "projection updated",
+        extra={
+            "projection": name,
+            "event_id": stored.event_id,
+            "event_type": stored.type,
+            "stream_id": stored.stream_id,
+            "version": stored.version,
+            "position": stored.position,
+            "correlation_id": stored.metadata.get(CORRELATION_ID),
+            "processing_time_ms": (time.perf_counter() - started) * 1000,
+        },
+    )
+
+
+def _error(name: str, stored: StoredEvent, exc: BaseException) -> ProjectionError:
+    """The error a projection handler's failure on ``stored`` is reported as."""
+    error = ProjectionError(
+        name,
+        position=stored.position,
+        stream_id=stored.stream_id,
+        version=stored.version,
+        event_type=stored.type,
+        error=exc,
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _nothing() -> None:

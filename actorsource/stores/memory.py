@@ -23,7 +23,7 @@ from .._records import (
     StoredEvent,
     StreamInfo,
 )
-from .._timers import StoredTimer, TimerChange
+from .._timers import TimerChange
 from ._base import (
     Fence,
     GrowthMeter,
@@ -38,7 +38,6 @@ from ._base import (
     before_kept,
     check_append,
     check_checkpoint,
-    check_claim,
     check_command_ids,
     check_filters,
     check_keep,
@@ -58,10 +57,10 @@ from .memory_cluster import MemoryCluster
 from .memory_keys import MemorySubjectKeys
 from .memory_retention import MemoryRetention
 from .memory_rows import _position, _Row
-from .memory_timers import TimerTable
+from .memory_timers import MemoryTimers, TimerTable
 
 
-class InMemoryEventStore(MemoryRetention, MemorySubjectKeys, MemoryCluster):
+class InMemoryEventStore(MemoryRetention, MemorySubjectKeys, MemoryCluster, MemoryTimers):
     """An event store held in memory with the same contract as the SQLite store.
 
     Data and metadata are kept as JSON text, so that what is stored is exactly what a durable
@@ -217,32 +216,6 @@ class InMemoryEventStore(MemoryRetention, MemorySubjectKeys, MemoryCluster):
             result = AppendResult(actual, len(self._log) + 1, utc_now())
         self._timers.apply(timers)
         return result
-
-    async def claim_due_timers(
-        self,
-        claimant: str,
-        now: datetime,
-        lease: float,
-        *,
-        limit: int,
-        categories: Collection[str] | None = None,
-    ) -> list[StoredTimer]:
-        """Claim due timers nobody holds (see :class:`TimerStore`)."""
-        self._check_open()
-        check_claim(claimant, now, lease, limit)
-        return self._timers.claim(claimant, now, lease, limit, categories)
-
-    async def finish_timer(
-        self, timer: StoredTimer, claimant: str, next_due: datetime | None
-    ) -> bool:
-        """Drop or move a claimed timer's tick (see :class:`TimerStore`)."""
-        self._check_open()
-        return self._timers.finish(timer, claimant, next_due)
-
-    async def list_timers(self) -> list[StoredTimer]:
-        """Return every timer, the earliest due first."""
-        self._check_open()
-        return self._timers.listing()
 
     def _run_inline(self, new_rows: list[_Row]) -> None:
         """Call the inline projections with what they have not seen; raise to refuse the append."""

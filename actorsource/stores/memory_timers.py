@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .._timers import StoredTimer, TimerChange, TimerSchedule
-from ._base import decode_json, encode_timer_data, in_categories
+from ._base import check_claim, decode_json, encode_timer_data, in_categories
 
 
 class TimerTable:
@@ -84,3 +85,39 @@ class TimerTable:
         """Every timer, the earliest due first."""
         rows = sorted(self._timers.values(), key=lambda found: (found[0].due_at, found[0].owner))
         return [attrs.evolve(timer, data=decode_json(text)) for timer, text in rows]
+
+
+class MemoryTimers:
+    """The memory store's timer claims and listing (its appends with timers are the store's)."""
+
+    _timers: TimerTable
+
+    if TYPE_CHECKING:  # the store's own, found through the class that mixes this in
+
+        def _check_open(self) -> None: ...
+
+    async def claim_due_timers(
+        self,
+        claimant: str,
+        now: datetime,
+        lease: float,
+        *,
+        limit: int,
+        categories: Collection[str] | None = None,
+    ) -> list[StoredTimer]:
+        """Claim due timers nobody holds (see :class:`TimerStore`)."""
+        self._check_open()
+        check_claim(claimant, now, lease, limit)
+        return self._timers.claim(claimant, now, lease, limit, categories)
+
+    async def finish_timer(
+        self, timer: StoredTimer, claimant: str, next_due: datetime | None
+    ) -> bool:
+        """Drop or move a claimed timer's tick (see :class:`TimerStore`)."""
+        self._check_open()
+        return self._timers.finish(timer, claimant, next_due)
+
+    async def list_timers(self) -> list[StoredTimer]:
+        """Return every timer, the earliest due first."""
+        self._check_open()
+        return self._timers.listing()

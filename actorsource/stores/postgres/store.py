@@ -111,24 +111,14 @@ class PostgresEventStore(
         read_only: bool = False,
         compress_over: int | None = None,
     ) -> None:
-        if not isinstance(dsn, str) or not dsn:
-            msg = f"dsn must be a non-empty str (a postgresql:// URI), got {dsn!r}"
-            raise ValueError(msg)
-        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
-            msg = (
-                "schema must be a lower-case identifier of at most 63 characters (letters, "
-                f"digits and '_', not starting with a digit), got {schema!r}"
-            )
-            raise ValueError(msg)
-        for name, value in (
-            ("pool_size", pool_size),
-            ("max_batch", max_batch),
-            ("read_page_size", read_page_size),
-            ("known_heads", known_heads),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                msg = f"{name} must be an int >= 1, got {value!r}"
-                raise ValueError(msg)
+        _check_arguments(
+            dsn,
+            schema,
+            pool_size=pool_size,
+            max_batch=max_batch,
+            read_page_size=read_page_size,
+            known_heads=known_heads,
+        )
         self._driver = _driver()
         self._errors = _driver_errors(self._driver)
         self.dsn = dsn
@@ -465,3 +455,20 @@ class PostgresEventStore(
         PostgreSQL's own compression of large values)."""
         self._check_open()
         return self.growth_meter.growth()
+
+
+def _check_arguments(dsn: object, schema: object, **sizes: object) -> None:
+    """Raise a ValueError naming the first bad argument of the store's constructor."""
+    if not isinstance(dsn, str) or not dsn:
+        msg = f"dsn must be a non-empty str (a postgresql:// URI), got {dsn!r}"
+        raise ValueError(msg)
+    if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+        msg = (
+            "schema must be a lower-case identifier of at most 63 characters (letters, "
+            f"digits and '_', not starting with a digit), got {schema!r}"
+        )
+        raise ValueError(msg)
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            msg = f"{name} must be an int >= 1, got {value!r}"
+            raise ValueError(msg)
