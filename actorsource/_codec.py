@@ -202,8 +202,7 @@ class Codec:
     """Turns events and states into JSON-ready dicts and back, by stable type names."""
 
     def __init__(self) -> None:
-        self._converter = make_converter()
-        _make_strict(self._converter)
+        self._converter = _shared_converter()
         #: every stored name (current names and aliases) -> its class
         self._by_name: dict[str, type] = {}
         self._specs: dict[type, EventTypeSpec] = {}
@@ -555,6 +554,25 @@ def _copy_json(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy_json(item) for item in value]
     return value
+
+
+def _shared_converter() -> cattrs.Converter:
+    """The one strict converter every codec uses.
+
+    One for the process, not one per codec: cattrs generates (and compiles) a function per class
+    on first use and keeps it in its converter, so that every runtime made after the first, as
+    in tests or a tool that opens several stores, reads its first snapshot without compiling
+    again. Nothing registers hooks per codec.
+    """
+    global _CONVERTER  # noqa: PLW0603  # made on first use, then shared
+    if _CONVERTER is None:
+        converter = make_converter()
+        _make_strict(converter)
+        _CONVERTER = converter
+    return _CONVERTER
+
+
+_CONVERTER: cattrs.Converter | None = None
 
 
 def _make_strict(converter: cattrs.Converter) -> None:

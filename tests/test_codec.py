@@ -266,3 +266,31 @@ def test_an_event_class_the_codec_could_not_read_back_is_refused_when_registered
         codec.register_events([cls])
     with pytest.raises(CodecError, match="not registered"):  # nothing half-registered
         codec.encode_event(cls({}))
+
+
+def test_a_state_class_is_compiled_once_for_every_codec_of_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each runtime has a codec of its own; the function cattrs generates (and compiles) to read
+    a state class is made on the first read and reused by every later codec."""
+    import actorsource._codec as codec_module
+
+    made: list[type] = []
+    make = codec_module.make_dict_structure_fn
+
+    def counting(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        made.append(cls)
+        return make(cls, *args, **kwargs)
+
+    monkeypatch.setattr(codec_module, "make_dict_structure_fn", counting)
+
+    @attrs.define
+    class Ledger:
+        entries: int = 0
+        owner: str = ""
+
+    first, second = Codec(), Codec()
+    encoded = first.encode_state(Ledger(3, "ann"))
+    assert first.decode_state(encoded, Ledger) == Ledger(3, "ann")
+    assert second.decode_state(encoded, Ledger) == Ledger(3, "ann")
+    assert made == [Ledger]
