@@ -125,13 +125,9 @@ def fenced_appender(
         events: list[NewEvent],
         on_done: Callable[[AppendResult | BaseException], None],
     ) -> None:
-        fence = fence_for(stream_id)
-        if fence is None:
-            raise FencedError(stream_id, shard_of(stream_id), 0, None)
+        fence = _held_fence(stream_id, fence_for, shard_of)
         future = cluster.submit_fenced_append(stream_id, expected_version, events, fence)
-        future.add_done_callback(
-            functools.partial(_fenced_back, stream_id, on_done, on_fenced), context=_ACTOR_CONTEXT
-        )
+        _answer_fenced(future, stream_id, on_done, on_fenced)
 
     return append_fenced
 
@@ -155,17 +151,38 @@ def fenced_timed_appender(
         changes: list[TimerChange],
         on_done: Callable[[AppendResult | BaseException], None],
     ) -> None:
-        fence = fence_for(stream_id)
-        if fence is None:
-            raise FencedError(stream_id, shard_of(stream_id), 0, None)
+        fence = _held_fence(stream_id, fence_for, shard_of)
         future = asyncio.ensure_future(
             cluster.append_fenced_with_timers(stream_id, expected_version, events, changes, fence)
         )
-        future.add_done_callback(
-            functools.partial(_fenced_back, stream_id, on_done, on_fenced), context=_ACTOR_CONTEXT
-        )
+        _answer_fenced(future, stream_id, on_done, on_fenced)
 
     return append_timed_fenced
+
+
+def _held_fence(
+    stream_id: str,
+    fence_for: Callable[[str], Fence | None],
+    shard_of: Callable[[str], int],
+) -> Fence:
+    """The fence of this member's lease on the stream's shard; without a lease, the append
+    is refused at once (nothing reaches the store)."""
+    fence = fence_for(stream_id)
+    if fence is None:
+        raise FencedError(stream_id, shard_of(stream_id), 0, None)
+    return fence
+
+
+def _answer_fenced(
+    future: asyncio.Future[AppendResult],
+    stream_id: str,
+    on_done: Callable[[AppendResult | BaseException], None],
+    on_fenced: Callable[[FencedError], None],
+) -> None:
+    """Call the actor back when a fenced append is done, a fence refusal reported first."""
+    future.add_done_callback(
+        functools.partial(_fenced_back, stream_id, on_done, on_fenced), context=_ACTOR_CONTEXT
+    )
 
 
 def _fenced_back(
