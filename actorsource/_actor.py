@@ -70,6 +70,7 @@ from ._metrics import (
 )
 from ._policies import SnapshotPolicy
 from ._records import AppendResult, JSONDict, NewEvent, RecordedEvent, StoredEvent
+from ._routes import Appender, TimedAppender
 from ._snapshots import snapshot_if_due, take_snapshot
 from ._supervision import Supervisor
 from ._timers import Clock, SystemClock, TimerChange
@@ -103,9 +104,7 @@ class ActorContext:
     #: yield (version, type, data) of a stream's events from a version on
     read_stream_data: Callable[[str, int], AsyncIterator[tuple[int, str, JSONDict]]]
     #: hand events to the store, which calls back with the result or the error at commit
-    append_then: Callable[
-        [str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None
-    ]
+    append_then: Appender
     #: the events of a stream that commands with the given ids produced, in version order
     find_command_events: Callable[[str, Collection[str]], Coroutine[Any, Any, list[StoredEvent]]]
     #: how many recent idempotent commands (with an explicit id) each actor remembers
@@ -130,19 +129,7 @@ class ActorContext:
     #: the time timers run by (``after=`` counts from it)
     clock: Clock = attrs.Factory(SystemClock)
     #: hand events and timer writes to the store together; calls back as ``append_then`` does
-    append_timed: (
-        Callable[
-            [
-                str,
-                int,
-                list[NewEvent],
-                list[TimerChange],
-                Callable[[AppendResult | BaseException], None],
-            ],
-            None,
-        ]
-        | None
-    ) = None
+    append_timed: TimedAppender | None = None
     #: told when timers were stored (the runtime's scheduler may have to wake sooner)
     timers_stored: Callable[[list[TimerChange]], None] | None = None
     #: store new subjects' keys, then seal a batch's personal fields (crypto-shredding)

@@ -21,6 +21,13 @@ from .stores._base import ClusterStore, EventStore, Fence, Latest, StoreCapabili
 
 logger = logging.getLogger("actorsource.runtime")
 
+#: told the outcome of an append at its commit: the result, or the error for that append
+OnAppended = Callable[[AppendResult | BaseException], None]
+#: an actor's append: stream, expected version, events, and whom to tell at the commit
+Appender = Callable[[str, int, list[NewEvent], OnAppended], None]
+#: an actor's append with timer writes, committed together
+TimedAppender = Callable[[str, int, list[NewEvent], list[TimerChange], OnAppended], None]
+
 
 def latest_loader(
     store: EventStore, capabilities: StoreCapabilities
@@ -60,9 +67,7 @@ def no_burst() -> contextlib.AbstractContextManager[None]:
 _ACTOR_CONTEXT: Final = contextvars.Context()
 
 
-def appender(
-    store: EventStore, capabilities: StoreCapabilities
-) -> Callable[[str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None]:
+def appender(store: EventStore, capabilities: StoreCapabilities) -> Appender:
     """Return the store's callback append if it has one (``append_then``), else one made from
     its non-async ``submit_append`` or from ``append``, calling back when the future is done."""
     if capabilities.append_then is not None:
@@ -73,7 +78,7 @@ def appender(
         stream_id: str,
         expected_version: int,
         events: list[NewEvent],
-        on_done: Callable[[AppendResult | BaseException], None],
+        on_done: OnAppended,
     ) -> None:
         future: asyncio.Future[AppendResult] = (
             submit(stream_id, expected_version, events)
@@ -90,7 +95,7 @@ def appender(
 
 def _call_back(
     stream_id: str,
-    on_done: Callable[[AppendResult | BaseException], None],
+    on_done: OnAppended,
     future: asyncio.Future[AppendResult],
 ) -> None:
     if future.cancelled():
@@ -111,7 +116,7 @@ def fenced_appender(
     shard_of: Callable[[str], int],
     fence_for: Callable[[str], Fence | None],
     on_fenced: Callable[[FencedError], None],
-) -> Callable[[str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None]:
+) -> Appender:
     """Return the append of a clustered runtime: every append carries the fence of this
     member's lease on the stream's shard, checked by the store as the events commit.
 
@@ -123,7 +128,7 @@ def fenced_appender(
         stream_id: str,
         expected_version: int,
         events: list[NewEvent],
-        on_done: Callable[[AppendResult | BaseException], None],
+        on_done: OnAppended,
     ) -> None:
         fence = _held_fence(stream_id, fence_for, shard_of)
         future = cluster.submit_fenced_append(stream_id, expected_version, events, fence)
@@ -137,10 +142,7 @@ def fenced_timed_appender(
     shard_of: Callable[[str], int],
     fence_for: Callable[[str], Fence | None],
     on_fenced: Callable[[FencedError], None],
-) -> Callable[
-    [str, int, list[NewEvent], list[TimerChange], Callable[[AppendResult | BaseException], None]],
-    None,
-]:
+) -> TimedAppender:
     """Return the append with timer writes of a clustered runtime: fenced as
     :func:`fenced_appender`'s appends are, in the transaction of the events and timers."""
 
@@ -149,7 +151,7 @@ def fenced_timed_appender(
         expected_version: int,
         events: list[NewEvent],
         changes: list[TimerChange],
-        on_done: Callable[[AppendResult | BaseException], None],
+        on_done: OnAppended,
     ) -> None:
         fence = _held_fence(stream_id, fence_for, shard_of)
         future = asyncio.ensure_future(
@@ -176,7 +178,7 @@ def _held_fence(
 def _answer_fenced(
     future: asyncio.Future[AppendResult],
     stream_id: str,
-    on_done: Callable[[AppendResult | BaseException], None],
+    on_done: OnAppended,
     on_fenced: Callable[[FencedError], None],
 ) -> None:
     """Call the actor back when a fenced append is done, a fence refusal reported first."""
@@ -187,7 +189,7 @@ def _answer_fenced(
 
 def _fenced_back(
     stream_id: str,
-    on_done: Callable[[AppendResult | BaseException], None],
+    on_done: OnAppended,
     on_fenced: Callable[[FencedError], None],
     future: asyncio.Future[AppendResult],
 ) -> None:
@@ -201,12 +203,7 @@ def _fenced_back(
     _call_back(stream_id, on_done, future)
 
 
-def timed_appender(
-    store: EventStore, capabilities: StoreCapabilities
-) -> Callable[
-    [str, int, list[NewEvent], list[TimerChange], Callable[[AppendResult | BaseException], None]],
-    None,
-]:
+def timed_appender(store: EventStore, capabilities: StoreCapabilities) -> TimedAppender:
     """Return the append with timer writes of a store that keeps timers (calling back when
     it is done, as :func:`appender`'s route does), else one that refuses at once."""
     timers = capabilities.timers
@@ -216,7 +213,7 @@ def timed_appender(
         expected_version: int,
         events: list[NewEvent],
         changes: list[TimerChange],
-        on_done: Callable[[AppendResult | BaseException], None],
+        on_done: OnAppended,
     ) -> None:
         if timers is None:
             msg = (

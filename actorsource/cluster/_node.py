@@ -15,10 +15,8 @@ import anyio.abc
 from .._codec import Codec
 from .._decider import Decider
 from .._errors import ClusterError
-from .._records import AppendResult, NewEvent
 from .._refs import Mailboxes
-from .._routes import fenced_appender, fenced_timed_appender
-from .._timers import TimerChange
+from .._routes import Appender, TimedAppender, fenced_appender, fenced_timed_appender
 from ..stores._base import ClusterStore, EventStore, MemberRecord, StoreCapabilities
 from ._config import Cluster
 from ._membership import Membership
@@ -103,23 +101,14 @@ class ClusterNode:
 
     def appender(
         self,
-    ) -> Callable[[str, int, list[NewEvent], Callable[[AppendResult | BaseException], None]], None]:
+    ) -> Appender:
         """The actors' append: fenced by this member's shard leases."""
         shards = self.shards
         return fenced_appender(self.tables, shards.shard_of, shards.fence_for, shards.on_fenced)
 
     def timed_appender(
         self,
-    ) -> Callable[
-        [
-            str,
-            int,
-            list[NewEvent],
-            list[TimerChange],
-            Callable[[AppendResult | BaseException], None],
-        ],
-        None,
-    ]:
+    ) -> TimedAppender:
         """The actors' append with timer writes: fenced as :meth:`appender`'s appends are."""
         shards = self.shards
         return fenced_timed_appender(
