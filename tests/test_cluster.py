@@ -82,6 +82,18 @@ def owner_runtime(runtimes: list[Runtime], stream_id: str) -> Runtime:
     return found[0]
 
 
+def aggregate_id_owned(runtime: Runtime, category: str, *, owned: bool = True) -> str:
+    """The first aggregate id of ``category`` whose shard ``runtime`` owns (or, with
+    ``owned=False``, does not own)."""
+    cluster = runtime.cluster
+    assert cluster is not None
+    return next(
+        str(i)
+        for i in range(100)
+        if (cluster.shard_of(f"{category}-{i}") in cluster.owned_shards()) == owned
+    )
+
+
 # -- the value ------------------------------------------------------------------------------------
 
 
@@ -190,11 +202,7 @@ async def test_a_ref_on_any_member_reaches_the_owner_and_a_non_owner_cannot_appe
         assert a.cluster is not None and b.cluster is not None
         b.ref(Account, "warm-up")  # the aggregates b serves
         await refresh_all(a, b)
-        aggregate_id = next(
-            str(i)
-            for i in range(100)
-            if a.cluster.shard_of(f"Account-{i}") not in a.cluster.owned_shards()
-        )
+        aggregate_id = aggregate_id_owned(a, "Account", owned=False)
         stream = f"Account-{aggregate_id}"
         # a's actors cannot append to a shard b owns: refused at once, nothing stored
         direct = AggregateRef(
@@ -256,11 +264,7 @@ async def test_a_member_that_stops_beating_loses_its_shards_and_its_late_appends
     ):
         assert a.cluster is not None and b.cluster is not None
         await refresh_all(a, b)
-        stream = next(
-            f"Account-{i}"
-            for i in range(100)
-            if a.cluster.shard_of(f"Account-{i}") in a.cluster.owned_shards()
-        )
+        stream = f"Account-{aggregate_id_owned(a, 'Account')}"
         ref = a.ref(Account, stream.removeprefix("Account-"))
         await ref.ask(Deposit(1))
         shard = a.cluster.shard_of(stream)
@@ -450,11 +454,7 @@ async def test_a_stale_owners_command_that_schedules_a_timer_is_fenced_too(
     ):
         assert a.cluster is not None and b.cluster is not None
         await refresh_all(a, b)
-        stream = next(
-            f"Order-{i}"
-            for i in range(100)
-            if a.cluster.shard_of(f"Order-{i}") in a.cluster.owned_shards()
-        )
+        stream = f"Order-{aggregate_id_owned(a, 'Order')}"
         ref = a.ref(Order, stream.removeprefix("Order-"))
         await ref.ask(Place(minutes=30))  # events and timer stored under a's lease
         before = [(t.key, t.due_at) for t in await timers.list_timers()]

@@ -36,10 +36,11 @@ DEADLINE = 20.0
 
 
 @pytest.fixture
-def schema(tmp_path: Path) -> Iterator[str]:
+def schema(tmp_path: Path, postgres_dsn: str) -> Iterator[str]:
+    # through postgres_dsn: a run of this file alone starts the throwaway server too
     name = postgres_schema(tmp_path)
     yield name
-    run_sync(drop_schema(POSTGRES_DSN, name))
+    run_sync(drop_schema(postgres_dsn, name))
 
 
 class Members:
@@ -146,6 +147,13 @@ def settled(names: list[str]) -> Callable[[], Any]:
     return check  # type: ignore[return-value]
 
 
+async def start_settled(members: Members, schema: str, names: list[str]) -> None:
+    """Start these members and wait until they hold every shard between them."""
+    for name in names:
+        await members.start(name)
+    await wait_until(lambda: settled(names)(schema), "placement settled")  # type: ignore[operator]
+
+
 async def stored(schema: str) -> list[tuple[str, int, int, str, str]]:
     """Every event: (stream, version, position, member that decided it, command id)."""
     rows = await query(
@@ -221,9 +229,7 @@ async def test_kill_9_moves_the_shards_within_the_lease_and_loses_no_acknowledge
     members: Members, schema: str
 ) -> None:
     names = ["m0", "m1", "m2"]
-    for name in names:
-        await members.start(name)
-    await wait_until(lambda: settled(names)(schema), "placement settled")  # type: ignore[operator]
+    await start_settled(members, schema, names)
     await acks_grow(members, 200)
     before = await owners(schema)
     killed = members.live.pop("m2")
@@ -249,9 +255,7 @@ async def test_a_paused_owner_is_fenced_and_stores_nothing_after_the_takeover(
     members: Members, schema: str
 ) -> None:
     names = ["m0", "m1", "m2"]
-    for name in names:
-        await members.start(name)
-    await wait_until(lambda: settled(names)(schema), "placement settled")  # type: ignore[operator]
+    await start_settled(members, schema, names)
     await acks_grow(members, 200)
     paused = members.live["m2"]
     os.kill(paused.process.pid, signal.SIGSTOP)
@@ -282,9 +286,7 @@ async def test_a_rolling_restart_under_steady_load_fails_no_ask(
     members: Members, schema: str
 ) -> None:
     names = ["m0", "m1", "m2"]
-    for name in names:
-        await members.start(name)
-    await wait_until(lambda: settled(names)(schema), "placement settled")  # type: ignore[operator]
+    await start_settled(members, schema, names)
     await acks_grow(members, 100)
     for name in names:
         stats = await members.stop(name)
