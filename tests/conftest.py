@@ -59,6 +59,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _needs_postgres(item: pytest.Item) -> bool:
     if "postgres_dsn" in getattr(item, "fixturenames", ()):
         return True
+    if item.get_closest_marker("postgres") is not None:
+        return True
     callspec = getattr(item, "callspec", None)
     return callspec is not None and "postgres" in callspec.params.values()
 

@@ -445,8 +445,8 @@ TestRuntimeMatchesModelOnSQLiteStore = SQLiteMachine.TestCase
 TestRuntimeMatchesModelOnSQLiteStore.settings = settings(
     max_examples=25, stateful_step_count=40, deadline=None, phases=PHASES
 )
-TestRuntimeMatchesModelOnPostgresStore = pytest.mark.skipif(not POSTGRES_DSN, reason=NO_POSTGRES)(
-    PostgresMachine.TestCase
+TestRuntimeMatchesModelOnPostgresStore = pytest.mark.postgres(
+    pytest.mark.skipif(not POSTGRES_DSN, reason=NO_POSTGRES)(PostgresMachine.TestCase)
 )
 TestRuntimeMatchesModelOnPostgresStore.settings = settings(
     max_examples=15, stateful_step_count=40, deadline=None, phases=PHASES

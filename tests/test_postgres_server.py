@@ -57,3 +57,23 @@ async def test_a_throwaway_server_takes_a_store_and_is_gone_once_stopped() -> No
         server.stop()
 
     assert not server.root.exists()
+
+
+class _Item:
+    """What the server's start-up looks at of a collected test."""
+
+    def __init__(self, *, fixtures: tuple[str, ...] = (), marker: str | None = None) -> None:
+        self.fixturenames = fixtures
+        self._marker = marker
+
+    def get_closest_marker(self, name: str) -> object | None:
+        return object() if name == self._marker else None
+
+
+def test_a_test_needs_the_server_through_its_fixture_or_its_marker() -> None:
+    from .conftest import _needs_postgres
+
+    assert _needs_postgres(_Item(fixtures=("postgres_dsn",)))  # type: ignore[arg-type]
+    # a hypothesis state machine or a helper-made store has no fixture: the marker says so
+    assert _needs_postgres(_Item(marker="postgres"))  # type: ignore[arg-type]
+    assert not _needs_postgres(_Item(fixtures=("tmp_path",), marker="slow"))  # type: ignore[arg-type]
