@@ -24,6 +24,9 @@ from ._rehydration import Rehydration
 from ._shredding import Shredder
 from .stores._base import EventStore
 
+#: the states of projections that are not reading in this runtime (see ProjectionStatus)
+_NOT_READING = frozenset({"standby", "stopped"})
+
 A = TypeVar("A", bound=Aggregate)
 S = TypeVar("S")
 
@@ -171,11 +174,18 @@ class RuntimeReading:
             del self._subscribers[token]
 
     def _reader_positions(self) -> list[int]:
-        """Where this runtime's in-memory readers stand: its live subscriptions and
-        projections (a durable projection's stored checkpoint is the store's to check)."""
+        """Where this runtime's readers stand: its live subscriptions and the projections it
+        runs, durable ones too (a durable projection's stored checkpoint is the store's to
+        check, but before its first one is saved only its position here holds archiving
+        back). Projections that do not run here (stopped, or on standby while another member
+        of a cluster holds them) are left to their stored checkpoints."""
         return [
             *self._subscribers.values(),
-            *(status.position for status in self._hosting.statuses() if not status.durable),
+            *(
+                status.position
+                for status in self._hosting.statuses()
+                if status.state not in _NOT_READING
+            ),
         ]
 
     # -- retention -------------------------------------------------------------------------------

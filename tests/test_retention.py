@@ -164,6 +164,40 @@ async def test_archiving_never_removes_an_event_a_durable_projection_has_not_han
     assert [e.version for e in await _events_from(store, 10)] == [10]
 
 
+async def test_a_durable_projection_holds_archiving_back_before_its_first_checkpoint(
+    store: EventStore,
+) -> None:
+    await _deposits(store, 10)
+
+    class New(Projection):
+        durable: ClassVar[bool | None] = True
+
+        def __init__(self) -> None:
+            self.entered = anyio.Event()
+            self.gate = anyio.Event()
+            self.seen: list[int] = []
+
+        @handle
+        async def deposited(self, event: Deposited) -> None:
+            self.entered.set()
+            await self.gate.wait()  # held at its first event: no checkpoint stored yet
+            self.seen.append(event.amount)
+
+    new = New()
+    async with Runtime(store) as runtime:
+        runtime.add_projection(new, batch_size=1)
+        await new.entered.wait()
+        assert await store.list_checkpoints() == {}
+        archiver = Recording()
+        assert await runtime.archive(archiver=archiver) == []
+        assert archiver.calls == []
+        new.gate.set()
+        await runtime.wait_for_projection(New)
+        done = await runtime.archive(archiver=archiver)
+    assert new.seen == list(range(1, 11))  # every event, none archived before it was handled
+    assert [(d.first_version, d.last_version) for d in done] == [(1, 9)]
+
+
 async def _events_from(store: EventStore, version: int) -> list[StoredEvent]:
     return [event async for event in store.read_stream(STREAM, version)]
 

@@ -81,13 +81,6 @@ def archive_refusal(
     if through_position is None:  # between first_kept and head: always stored
         msg = f"archiving {stream_id!r}: version {through_version} is not stored"
         return ValueError(msg)
-    if max_position is not None and through_position > max_position:
-        msg = (
-            f"cannot archive {stream_id!r} through version {through_version} (position "
-            f"{through_position}): a reader of this runtime (an in-memory projection or a "
-            f"subscription) has handled only up to position {max_position}"
-        )
-        return ValueError(msg)
     behind = sorted(name for name, position in checkpoints.items() if position < through_position)
     if behind:
         lowest = min(checkpoints[name] for name in behind)
@@ -96,6 +89,13 @@ def archive_refusal(
             f"{through_position}): checkpoint {', '.join(map(repr, behind))} has handled only up "
             f"to position {lowest}; archiving never removes an event a projection has not "
             "handled"
+        )
+        return ValueError(msg)
+    if max_position is not None and through_position > max_position:
+        msg = (
+            f"cannot archive {stream_id!r} through version {through_version} (position "
+            f"{through_position}): a reader of this runtime (a projection it runs, "
+            f"or a subscription) has handled only up to position {max_position}"
         )
         return ValueError(msg)
     return None
