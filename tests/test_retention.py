@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -13,10 +14,13 @@ import pytest
 from actorsource import (
     ActorFailedError,
     ArchivedStream,
+    ConcurrencyError,
     EventStore,
     JsonLinesArchiver,
+    NewEvent,
     Projection,
     ProjectionContext,
+    Rejected,
     Runtime,
     SnapshotEvery,
     StoredEvent,
@@ -28,7 +32,8 @@ from actorsource import (
     read_archive,
 )
 
-from .domain import Account, Deposit, Deposited
+from .conftest import make_store
+from .domain import Account, Deposit, Deposited, Withdraw
 
 STREAM = "Account-a"
 
@@ -383,6 +388,67 @@ async def test_a_runtime_that_had_the_stream_live_refuses_its_next_command_and_a
         with pytest.raises(StreamDeletedError):
             await ref.ask(Deposit(1))
     assert [e.type for e in await _events(store)] == ["Deposited", "$StreamDeleted"]
+
+
+async def test_an_append_that_expects_an_archived_version_is_a_conflict_and_stores_nothing(
+    store: EventStore,
+) -> None:
+    await _deposits(store, 10)  # a snapshot at version 10
+    async with Runtime(store) as runtime:
+        await runtime.archive(STREAM, archiver=Recording(), through_version=9)
+    before = await _everything(store)
+    # the versions these would take were removed, not freed: no unique index collides
+    for expected in (0, 3):
+        with pytest.raises(ConcurrencyError) as raised:
+            await store.append(STREAM, expected, [_new_event()])
+        assert (raised.value.expected_version, raised.value.actual_version) == (expected, 10)
+    assert await _everything(store) == before
+
+
+def _new_event() -> NewEvent:
+    return NewEvent(str(uuid.uuid4()), "Deposited", {"amount": 1}, {})
+
+
+def _second(store: EventStore, kind: str, tmp_path: Path) -> EventStore:
+    """Another store on ``store``'s database, as another process has (the memory store: itself)."""
+    return store if kind == "memory" else make_store(kind, tmp_path)
+
+
+async def test_a_stale_actor_of_another_runtime_cannot_take_an_archived_version_again(
+    store: EventStore, store_kind: str, tmp_path: Path
+) -> None:
+    other = _second(store, store_kind, tmp_path)
+    async with Runtime(store) as first, Runtime(other) as second:
+        stale = first.ref(Account, "a")
+        await stale.ask(Deposit(100))  # live in the first runtime at version 1
+        moving = second.ref(Account, "a")
+        await moving.ask(Withdraw(100))  # version 2: balance 0
+        await moving.ask(Deposit(1))
+        await moving.snapshot()  # at version 3
+        await moving.ask(Deposit(1))  # version 4: balance 2
+        await second.archive(STREAM, archiver=Recording(), through_version=3)
+        # the first runtime's actor still holds balance 100 at version 1: its append of
+        # version 2 (archived) is a conflict, and decided again on the reloaded state
+        with pytest.raises(Rejected, match="balance 2"):
+            await stale.ask(Withdraw(100))
+    assert [(e.version, e.type) async for e in store.read_stream(STREAM, 4)] == [(4, "Deposited")]
+
+
+async def test_a_stale_actor_of_another_runtime_meets_the_tombstone_of_a_hard_delete(
+    store: EventStore, store_kind: str, tmp_path: Path
+) -> None:
+    other = _second(store, store_kind, tmp_path)
+    async with Runtime(store) as first, Runtime(other) as second:
+        stale = first.ref(Account, "a")
+        await stale.ask(Deposit(100))  # live in the first runtime at version 1
+        await second.ref(Account, "a").ask(Deposit(5))  # version 2
+        await second.delete_stream(STREAM, hard=True)  # the tombstone at 3; 1 and 2 removed
+        with pytest.raises(StreamDeletedError, match="hard-deleted"):
+            await stale.ask(Withdraw(100))
+    assert await store.stream_version(STREAM) == 3
+    assert [(e.version, e.type) async for e in store.read_stream(STREAM, 3)] == [
+        (3, "$StreamDeleted")
+    ]
 
 
 async def test_delete_refuses_bad_input_with_a_clear_error_and_changes_nothing(

@@ -205,6 +205,7 @@ async def test_a_postgres_schema_of_version_4_is_upgraded_with_the_cluster_table
     import asyncpg
 
     from actorsource import PostgresEventStore
+    from actorsource.stores.postgres import SCHEMA_VERSION
     from actorsource.stores.postgres.schema import _channel, _lock_key, _migrations
 
     schema = postgres_schema(tmp_path)
@@ -217,7 +218,7 @@ async def test_a_postgres_schema_of_version_4_is_upgraded_with_the_cluster_table
             await conn.execute(statement)
         await conn.execute(f'INSERT INTO "{schema}".actorsource_schema (version) VALUES (4)')
         async with PostgresEventStore(POSTGRES_DSN, schema=schema) as store:
-            assert store.schema_version == 5
+            assert store.schema_version == SCHEMA_VERSION  # through 5, the cluster tables
             await store.append("A-1", 0, [event("Opened")])
             cluster = tables(store)
             await cluster.acquire_shards("c", "a", [0], now=1.0, expires_at=2.0)
@@ -226,7 +227,7 @@ async def test_a_postgres_schema_of_version_4_is_upgraded_with_the_cluster_table
             )
             assert fenced.version == 2
         version = await conn.fetchval(f'SELECT version FROM "{schema}".actorsource_schema')
-        assert version == 5
+        assert version == SCHEMA_VERSION
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()

@@ -1,4 +1,4 @@
-"""How the PostgreSQL writer appends: which stream heads it has the server check, one
+"""How the PostgreSQL writer appends: the stream heads it has the server check, one
 notification per commit, and what goes into the JSONB and exact-text columns."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from typing import Any, cast
 
 import pytest
 
-from actorsource import AppendResult, ConcurrencyError, PostgresEventStore
+from actorsource import AppendResult, ConcurrencyError, PostgresEventStore, SnapshotRecord
+from actorsource.stores.postgres import SCHEMA_VERSION
 from actorsource.stores.postgres.plan import _Append, _jsonb_columns, _plan
-from actorsource.stores.postgres.schema import _channel
+from actorsource.stores.postgres.schema import _channel, _lock_key, _migrations
 
 from ..conftest import drop_schema, postgres_schema, run_sync
 from .test_contract import collect, event, everything, versions
@@ -23,25 +24,29 @@ def _append(stream_id: str, expected: int | None, count: int = 1) -> _Append:
     return _Append(stream_id, expected, rows, cast("asyncio.Future[AppendResult]", None))
 
 
-def test_only_heads_the_writer_does_not_know_are_checked_by_the_server() -> None:
+def test_every_stream_of_a_batch_is_checked_by_the_server_at_its_planned_head() -> None:
     known = {"known": 4, "behind": 2}
     plan = _plan(
         [
-            _append("known", 4),  # the writer saw version 4 stored: nothing to check
-            _append("behind", 6),  # the writer saw 2: does version 6 exist?
-            _append("unknown", 3),  # never seen: does version 3 exist?
-            _append("new", 0),  # nothing before version 1 to check
-            _append("anywhere", None),  # appended after the known head: nothing to check
+            _append("known", 4),  # the writer saw version 4 stored: maybe stale since
+            _append("behind", 6),  # the writer saw 2: is the stream at 6?
+            _append("unknown", 3),  # never seen
+            _append("new", 0),  # nothing stored yet? (version 1 may have been archived)
+            _append("anywhere", None),  # after the head the writer knows
+            _append("known", 5),  # after this batch's own append: checked once, above
         ],
         {**known, "anywhere": 7},
         None,
     )
 
     assert list(zip(plan.check_streams, plan.check_heads, strict=True)) == [
+        ("known", 4),
         ("behind", 6),
         ("unknown", 3),
+        ("new", 0),
+        ("anywhere", 7),
     ]
-    assert plan.versions == [5, 7, 4, 1, 8]
+    assert plan.versions == [5, 7, 4, 1, 8, 6]
 
 
 def test_facts_read_under_the_lock_need_no_check() -> None:
@@ -102,6 +107,28 @@ async def test_a_stream_moved_by_another_store_past_the_known_head_is_checked(
             await one.append("a", 4, [event()])
         assert stale.value.actual_version == 5
         assert versions(await collect(one.read_stream("a"))) == [1, 2, 3, 4, 5]
+
+
+async def test_a_schema_of_version_5_is_upgraded_to_check_every_head_against_the_last_version(
+    postgres_dsn: str, schema: str, raw: Any
+) -> None:
+    steps = _migrations(schema, _lock_key("append", schema), _channel(schema))
+    await raw.execute(f'CREATE SCHEMA "{schema}"')
+    for step in range(1, 6):
+        for statement in steps[step]:
+            await raw.execute(statement)
+    await raw.execute(f'INSERT INTO "{schema}".actorsource_schema (version) VALUES (5)')
+    async with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        assert store.schema_version == SCHEMA_VERSION == 6
+        await store.append("a", 0, [event() for _ in range(3)])
+        await store.save_snapshot(SnapshotRecord("a", 2, {"n": 2}, 1))
+        await store.archive_stream("a", 2, None)  # versions 1 and 2 leave; 3 stays
+        # version 1 is free in the table, yet taken: expecting 0 (or 1) is a conflict
+        for expected in (0, 1):
+            with pytest.raises(ConcurrencyError) as caught:
+                await store.append("a", expected, [event()])
+            assert caught.value.actual_version == 3
+        assert versions(await collect(store.read_stream("a", 3))) == [3]
 
 
 async def test_one_notification_per_commit_not_per_append(

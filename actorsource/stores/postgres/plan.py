@@ -137,9 +137,9 @@ def _plan(batch: Sequence[_Op], heads: Mapping[str, int], stored: set[str] | Non
 
     With ``stored`` (the batch's event ids found in the table) ``heads`` are facts read under
     the lock, and the plan is final. Without, ``heads`` are what the writer last saw, and an
-    append's expected version is trusted as its stream's head: the append function checks
-    under the lock that each planned head the writer has not seen is stored, and the unique
-    constraints refuse a version or an event id stored before.
+    append's expected version is taken as its stream's head: the append function checks
+    under the lock that each stream's last stored version is its planned head, and the unique
+    constraint refuses an event id stored before.
 
     :raises _NeedFacts: if an append has no expected version and its stream's head is unknown
     """
@@ -176,10 +176,11 @@ def _plan(batch: Sequence[_Op], heads: Mapping[str, int], stored: set[str] | Non
                 outcomes.append(refused)
                 continue
             used.update(ids)
-        if stream_id not in plan.heads and head > 0 and heads.get(stream_id, 0) < head:
-            # a head the writer has not seen stored: the server checks that it is (a head it
-            # has seen is stored for good, and the unique (stream, version) index refuses an
-            # append after a head that moved on)
+        if stored is None and stream_id not in plan.heads:
+            # the stream's first append in the batch, planned on a head the writer believes:
+            # the server checks it under the lock (a head the writer saw may be stale, and
+            # the versions after it archived or deleted since, which the unique
+            # (stream, version) index cannot see)
             plan.check_streams.append(stream_id)
             plan.check_heads.append(head)
         outcomes.append((len(rows), head + count))

@@ -7,7 +7,7 @@ import re
 from typing import Final
 
 #: the schema version this code writes and reads (the ``actorsource_schema`` table holds it)
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 #: what a ``schema=`` name may be: a plain lower-case identifier, usable unquoted in SQL
 _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -142,6 +142,7 @@ def _migrations(schema: str, append_lock: int, channel: str) -> dict[int, list[s
         3: _compression_step(s, append_lock, channel),
         4: _subject_keys_step(s),
         5: _cluster_step(s),
+        6: _head_check_step(s, append_lock, channel),
     }
 
 
@@ -208,8 +209,22 @@ def _compression_step(s: str, append_lock: int, channel: str) -> list[str]:
         f"""DROP FUNCTION {s}.actorsource_append(text[], bigint[], text[], text[], text[],
                 text[], text[], text[], text[], bigint[], text[], bigint[], bigint[], text[],
                 text[])""",
-        # step 1's, with the compressed values (NULL arrays when a batch has none)
-        f"""CREATE FUNCTION {s}.actorsource_append(
+        _append_function(
+            s, append_lock, channel, create="CREATE", stale=_STALE_BY_NEIGHBOURS.format(s=s)
+        ),
+    ]
+
+
+def _append_function(s: str, append_lock: int, channel: str, *, create: str, stale: str) -> str:
+    """The append function from schema version 3 on: the whole append of a batch in one
+    statement (see the module docstring), with the compressed values (NULL arrays when a
+    batch has none).
+
+    :param create: ``CREATE`` or ``CREATE OR REPLACE``
+    :param stale: the condition on ``c`` (a stream, and the head the batch was planned for)
+        under which the batch is refused
+    """
+    return f"""{create} FUNCTION {s}.actorsource_append(
             p_stream_ids text[], p_versions bigint[], p_types text[],
             p_data text[], p_data_text text[], p_metadata text[], p_metadata_text text[],
             p_event_ids text[], p_check_streams text[], p_check_heads bigint[],
@@ -234,12 +249,7 @@ def _compression_step(s: str, append_lock: int, channel: str) -> list[str]:
                    EXISTS (
                        SELECT 1 FROM unnest(p_check_streams, p_check_heads)
                             AS c(stream_id, head)
-                       WHERE EXISTS (
-                               SELECT 1 FROM {s}.events e
-                               WHERE e.stream_id = c.stream_id AND e.version = c.head + 1)
-                          OR (c.head > 0 AND NOT EXISTS (
-                               SELECT 1 FROM {s}.events e
-                               WHERE e.stream_id = c.stream_id AND e.version = c.head)))
+                       WHERE {stale})
               INTO v_head, v_stale;
             IF v_stale THEN
                 RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
@@ -289,8 +299,22 @@ def _compression_step(s: str, append_lock: int, channel: str) -> list[str]:
                     recorded_at = excluded.recorded_at;
             END IF;
         END
-        $fn$""",
-    ]
+        $fn$"""
+
+
+#: version 3's check: the version after the planned head is taken, or the head is not stored
+#: (blind to a stale head whose next versions were archived or deleted, and to head 0 once
+#: version 1 was archived)
+_STALE_BY_NEIGHBOURS: Final = """EXISTS (
+        SELECT 1 FROM {s}.events e
+        WHERE e.stream_id = c.stream_id AND e.version = c.head + 1)
+   OR (c.head > 0 AND NOT EXISTS (
+        SELECT 1 FROM {s}.events e
+        WHERE e.stream_id = c.stream_id AND e.version = c.head))"""
+
+#: version 6's check: the stream's last version is not the planned head (one index probe)
+_STALE_BY_HEAD: Final = """coalesce((SELECT max(e.version) FROM {s}.events e
+    WHERE e.stream_id = c.stream_id), 0) <> c.head"""
 
 
 def _subject_keys_step(s: str) -> list[str]:
@@ -343,6 +367,21 @@ def _cluster_step(s: str) -> list[str]:
         f"""COMMENT ON COLUMN {s}.shard_leases.epoch IS
             'raised by one at every acquisition: a fenced append commits only while the '
             'shard''s lease is at the epoch it was made under'""",
+    ]
+
+
+def _head_check_step(s: str, append_lock: int, channel: str) -> list[str]:
+    """The statement of the step to version 6: the append function checks the head of every
+    stream a batch appends to against its last stored version.
+
+    Version 3's check looked for the version after the planned head, and the unique index
+    stood guard behind it; once archiving or a hard delete has removed versions, a stale head
+    finds them free. The writer now sends every stream of a batch to be checked.
+    """
+    return [
+        _append_function(
+            s, append_lock, channel, create="CREATE OR REPLACE", stale=_STALE_BY_HEAD.format(s=s)
+        )
     ]
 
 

@@ -20,11 +20,12 @@ Design (the measurements behind it are in the repository's ``docs/performance.md
   rows go in with few multi-row statements, and when a constraint refuses one, its appends are
   redone one at a time (each in a savepoint when it has several rows) to find the one at fault.
 - **Known heads.** The writer remembers the head version of the streams it wrote or checked.
-  When an append expects exactly that head, it inserts without a version query; the
-  ``UNIQUE(stream_id, version)`` constraint stays the final guard against other processes
-  (a stale head can only be too low, and then the insert collides). A batch whose appends all
-  expect known heads is one autocommit INSERT statement: one release of the GIL and one fsync
-  for the whole batch (see :class:`.commit._BatchCommit`).
+  A batch whose appends all expect known heads (or streams it does not know) is one autocommit
+  INSERT statement that checks each stream's head as it inserts: one release of the GIL and
+  one fsync for the whole batch (see :func:`.commit._all_at_once`). The check is not left to
+  the ``UNIQUE(stream_id, version)`` constraint: a head another process moved on is stale, and
+  the version after it may have been archived or deleted since, which that constraint cannot
+  see. Other batches read their streams' heads inside their transaction.
 - **Reads off the write path.** Reads use their own connection (a WAL reader), so activating
   actors never queues behind the writer. Activation loads coalesce like appends: the loads
   waiting at one moment go to the reader's thread as one job.

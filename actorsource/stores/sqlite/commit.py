@@ -62,7 +62,7 @@ def _commit_batch(
         done = _all_at_once(conn, batch, known_heads, now, now_text)
         if done is not None:
             return done
-    commit = _BatchCommit(conn, known_heads, now=now, now_text=now_text, inline=inline)
+    commit = _BatchCommit(conn, now=now, now_text=now_text, inline=inline)
     conn.execute("BEGIN IMMEDIATE")
     try:
         commit.position = (
@@ -106,11 +106,12 @@ def _insert_rows_sql(rows: int) -> str:
 @functools.cache
 def _insert_all_sql(rows: int) -> str:
     """One statement inserting up to ``rows`` rows, taking their positions and checking the
-    heads the writer did not know.
+    head of every stream it appends to.
 
     Each row gives its offset (1, 2, ...) in place of a position, and last the head its stream
-    must have now (NULL: the writer knows it). A stream at another head makes the row's
-    stream id NULL, which the NOT NULL constraint refuses, so the statement stores nothing.
+    must have now (NULL: an earlier row of the statement checks it). A stream at another head
+    makes the row's stream id NULL, which the NOT NULL constraint refuses, so the statement
+    stores nothing.
     Rows of NULLs pad the parameters up to ``rows``, so that a few statement sizes serve every
     batch. The SELECT reads the table it inserts into, so SQLite runs it to the end before the
     first insert: every check sees the heads from before the statement.
@@ -166,12 +167,12 @@ def _all_at_once(
     now: datetime,
     now_text: str,
 ) -> tuple[_Results, dict[str, int], int] | None:
-    """Commit a batch of appends that all expect the heads known, with one statement in
-    SQLite's autocommit mode; return what :func:`_commit_batch` returns, or None (having
-    stored nothing) if it cannot.
+    """Commit a batch of appends that all expect the heads known (or, for streams the writer
+    does not know, any head), with one statement in SQLite's autocommit mode; return what
+    :func:`_commit_batch` returns, or None (having stored nothing) if it cannot.
 
-    The statement is the whole transaction: it takes the write lock, checks the heads the
-    writer does not know, gives the positions (``max + 1`` on), inserts, and commits, in one
+    The statement is the whole transaction: it takes the write lock, checks the head of every
+    stream it appends to, gives the positions (``max + 1`` on), inserts, and commits, in one
     release of the GIL and one fsync. A refusal by a constraint (or a check) rolls it back, and
     the batch then goes the general way, which finds out which append failed and why.
 
@@ -185,7 +186,6 @@ def _all_at_once(
     )
     planned: list[tuple[int, int]] = []  # per append: its new version, its first offset
     after: dict[str, int] = {}  # the heads once the batch is stored
-    unknown: dict[str, int] | None = None  # streams whose head the statement checks
     params: list[Any] = []
     offset = 0
     for op in batch:
@@ -198,15 +198,13 @@ def _all_at_once(
         check = None
         head = after.get(stream_id)
         if head is None:
-            head = known_heads.get(stream_id)
-            if head is None:  # not known: take the expected one, the statement checks it
-                if unknown is None:
-                    unknown = {}
-                head = unknown[stream_id] = version
+            # the stream's first append in the batch: the statement checks its head, known or
+            # not (a known head may be stale, and the version after it may have been archived
+            # or deleted by another process, so the unique index would not refuse it)
+            head = known_heads.get(stream_id, version)
+            check = head
         if head != version:
             return None
-        if unknown is not None:
-            check = unknown.get(stream_id)
         first = offset
         for kind, data, meta, event_id in op.rows:
             offset += 1
@@ -258,15 +256,15 @@ _Results = list[Any] | _Planned
 class _BatchCommit:
     """The ops of one batch, inside the writer's transaction, on the connection's thread.
 
-    **The fast way.** Consecutive appends that expect the head the writer knows form a run whose
+    **The fast way.** Consecutive appends that expect their stream's head form a run whose
     rows are inserted by a few multi-row statements, not one statement per append. Each
     statement is one release of the GIL while SQLite works; getting the GIL back can take up
     to a switch interval while the loop thread decides the next commands, so a statement per
     append made the writer wait more than it worked. The run's results are given as if every
     insert succeeds; if a constraint refuses a statement (another process appended, an event
     id is stored already), the run is rolled back to its savepoint and its appends go one at a
-    time, which finds out which one failed and why. The heads of streams the writer does not
-    know are queried first, in one query for the batch.
+    time, which finds out which one failed and why. The heads of the batch's streams are
+    queried first, in one query for the batch, inside the transaction.
 
     Every other op (snapshots, read-model transactions, appends with no expected version or an
     unexpected one, and all appends while inline projections run) goes one at a time.
@@ -276,7 +274,6 @@ class _BatchCommit:
         "conn",
         "heads",
         "inline",
-        "known_heads",
         "now",
         "now_text",
         "position",
@@ -291,14 +288,12 @@ class _BatchCommit:
     def __init__(
         self,
         conn: sqlite3.Connection,
-        known_heads: dict[str, int],
         *,
         now: datetime,
         now_text: str,
         inline: dict[str, InlineHook] | None,
     ) -> None:
         self.conn = conn
-        self.known_heads = known_heads
         #: the next free position (known once the transaction began)
         self.position = 0
         self.now = now
@@ -321,14 +316,12 @@ class _BatchCommit:
         fast = not self.inline
         if fast:
             self._learn_heads(batch)
-        conn, results, heads, known_heads = self.conn, self.results, self.heads, self.known_heads
+        conn, results, heads = self.conn, self.results, self.heads
         for op in batch:
-            if fast and type(op) is _Append and op.expected_version is not None:
-                head = heads.get(op.stream_id)
-                if head is None:
-                    head = known_heads.get(op.stream_id)
-                if head == op.expected_version:
-                    self._add_to_run(op, head)
+            if fast and type(op) is _Append:
+                expected = op.expected_version
+                if expected is not None and heads.get(op.stream_id) == expected:
+                    self._add_to_run(op, expected)
                     continue
             if self.run_ops:
                 self._flush_run()
@@ -351,22 +344,22 @@ class _BatchCommit:
             self._flush_run()
 
     def _learn_heads(self, batch: list[_Op]) -> None:
-        """Query, in one query, the heads of the streams appended to that the writer does not
-        know: a burst to cold streams (after a restart, to new aggregates) then takes the fast
-        way as well."""
-        known = self.known_heads
-        unknown = list(
+        """Query, in one query, the heads of the streams appended to, inside the transaction.
+
+        Known heads are not trusted here: one may be stale (another process appended), and
+        the version after it may have been archived or deleted meanwhile, so that the unique
+        index would not refuse an append that expects it.
+        """
+        streams = list(
             {
                 op.stream_id: None
                 for op in batch
-                if type(op) is _Append
-                and op.expected_version is not None
-                and op.stream_id not in known
+                if type(op) is _Append and op.expected_version is not None
             }
         )
         heads = self.heads
-        for start in range(0, len(unknown), _STREAMS_PER_HEAD_QUERY):
-            chunk = unknown[start : start + _STREAMS_PER_HEAD_QUERY]
+        for start in range(0, len(streams), _STREAMS_PER_HEAD_QUERY):
+            chunk = streams[start : start + _STREAMS_PER_HEAD_QUERY]
             for stream_id in chunk:
                 heads[stream_id] = 0  # no row: an empty stream
             marks = ", ".join("?" * len(chunk))
@@ -439,9 +432,8 @@ class _BatchCommit:
         the error for this append alone (nothing of it stays stored)."""
         conn, heads = self.conn, self.heads
         stream_id, expected = op.stream_id, op.expected_version
+        # only a head read in this transaction (see _learn_heads)
         head = heads.get(stream_id)
-        if head is None:
-            head = self.known_heads.get(stream_id)
         if expected is None or head != expected:
             head = conn.execute(_STREAM_HEAD, (stream_id,)).fetchone()[0]
             heads[stream_id] = head

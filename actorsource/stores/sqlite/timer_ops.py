@@ -27,7 +27,6 @@ class _Commit(Protocol):
 
     conn: sqlite3.Connection
     heads: dict[str, int]
-    known_heads: dict[str, int]
     position: int
     now: datetime
 
