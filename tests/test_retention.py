@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 import attrs
@@ -312,6 +312,26 @@ class Deletions(Projection):
     @handle
     def stream_deleted(self, event: StreamDeleted, ctx: ProjectionContext) -> None:
         self.deleted.append((event.stream_id, event.hard, ctx.record.version))
+
+
+class InlineDeletions(Deletions):
+    mode: ClassVar[Any] = "inline"
+
+
+async def test_an_inline_projection_handles_a_tombstone_in_its_deletion_s_transaction(
+    store: EventStore, store_kind: str
+) -> None:
+    inline = InlineDeletions()
+    async with Runtime(store) as runtime:
+        runtime.add_projection(inline)
+        await runtime.ref(Account, "a").ask(Deposit(1))
+        await runtime.delete_stream(STREAM, hard=True)
+        if store_kind == "sqlite":
+            # the deletion commits on a connection of its own: the next append feeds it
+            assert inline.deleted == []
+            await runtime.ref(Account, "b").ask(Deposit(1))
+        assert inline.deleted == [(STREAM, True, 2)]
+        assert inline.deposits == 2 if store_kind == "sqlite" else 1
 
 
 async def test_a_soft_deleted_stream_keeps_its_events_and_refuses_commands(

@@ -11,6 +11,7 @@ from ..._errors import ActorsourceError, StoreError
 from ..._records import AppendResult, NewEvent
 from .._base import (
     HeadWatch,
+    InlineHook,
     StoreLifecycle,
     archive_refusal,
     before_kept,
@@ -23,6 +24,7 @@ from .._base import (
 from .connection import _Connection, _Pool
 from .plan import _check_no_nul, _jsonb_columns
 from .schema import _Statements
+from .transactions import _TransactionStatements, feed_inline
 
 T = TypeVar("T")
 
@@ -37,6 +39,8 @@ class PostgresRetention(StoreLifecycle):
     _where: str
     _append_lock: int
     _watch: HeadWatch
+    _inline: dict[str, InlineHook]
+    _tx_sql: _TransactionStatements
 
     async def archive_stream(
         self, stream_id: str, through_version: int, max_position: int | None
@@ -135,6 +139,8 @@ class PostgresRetention(StoreLifecycle):
                 None,  # a tombstone's data is small: never compressed
                 [],
             )
+            if self._inline:  # inline projections handle the tombstone in its transaction
+                await feed_inline(conn, dict(self._inline), self._tx_sql)
             if hard:
                 await conn.execute(
                     f"DELETE FROM {events} WHERE stream_id = $1 AND version <= $2", stream_id, head
