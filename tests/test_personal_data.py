@@ -221,7 +221,7 @@ async def test_forget_refuses_an_unknown_subject_and_changes_nothing(store: Even
         with pytest.raises(UnknownSubjectError, match="'c9'") as caught:
             await runtime.forget("c9")
         assert caught.value.subject == "c9"
-        for bad in ("", 5, "a\x00b"):
+        for bad in ("", 5, "a\x00b", "a\ud800"):
             with pytest.raises(ValueError, match="subject id"):
                 await runtime.forget(bad)  # type: ignore[arg-type]
         assert (await runtime.ref(Customer, "c1").state()).email == MARKER

@@ -185,8 +185,11 @@ def check_snapshot(snapshot: SnapshotRecord) -> None:
 
 def check_keep(keep: object) -> int | None:
     """Return how many snapshots a save keeps (``None``: all), else raise a ValueError."""
-    if keep is not None and (not _is_int(keep) or keep < 1):  # type: ignore[operator]
-        msg = f"keep must be an int >= 1 (snapshots kept per stream) or None, got {keep!r}"
+    if keep is not None and (not _is_int(keep) or not 1 <= keep <= MAX_VERSION):  # type: ignore[operator]
+        msg = (
+            f"keep must be an int from 1 to {MAX_VERSION} (snapshots kept per stream) or None, "
+            f"got {keep!r}"
+        )
         raise ValueError(msg)
     return keep  # type: ignore[return-value]
 

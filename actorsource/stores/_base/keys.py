@@ -43,4 +43,10 @@ def check_subject(subject: object) -> str:
     if not isinstance(subject, str) or not subject or "\x00" in subject:
         msg = f"a subject id is a non-empty str without NUL characters, got {subject!r}"
         raise ValueError(msg)
+    if not subject.isascii():
+        try:
+            subject.encode()
+        except UnicodeEncodeError:
+            msg = f"a subject id must be valid Unicode (no lone surrogates), got {subject!r}"
+            raise ValueError(msg) from None
     return subject
