@@ -239,10 +239,12 @@ class ProjectionHost(HostRebuilds):
         entry = self._gated_entry(name)
         if not entry.gate_open:
             return
-        entry.gate_open = False
         if entry.rebuild is not None:
-            msg = f"projection {name!r} is being rebuilt here; its gate closes when it is done"
+            # refused before anything changes: the rebuild starts the projection again when
+            # it is done, and a caller that retries then (a cluster's lease keeper) closes it
+            msg = f"projection {name!r} is being rebuilt here; close its gate when it is done"
             raise ValueError(msg)
+        entry.gate_open = False
         await self._stop_projection(entry)
         entry.runner.state = "standby"
         entry.changed.set()  # waiters turn to the stored checkpoint
@@ -281,6 +283,8 @@ class ProjectionHost(HostRebuilds):
 
     def _start_projection(self, entry: ProjectionEntry) -> None:
         assert self._task_group is not None
+        if entry.started and not entry.done.is_set():
+            return  # its task still runs: a second one would deliver every event twice
         entry.scope, entry.done, entry.started = anyio.CancelScope(), asyncio.Event(), True
         self._task_group.start_soon(
             self._run_projection, entry, name=f"actorsource projection {entry.runner.name}"

@@ -112,7 +112,7 @@ class HostRebuilds:
         runner.name = old.name
         runner.state = "catching_up"
         entry.wire(runner)
-        self._start_projection(entry)
+        self._start_if_open(entry)
         self._log_rebuilt(old.name, from_position, runner.position, in_place=False)
         return fresh
 
@@ -130,9 +130,17 @@ class HostRebuilds:
                 old.projection, old.name, old.batch_size, old.poll_interval, slice=entry.slice
             )
             entry.wire(runner)
-            self._start_projection(entry)
+            self._start_if_open(entry)
         self._log_rebuilt(old.name, from_position, from_position - 1, in_place=True)
         return old.projection
+
+    def _start_if_open(self, entry: ProjectionEntry) -> None:
+        """Start a rebuilt projection again, unless its gate is closed (it waits on standby)."""
+        if entry.gate_open:
+            self._start_projection(entry)
+        else:
+            entry.runner.state = "standby"
+            entry.changed.set()
 
     def _log_rebuilt(self, name: str, from_position: int, position: int, *, in_place: bool) -> None:
         logger.info(

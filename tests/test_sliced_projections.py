@@ -16,6 +16,7 @@ from actorsource import (
     Projection,
     ProjectionContext,
     ProjectionSlice,
+    ResetContext,
     Runtime,
     WaitTimeoutError,
     handle,
@@ -376,3 +377,84 @@ async def test_a_gate_holds_neither_inline_projections_nor_read_models_in_memory
 
     assert gated == {"deposits:slice:0/2", "deposits:slice:1/2"}
     assert sorted(p for view in in_memory for _, p in view.seen) == list(range(1, head + 1))
+
+
+class Rebuilt(Projection):
+    """A durable read model whose handler (or reset) can be held, to act mid-rebuild."""
+
+    durable: ClassVar[bool | None] = True
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        #: where to wait for ``release``: "handler", "reset" or nowhere (None)
+        self.hold: str | None = None
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+
+    @handle
+    async def deposited(self, event: Deposited, ctx: ProjectionContext) -> None:
+        if self.hold == "handler":
+            self.entered.set()
+            await self.release.wait()
+        self.seen.append(ctx.record.position)
+
+    async def reset(self, ctx: ResetContext) -> None:
+        if self.hold == "reset":
+            self.entered.set()
+            await self.release.wait()
+        self.seen.clear()
+
+
+async def test_a_gate_does_not_close_under_a_rebuild_and_one_task_runs_after_it() -> None:
+    with anyio.fail_after(10):  # a second task on one runner kept the runtime from closing
+        async with Runtime(InMemoryEventStore(), poll_interval=0.05) as runtime:
+            hosting = runtime._hosting
+            hosting.gate()
+            serving = Rebuilt()
+            runtime.add_projection(serving)
+            first = await _deposit(runtime, accounts=3, each=1)
+            await hosting.open_gate("Rebuilt")
+            await runtime.wait_for_projection(Rebuilt, first)
+            fresh = Rebuilt()
+            fresh.hold = "handler"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: runtime.rebuild_projection(Rebuilt, factory=lambda: fresh))
+                await fresh.entered.wait()  # the rebuild is under way
+                with pytest.raises(ValueError, match="being rebuilt here; close its gate"):
+                    await hosting.close_gate("Rebuilt")
+                assert [g.running for g in hosting.gated_entries()] == [True]
+                fresh.hold = None
+                fresh.release.set()
+            await hosting.close_gate("Rebuilt")  # now it closes
+            assert runtime.statistics().projections[0].state == "standby"
+            await hosting.open_gate("Rebuilt")
+            second = await _deposit(runtime, accounts=3, each=1)
+            await runtime.wait_for_projection(Rebuilt, second)
+    assert runtime.projection(Rebuilt) is fresh
+    assert fresh.seen == list(range(1, second + 1))  # each event once
+
+
+async def test_a_gate_closed_during_a_rebuild_in_place_keeps_the_projection_on_standby() -> None:
+    with anyio.fail_after(10):
+        async with Runtime(InMemoryEventStore(), poll_interval=0.05) as runtime:
+            hosting = runtime._hosting
+            hosting.gate()
+            view = Rebuilt()
+            runtime.add_projection(view)
+            first = await _deposit(runtime, accounts=3, each=1)
+            await hosting.open_gate("Rebuilt")
+            await runtime.wait_for_projection(Rebuilt, first)
+            view.hold = "reset"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: runtime.rebuild_projection(Rebuilt))
+                await view.entered.wait()  # its reset is under way (the lease is lost now)
+                await hosting.close_gate("Rebuilt")
+                view.hold = None
+                view.release.set()
+            # the rebuild did not start it again behind the closed gate
+            assert runtime.statistics().projections[0].state == "standby"
+            assert [g.running for g in hosting.gated_entries()] == [False]
+            await hosting.open_gate("Rebuilt")
+            second = await _deposit(runtime, accounts=3, each=1)
+            await runtime.wait_for_projection(Rebuilt, second)
+    assert view.seen == list(range(1, second + 1))  # each event once, after the reset
