@@ -10,6 +10,7 @@ the router's job (``_process_router``).
 
 import functools
 import inspect
+import logging
 import typing
 import weakref
 from collections.abc import Callable
@@ -20,9 +21,11 @@ import attrs
 from ._aggregate import Aggregate, _handlers, apply, command, decider_of
 from ._codec import Codec
 from ._decider import Decider
-from ._errors import DefinitionError
+from ._errors import DefinitionError, Rejected
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+logger = logging.getLogger("actorsource.processes")
 
 _EVENT_MARK = "__actorsource_process_event__"
 _OUTCOME_MARK = "__actorsource_process_outcome__"
@@ -184,8 +187,21 @@ class ProcessManager(Aggregate):
             return []  # its outcome is recorded already
         command_type = type(cmd.outcome.command)
         handler = _tables(type(self))[1].get(command_type)
-        result = handler(self, cmd.outcome, cmd.outcome.command) if handler is not None else None
-        return [OutcomeReceived(cmd.seq, cmd.outcome.reason), *self.recorded(result)]
+        received = OutcomeReceived(cmd.seq, cmd.outcome.reason)
+        try:
+            result = handler(self, cmd.outcome, cmd.outcome.command) if handler else None
+        except Rejected as exc:
+            # the handler's input is skipped, as an event's is; the outcome is still recorded,
+            # or the command would be sent again and again
+            logger.info(
+                "%s refused the outcome of its %s to %s: %s",
+                type(self).__name__,
+                command_type.__name__,
+                cmd.outcome.to,
+                exc,
+            )
+            return [received]
+        return [received, *self.recorded(result)]
 
     @apply
     def _event_handled(self, event: EventHandled) -> None:

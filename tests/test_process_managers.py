@@ -3,6 +3,7 @@ replays that send nothing again, a failing instance that holds up only itself, b
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ from actorsource import (
     Outcome,
     ProcessManager,
     ProcessRouter,
+    Rejected,
     Runtime,
     Send,
     Timers,
@@ -293,6 +295,38 @@ async def test_a_failing_instance_does_not_block_the_others(store: EventStore) -
         assert await _types(store, "Relay-broken") == []
         # the checkpoint stays before the event the broken instance has not handled
         assert await store.load_checkpoint("process-router") == 0
+
+
+@attrs.define
+class Picky(ProcessManager):
+    """Refuses every outcome of its pokes."""
+
+    @on_event(key=lambda event: event.to)
+    def pinged(self, event: Pinged) -> Send:
+        return Send(Poke(), to=(Target, event.to))
+
+    @on_outcome
+    def poked(self, outcome: Outcome, command: Poke) -> None:
+        raise Rejected("not interested any more")
+
+
+async def test_an_outcome_its_handler_refuses_is_recorded_and_logged_not_retried(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="actorsource.processes")
+    async with Runtime(store) as runtime:
+        await runtime.ref(Source, "s").ask(Ping("p"))
+        router = ProcessRouter(runtime, [Picky], aggregates=[Target], poll_interval=0.01)
+        with anyio.fail_after(10):  # it was retried for ever
+            await router.run_until_idle()
+        assert (await runtime.ref(Picky, "p").state()).outbox == {}
+    assert await _types(store, "Picky-p") == ["CommandDecided", "EventHandled", "OutcomeReceived"]
+    assert await _types(store, "Target-p") == ["Poked"]
+    refused = [r for r in caplog.records if "refused the outcome" in r.getMessage()]
+    assert [r.levelno for r in refused] == [logging.INFO]
+    assert "Picky refused the outcome of its Poke to Target-p: not interested" in (
+        refused[0].getMessage()
+    )
 
 
 # -- bad input
