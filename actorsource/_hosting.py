@@ -24,6 +24,7 @@ from ._errors import DefinitionError, RuntimeClosedError
 from ._hosted import GatedProjection, ProjectionEntry, wait_for_entries
 from ._hosting_rebuilds import HostRebuilds
 from ._metrics import Metrics
+from ._policies import check_seconds
 from ._projection import (
     CompiledProjection,
     Projection,
@@ -114,6 +115,8 @@ class ProjectionHost(HostRebuilds):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             msg = f"batch_size must be an int >= 1, got {batch_size!r}"
             raise ValueError(msg)
+        if poll_interval is not None:
+            check_seconds("poll_interval", poll_interval)
         if slices is not None:
             self._add_sliced(projection, slices, batch_size, poll_interval)
             return

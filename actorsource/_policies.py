@@ -10,10 +10,25 @@ Each is frozen and checked when made, so that a bad value fails where it is writ
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
 import attrs
+
+
+def check_seconds(name: str, value: object) -> float:
+    """Return ``value`` if it is a finite number of seconds > 0, else raise a ValueError
+    naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not value > 0
+    ):
+        msg = f"{name} must be > 0 seconds (a finite number), got {value!r}"
+        raise ValueError(msg)
+    return value
 
 
 def _check_positive_int(owner: str, name: str, value: object) -> None:

@@ -22,6 +22,7 @@ from ._aggregate import decider_of
 from ._codec import Codec, event_type_spec
 from ._decider import Decider
 from ._errors import Rejected
+from ._policies import check_seconds
 from ._process_manager import (
     CommandDecided,
     HandleEvent,
@@ -83,13 +84,10 @@ class ProcessRouter:
             if not (isinstance(manager, type) and issubclass(manager, ProcessManager)):
                 msg = f"ProcessRouter manages ProcessManager subclasses, got {manager!r}"
                 raise TypeError(msg)
-        if not poll_interval > 0:
-            msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
-            raise ValueError(msg)
         self._runtime = runtime
         self._name = name
-        self._poll = poll_interval
-        self._retry_limit = retry_limit
+        self._poll = check_seconds("poll_interval", poll_interval)
+        self._retry_limit = check_seconds("retry_limit", retry_limit)
         self._codec = Codec()
         self._managers: dict[str, type[ProcessManager]] = {}
         #: event type name -> [(manager, event class, key)]

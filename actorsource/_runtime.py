@@ -28,6 +28,7 @@ from ._policies import (
     SnapshotInterval,
     check_optional_positive,
     check_runtime_options,
+    check_seconds,
     passivation_policy,
     snapshot_policy,
 )
@@ -142,6 +143,8 @@ class Runtime(RuntimeReading, RuntimeProjections, RuntimeObserving):
             ask_timeout=ask_timeout,
             shutdown_timeout=shutdown_timeout,
         )
+        #: seconds between projections' reads for events that other processes append
+        self.poll_interval = check_seconds("poll_interval", poll_interval)
         self.store = store
         #: the most actors holding state in memory at once (None: no limit)
         self.max_active = max_active
@@ -213,10 +216,6 @@ class Runtime(RuntimeReading, RuntimeProjections, RuntimeObserving):
         if timers is not None:
             self._scheduler = self._timer_scheduler(timers)
             self._context.timers_stored = self._scheduler.stored
-        if not poll_interval > 0:
-            msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
-            raise ValueError(msg)
-        self.poll_interval = poll_interval
         #: the projections this runtime runs
         self._hosting = ProjectionHost(
             store, self._codec, self, metrics=metrics, poll_interval=poll_interval

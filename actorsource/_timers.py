@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from ._policies import check_seconds
 from ._records import JSONDict
 
 
@@ -290,8 +291,15 @@ def _aggregates(value: object) -> tuple[Any, ...]:
 
 def _positive(name: str) -> Any:
     def check(_: object, __: object, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            msg = f"Timers({name}=...) must be a number > 0, got {value!r}"
+        check_seconds(f"Timers({name}=...)", value)
+
+    return check
+
+
+def _count(name: str) -> Any:
+    def check(_: object, __: object, value: object) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            msg = f"Timers({name}=...) must be an int >= 1, got {value!r}"
             raise ValueError(msg)
 
     return check
@@ -319,4 +327,4 @@ class Timers:
     clock: Clock = attrs.field(factory=SystemClock)
     lease: float = attrs.field(default=30.0, validator=_positive("lease"))
     poll_interval: float = attrs.field(default=1.0, validator=_positive("poll_interval"))
-    max_claim: int = attrs.field(default=100, validator=_positive("max_claim"))
+    max_claim: int = attrs.field(default=100, validator=_count("max_claim"))

@@ -31,8 +31,10 @@ from actorsource import (
     EventApplyError,
     EventStore,
     IncompatibleStoreError,
+    InMemoryEventStore,
     InvalidEventError,
     NewEvent,
+    Projection,
     Runtime,
     SnapshotRecord,
     SQLiteEventStore,
@@ -41,11 +43,22 @@ from actorsource import (
     UnknownCommandError,
     apply,
     command,
+    handle,
 )
 from actorsource.stores.sqlite import APPLICATION_ID, SCHEMA_VERSION
 
 from .conftest import POSTGRES_DSN, SKIP_WITHOUT_POSTGRES, postgres_schema
-from .domain import Account, Attach, Attached, Deposit, Misbehave, Opaque, Poke, Poked
+from .domain import (
+    Account,
+    Attach,
+    Attached,
+    Deposit,
+    Deposited,
+    Misbehave,
+    Opaque,
+    Poke,
+    Poked,
+)
 
 # -- a domain that can be made to misbehave -------------------------------------------------
 
@@ -835,6 +848,9 @@ BAD_SETTINGS = {
     "shutdown_timeout negative": ({"shutdown_timeout": -1.0}, "shutdown_timeout must be >= 0"),
     "idempotency_window negative": ({"idempotency_window": -1}, "idempotency_window must be"),
     "idempotency_window a float": ({"idempotency_window": 2.5}, "idempotency_window must be"),
+    "poll_interval 0": ({"poll_interval": 0}, "poll_interval must be > 0 seconds"),
+    "poll_interval a str": ({"poll_interval": "0.5"}, "poll_interval must be > 0 seconds"),
+    "poll_interval infinite": ({"poll_interval": math.inf}, "poll_interval must be > 0 seconds"),
 }
 
 
@@ -847,6 +863,25 @@ def test_bad_runtime_setting_is_refused_naming_it_before_the_store_is_touched(
         Runtime(store, **settings)
     assert not store.is_open
     assert os.listdir(tmp_path) == []
+
+
+class Counting(Projection):
+    def __init__(self) -> None:
+        self.count = 0
+
+    @handle
+    def deposited(self, event: Deposited) -> None:
+        self.count += 1
+
+
+@pytest.mark.parametrize("interval", [0, -1.0, "0.5", math.nan, True])
+async def test_a_projection_s_bad_poll_interval_is_refused_naming_it_and_nothing_runs(
+    interval: object,
+) -> None:
+    async with Runtime(InMemoryEventStore()) as runtime:
+        with pytest.raises(ValueError, match="poll_interval must be > 0 seconds"):
+            runtime.add_projection(Counting(), poll_interval=interval)  # type: ignore[arg-type]
+        assert runtime.statistics().projections == ()
 
 
 # -- after many refusals ---------------------------------------------------------------------------

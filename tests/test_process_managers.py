@@ -4,6 +4,7 @@ replays that send nothing again, a failing instance that holds up only itself, b
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import anyio
@@ -358,6 +359,13 @@ def _handle(event: object) -> Any:
     from actorsource._process_manager import HandleEvent
 
     return HandleEvent(event, 1, type(event).__name__)
+
+
+@pytest.mark.parametrize("limit", [0, -1.0, "5", math.inf])
+async def test_a_router_s_bad_retry_limit_is_refused_naming_it(limit: object) -> None:
+    async with Runtime(InMemoryEventStore()) as runtime:
+        with pytest.raises(ValueError, match="retry_limit must be > 0 seconds"):
+            ProcessRouter(runtime, [Relay], aggregates=[Target], retry_limit=limit)  # type: ignore[arg-type]
 
 
 async def test_a_router_needs_process_manager_classes() -> None:

@@ -338,6 +338,10 @@ async def test_a_runtime_that_delivers_timers_needs_a_store_that_keeps_them() ->
 def test_timers_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="lease"):
         Timers([Order], lease=0)
+    with pytest.raises(ValueError, match=r"Timers\(lease=...\) must be > 0 seconds"):
+        Timers([Order], lease=float("inf"))
+    with pytest.raises(ValueError, match=r"Timers\(max_claim=...\) must be an int >= 1"):
+        Timers([Order], max_claim=2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="aggregates"):
         Timers("Order")  # type: ignore[arg-type]
 
