@@ -40,11 +40,12 @@ join the event's conversation and name the event as their cause.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal, TypeVar, cast
 
@@ -297,11 +298,16 @@ class ProjectionRunner:
         self.max_backoff = max_backoff
         self.metrics = metrics
         codec.register_events(self.compiled.event_types)
+        # a handler for a base class handles its subclasses' events: they are read too
+        handled = with_subclasses(self.compiled.event_types)
+        for cls in handled:
+            with contextlib.suppress(DefinitionError):  # one no store could hold: never read
+                codec.register_events([cls])
         # stored names, old ones (aliases of renamed types) included: the store filters by them
         self.type_names = sorted(
             {
                 name
-                for cls in self.compiled.event_types
+                for cls in handled
                 for spec in (event_type_spec(cls),)
                 for name in (spec.name, *spec.aliases)
             }
@@ -667,3 +673,21 @@ def _error(name: str, stored: StoredEvent, exc: BaseException) -> ProjectionErro
 
 def _nothing() -> None:
     pass
+
+
+def with_subclasses(classes: Iterable[type]) -> list[type]:
+    """``classes`` and every subclass of them, each once, in a stable order.
+
+    A class made again under the same module and name replaces the earlier one (attrs makes
+    a slotted class anew; the first stays among the subclasses until it is collected).
+    """
+    found: dict[tuple[str, str], type] = {}
+    seen: set[type] = set()
+    pending = list(classes)
+    while pending:
+        cls = pending.pop(0)
+        if cls not in seen:
+            seen.add(cls)
+            found[(cls.__module__, cls.__qualname__)] = cls  # the later one wins
+            pending.extend(cls.__subclasses__())
+    return list(found.values())

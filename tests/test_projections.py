@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
+import attrs
 import pytest
 
 from actorsource import (
+    Aggregate,
     DefinitionError,
     EventStore,
     NewEvent,
@@ -21,6 +23,8 @@ from actorsource import (
     ProjectionError,
     Runtime,
     SQLiteEventStore,
+    apply,
+    command,
     handle,
 )
 
@@ -541,3 +545,84 @@ async def test_runtime_subscribe_filters_by_aggregate_and_stops_at_the_head_unle
         assert [r.position for r in found] == [1, 2]
         with pytest.raises(ValueError, match="needs event_types= or aggregates="):
             _ = [r async for r in runtime.subscribe(live=False)]
+
+
+# -- a handler for a base class ------------------------------------------------------------------
+
+
+@attrs.frozen
+class WalletEvent:
+    amount: int
+
+
+@attrs.frozen
+class Put(WalletEvent):
+    pass
+
+
+@attrs.frozen
+class Took(WalletEvent):
+    pass
+
+
+@attrs.frozen
+class PutMoney:
+    amount: int
+
+
+@attrs.define
+class Wallet(Aggregate):
+    total: int = 0
+
+    @command
+    def put(self, cmd: PutMoney) -> list[WalletEvent]:
+        return [Put(cmd.amount), Took(1)]
+
+    @apply
+    def was_put(self, event: Put) -> None:
+        self.total += event.amount
+
+    @apply
+    def was_taken(self, event: Took) -> None:
+        self.total -= event.amount
+
+
+class AllWalletEvents(Projection):
+    def __init__(self) -> None:
+        self.seen: list[type] = []
+
+    @handle
+    def any(self, event: WalletEvent) -> None:
+        self.seen.append(type(event))
+
+
+class AllWalletEventsExactlyOnce(AllWalletEvents):
+    mode: ClassVar[Any] = "exactly_once"
+
+
+class AllWalletEventsInline(AllWalletEvents):
+    mode: ClassVar[Any] = "inline"
+
+
+@pytest.mark.parametrize(
+    "view", [AllWalletEvents, AllWalletEventsExactlyOnce, AllWalletEventsInline]
+)
+async def test_a_handler_for_a_base_class_gets_its_subclasses_events_in_every_mode(
+    tmp_path: Path, view: type[AllWalletEvents]
+) -> None:
+    async with Runtime(SQLiteEventStore(tmp_path / "e.db")) as runtime:
+        runtime.add_projection(view())
+        recorded = await runtime.ref(Wallet, "w").ask(PutMoney(3))
+        await runtime.wait_for_projection(view, recorded[-1].position)
+        assert runtime.projection(view).seen == [Put, Took]
+
+
+async def test_a_base_class_handler_reads_subclass_events_a_process_never_registered(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as writer:
+        await writer.ref(Wallet, "w").ask(PutMoney(3))
+    async with Runtime(store) as reader:  # a read-side service: no ref to Wallet here
+        reader.add_projection(AllWalletEvents())
+        await reader.wait_for_projection(AllWalletEvents)
+        assert reader.projection(AllWalletEvents).seen == [Put, Took]  # these classes
