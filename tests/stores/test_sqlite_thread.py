@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -9,7 +10,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from actorsource import SQLiteEventStore
 from actorsource.stores.sqlite._thread import ConnectionThread
+
+from .test_contract import event
 
 
 def threads_named(name: str) -> list[threading.Thread]:
@@ -49,3 +53,29 @@ async def test_a_failed_connect_raises_and_leaves_no_thread(tmp_path: Path) -> N
         await ConnectionThread.connect(tmp_path, busy_timeout=1.0, name="t-fail")  # a directory
 
     assert threads_named("t-fail") == []
+
+
+async def test_a_store_whose_close_is_cancelled_still_ends_its_threads(tmp_path: Path) -> None:
+    path = tmp_path / "e.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append("s-1", 0, [event()])
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock: the append waits
+    before = set(threading.enumerate())
+    store = SQLiteEventStore(path, busy_timeout=1.0)
+    await store.open()
+    pending = store.submit_append("s-1", 1, [event()])  # queued: close waits for its commit
+    try:
+        with anyio.move_on_after(0.05) as shutdown:  # the shutdown stops waiting for the close
+            await store.close()
+        assert shutdown.cancelled_caught
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with contextlib.suppress(Exception):
+        await pending  # committed after all, or failed: either way answered
+    assert not store.is_open
+    started = set(threading.enumerate()) - before
+    for thread in started:
+        thread.join(5)  # they end once the blocked commit gives up: they are not daemons
+    assert [t.name for t in started if t.is_alive()] == []

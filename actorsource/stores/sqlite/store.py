@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
+
 from ..._errors import (
     StoreError,
 )
@@ -165,10 +167,16 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteSubjectKeys, SQLiteTimer
         )
 
     async def _close(self) -> None:
-        # every write queued before close() is committed first
-        await self._drain_writes()
-        self._fail_pending("closed before this write")
-        await self._close_connections()
+        try:
+            # every write queued before close() is committed first (unless the wait is
+            # cancelled: the application's shutdown may not wait for them)
+            await self._drain_writes()
+        finally:
+            # the connections' threads end either way: they are not daemons, and a process
+            # whose close was cancelled would never exit
+            with anyio.CancelScope(shield=True):
+                self._fail_pending("closed before this write")
+                await self._close_connections()
 
     async def _close_connections(self) -> None:
         for conn in (self._writer, self._reader):
