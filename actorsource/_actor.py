@@ -307,6 +307,12 @@ class Actor(Activation):
             # messages after a failed applier wait for the reload, in their order
             self.mailbox.extendleft(reversed(outcome.rest))
             del batch[len(batch) - len(outcome.rest) :]
+        if outcome.stale and not retries:
+            # this actor may be behind the store: reload, then decide the batch again (once)
+            recycle(self, outcome)
+            self.unload()
+            self.context.start_task(self._retry(batch, 1))
+            return True
         if not outcome.new_events and outcome.timers is None:
             reply(self, batch, outcome, None)
             if self.context.metrics is not None:

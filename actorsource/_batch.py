@@ -156,6 +156,10 @@ def precondition_refusal(
     actual = actor.version + len(outcome.new_events)
     if actual == expected:
         return None
+    if actual < expected:
+        # expected further than this actor has seen: it may be behind the store (another
+        # process appended), so the batch is decided again after a reload before refusing
+        outcome.stale = True
     return ConcurrencyError(actor.stream_id, expected, actual)
 
 
@@ -340,6 +344,7 @@ class BatchOutcome:
         "rest",
         "results",
         "retries",
+        "stale",
         "start_version",
         "timers",
         "timers_from",
@@ -373,6 +378,8 @@ class BatchOutcome:
         self.timers_from: tuple[int, int] | None = None
         #: some personal fields wait for their subjects' keys: seal them before the append
         self.unsealed = False
+        #: a conditional command expected a version past the actor's (see precondition_refusal)
+        self.stale = False
 
 
 class Repeat:

@@ -57,6 +57,23 @@ async def test_ask_at_a_stale_version_is_refused_with_the_versions_and_stores_no
     assert await store.stream_version("Account-a") == 2
 
 
+async def test_an_actor_behind_the_store_reloads_before_it_judges_a_conditional_command(
+    store: EventStore,
+) -> None:
+    async with Runtime(store) as first, Runtime(store) as second:
+        behind = second.ref(Account, "x")
+        await behind.ask(Deposit(1))  # live in the second runtime at version 1
+        await first.ref(Account, "x").ask(Deposit(1))  # the stream is at 2 now
+        # the client read version 2 elsewhere: the command is decided, at version 3
+        recorded = await behind.ask(Deposit(1), expected_version=2)
+        assert [r.version for r in recorded] == [3]
+        # a version the stream has not reached: refused after the reload, naming the real one
+        with pytest.raises(ConcurrencyError) as refused:
+            await behind.ask(Deposit(1), expected_version=9)
+        assert (refused.value.expected_version, refused.value.actual_version) == (9, 3)
+    assert await store.stream_version("Account-x") == 3
+
+
 async def test_expected_version_zero_lets_only_the_first_writer_create_the_aggregate(
     store: EventStore,
 ) -> None:
