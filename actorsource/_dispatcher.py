@@ -14,7 +14,7 @@ import contextvars
 import enum
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -25,7 +25,7 @@ from ._context import Slots
 from ._errors import MailboxFullError, RuntimeClosedError, StoreError
 from ._messages import Message
 from ._metrics import PASSIVATIONS, Metrics
-from ._policies import Passivation
+from ._policies import Passivation, check_seconds
 
 if TYPE_CHECKING:
     from ._refs import AggregateRef
@@ -67,7 +67,7 @@ class Dispatcher:
         self.shutdown_timeout = shutdown_timeout
         #: where counters and histograms go (None: nowhere)
         self.metrics = metrics
-        self.passivate_after = passivation.idle_after
+        self._passivate_after = passivation.idle_after
         #: whether idle actors are kept in LRU order (only a timer or a cap needs it)
         self._track_idle = passivation.idle_after is not None or passivation.max_active is not None
         self._actors: dict[str, Actor] = {}
@@ -99,14 +99,33 @@ class Dispatcher:
         """Messages waiting in mailboxes now."""
         return sum(len(a.mailbox) for a in self._actors.values())
 
+    @property
+    def passivate_after(self) -> float | None:
+        """Seconds an actor may stay idle before it leaves memory (None: never)."""
+        return self._passivate_after
+
+    @passivate_after.setter
+    def passivate_after(self, value: float | None) -> None:
+        self._passivate_after = check_seconds("passivate_after", value, zero=True, optional=True)
+        if value is not None and not self._track_idle:
+            self._track_idle = True  # idle actors were not kept in order: those idle now are
+            if self.state is RuntimeState.OPEN:
+                _adopt_idle(self._actors.values(), self._idle)
+        if self.state is RuntimeState.OPEN:
+            self._timer_scope.cancel()  # a timer running sleeps until the old deadline
+            self._start_timer()
+
+    def _start_timer(self) -> None:
+        if self._passivate_after is not None and self._task_group is not None:
+            self._timer_scope = scope = anyio.CancelScope()
+            self._task_group.start_soon(self.run_timer, scope, name="actorsource passivation")
+
     def open(self, task_group: anyio.abc.TaskGroup) -> None:
         """Serve messages; run background work (the passivation timer, snapshot saves) in
         ``task_group``."""
         self._idle_changed = asyncio.Event()
         self._task_group = task_group
-        if self.passivate_after is not None:
-            self._timer_scope = anyio.CancelScope()
-            task_group.start_soon(self.run_timer, name="actorsource passivation")
+        self._start_timer()
         self.state = RuntimeState.OPEN
 
     async def close(self, cancel_everything: Any) -> None:
@@ -277,19 +296,7 @@ class Dispatcher:
     def withdraw(self, stream_id: str, message: Message) -> bool:
         """Take a message back if no actor has taken it yet; return whether it was."""
         actor = self._actors.get(stream_id)
-        if actor is None:
-            return False
-        for index, queued in enumerate(actor.mailbox):
-            if queued is message:
-                del actor.mailbox[index]
-                return True
-        if actor.overflow:
-            for index, (queued, entered) in enumerate(actor.overflow):
-                if queued is message:
-                    del actor.overflow[index]
-                    entered.cancel()
-                    return True
-        return False
+        return actor is not None and _take_back(actor, message)
 
     def is_live(self, stream_id: str) -> bool:
         """Whether an actor holds (or is loading) the stream's state, so that it can answer
@@ -378,8 +385,8 @@ class Dispatcher:
         self._idle = OrderedDict(self._idle)
         self._actors_high = len(self._actors)
 
-    async def run_timer(self) -> None:
-        with self._timer_scope:
+    async def run_timer(self, scope: anyio.CancelScope) -> None:
+        with scope:
             await self._passivate_when_due()
 
     async def _passivate_when_due(self) -> None:
@@ -439,3 +446,27 @@ class Dispatcher:
 
 async def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
     await coroutine
+
+
+def _adopt_idle(actors: Iterable[Actor], idle: OrderedDict[str, Actor]) -> None:
+    """Count the loaded actors with nothing to do as idle from now (passivation turned on)."""
+    now = asyncio.get_running_loop().time()
+    for actor in actors:
+        if actor.loaded and not actor.running and not actor.mailbox:
+            actor.idle_since = now
+            idle[actor.stream_id] = actor
+
+
+def _take_back(actor: Actor, message: Message) -> bool:
+    """Take ``message`` out of the actor's mailbox (or its overflow); return whether it was."""
+    for index, queued in enumerate(actor.mailbox):
+        if queued is message:
+            del actor.mailbox[index]
+            return True
+    if actor.overflow:
+        for index, (queued, entered) in enumerate(actor.overflow):
+            if queued is message:
+                del actor.overflow[index]
+                entered.cancel()
+                return True
+    return False

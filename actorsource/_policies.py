@@ -13,20 +13,24 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
 
-def check_seconds(name: str, value: object) -> float:
-    """Return ``value`` if it is a finite number of seconds > 0, else raise a ValueError
-    naming ``name``."""
+def check_seconds(name: str, value: Any, *, zero: bool = False, optional: bool = False) -> Any:
+    """Return ``value`` if it is a finite number of seconds > 0 (>= 0 with ``zero``; or None
+    with ``optional``), else raise a ValueError naming ``name``."""
+    if value is None and optional:
+        return None
     if (
         isinstance(value, bool)
-        or not isinstance(value, (int, float))
+        or not isinstance(value, int | float)
         or not math.isfinite(value)
-        or not value > 0
+        or not (value >= 0 if zero else value > 0)
     ):
-        msg = f"{name} must be > 0 seconds (a finite number), got {value!r}"
+        bound = ">= 0" if zero else "> 0"
+        msg = f"{name} must be {bound} seconds{' or None' if optional else ''}, got {value!r}"
         raise ValueError(msg)
     return value
 
@@ -113,13 +117,7 @@ class Passivation:
     max_active: int | None = None
 
     def __attrs_post_init__(self) -> None:
-        if self.idle_after is not None and (
-            not isinstance(self.idle_after, int | float)
-            or isinstance(self.idle_after, bool)
-            or not self.idle_after >= 0
-        ):
-            msg = f"Passivation: idle_after must be >= 0 seconds or None, got {self.idle_after!r}"
-            raise ValueError(msg)
+        check_seconds("Passivation: idle_after", self.idle_after, zero=True, optional=True)
         if self.max_active is not None:
             _check_positive_int("Passivation", "max_active", self.max_active)
 
@@ -142,9 +140,7 @@ class Backoff:
 
     def __attrs_post_init__(self) -> None:
         for name, value in (("base", self.base), ("limit", self.limit)):
-            if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
-                msg = f"Backoff: {name} must be >= 0 seconds, got {value!r}"
-                raise ValueError(msg)
+            check_seconds(f"Backoff: {name}", value, zero=True)
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failures in a row (``failures >= 1``)."""
@@ -171,9 +167,7 @@ def passivation_policy(
 ) -> Passivation:
     """The passivation policy given as a value, or made from the keywords it replaces."""
     if passivation is None:
-        if passivate_after is not None and not passivate_after >= 0:
-            msg = f"passivate_after must be >= 0 seconds or None, got {passivate_after!r}"
-            raise ValueError(msg)
+        check_seconds("passivate_after", passivate_after, zero=True, optional=True)
         return Passivation(idle_after=passivate_after, max_active=max_active)
     if not isinstance(passivation, Passivation):
         msg = f"passivation must be a Passivation, got {passivation!r}"
@@ -185,7 +179,7 @@ def passivation_policy(
 
 
 def check_optional_positive(name: str, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
         msg = f"{name} must be an int >= 1 or None, got {value!r}"
         raise ValueError(msg)
 
@@ -209,11 +203,13 @@ def check_runtime_options(
     check_optional_positive("mailbox_size", mailbox_size)
     check_optional_positive("max_batch", max_batch)
     check_optional_positive("max_activations", max_activations)
-    if activation_timeout is not None and activation_timeout <= 0:
-        msg = f"activation_timeout must be > 0 seconds or None, got {activation_timeout!r}"
-        raise ValueError(msg)
-    if max_conflict_retries < 0:
-        msg = f"max_conflict_retries must be >= 0, got {max_conflict_retries!r}"
+    check_seconds("activation_timeout", activation_timeout, optional=True)
+    if (
+        not isinstance(max_conflict_retries, int)
+        or isinstance(max_conflict_retries, bool)
+        or max_conflict_retries < 0
+    ):
+        msg = f"max_conflict_retries must be an int >= 0, got {max_conflict_retries!r}"
         raise ValueError(msg)
     if (
         not isinstance(idempotency_window, int)
@@ -222,9 +218,5 @@ def check_runtime_options(
     ):
         msg = f"idempotency_window must be an int >= 0, got {idempotency_window!r}"
         raise ValueError(msg)
-    if ask_timeout is not None and ask_timeout <= 0:
-        msg = f"ask_timeout must be > 0 seconds or None, got {ask_timeout!r}"
-        raise ValueError(msg)
-    if shutdown_timeout is not None and shutdown_timeout < 0:
-        msg = f"shutdown_timeout must be >= 0 seconds or None, got {shutdown_timeout!r}"
-        raise ValueError(msg)
+    check_seconds("ask_timeout", ask_timeout, optional=True)
+    check_seconds("shutdown_timeout", shutdown_timeout, zero=True, optional=True)

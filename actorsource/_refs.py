@@ -13,6 +13,7 @@ from ._decider import Decider
 from ._errors import AskTimeoutError
 from ._messages import Command, GetState, Message, TakeSnapshot
 from ._metrics import ASK_DURATION, Metrics
+from ._policies import check_seconds
 from ._records import JSONDict, RecordedEvent
 from ._tracing import command_metadata
 
@@ -119,11 +120,14 @@ class AggregateRef(Generic[S]):
         :raises RuntimeClosedError: if the runtime is not open
         :raises TypeError: if ``metadata`` is not a dict or an id is not a str
         :raises ValueError: if an id is empty, ``command_id`` holds NUL, ``metadata`` uses a
-            reserved key, or ``expected_version`` is negative
+            reserved key, ``expected_version`` is negative, or ``timeout`` is not a finite
+            number of seconds > 0 (or None)
         """
         stored, explicit = command_metadata(metadata, command_id, correlation_id, causation_id)
         if expected_version is not None:
             _check_expected_version(expected_version)
+        if timeout is not DEFAULT and timeout is not None:
+            check_seconds("timeout", timeout)
         future: asyncio.Future[list[RecordedEvent[Any]]] = (
             asyncio.get_running_loop().create_future()
         )

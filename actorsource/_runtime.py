@@ -286,7 +286,7 @@ class Runtime(RuntimeReading, RuntimeProjections, RuntimeObserving):
 
     @ask_timeout.setter
     def ask_timeout(self, value: float | None) -> None:
-        self._dispatcher.ask_timeout = value
+        self._dispatcher.ask_timeout = check_seconds("ask_timeout", value, optional=True)
 
     @property
     def passivate_after(self) -> float | None:
@@ -304,7 +304,9 @@ class Runtime(RuntimeReading, RuntimeProjections, RuntimeObserving):
 
     @shutdown_timeout.setter
     def shutdown_timeout(self, value: float | None) -> None:
-        self._dispatcher.shutdown_timeout = value
+        self._dispatcher.shutdown_timeout = check_seconds(
+            "shutdown_timeout", value, zero=True, optional=True
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 

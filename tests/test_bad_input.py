@@ -848,6 +848,15 @@ BAD_SETTINGS = {
     "shutdown_timeout negative": ({"shutdown_timeout": -1.0}, "shutdown_timeout must be >= 0"),
     "idempotency_window negative": ({"idempotency_window": -1}, "idempotency_window must be"),
     "idempotency_window a float": ({"idempotency_window": 2.5}, "idempotency_window must be"),
+    "ask_timeout NaN": ({"ask_timeout": math.nan}, "ask_timeout must be > 0 seconds"),
+    "ask_timeout a str": ({"ask_timeout": "5"}, "ask_timeout must be > 0 seconds"),
+    "shutdown_timeout NaN": ({"shutdown_timeout": math.nan}, "shutdown_timeout must be >= 0"),
+    "activation_timeout NaN": ({"activation_timeout": math.nan}, "activation_timeout must be"),
+    "activation_timeout a str": ({"activation_timeout": "1"}, "activation_timeout must be"),
+    "max_conflict_retries a float": ({"max_conflict_retries": 2.5}, "max_conflict_retries"),
+    "max_conflict_retries a str": ({"max_conflict_retries": "3"}, "max_conflict_retries"),
+    "mailbox_size True": ({"mailbox_size": True}, "mailbox_size must be"),
+    "max_batch True": ({"max_batch": True}, "max_batch must be"),
     "poll_interval 0": ({"poll_interval": 0}, "poll_interval must be > 0 seconds"),
     "poll_interval a str": ({"poll_interval": "0.5"}, "poll_interval must be > 0 seconds"),
     "poll_interval infinite": ({"poll_interval": math.inf}, "poll_interval must be > 0 seconds"),
@@ -882,6 +891,19 @@ async def test_a_projection_s_bad_poll_interval_is_refused_naming_it_and_nothing
         with pytest.raises(ValueError, match="poll_interval must be > 0 seconds"):
             runtime.add_projection(Counting(), poll_interval=interval)  # type: ignore[arg-type]
         assert runtime.statistics().projections == ()
+
+
+@pytest.mark.parametrize("seconds", [-1, 0, math.nan, "1", True])
+async def test_a_bad_ask_timeout_is_refused_naming_it_and_nothing_is_sent(seconds: object) -> None:
+    async with Runtime(InMemoryEventStore()) as runtime:
+        ref = runtime.ref(Account, "a")
+        with pytest.raises(ValueError, match="timeout must be > 0 seconds"):
+            await ref.ask(Deposit(1), timeout=seconds)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="ask_timeout must be > 0 seconds or None"):
+            runtime.ask_timeout = seconds  # type: ignore[assignment]
+        with pytest.raises(ValueError, match="shutdown_timeout must be >= 0 seconds or None"):
+            runtime.shutdown_timeout = "1"  # type: ignore[assignment]
+        assert not await ref.exists()
 
 
 # -- after many refusals ---------------------------------------------------------------------------

@@ -852,6 +852,20 @@ async def test_idle_actor_passivates_and_rehydrates_on_its_next_message(
         assert (await ref.state()).history == [3, 4]
 
 
+async def test_passivate_after_set_on_an_open_runtime_takes_effect_at_once() -> None:
+    async with Runtime(InMemoryEventStore()) as runtime:  # made without passivation
+        await runtime.ref(Account, "a").ask(Deposit(1))
+        runtime.passivate_after = 0.01
+        await wait_until(lambda: runtime.statistics().passivations == 1)
+    async with Runtime(InMemoryEventStore(), passivate_after=3600) as runtime:
+        await runtime.ref(Account, "a").ask(Deposit(1))
+        runtime.passivate_after = 0.01  # the timer must not sleep out the hour
+        await wait_until(lambda: runtime.statistics().passivations == 1)
+        with pytest.raises(ValueError, match="passivate_after must be >= 0 seconds or None"):
+            runtime.passivate_after = -1
+        assert runtime.passivate_after == 0.01
+
+
 async def test_passivated_actor_rehydrates_from_snapshot(store: EventStore) -> None:
     async with Runtime(store, passivate_after=0.02, snapshot_every=5) as runtime:
         ref = runtime.ref(Account, "a")
