@@ -193,6 +193,24 @@ def event_type_spec(cls: type) -> EventTypeSpec:
     return EventTypeSpec(declared if isinstance(declared, str) and declared else cls.__name__)
 
 
+def with_subclasses(classes: Iterable[type]) -> list[type]:
+    """``classes`` and every subclass of them, each once, in a stable order.
+
+    A class made again under the same module and name replaces the earlier one (attrs makes
+    a slotted class anew; the first stays among the subclasses until it is collected).
+    """
+    found: dict[tuple[str, str], type] = {}
+    seen: set[type] = set()
+    pending = list(classes)
+    while pending:
+        cls = pending.pop(0)
+        if cls not in seen:
+            seen.add(cls)
+            found[(cls.__module__, cls.__qualname__)] = cls  # the later one wins
+            pending.extend(cls.__subclasses__())
+    return list(found.values())
+
+
 def event_type_name(cls: type) -> str:
     """Return the stored type name of an event class (its class name unless overridden)."""
     return event_type_spec(cls).name

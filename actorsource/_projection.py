@@ -41,11 +41,12 @@ join the event's conversation and name the event as their cause.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal, TypeVar, cast
 
@@ -53,7 +54,7 @@ import anyio
 import attrs
 
 from ._aggregate import _handlers, _lookup
-from ._codec import Codec, event_type_spec
+from ._codec import Codec, event_type_spec, with_subclasses
 from ._errors import CheckpointConflictError, DefinitionError, ProjectionError
 from ._metrics import PROJECTION_DURATION, PROJECTION_EVENTS, Metrics
 from ._projection_context import ProjectionContext, ProjectionRuntime, ProjectionStatus
@@ -291,6 +292,8 @@ class ProjectionRunner:
         self._refusal = transactional_refusal(self.compiled, store, capabilities)
         #: whether handlers are awaited inside the store's transaction (PostgreSQL)
         self._async_transactions = capabilities.async_transactions
+        #: whether a failed transaction's read-model writes are undone (not the memory store's)
+        self._rolls_back = capabilities.transactions_roll_back
         self.codec = codec
         self.runtime = runtime
         self.batch_size = batch_size
@@ -522,13 +525,25 @@ class ProjectionRunner:
                     await self._call_async(batch, transaction)
 
             else:
+                pending = batch
+                if not self._rolls_back:
+                    # the store cannot undo what a batch that failed half-way wrote: an event at
+                    # a time, each with its checkpoint (then the end of the batch, below)
+                    for stored in batch:
+                        one = functools.partial(self._call_sync, stored)
+                        await store.commit_with_checkpoint(
+                            self.name, stored.position, one, expected=self.position
+                        )
+                        self._advanced(stored.position)
+                    pending = []
 
                 def work(transaction: Any) -> None:
-                    for stored in batch:
+                    for stored in pending:
                         self._call_sync(stored, transaction)
 
             # only if no other runner committed since this batch began (no event twice)
-            await store.commit_with_checkpoint(self.name, through, work, expected=self.position)
+            if through > self.position:
+                await store.commit_with_checkpoint(self.name, through, work, expected=self.position)
         else:
             handled = self.position
             try:
@@ -673,21 +688,3 @@ def _error(name: str, stored: StoredEvent, exc: BaseException) -> ProjectionErro
 
 def _nothing() -> None:
     pass
-
-
-def with_subclasses(classes: Iterable[type]) -> list[type]:
-    """``classes`` and every subclass of them, each once, in a stable order.
-
-    A class made again under the same module and name replaces the earlier one (attrs makes
-    a slotted class anew; the first stays among the subclasses until it is collected).
-    """
-    found: dict[tuple[str, str], type] = {}
-    seen: set[type] = set()
-    pending = list(classes)
-    while pending:
-        cls = pending.pop(0)
-        if cls not in seen:
-            seen.add(cls)
-            found[(cls.__module__, cls.__qualname__)] = cls  # the later one wins
-            pending.extend(cls.__subclasses__())
-    return list(found.values())

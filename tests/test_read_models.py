@@ -538,3 +538,33 @@ async def test_a_projection_name_no_store_can_hold_is_refused_when_added(
             runtime.add_projection(Named())
         assert await _deposit(runtime, 1) == 1  # the runtime goes on
     assert await store.list_checkpoints() == {}
+
+
+class FailsOnceAtThree(Projection):
+    mode: ClassVar[Any] = "exactly_once"
+
+    def __init__(self) -> None:
+        self.handled: Counter[int] = Counter()
+        self.failed = False
+
+    @handle
+    def deposited(self, event: Deposited, ctx: ProjectionContext) -> None:
+        if ctx.record.position == 3 and not self.failed:
+            self.failed = True
+            raise RuntimeError("a passing failure")
+        self.handled[ctx.record.position] += 1
+
+
+async def test_an_exactly_once_handler_failing_in_a_batch_on_the_memory_store_repeats_no_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.CRITICAL, logger="actorsource.projection")
+    store = InMemoryEventStore()
+    async with Runtime(store) as runtime:
+        for _ in range(5):
+            await runtime.ref(Account, "a").ask(Deposit(1))
+        runtime.add_projection(FailsOnceAtThree(), batch_size=5)
+        await runtime.wait_for_projection(FailsOnceAtThree, 5)
+        view = runtime.projection(FailsOnceAtThree)
+    assert view.failed
+    assert view.handled == dict.fromkeys(range(1, 6), 1)  # 1 and 2 were not handed over again

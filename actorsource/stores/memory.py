@@ -326,6 +326,7 @@ class InMemoryEventStore(MemoryRetention, MemorySubjectKeys, MemoryCluster, Memo
             submit_append=self.submit_append,
             writer_lag=self.writer_lag,
             transactional=self,
+            transactions_roll_back=False,
             archive_stream=self.archive_stream,
             delete_stream=self.delete_stream,
             storage_growth=self.storage_growth,

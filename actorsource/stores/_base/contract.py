@@ -68,6 +68,10 @@ class StoreCapabilities:
     #: inside the transaction on the event loop (PostgreSQL); else they must be plain functions
     #: (SQLite runs them on its writer thread, the memory store in one step of the loop)
     async_transactions: bool = False
+    #: whether :attr:`transactional` undoes what a failed transaction's work wrote (the memory
+    #: store's read models are Python objects it cannot undo: exactly-once projections then
+    #: commit an event at a time, so that a failure never hands an event over twice)
+    transactions_roll_back: bool = True
     #: ``archive_stream(stream_id, through_version, max_position)``: remove the stream's
     #: events up to ``through_version`` in one transaction, checking there that they are
     #: behind its latest snapshot, before its last event, at or below ``max_position`` and
