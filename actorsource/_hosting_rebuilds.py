@@ -107,6 +107,10 @@ class HostRebuilds:
             await self._stop_projection(entry)
             if compiled.durable:
                 await self.store.save_checkpoint(old.name, runner.position)
+                # the rebuild's own checkpoint would hold archiving back for ever
+                delete = self.store.capabilities().delete_checkpoint
+                if delete is not None:
+                    await delete(temporary)
         finally:
             entry.rebuild = None
         runner.name = old.name

@@ -131,6 +131,19 @@ def test_projections_lists_positions_and_lag(db: Path, capsys: pytest.CaptureFix
     assert balances["lag_seconds"] >= 0
 
 
+def test_projections_forget_removes_a_retired_projection_s_checkpoint(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = _run(capsys, "projections", str(db), "forget", "nobody")
+    assert (status, out) == (1, "")
+    assert "no checkpoint named 'nobody' (checkpoints: 'balances')" in err
+
+    status, out, _ = _run(capsys, "projections", str(db), "forget", "balances")
+    assert status == 0
+    assert out.startswith("balances: checkpoint removed; archiving no longer waits for it")
+    assert _run(capsys, "projections", str(db), "--json")[1] == ""
+
+
 def test_projections_rebuild_without_the_application_is_refused_and_changes_nothing(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

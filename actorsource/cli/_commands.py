@@ -3,7 +3,8 @@ delete.
 
 Each command opens the store named on the command line (a SQLite path or a PostgreSQL DSN)
 read-only, so that looking never creates, upgrades or changes anything (only ``projections
-rebuild`` writes, and it too refuses a store that is not there). It prints a table for a terminal
+rebuild`` and ``forget``, ``archive``, ``delete`` and ``forget`` write, and they too refuse a
+store that is not there). It prints a table for a terminal
 (bold headers when stdout is a TTY and ``NO_COLOR`` is unset, fitted to its width) or JSON with
 ``--json`` (one object per line for lists), and turns every expected failure into one line on
 stderr and exit status 1 (:class:`CommandError`).
@@ -51,7 +52,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     command = _HANDLERS[args.command]
     # the commands that write (the others open the store read-only)
     rebuild = args.command in ("archive", "delete", "forget") or (
-        args.command == "projections" and args.action == "rebuild"
+        args.command == "projections" and args.action in ("rebuild", "forget")
     )
 
     async def main() -> None:

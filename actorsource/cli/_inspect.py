@@ -192,6 +192,9 @@ async def projections(store: EventStore, args: argparse.Namespace, out: TextIO) 
     if args.action == "rebuild":
         await _rebuild(store, args, out)
         return
+    if args.action == "forget":
+        await _forget_checkpoint(store, args.name, out)
+        return
     rows = await checkpoints(store)
     if args.json:
         for name, position, head_position, lag, seconds in rows:
@@ -209,6 +212,25 @@ async def projections(store: EventStore, args: argparse.Namespace, out: TextIO) 
             )
         return
     table(out, ["projection", "position", "head", "lag (events)", "lag (s)"], rows)
+
+
+async def _forget_checkpoint(store: EventStore, name: str | None, out: TextIO) -> None:
+    """Remove the checkpoint of a projection no longer deployed (it holds archiving back)."""
+    if name is None:
+        msg = "projections forget needs the projection's name"
+        raise CommandError(msg)
+    delete = store.capabilities().delete_checkpoint
+    if delete is None:
+        msg = f"{store!r} cannot remove checkpoints"
+        raise CommandError(msg)
+    if not await delete(name):
+        known = ", ".join(map(repr, await store.list_checkpoints())) or "none"
+        msg = f"no checkpoint named {name!r} (checkpoints: {known}); nothing was changed"
+        raise CommandError(msg)
+    out.write(
+        f"{name}: checkpoint removed; archiving no longer waits for it (a projection of that "
+        "name started again begins from the start of the log)\n"
+    )
 
 
 async def _rebuild(store: EventStore, args: argparse.Namespace, out: TextIO) -> None:

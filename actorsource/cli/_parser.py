@@ -180,8 +180,13 @@ def _add_inspection(commands: Any) -> None:
         "projections", help="list projections' positions and lag, or rebuild one"
     )
     _db(projections)
-    projections.add_argument("action", nargs="?", choices=["rebuild"], default=None)
-    projections.add_argument("name", nargs="?", default=None, help="the projection to rebuild")
+    projections.add_argument("action", nargs="?", choices=["rebuild", "forget"], default=None)
+    projections.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        help="the projection to rebuild, or whose checkpoint to forget",
+    )
     projections.add_argument("--from-position", type=int, default=1)
     projections.add_argument(
         "--app",

@@ -329,6 +329,7 @@ class InMemoryEventStore(MemoryRetention, MemorySubjectKeys, MemoryCluster, Memo
             transactions_roll_back=False,
             archive_stream=self.archive_stream,
             delete_stream=self.delete_stream,
+            delete_checkpoint=self.delete_checkpoint,
             storage_growth=self.storage_growth,
             timers=self,
             subject_keys=self,
@@ -368,6 +369,11 @@ class InMemoryEventStore(MemoryRetention, MemorySubjectKeys, MemoryCluster, Memo
         """Save the checkpoint ``name`` (see :class:`EventStore`)."""
         self._check_open()
         self._checkpoints[check_checkpoint(name, position)] = position
+
+    async def delete_checkpoint(self, name: str) -> bool:
+        """Remove checkpoint ``name``; return whether there was one."""
+        self._check_open()
+        return self._checkpoints.pop(check_checkpoint(name), None) is not None
 
     async def list_checkpoints(self) -> dict[str, int]:
         """Return every checkpoint (see :class:`EventStore`)."""

@@ -125,6 +125,20 @@ async def test_checkpoints_start_at_0_and_keep_the_last_saved_position(store: Ev
     assert await store.list_checkpoints() == {"activity": 3, "balances": 9}
 
 
+async def test_a_checkpoint_removed_is_gone_and_the_others_stay(store: EventStore) -> None:
+    delete = store.capabilities().delete_checkpoint
+    assert delete is not None
+    await store.save_checkpoint("retired", 7)
+    await store.save_checkpoint("balances", 9)
+
+    assert await delete("retired") is True
+    assert await delete("retired") is False  # none any more
+    assert await store.list_checkpoints() == {"balances": 9}
+    assert await store.load_checkpoint("retired") == 0
+    with pytest.raises(ValueError, match="checkpoint name"):
+        await delete("")
+
+
 @pytest.mark.parametrize(
     ("name", "position", "problem"),
     [("", 1, "checkpoint name"), (7, 1, "checkpoint name"), ("p", -1, "'p': a position")],

@@ -81,6 +81,9 @@ class StoreCapabilities:
     #: stream's last event and, if ``hard``, remove every other event and snapshot of the
     #: stream, in one transaction (see ``retention.deletion_refusal``)
     delete_stream: Callable[[str, NewEvent, bool], Awaitable[AppendResult]] | None = None
+    #: ``delete_checkpoint(name)``: remove a reader's stored checkpoint (a projection no
+    #: longer deployed, which would hold archiving back for ever); return whether there was one
+    delete_checkpoint: Callable[[str], Awaitable[bool]] | None = None
     #: how fast the store grows (events and bytes, totals and recent rates), for statistics
     #: and health checks (else none)
     storage_growth: Callable[[], StorageGrowth] | None = None

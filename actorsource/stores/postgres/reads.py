@@ -246,6 +246,16 @@ class PostgresReads(StoreLifecycle):
         rows = await self._fetch(self._sql.list_checkpoints)
         return {row[0]: int(row[1]) for row in rows}
 
+    async def delete_checkpoint(self, name: str) -> bool:
+        """Remove checkpoint ``name``; return whether there was one."""
+        self._check_open()
+        check_checkpoint(name)
+        _check_no_nul("a checkpoint name", name)
+        if self.read_only:
+            msg = f"{self!r} was opened read_only: it cannot write"
+            raise StoreError(msg)
+        return bool(await self._fetch(self._sql.delete_checkpoint, name, doing="writing to"))
+
     async def load_checkpoint(self, name: str) -> int:
         """Return the checkpoint ``name`` (see :class:`EventStore`)."""
         check_checkpoint(name)

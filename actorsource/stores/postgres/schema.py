@@ -494,6 +494,7 @@ class _Statements:
             f'SELECT name, position FROM {s}.checkpoints ORDER BY name COLLATE "C"'
         )
         self.load_checkpoint = f"SELECT position FROM {s}.checkpoints WHERE name = $1"
+        self.delete_checkpoint = f"DELETE FROM {s}.checkpoints WHERE name = $1 RETURNING 1"
         self.save_checkpoint = (
             f"INSERT INTO {s}.checkpoints (name, position, updated_at) "
             "VALUES ($1, $2, clock_timestamp()) ON CONFLICT (name) DO UPDATE SET "

@@ -431,9 +431,7 @@ class PostgresEventStore(
         await self._execute(self._sql.save_checkpoint, name, position)
 
     def capabilities(self) -> StoreCapabilities:
-        """Future appends, one-read activation loads, lean replays, the writer's lag,
-        read-model writes in its transactions (plain or ``async``, on the loop), archiving and
-        deleting streams, the storage growth, timers, and a cluster's tables."""
+        """Everything :class:`StoreCapabilities` names (transactions' work may be ``async``)."""
         return StoreCapabilities(
             submit_append=self.submit_append,
             load_latest=self.load_latest,
@@ -443,6 +441,7 @@ class PostgresEventStore(
             async_transactions=True,
             archive_stream=self.archive_stream,
             delete_stream=self.delete_stream,
+            delete_checkpoint=self.delete_checkpoint,
             storage_growth=self.storage_growth,
             timers=self,
             subject_keys=self,

@@ -38,7 +38,7 @@ from .._base import (
 )
 from ._thread import ConnectionThread
 from .keys import SQLiteSubjectKeys
-from .ops import _Append, _CatchUpInline, _SaveSnapshot, _Transact
+from .ops import _Append, _CatchUpInline, _SaveSnapshot, _Transact, _Work
 from .reads import SQLiteReads
 from .schema import SCHEMA_VERSION, Synchronous, connect, open_error, prepare, read_identity
 from .timers import SQLiteTimers
@@ -263,6 +263,7 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteSubjectKeys, SQLiteTimer
             transactional=self,
             archive_stream=self.archive_stream,
             delete_stream=self.delete_stream,
+            delete_checkpoint=self.delete_checkpoint,
             storage_growth=self.storage_growth,
             timers=self,
             subject_keys=None if self.read_only else self,
@@ -276,6 +277,19 @@ class SQLiteEventStore(SQLiteWriter, SQLiteReads, SQLiteSubjectKeys, SQLiteTimer
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Save the checkpoint ``name`` in the writer's next transaction."""
         await self._transact(name, position, None)
+
+    async def delete_checkpoint(self, name: str) -> bool:
+        """Remove checkpoint ``name`` in the writer's next transaction; return whether there
+        was one."""
+        self._check_open()
+        check_checkpoint(name)
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM checkpoints WHERE name = ?", (name,)).rowcount > 0
+
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Work(delete, future))
+        return await future
 
     async def commit_with_checkpoint(
         self, name: str, position: int, work: TransactionWork[T], *, expected: int | None = None
