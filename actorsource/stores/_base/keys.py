@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Protocol
 
+from .checks import _is_utf8
+
 
 class SubjectKeyStore(Protocol):
     """A store's table of subject keys (declared in ``StoreCapabilities.subject_keys``).
@@ -43,10 +45,7 @@ def check_subject(subject: object) -> str:
     if not isinstance(subject, str) or not subject or "\x00" in subject:
         msg = f"a subject id is a non-empty str without NUL characters, got {subject!r}"
         raise ValueError(msg)
-    if not subject.isascii():
-        try:
-            subject.encode()
-        except UnicodeEncodeError:
-            msg = f"a subject id must be valid Unicode (no lone surrogates), got {subject!r}"
-            raise ValueError(msg) from None
+    if not _is_utf8(subject):
+        msg = f"a subject id must be valid Unicode (no lone surrogates), got {subject!r}"
+        raise ValueError(msg)
     return subject
